@@ -1,0 +1,139 @@
+//! Which MLX device runs the model: the `--device gpu|cpu` choice shared by
+//! every program, and the line they print about it at start-up.
+
+use std::ffi::CStr;
+use std::fmt;
+
+use mlx_rs::{Device, DeviceType};
+
+use crate::{Error, Result};
+
+/// The user's device choice. `Auto` picks the GPU when MLX has one (Metal on
+/// macOS, CUDA on Linux with the CUDA build of libmlx), else the CPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceChoice {
+    /// GPU if available, else CPU.
+    #[default]
+    Auto,
+    /// The GPU (Metal or CUDA); an error if MLX has none.
+    Gpu,
+    /// The CPU.
+    Cpu,
+}
+
+/// The device that was selected, as reported at start-up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SelectedDevice {
+    /// `Gpu` or `Cpu`.
+    pub kind: DeviceKind,
+    /// "Metal", "CUDA" or "CPU".
+    pub backend: &'static str,
+    /// The hardware name MLX reports, when it reports one.
+    pub name: Option<String>,
+}
+
+/// Where arrays are computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceKind {
+    Gpu,
+    Cpu,
+}
+
+impl fmt::Display for SelectedDevice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            DeviceKind::Gpu => "gpu",
+            DeviceKind::Cpu => "cpu",
+        };
+        write!(f, "{kind} ({}", self.backend)?;
+        if let Some(name) = &self.name {
+            write!(f, ", {name}")?;
+        }
+        write!(f, ")")
+    }
+}
+
+/// True when the loaded libmlx has a usable GPU back end.
+pub fn gpu_available() -> bool {
+    crate::quant::ensure_mlx_error_handler();
+    let mut available = false;
+    // SAFETY: plain out-parameter call; the device handle is freed below.
+    unsafe {
+        let gpu = mlx_sys::mlx_device_new_type(mlx_sys::mlx_device_type__MLX_GPU, 0);
+        let status = mlx_sys::mlx_device_is_available(&mut available, gpu);
+        mlx_sys::mlx_device_free(gpu);
+        status == 0 && available
+    }
+}
+
+fn gpu_backend() -> &'static str {
+    let mut cuda = false;
+    // SAFETY: plain out-parameter call.
+    let status = unsafe { mlx_sys::mlx_cuda_is_available(&mut cuda) };
+    if status == 0 && cuda { "CUDA" } else { "Metal" }
+}
+
+/// The hardware name of the GPU, from MLX's device info ("device_name").
+fn gpu_name() -> Option<String> {
+    // SAFETY: the info and device handles are created and freed here; the
+    // string returned by MLX is copied before the info is freed.
+    unsafe {
+        let gpu = mlx_sys::mlx_device_new_type(mlx_sys::mlx_device_type__MLX_GPU, 0);
+        let mut info = mlx_sys::mlx_device_info_new();
+        let mut name = None;
+        if mlx_sys::mlx_device_info_get(&mut info, gpu) == 0 {
+            let key = c"device_name";
+            let mut exists = false;
+            let mut is_string = false;
+            if mlx_sys::mlx_device_info_has_key(&mut exists, info, key.as_ptr()) == 0
+                && exists
+                && mlx_sys::mlx_device_info_is_string(&mut is_string, info, key.as_ptr()) == 0
+                && is_string
+            {
+                let mut value: *const std::os::raw::c_char = std::ptr::null();
+                if mlx_sys::mlx_device_info_get_string(&mut value, info, key.as_ptr()) == 0
+                    && !value.is_null()
+                {
+                    name = Some(CStr::from_ptr(value).to_string_lossy().into_owned());
+                }
+            }
+        }
+        mlx_sys::mlx_device_info_free(info);
+        mlx_sys::mlx_device_free(gpu);
+        name
+    }
+}
+
+/// Makes `choice` MLX's default device for this process and says which it is.
+pub fn select(choice: DeviceChoice) -> Result<SelectedDevice> {
+    let use_gpu = match choice {
+        DeviceChoice::Cpu => false,
+        DeviceChoice::Auto => gpu_available(),
+        DeviceChoice::Gpu => {
+            if !gpu_available() {
+                return Err(Error::Invalid(
+                    "--device gpu: this MLX build has no GPU back end (Metal or CUDA). \
+                     Use --device cpu, or on Linux set up the CUDA build with \
+                     `python3 scripts/setup-mlx.py --backend cuda`."
+                        .into(),
+                ));
+            }
+            true
+        }
+    };
+    if use_gpu {
+        Device::set_default(&Device::new(DeviceType::Gpu, 0));
+        Ok(SelectedDevice {
+            kind: DeviceKind::Gpu,
+            backend: gpu_backend(),
+            name: gpu_name(),
+        })
+    } else {
+        Device::set_default(&Device::new(DeviceType::Cpu, 0));
+        Ok(SelectedDevice {
+            kind: DeviceKind::Cpu,
+            backend: "CPU",
+            name: None,
+        })
+    }
+}

@@ -1,0 +1,65 @@
+//! Greedy generation on the random-weights demo checkpoint.
+//!
+//! Until tokenizers arrive, the only model this can drive is the demo one from
+//! [`crate::demo`], whose 256-token vocabulary is the bytes: the prompt is fed
+//! as its UTF-8 bytes. Any other checkpoint is refused with a clear message.
+
+use std::path::Path;
+use std::time::Instant;
+
+use crate::checkpoint::Checkpoint;
+use crate::models::llama::Llama;
+use crate::{Error, Result};
+
+/// What one run produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DemoRun {
+    pub prompt_tokens: usize,
+    pub generated_tokens: usize,
+    pub tokens: Vec<u32>,
+    pub tokens_per_second: f64,
+}
+
+/// Loads the demo checkpoint at `model_dir` and generates up to `max_tokens`
+/// tokens greedily, handing each to `on_token` as soon as it is known.
+pub fn run<E>(
+    model_dir: &Path,
+    prompt: &str,
+    max_tokens: usize,
+    mut on_token: impl FnMut(u32) -> std::result::Result<(), E>,
+) -> Result<DemoRun>
+where
+    E: std::fmt::Display,
+{
+    let checkpoint = Checkpoint::open(model_dir)?;
+    let is_demo =
+        checkpoint.config.get("mlx_harmony_random_weights") == Some(&serde_json::Value::Bool(true));
+    if !is_demo {
+        return Err(Error::Invalid(format!(
+            "{}: this build only runs the random-weights demo checkpoint \
+             (made by `cargo run -p mlx-harmony-core --example make-demo-checkpoint`); \
+             tokenizers and real models arrive with the model engine",
+            model_dir.display()
+        )));
+    }
+    let model = Llama::from_checkpoint(checkpoint)?;
+    let mut tokens: Vec<u32> = prompt.bytes().map(u32::from).collect();
+    let prompt_tokens = tokens.len();
+    let start = Instant::now();
+    for _ in 0..max_tokens {
+        let next = model.greedy_next(&tokens)?;
+        tokens.push(next);
+        on_token(next).map_err(|err| Error::Invalid(format!("cannot write output: {err}")))?;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(DemoRun {
+        prompt_tokens,
+        generated_tokens: max_tokens,
+        tokens_per_second: if seconds > 0.0 {
+            max_tokens as f64 / seconds
+        } else {
+            0.0
+        },
+        tokens: tokens[prompt_tokens..].to_vec(),
+    })
+}

@@ -1,0 +1,27 @@
+//! `--device` semantics, whichever libmlx (CPU-only, CUDA or Metal) is loaded.
+
+use mlx_harmony_core::device::{self, DeviceChoice, DeviceKind};
+
+#[test]
+fn choices_follow_what_mlx_offers() {
+    let has_gpu = device::gpu_available();
+
+    let cpu = device::select(DeviceChoice::Cpu).unwrap();
+    assert_eq!(cpu.kind, DeviceKind::Cpu);
+    assert_eq!(cpu.to_string(), "cpu (CPU)");
+
+    let auto = device::select(DeviceChoice::Auto).unwrap();
+    if has_gpu {
+        assert_eq!(auto.kind, DeviceKind::Gpu);
+        assert!(["CUDA", "Metal"].contains(&auto.backend), "{auto}");
+        assert_eq!(device::select(DeviceChoice::Gpu).unwrap(), auto);
+    } else {
+        assert_eq!(auto, cpu);
+        let err = device::select(DeviceChoice::Gpu).unwrap_err().to_string();
+        assert!(
+            err.contains("no GPU back end") && err.contains("--device cpu"),
+            "{err}"
+        );
+    }
+    println!("gpu available: {has_gpu}; auto selects {auto}");
+}

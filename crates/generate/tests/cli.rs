@@ -1,0 +1,108 @@
+//! mlx-harmony-generate as a user runs it: flags, exit codes, output.
+
+use std::process::Command;
+
+use mlx_harmony_core::demo;
+
+fn generate() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mlx-harmony-generate"))
+}
+
+#[test]
+fn help_lists_the_flags_with_defaults() {
+    let out = generate().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for flag in ["--model", "--prompt", "--max-tokens", "--device"] {
+        assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
+    }
+    assert!(
+        help.contains("[default: auto]") && help.contains("[default: 32]"),
+        "{help}"
+    );
+}
+
+#[test]
+fn bad_flags_exit_2_with_a_message() {
+    let out = generate()
+        .args(["--model", "x", "--prompt", "y", "--device", "tpu"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("invalid value 'tpu'") && err.contains("gpu"),
+        "{err}"
+    );
+
+    let out = generate().args(["--prompt", "y"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn demo_checkpoint_generates_the_models_greedy_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    demo::write_random_llama(dir.path(), &demo::tiny_llama_config(), 3).unwrap();
+    let out = generate()
+        .args([
+            "--model",
+            dir.path().to_str().unwrap(),
+            "--prompt",
+            "Hi",
+            "--max-tokens",
+            "8",
+        ])
+        .args(["--device", "cpu"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("device: cpu (CPU)"), "{stderr}");
+    assert!(
+        stderr.contains("2 prompt tokens, 8 generated tokens"),
+        "{stderr}"
+    );
+
+    // The printed text is exactly the library's greedy tokens, rendered as the
+    // binary documents: printable ASCII as itself, anything else as <id>.
+    let expected =
+        mlx_harmony_core::generate_demo::run(dir.path(), "Hi", 8, |_| Ok::<(), std::io::Error>(()))
+            .unwrap();
+    let rendered: String = expected
+        .tokens
+        .iter()
+        .map(|&t| {
+            if (0x20..=0x7e).contains(&t) {
+                (t as u8 as char).to_string()
+            } else {
+                format!("<{t}>")
+            }
+        })
+        .collect();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim_end_matches('\n'),
+        rendered
+    );
+}
+
+#[test]
+fn a_folder_that_is_not_a_model_is_a_one_line_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = generate()
+        .args([
+            "--model",
+            dir.path().to_str().unwrap(),
+            "--prompt",
+            "Hi",
+            "--device",
+            "cpu",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("error: ") && err.contains("config.json"),
+        "{err}"
+    );
+}
