@@ -8,7 +8,10 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::checkpoint::Checkpoint;
-use crate::models::llama::Llama;
+use mlx_rs::ops::indexing::argmax_axis;
+
+use crate::models::Model;
+use crate::models::blocks::last_position;
 use crate::{Error, Result};
 
 /// What one run produced.
@@ -42,13 +45,17 @@ where
             model_dir.display()
         )));
     }
-    let model = Llama::from_checkpoint(checkpoint)?;
+    let model = Model::from_checkpoint(checkpoint)?;
     let mut tokens: Vec<u32> = prompt.bytes().map(u32::from).collect();
     let prompt_tokens = tokens.len();
     let start = Instant::now();
+    let mut caches = model.new_caches();
+    let mut input = tokens.clone();
     for _ in 0..max_tokens {
-        let next = model.greedy_next(&tokens)?;
+        let logits = model.forward_tokens(&input, &mut caches)?;
+        let next = argmax_axis(last_position(&logits)?, -1, None)?.item_exact::<u32>();
         tokens.push(next);
+        input = vec![next];
         on_token(next).map_err(|err| Error::Invalid(format!("cannot write output: {err}")))?;
     }
     let seconds = start.elapsed().as_secs_f64();

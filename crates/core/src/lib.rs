@@ -11,6 +11,7 @@
 //! safetensors checkpoint, enough to prove the MLX plumbing end to end on
 //! every back end (Metal, CPU, CUDA).
 
+pub mod array_ext;
 pub mod checkpoint;
 pub mod demo;
 pub mod device;

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 
 use mlx_harmony_core::checkpoint::Checkpoint;
 use mlx_harmony_core::demo;
-use mlx_harmony_core::models::llama::{Llama, LlamaConfig};
+use mlx_harmony_core::models::Model;
+use mlx_harmony_core::models::llama::LlamaConfig;
+use mlx_rs::ops::indexing::argmax_axis;
 
 struct Reference {
     config: LlamaConfig,
@@ -146,9 +148,11 @@ fn mlx_llama_matches_plain_rust_reference() {
     let config = demo::tiny_llama_config();
     demo::write_random_llama(dir.path(), &config, 7).unwrap();
 
-    let model = Llama::from_checkpoint(Checkpoint::open(dir.path()).unwrap()).unwrap();
+    let model = Model::from_checkpoint(Checkpoint::open(dir.path()).unwrap()).unwrap();
     let tokens: Vec<u32> = "The quick brown fox".bytes().map(u32::from).collect();
-    let logits = model.forward(&tokens).unwrap();
+    let logits = model
+        .forward_tokens(&tokens, &mut model.new_caches())
+        .unwrap();
     assert_eq!(logits.shape(), &[1, tokens.len() as i32, config.vocab_size]);
     let ours: Vec<f32> = logits.as_slice::<f32>().to_vec();
 
@@ -186,7 +190,37 @@ fn mlx_llama_matches_plain_rust_reference() {
         .max_by(|a, b| a.1.total_cmp(b.1))
         .unwrap()
         .0 as u32;
-    assert_eq!(model.greedy_next(&tokens).unwrap(), best);
+    let ours_best = argmax_axis(
+        mlx_harmony_core::models::blocks::last_position(&logits).unwrap(),
+        -1,
+        None,
+    )
+    .unwrap();
+    assert_eq!(ours_best.item_exact::<u32>(), best);
+
+    // The same logits come out when the prompt goes in chunks through the KV
+    // cache (5 + 1 + the rest), and one token at a time.
+    for chunks in [vec![5usize, 1, tokens.len() - 6], vec![1; tokens.len()]] {
+        let mut caches = model.new_caches();
+        let mut start = 0;
+        let mut pieces = Vec::new();
+        for size in chunks {
+            let part = model
+                .forward_tokens(&tokens[start..start + size], &mut caches)
+                .unwrap();
+            pieces.extend_from_slice(part.as_slice::<f32>());
+            start += size;
+        }
+        let worst = pieces
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            worst <= relative * scale.max(1.0),
+            "chunked prefill differs by {worst}"
+        );
+    }
     println!(
         "logits [1, {}, {}]: largest difference {worst:.3e} at logit scale {scale:.3}; \
          greedy next token {best} on both",
@@ -205,7 +239,8 @@ fn missing_tensor_and_wrong_shape_are_clear_errors() {
     config.num_hidden_layers = 3;
     let mut checkpoint = Checkpoint::open(dir.path()).unwrap();
     checkpoint.config = serde_json::to_value(&config).unwrap();
-    let err = Llama::from_checkpoint(checkpoint).err().expect("must fail");
+    checkpoint.config["model_type"] = "llama".into();
+    let err = Model::from_checkpoint(checkpoint).err().expect("must fail");
     assert!(
         err.to_string().contains("missing tensor \"model.layers.2."),
         "{err}"
@@ -216,7 +251,8 @@ fn missing_tensor_and_wrong_shape_are_clear_errors() {
     config.hidden_size = 96;
     let mut checkpoint = Checkpoint::open(dir.path()).unwrap();
     checkpoint.config = serde_json::to_value(&config).unwrap();
-    let err = Llama::from_checkpoint(checkpoint).err().expect("must fail");
+    checkpoint.config["model_type"] = "llama".into();
+    let err = Model::from_checkpoint(checkpoint).err().expect("must fail");
     assert!(
         err.to_string()
             .contains("has shape [256, 64], expected [256, 96]"),

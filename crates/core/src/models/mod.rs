@@ -1,3 +1,108 @@
-//! Model architectures, one module each, in the shape of mlx-lm's `models/`.
+//! Model architectures, one module each, in the shape of mlx-lm's `models/`;
+//! the blocks they share are in [`blocks`], the KV cache in [`cache`].
 
+pub mod blocks;
+pub mod cache;
 pub mod llama;
+pub mod qwen2;
+pub mod qwen3;
+
+use std::path::Path;
+
+use mlx_rs::Array;
+use serde_json::Value;
+
+use crate::checkpoint::Checkpoint;
+use crate::{Error, Result};
+use blocks::{Decoder, DecoderSpec};
+use cache::KvCache;
+
+/// The `model_type`s this build can run.
+pub const SUPPORTED: [&str; 4] = ["llama", "mistral", "qwen2", "qwen3"];
+
+/// A loaded model.
+pub struct Model {
+    pub model_type: String,
+    decoder: Decoder,
+}
+
+fn spec_for(model_type: &str, config: &Value) -> Result<DecoderSpec> {
+    match model_type {
+        "llama" | "mistral" => llama::spec(config),
+        "qwen2" => qwen2::spec(config),
+        "qwen3" => qwen3::spec(config),
+        other => Err(Error::Invalid(format!(
+            "unsupported model_type {other:?}; supported: {}",
+            SUPPORTED.join(", ")
+        ))),
+    }
+}
+
+impl Model {
+    /// Loads a model folder (config.json + safetensors, Hugging Face or
+    /// mlx-community layout, dense or quantized).
+    pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::from_checkpoint(Checkpoint::open(dir)?)
+    }
+
+    pub fn from_checkpoint(mut checkpoint: Checkpoint) -> Result<Self> {
+        let model_type = checkpoint
+            .config
+            .get("model_type")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::Checkpoint {
+                path: checkpoint.dir.join("config.json"),
+                message: format!("has no \"model_type\"; supported: {}", SUPPORTED.join(", ")),
+            })?
+            .to_string();
+        let spec = spec_for(&model_type, &checkpoint.config).map_err(|e| Error::Checkpoint {
+            path: checkpoint.dir.join("config.json"),
+            message: e.to_string(),
+        })?;
+        // Buffers some converters leave in the file; nothing reads them.
+        checkpoint
+            .tensors
+            .retain(|name, _| !name.contains("rotary_emb.inv_freq"));
+        if spec.tie_word_embeddings {
+            for suffix in ["weight", "scales", "biases"] {
+                checkpoint.tensors.remove(&format!("lm_head.{suffix}"));
+            }
+        }
+        let decoder = Decoder::load(spec, &mut checkpoint)?;
+        Ok(Model {
+            model_type,
+            decoder,
+        })
+    }
+
+    pub fn vocab_size(&self) -> i32 {
+        self.decoder.spec.vocab_size
+    }
+
+    /// Fresh caches, one per layer.
+    pub fn new_caches(&self) -> Vec<KvCache> {
+        self.decoder.new_caches()
+    }
+
+    /// Logits `[B, L, vocab]` for `[B, L]` token ids, extending the caches.
+    pub fn forward(&self, ids: &Array, caches: &mut [KvCache]) -> Result<Array> {
+        self.decoder.forward(ids, caches)
+    }
+
+    /// Logits for a sequence of ids (batch of one).
+    pub fn forward_tokens(&self, tokens: &[u32], caches: &mut [KvCache]) -> Result<Array> {
+        if tokens.is_empty() {
+            return Err(Error::Invalid("cannot run the model on zero tokens".into()));
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t >= self.vocab_size() as u32) {
+            return Err(Error::Invalid(format!(
+                "token id {bad} is outside the vocabulary of {} tokens",
+                self.vocab_size()
+            )));
+        }
+        self.forward(
+            &Array::from_slice(tokens, &[1, tokens.len() as i32]),
+            caches,
+        )
+    }
+}

@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Writes tiny random-weight checkpoints of every supported architecture and layout, and
+mlx-lm's outputs on them, for the parity tests (crates/core/tests/parity.rs).
+
+For each case, fixtures/parity/<case>/ gets config.json + model.safetensors in the
+Hugging Face / mlx-community layout (dense f32, or quantized with a `quantization` block), and
+reference.safetensors with what mlx-lm computes after loading that folder with its own loader:
+  prompt  int32 [64]       a fixed random prompt
+  logits  f32   [64, V]    logits at every position, one pass
+  greedy  int32 [48]       48 greedy tokens after the prompt (KV cache, mlx_lm generate_step)
+
+Runs in the reference environment of scripts/reference-env (mlx[cpu]==0.32.4, mlx-lm==0.32.2).
+Usage: make_parity_models.py [--force]
+"""
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_flatten
+from mlx_lm.generate import generate_step
+from mlx_lm.models import llama, qwen2, qwen3
+from mlx_lm.utils import load_model
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "fixtures" / "parity"
+VERSION = "2"  # bump to remake every fixture
+
+BASE = dict(hidden_size=64, num_hidden_layers=2, intermediate_size=128, num_attention_heads=4,
+            num_key_value_heads=2, rms_norm_eps=1e-5, vocab_size=384, rope_theta=10000.0)
+
+CASES = {
+    "llama": ("llama", llama, dict(BASE, tie_word_embeddings=False), None),
+    "llama-tied-llama3rope": ("llama", llama, dict(BASE, tie_word_embeddings=True, rope_theta=500000.0,
+        rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                      "original_max_position_embeddings": 32}), None),
+    "mistral": ("mistral", llama, dict(BASE, num_key_value_heads=1, tie_word_embeddings=False, rope_theta=1000000.0), None),
+    "qwen2": ("qwen2", qwen2, dict(BASE, tie_word_embeddings=True), None),
+    "qwen3": ("qwen3", qwen3, dict(BASE, head_dim=32, tie_word_embeddings=True, max_position_embeddings=4096), None),
+    "llama-q4": ("llama", llama, dict(BASE, tie_word_embeddings=False), {"group_size": 64, "bits": 4}),
+    "qwen2-q8-g32": ("qwen2", qwen2, dict(BASE, tie_word_embeddings=True), {"group_size": 32, "bits": 8}),
+    "qwen3-q4-mixed": ("qwen3", qwen3, dict(BASE, head_dim=32, tie_word_embeddings=False, max_position_embeddings=4096),
+                       {"group_size": 64, "bits": 4, "override": ("mlp.down_proj", {"group_size": 32, "bits": 8})}),
+}
+
+
+def build(name, model_type, module, args, quant, seed):
+    mx.random.seed(seed)
+    model_args = module.ModelArgs(model_type=model_type, **args)
+    model = module.Model(model_args)
+    # Wider than the default init so that the logits are not all alike.
+    params = tree_flatten(model.parameters())
+    model.load_weights([(k, mx.random.normal(v.shape) * (0.02 if "norm" not in k else 0.1) + (1.0 if "norm" in k else 0.0))
+                        for k, v in params])
+    config = dict(args, model_type=model_type, architectures=[{"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
+                  "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}[model_type]], torch_dtype="float32")
+    if quant:
+        block = {"group_size": quant["group_size"], "bits": quant["bits"]}
+        overrides = {}
+        if "override" in quant:
+            suffix, params_override = quant["override"]
+
+            def predicate(path, module_):
+                if not hasattr(module_, "to_quantized"):
+                    return False
+                if path.endswith(suffix):
+                    overrides[path] = params_override
+                    return params_override
+                return True
+        else:
+            def predicate(path, module_):
+                return hasattr(module_, "to_quantized")
+        nn.quantize(model, group_size=quant["group_size"], bits=quant["bits"], class_predicate=predicate)
+        block.update(overrides)
+        config["quantization"] = block
+        config["quantization_config"] = block
+    return model, config
+
+
+def make(name, spec, seed, force):
+    folder = OUT / name
+    stamp = folder / ".version"
+    if stamp.is_file() and stamp.read_text() == VERSION and not force:
+        return False
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    model_type, module, args, quant = spec
+    model, config = build(name, model_type, module, args, quant, seed)
+    weights = dict(tree_flatten(model.parameters()))
+    mx.save_safetensors(str(folder / "model.safetensors"), weights, metadata={"format": "mlx"})
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+    # The reference: mlx-lm reading the folder back with its own loader.
+    loaded, _ = load_model(folder)
+    mx.random.seed(1000 + seed)
+    prompt = mx.random.randint(0, args["vocab_size"], (64,)).astype(mx.int32)
+    logits = loaded(prompt[None])[0].astype(mx.float32)
+    greedy = []
+    for token, _ in generate_step(prompt, loaded, max_tokens=48, sampler=lambda x: mx.argmax(x, axis=-1)):
+        greedy.append(int(token))
+    mx.save_safetensors(str(folder / "reference.safetensors"),
+                        {"prompt": prompt, "logits": logits, "greedy": mx.array(greedy, dtype=mx.int32)},
+                        metadata={"mlx": mx.__version__, "generator": "scripts/make_parity_models.py"})
+    stamp.write_text(VERSION)
+    return True
+
+
+def main():
+    force = "--force" in sys.argv
+    made = [name for seed, (name, spec) in enumerate(CASES.items()) if make(name, spec, seed, force)]
+    print(f"[parity] {len(CASES)} checkpoints in {OUT.relative_to(ROOT)} ({len(made)} made now)")
+
+
+main()
