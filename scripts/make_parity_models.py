@@ -22,15 +22,22 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 from mlx_lm.generate import generate_step
-from mlx_lm.models import llama, qwen2, qwen3
+from mlx_lm.models import gpt_oss, llama, qwen2, qwen3
 from mlx_lm.utils import load_model
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "fixtures" / "parity"
-VERSION = "2"  # bump to remake every fixture
+VERSION = "4"  # bump to remake every fixture
 
 BASE = dict(hidden_size=64, num_hidden_layers=2, intermediate_size=128, num_attention_heads=4,
             num_key_value_heads=2, rms_norm_eps=1e-5, vocab_size=384, rope_theta=10000.0)
+
+GPT_OSS = dict(num_hidden_layers=4, num_local_experts=4, num_experts_per_tok=2, vocab_size=384,
+               hidden_size=64, intermediate_size=64, head_dim=16, num_attention_heads=4,
+               num_key_value_heads=2, sliding_window=8, rope_theta=150000,
+               layer_types=["sliding_attention", "full_attention"] * 2,
+               rope_scaling={"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0,
+                             "original_max_position_embeddings": 4096, "truncate": False})
 
 CASES = {
     "llama": ("llama", llama, dict(BASE, tie_word_embeddings=False), None),
@@ -44,6 +51,12 @@ CASES = {
     "qwen2-q8-g32": ("qwen2", qwen2, dict(BASE, tie_word_embeddings=True), {"group_size": 32, "bits": 8}),
     "qwen3-q4-mixed": ("qwen3", qwen3, dict(BASE, head_dim=32, tie_word_embeddings=False, max_position_embeddings=4096),
                        {"group_size": 64, "bits": 4, "override": ("mlp.down_proj", {"group_size": 32, "bits": 8})}),
+    "llama-bf16": ("llama", llama, dict(BASE, tie_word_embeddings=False), "bf16"),
+    "qwen2-f16": ("qwen2", qwen2, dict(BASE, tie_word_embeddings=True), "f16"),
+    # GPT-OSS: sliding window 8 so that the 64-token prompt crosses it often.
+    "gpt-oss": ("gpt_oss", gpt_oss, dict(GPT_OSS), None),
+    "gpt-oss-mxfp4-q8": ("gpt_oss", gpt_oss, dict(GPT_OSS), "mxfp4-experts"),
+    "gpt-oss-original-layout": ("gpt_oss", gpt_oss, dict(GPT_OSS), "openai-release"),
 }
 
 
@@ -56,8 +69,30 @@ def build(name, model_type, module, args, quant, seed):
     model.load_weights([(k, mx.random.normal(v.shape) * (0.02 if "norm" not in k else 0.1) + (1.0 if "norm" in k else 0.0))
                         for k, v in params])
     config = dict(args, model_type=model_type, architectures=[{"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
-                  "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}[model_type]], torch_dtype="float32")
-    if quant:
+                  "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM", "gpt_oss": "GptOssForCausalLM"}[model_type]],
+                  torch_dtype="float32")
+    if quant in ("bf16", "f16"):
+        model.set_dtype(mx.bfloat16 if quant == "bf16" else mx.float16)
+        config["torch_dtype"] = "bfloat16" if quant == "bf16" else "float16"
+    elif quant == "mxfp4-experts":
+        # As mlx-community ships GPT-OSS: MXFP4 experts, 8-bit everything else.
+        overrides = {}
+
+        def predicate(path, module_):
+            if not hasattr(module_, "to_quantized"):
+                return False
+            if "experts" in path:
+                overrides[path] = {"group_size": 32, "bits": 4, "mode": "mxfp4"}
+                return overrides[path]
+            return True
+        nn.quantize(model, group_size=64, bits=8, class_predicate=predicate)
+        config["quantization"] = dict({"group_size": 64, "bits": 8}, **overrides)
+        config["quantization_config"] = config["quantization"]
+    elif quant == "openai-release":
+        nn.quantize(model, group_size=32, bits=4, mode="mxfp4",
+                    class_predicate=lambda p, m: hasattr(m, "to_quantized") and "experts" in p)
+        config["quantization_config"] = {"quant_method": "mxfp4", "modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"]}
+    elif quant:
         block = {"group_size": quant["group_size"], "bits": quant["bits"]}
         overrides = {}
         if "override" in quant:
@@ -80,6 +115,40 @@ def build(name, model_type, module, args, quant, seed):
     return model, config
 
 
+def to_openai_layout(weights):
+    """mlx-lm's GPT-OSS weights in OpenAI's release layout: MXFP4 experts as uint8 blocks
+    [E, out, in/32, 16] and scales, gate and up fused with their rows interleaved."""
+    out = {}
+    for key, value in weights.items():
+        if ".mlp.experts." not in key:
+            out[key] = value
+            continue
+        base, proj, field = key.rsplit(".", 2)
+        if proj == "up_proj":
+            continue  # written with gate_proj
+        def blocks(w):
+            e, rows, words = w.shape
+            return w.view(mx.uint8).reshape(e, rows, words * 4 // 16, 16)
+        if proj == "gate_proj":
+            up = weights[f"{base}.up_proj.{field}"]
+            fused = mx.stack([value, up], axis=2).reshape(value.shape[0], -1, *value.shape[2:]) if value.ndim == 3 \
+                else mx.stack([value, up], axis=2).reshape(value.shape[0], -1)
+            if field == "weight":
+                out[f"{base}.gate_up_proj_blocks"] = blocks(fused)
+            elif field == "scales":
+                out[f"{base}.gate_up_proj_scales"] = fused
+            elif field == "bias":
+                out[f"{base}.gate_up_proj_bias"] = fused
+        else:  # down_proj
+            if field == "weight":
+                out[f"{base}.down_proj_blocks"] = blocks(value)
+            elif field == "scales":
+                out[f"{base}.down_proj_scales"] = value
+            elif field == "bias":
+                out[f"{base}.down_proj_bias"] = value
+    return out
+
+
 def make(name, spec, seed, force):
     folder = OUT / name
     stamp = folder / ".version"
@@ -91,6 +160,8 @@ def make(name, spec, seed, force):
     model_type, module, args, quant = spec
     model, config = build(name, model_type, module, args, quant, seed)
     weights = dict(tree_flatten(model.parameters()))
+    if quant == "openai-release":
+        weights = to_openai_layout(weights)
     mx.save_safetensors(str(folder / "model.safetensors"), weights, metadata={"format": "mlx"})
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 

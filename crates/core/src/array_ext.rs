@@ -39,8 +39,17 @@ pub fn slice_update(target: &Array, update: &Array, starts: &[i32], ends: &[i32]
 
 /// `array[starts..ends]` along every axis.
 pub fn slice(array: &Array, starts: &[i32], ends: &[i32]) -> Result<Array> {
+    slice_strided(array, starts, ends, &vec![1i32; starts.len()])
+}
+
+/// `array[starts..ends:strides]` along every axis.
+pub fn slice_strided(
+    array: &Array,
+    starts: &[i32],
+    ends: &[i32],
+    strides: &[i32],
+) -> Result<Array> {
     crate::quant::ensure_mlx_error_handler();
-    let strides = vec![1i32; starts.len()];
     let stream = Stream::thread_local_or_default();
     // SAFETY: as in `slice_update`.
     unsafe {

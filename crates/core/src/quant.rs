@@ -191,3 +191,43 @@ pub fn quantized_matmul(x: &Array, q: &QuantizedWeight, transpose: bool) -> Resu
         Ok(owned(out))
     }
 }
+
+/// Expert matmuls for mixture-of-experts layers: for every row of `x`, the
+/// product with the quantized matrix of the expert `rhs_indices` names.
+/// `x`: `[..., 1, in]`, `rhs_indices`: `[...]`, result `[..., 1, out]`.
+pub fn gather_qmm(
+    x: &Array,
+    q: &QuantizedWeight,
+    rhs_indices: &Array,
+    transpose: bool,
+    sorted: bool,
+) -> Result<Array> {
+    ensure_mlx_error_handler();
+    let stream = Stream::thread_local_or_default();
+    // SAFETY: as in `quantize`.
+    unsafe {
+        let mut out = mlx_sys::mlx_array_new();
+        let no_array = mlx_sys::mlx_array_new();
+        let status = mlx_sys::mlx_gather_qmm(
+            &mut out,
+            x.as_ptr(),
+            q.weight.as_ptr(),
+            q.scales.as_ptr(),
+            q.biases.as_ref().map_or(no_array, Array::as_ptr),
+            no_array,
+            rhs_indices.as_ptr(),
+            transpose,
+            optional_int(q.group_size),
+            optional_int(q.bits),
+            q.mode.as_cstr().as_ptr(),
+            sorted,
+            stream.as_ptr(),
+        );
+        mlx_sys::mlx_array_free(no_array);
+        if status != 0 {
+            mlx_sys::mlx_array_free(out);
+        }
+        check(status, "gather_qmm")?;
+        Ok(owned(out))
+    }
+}

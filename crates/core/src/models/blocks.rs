@@ -88,9 +88,11 @@ impl Weights<'_> {
         self.checkpoint.take_shaped(name, shape)
     }
 
+    /// A quantized `[..lead, out, in]` matrix named `prefix`.
     fn quantized(
         &mut self,
         prefix: &str,
+        lead: &[i32],
         out_features: i32,
         in_features: i32,
     ) -> Result<QuantizedWeight> {
@@ -98,21 +100,19 @@ impl Weights<'_> {
             .quant
             .as_ref()
             .map_or((64, 4, QuantMode::Affine), |q| q.for_module(prefix));
+        let shape = |last: i32| [lead, &[out_features, last]].concat();
         let scales = self.take(
             &format!("{prefix}.scales"),
-            &[out_features, in_features / group_size],
+            &shape(in_features / group_size),
         )?;
         let biases = match mode {
             QuantMode::Affine => Some(self.take(
                 &format!("{prefix}.biases"),
-                &[out_features, in_features / group_size],
+                &shape(in_features / group_size),
             )?),
             QuantMode::Mxfp4 => None,
         };
-        let weight = self.take(
-            &format!("{prefix}.weight"),
-            &[out_features, in_features * bits / 32],
-        )?;
+        let weight = self.take(&format!("{prefix}.weight"), &shape(in_features * bits / 32))?;
         Ok(QuantizedWeight {
             weight,
             scales,
@@ -121,6 +121,22 @@ impl Weights<'_> {
             bits,
             mode,
         })
+    }
+
+    /// The quantized expert matrices `[experts, out, in]` named `prefix`, if
+    /// the checkpoint has them quantized.
+    pub fn quantized_experts(
+        &mut self,
+        prefix: &str,
+        experts: i32,
+        out_features: i32,
+        in_features: i32,
+    ) -> Result<Option<QuantizedWeight>> {
+        if !self.has(&format!("{prefix}.scales")) {
+            return Ok(None);
+        }
+        self.quantized(prefix, &[experts], out_features, in_features)
+            .map(Some)
     }
 
     /// A `[out, in]` linear layer named `prefix`, quantized when the checkpoint
@@ -139,7 +155,7 @@ impl Weights<'_> {
         };
         if self.has(&format!("{prefix}.scales")) {
             Ok(Linear::Quantized {
-                weight: self.quantized(prefix, out_features, in_features)?,
+                weight: self.quantized(prefix, &[], out_features, in_features)?,
                 bias,
             })
         } else {
@@ -152,7 +168,12 @@ impl Weights<'_> {
 
     pub fn embedding(&mut self, prefix: &str, vocab: i32, dims: i32) -> Result<Embedding> {
         if self.has(&format!("{prefix}.scales")) {
-            Ok(Embedding::Quantized(self.quantized(prefix, vocab, dims)?))
+            Ok(Embedding::Quantized(self.quantized(
+                prefix,
+                &[],
+                vocab,
+                dims,
+            )?))
         } else {
             Ok(Embedding::Dense(
                 self.take(&format!("{prefix}.weight"), &[vocab, dims])?,
@@ -227,6 +248,8 @@ pub struct Rope {
     pub traditional: bool,
     pub scale: f32,
     pub freqs: Option<Array>,
+    /// YaRN's magnitude correction, applied to the input (1 elsewhere).
+    pub input_scale: f32,
 }
 
 impl Rope {
@@ -246,6 +269,7 @@ impl Rope {
             traditional,
             scale: 1.0,
             freqs: None,
+            input_scale: 1.0,
         };
         let Some(scaling) = config.get("rope_scaling").filter(|s| !s.is_null()) else {
             return Ok(rope);
@@ -288,9 +312,50 @@ impl Rope {
                     .collect();
                 rope.freqs = Some(Array::from_slice(&freqs, &[dims / 2]));
             }
+            "yarn" => {
+                // YaRN: frequencies interpolated between the original ones and
+                // ones slowed by `factor`, with a ramp between the dimensions
+                // that turn `beta_fast` and `beta_slow` times over the original
+                // context; the input is scaled by the magnitude correction.
+                let factor = number("factor", 1.0);
+                let original = number("original_max_position_embeddings", 4096.0);
+                let beta_fast = number("beta_fast", 32.0);
+                let beta_slow = number("beta_slow", 1.0);
+                let mscale = number("mscale", 1.0);
+                let mscale_all_dim = number("mscale_all_dim", 0.0);
+                let base = base as f64;
+                let correction_dim = |rotations: f64| {
+                    dims as f64 * (original / (rotations * 2.0 * std::f64::consts::PI)).ln()
+                        / (2.0 * base.ln())
+                };
+                let low = correction_dim(beta_fast).floor().max(0.0);
+                let mut high = correction_dim(beta_slow).ceil().min(dims as f64 - 1.0);
+                if low == high {
+                    high += 0.001;
+                }
+                let magnitude = |m: f64| {
+                    if factor <= 1.0 {
+                        1.0
+                    } else {
+                        0.1 * m * factor.ln() + 1.0
+                    }
+                };
+                rope.input_scale = (magnitude(mscale) / magnitude(mscale_all_dim)) as f32;
+                let freqs: Vec<f32> = (0..dims / 2)
+                    .map(|i| {
+                        let extra = (base.powf(2.0 * i as f64 / dims as f64)) as f32;
+                        let inter = factor as f32 * extra;
+                        let ramp =
+                            ((i as f32 - low as f32) / (high as f32 - low as f32)).clamp(0.0, 1.0);
+                        let mask = 1.0 - ramp;
+                        (inter * extra) / (inter * mask + extra * (1.0 - mask))
+                    })
+                    .collect();
+                rope.freqs = Some(Array::from_slice(&freqs, &[dims / 2]));
+            }
             other => {
                 return Err(Error::Invalid(format!(
-                    "unsupported rope_scaling type {other:?}; supported: default, linear, llama3 (and yarn for GPT-OSS)"
+                    "unsupported rope_scaling type {other:?}; supported: default, linear, llama3, yarn"
                 )));
             }
         }
@@ -302,6 +367,14 @@ impl Rope {
             None
         } else {
             Some(self.base)
+        };
+        let scaled;
+        let x = if self.input_scale != 1.0 {
+            // Every model that uses YaRN here rotates the whole head.
+            scaled = x.multiply(Array::from_f32(self.input_scale).as_dtype(x.dtype())?)?;
+            &scaled
+        } else {
+            x
         };
         Ok(fast::rope(
             x,

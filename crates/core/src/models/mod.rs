@@ -3,6 +3,7 @@
 
 pub mod blocks;
 pub mod cache;
+pub mod gpt_oss;
 pub mod llama;
 pub mod qwen2;
 pub mod qwen3;
@@ -18,12 +19,17 @@ use blocks::{Decoder, DecoderSpec};
 use cache::KvCache;
 
 /// The `model_type`s this build can run.
-pub const SUPPORTED: [&str; 4] = ["llama", "mistral", "qwen2", "qwen3"];
+pub const SUPPORTED: [&str; 5] = ["gpt_oss", "llama", "mistral", "qwen2", "qwen3"];
 
 /// A loaded model.
 pub struct Model {
     pub model_type: String,
-    decoder: Decoder,
+    arch: Arch,
+}
+
+enum Arch {
+    Decoder(Decoder),
+    GptOss(gpt_oss::GptOss),
 }
 
 fn spec_for(model_type: &str, config: &Value) -> Result<DecoderSpec> {
@@ -55,10 +61,18 @@ impl Model {
                 message: format!("has no \"model_type\"; supported: {}", SUPPORTED.join(", ")),
             })?
             .to_string();
-        let spec = spec_for(&model_type, &checkpoint.config).map_err(|e| Error::Checkpoint {
+        let in_config = |e: Error| Error::Checkpoint {
             path: checkpoint.dir.join("config.json"),
             message: e.to_string(),
-        })?;
+        };
+        if model_type == "gpt_oss" {
+            let model = gpt_oss::GptOss::load(&mut checkpoint)?;
+            return Ok(Model {
+                model_type,
+                arch: Arch::GptOss(model),
+            });
+        }
+        let spec = spec_for(&model_type, &checkpoint.config).map_err(in_config)?;
         // Buffers some converters leave in the file; nothing reads them.
         checkpoint
             .tensors
@@ -71,22 +85,31 @@ impl Model {
         let decoder = Decoder::load(spec, &mut checkpoint)?;
         Ok(Model {
             model_type,
-            decoder,
+            arch: Arch::Decoder(decoder),
         })
     }
 
     pub fn vocab_size(&self) -> i32 {
-        self.decoder.spec.vocab_size
+        match &self.arch {
+            Arch::Decoder(d) => d.spec.vocab_size,
+            Arch::GptOss(g) => g.config.vocab_size,
+        }
     }
 
-    /// Fresh caches, one per layer.
+    /// Fresh caches, one per layer (sliding-window ones where the model has them).
     pub fn new_caches(&self) -> Vec<KvCache> {
-        self.decoder.new_caches()
+        match &self.arch {
+            Arch::Decoder(d) => d.new_caches(),
+            Arch::GptOss(g) => g.new_caches(),
+        }
     }
 
     /// Logits `[B, L, vocab]` for `[B, L]` token ids, extending the caches.
     pub fn forward(&self, ids: &Array, caches: &mut [KvCache]) -> Result<Array> {
-        self.decoder.forward(ids, caches)
+        match &self.arch {
+            Arch::Decoder(d) => d.forward(ids, caches),
+            Arch::GptOss(g) => g.forward(ids, caches),
+        }
     }
 
     /// Logits for a sequence of ids (batch of one).

@@ -1,0 +1,373 @@
+//! GPT-OSS: a mixture-of-experts decoder with attention sinks, alternating
+//! sliding-window (128) and full attention layers, YaRN RoPE, and the clamped
+//! SwiGLU variant (`(clip(up) + 1) * g * sigmoid(1.702 g)`, `g = min(gate, 7)`).
+//!
+//! Two layouts load: mlx-community's (experts as `experts.{gate,up,down}_proj`,
+//! quantized in any MLX mode) and OpenAI's release (MXFP4 experts stored as
+//! `*_blocks` + `*_scales`, gate and up fused in one matrix with their rows
+//! interleaved).
+
+use mlx_rs::Array;
+use mlx_rs::fast::{self, ScaledDotProductAttentionMask};
+use mlx_rs::ops::{self, argpartition_axis, indexing::take_along_axis};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::array_ext::{slice, slice_strided};
+use crate::checkpoint::Checkpoint;
+use crate::models::blocks::{Embedding, Linear, QuantConfig, Rope, Weights};
+use crate::models::cache::KvCache;
+use crate::quant::{self, QuantMode, QuantizedWeight};
+use crate::{Error, Result};
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct GptOssConfig {
+    pub hidden_size: i32,
+    pub num_hidden_layers: i32,
+    pub intermediate_size: i32,
+    pub num_attention_heads: i32,
+    pub num_key_value_heads: i32,
+    pub head_dim: i32,
+    pub vocab_size: i32,
+    #[serde(default = "default_eps")]
+    pub rms_norm_eps: f32,
+    #[serde(default = "default_window")]
+    pub sliding_window: i32,
+    pub num_local_experts: i32,
+    pub num_experts_per_tok: i32,
+    #[serde(default)]
+    pub layer_types: Option<Vec<String>>,
+    #[serde(default = "default_limit")]
+    pub swiglu_limit: f32,
+}
+
+fn default_eps() -> f32 {
+    1e-5
+}
+fn default_window() -> i32 {
+    128
+}
+fn default_limit() -> f32 {
+    7.0
+}
+
+const SWIGLU_ALPHA: f32 = 1.702;
+
+/// Expert matrices `[experts, out, in]`, dense or quantized.
+enum ExpertMatrix {
+    Dense(Array),
+    Quantized(QuantizedWeight),
+}
+
+struct ExpertProjection {
+    matrix: ExpertMatrix,
+    bias: Array,
+}
+
+impl ExpertProjection {
+    /// `x`: `[B, L, 1|k, 1, in]`, `experts`: `[B, L, k]` → `[B, L, k, 1, out]`.
+    fn forward(&self, x: &Array, experts: &Array) -> Result<Array> {
+        let y = match &self.matrix {
+            ExpertMatrix::Quantized(q) => quant::gather_qmm(x, q, experts, true, false)?,
+            ExpertMatrix::Dense(w) => {
+                ops::gather_mm(x, w.swap_axes(-1, -2)?, None, Some(experts), false)?
+            }
+        };
+        Ok(y.add(self.bias.take_axis(experts, 0)?.expand_dims(-2)?)?)
+    }
+}
+
+struct MoeLayer {
+    input_norm: Array,
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    sinks: Array,
+    sliding: bool,
+    post_attention_norm: Array,
+    router: Linear,
+    gate: ExpertProjection,
+    up: ExpertProjection,
+    down: ExpertProjection,
+}
+
+pub struct GptOss {
+    pub config: GptOssConfig,
+    rope: Rope,
+    embed_tokens: Embedding,
+    layers: Vec<MoeLayer>,
+    norm: Array,
+    lm_head: Linear,
+}
+
+fn err(message: String) -> Error {
+    Error::Invalid(message)
+}
+
+/// Reads the experts of one layer in either layout.
+fn load_experts(
+    w: &mut Weights,
+    prefix: &str,
+    c: &GptOssConfig,
+) -> Result<(ExpertProjection, ExpertProjection, ExpertProjection)> {
+    let (e, hidden, inter) = (c.num_local_experts, c.hidden_size, c.intermediate_size);
+    let fused = format!("{prefix}.gate_up_proj_blocks");
+    if w.has(&fused) {
+        // OpenAI's release: uint8 blocks [E, out, in/32, 16] are the MXFP4
+        // values MLX packs as uint32 [E, out, in/8]; scales are E8M0 bytes.
+        let packed =
+            |w: &mut Weights, name: &str, out: i32, input: i32| -> Result<(Array, Array)> {
+                let blocks = w.take(
+                    &format!("{prefix}.{name}_blocks"),
+                    &[e, out, input / 32, 16],
+                )?;
+                let weight = blocks.view::<u32>()?.reshape(&[e, out, input / 8])?;
+                let scales = w.take(&format!("{prefix}.{name}_scales"), &[e, out, input / 32])?;
+                Ok((weight, scales))
+            };
+        let (gate_up, gate_up_scales) = packed(w, "gate_up_proj", 2 * inter, hidden)?;
+        let gate_up_bias = w.take(&format!("{prefix}.gate_up_proj_bias"), &[e, 2 * inter])?;
+        let (down, down_scales) = packed(w, "down_proj", hidden, inter)?;
+        let down_bias = w.take(&format!("{prefix}.down_proj_bias"), &[e, hidden])?;
+        // Gate and up rows alternate: gate on even rows, up on odd ones.
+        let rows = |a: &Array, first: i32| -> Result<Array> {
+            let shape = a.shape().to_vec();
+            let mut starts = vec![0; shape.len()];
+            let mut strides = vec![1; shape.len()];
+            starts[1] = first;
+            strides[1] = 2;
+            slice_strided(a, &starts, &shape, &strides)
+        };
+        let mxfp4 = |weight: Array, scales: Array| QuantizedWeight {
+            weight,
+            scales,
+            biases: None,
+            group_size: 32,
+            bits: 4,
+            mode: QuantMode::Mxfp4,
+        };
+        let gate = ExpertProjection {
+            matrix: ExpertMatrix::Quantized(mxfp4(rows(&gate_up, 0)?, rows(&gate_up_scales, 0)?)),
+            bias: rows(&gate_up_bias, 0)?,
+        };
+        let up = ExpertProjection {
+            matrix: ExpertMatrix::Quantized(mxfp4(rows(&gate_up, 1)?, rows(&gate_up_scales, 1)?)),
+            bias: rows(&gate_up_bias, 1)?,
+        };
+        let down = ExpertProjection {
+            matrix: ExpertMatrix::Quantized(mxfp4(down, down_scales)),
+            bias: down_bias,
+        };
+        return Ok((gate, up, down));
+    }
+    let mut projection = |name: &str, out: i32, input: i32| -> Result<ExpertProjection> {
+        let p = format!("{prefix}.{name}");
+        let matrix = match w.quantized_experts(&p, e, out, input)? {
+            Some(q) => ExpertMatrix::Quantized(q),
+            None => ExpertMatrix::Dense(w.take(&format!("{p}.weight"), &[e, out, input])?),
+        };
+        Ok(ExpertProjection {
+            matrix,
+            bias: w.take(&format!("{p}.bias"), &[e, out])?,
+        })
+    };
+    Ok((
+        projection("gate_proj", inter, hidden)?,
+        projection("up_proj", inter, hidden)?,
+        projection("down_proj", hidden, inter)?,
+    ))
+}
+
+impl GptOss {
+    pub fn load(checkpoint: &mut Checkpoint) -> Result<Self> {
+        let c: GptOssConfig = serde_json::from_value(checkpoint.config.clone())
+            .map_err(|e| err(format!("config.json: {e}")))?;
+        let rope = Rope::from_config(&checkpoint.config, c.head_dim)?;
+        let quant = QuantConfig::from_config(&checkpoint.config)?;
+        let mut w = Weights { checkpoint, quant };
+        let (hidden, head_dim) = (c.hidden_size, c.head_dim);
+        let (q_out, kv_out) = (
+            c.num_attention_heads * head_dim,
+            c.num_key_value_heads * head_dim,
+        );
+        let default_types: Vec<String> = (0..c.num_hidden_layers)
+            .map(|i| {
+                if i % 2 == 0 {
+                    "sliding_attention"
+                } else {
+                    "full_attention"
+                }
+                .to_string()
+            })
+            .collect();
+        let types = c.layer_types.clone().unwrap_or(default_types);
+        if types.len() != c.num_hidden_layers as usize {
+            return Err(err(format!(
+                "config.json: layer_types has {} entries for {} layers",
+                types.len(),
+                c.num_hidden_layers
+            )));
+        }
+        let embed_tokens = w.embedding("model.embed_tokens", c.vocab_size, hidden)?;
+        let mut layers = Vec::new();
+        for (i, kind) in types.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            let a = format!("{p}.self_attn");
+            let (gate, up, down) = load_experts(&mut w, &format!("{p}.mlp.experts"), &c)?;
+            layers.push(MoeLayer {
+                input_norm: w.take(&format!("{p}.input_layernorm.weight"), &[hidden])?,
+                q_proj: w.linear(&format!("{a}.q_proj"), hidden, q_out, true)?,
+                k_proj: w.linear(&format!("{a}.k_proj"), hidden, kv_out, true)?,
+                v_proj: w.linear(&format!("{a}.v_proj"), hidden, kv_out, true)?,
+                o_proj: w.linear(&format!("{a}.o_proj"), q_out, hidden, true)?,
+                sinks: w.take(&format!("{a}.sinks"), &[c.num_attention_heads])?,
+                sliding: kind == "sliding_attention",
+                post_attention_norm: w
+                    .take(&format!("{p}.post_attention_layernorm.weight"), &[hidden])?,
+                router: w.linear(
+                    &format!("{p}.mlp.router"),
+                    hidden,
+                    c.num_local_experts,
+                    true,
+                )?,
+                gate,
+                up,
+                down,
+            });
+        }
+        let norm = w.take("model.norm.weight", &[hidden])?;
+        let lm_head = w.linear("lm_head", hidden, c.vocab_size, false)?;
+        Ok(GptOss {
+            config: c,
+            rope,
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+        })
+    }
+
+    pub fn new_caches(&self) -> Vec<KvCache> {
+        self.layers
+            .iter()
+            .map(|l| {
+                if l.sliding {
+                    KvCache::sliding(self.config.sliding_window)
+                } else {
+                    KvCache::new()
+                }
+            })
+            .collect()
+    }
+
+    fn attention(&self, layer: &MoeLayer, x: &Array, cache: &mut KvCache) -> Result<Array> {
+        let c = &self.config;
+        let (batch, seq) = (x.dim(0), x.dim(1));
+        let heads = |t: Array, n: i32| -> Result<Array> {
+            Ok(t.reshape(&[batch, seq, n, c.head_dim])?
+                .transpose_axes(&[0, 2, 1, 3])?)
+        };
+        let q = heads(layer.q_proj.forward(x)?, c.num_attention_heads)?;
+        let k = heads(layer.k_proj.forward(x)?, c.num_key_value_heads)?;
+        let v = heads(layer.v_proj.forward(x)?, c.num_key_value_heads)?;
+        let offset = cache.offset();
+        let q = self.rope.apply(&q, offset)?;
+        let k = self.rope.apply(&k, offset)?;
+        let (k, v) = cache.update_and_fetch(&k, &v)?;
+        let scale = (c.head_dim as f32).powf(-0.5);
+        let sinks = layer.sinks.as_dtype(q.dtype())?;
+        let window_mask;
+        let mask = if seq == 1 {
+            None
+        } else if layer.sliding {
+            window_mask = sliding_mask(offset, seq, k.dim(2), c.sliding_window);
+            Some(ScaledDotProductAttentionMask::Array(&window_mask))
+        } else {
+            Some(ScaledDotProductAttentionMask::Causal)
+        };
+        let out = fast::scaled_dot_product_attention(&q, &k, &v, scale, mask, Some(&sinks))?;
+        let out = out.transpose_axes(&[0, 2, 1, 3])?.reshape(&[
+            batch,
+            seq,
+            c.num_attention_heads * c.head_dim,
+        ])?;
+        layer.o_proj.forward(&out)
+    }
+
+    fn experts(&self, layer: &MoeLayer, x: &Array) -> Result<Array> {
+        let k = self.config.num_experts_per_tok;
+        let scores = layer.router.forward(x)?;
+        let experts_dim = scores.dim(-1);
+        let order = argpartition_axis(&scores, experts_dim - k, -1)?;
+        let shape = order.shape().to_vec();
+        let mut starts = vec![0; shape.len()];
+        starts[shape.len() - 1] = experts_dim - k;
+        let chosen = slice(&order, &starts, &shape)?;
+        let weights = ops::softmax_axis(take_along_axis(&scores, &chosen, -1)?, -1, true)?;
+        let xe = x.expand_dims(-2)?.expand_dims(-2)?;
+        let up = layer.up.forward(&xe, &chosen)?;
+        let gate = layer.gate.forward(&xe, &chosen)?;
+        let limit = Array::from_f32(self.config.swiglu_limit).as_dtype(gate.dtype())?;
+        let gate = ops::minimum(&gate, &limit)?;
+        let up = ops::clip(&up, (&limit.negative()?, &limit))?;
+        let alpha = Array::from_f32(SWIGLU_ALPHA).as_dtype(gate.dtype())?;
+        let one = Array::from_f32(1.0).as_dtype(up.dtype())?;
+        let act = up
+            .add(&one)?
+            .multiply(gate.multiply(ops::sigmoid(gate.multiply(&alpha)?)?)?)?;
+        let down = layer.down.forward(&act, &chosen)?.squeeze_axes(&[-2])?;
+        Ok(down
+            .multiply(weights.expand_dims(-1)?)?
+            .sum_axis(-2, None)?)
+    }
+
+    pub fn forward(&self, ids: &Array, caches: &mut [KvCache]) -> Result<Array> {
+        if caches.len() != self.layers.len() {
+            return Err(err(format!(
+                "{} caches for {} layers",
+                caches.len(),
+                self.layers.len()
+            )));
+        }
+        let eps = self.config.rms_norm_eps;
+        let mut h = self.embed_tokens.lookup(ids)?;
+        for (layer, cache) in self.layers.iter().zip(caches.iter_mut()) {
+            let r = self.attention(
+                layer,
+                &fast::rms_norm(&h, Some(&layer.input_norm), eps)?,
+                cache,
+            )?;
+            h = h.add(r)?;
+            let r = self.experts(
+                layer,
+                &fast::rms_norm(&h, Some(&layer.post_attention_norm), eps)?,
+            )?;
+            h = h.add(r)?;
+        }
+        self.lm_head
+            .forward(&fast::rms_norm(&h, Some(&self.norm), eps)?)
+    }
+}
+
+/// The mask of a chunk of `queries` new positions (starting at absolute
+/// position `offset`) over the `keys` positions a sliding-window cache holds
+/// (the last of which is the chunk's last): causal, and no further back than
+/// `window` positions.
+fn sliding_mask(offset: i32, queries: i32, keys: i32, window: i32) -> Array {
+    let first_key = offset + queries - keys;
+    let mut allowed = Vec::with_capacity((queries * keys) as usize);
+    for q in 0..queries {
+        let query = offset + q;
+        for k in 0..keys {
+            let key = first_key + k;
+            allowed.push(key <= query && key > query - window);
+        }
+    }
+    Array::from_slice(&allowed, &[queries, keys])
+}
+
+/// Whether a config describes GPT-OSS (used by the loader and by format choice).
+pub fn is_gpt_oss(config: &Value) -> bool {
+    config.get("model_type").and_then(Value::as_str) == Some("gpt_oss")
+}
