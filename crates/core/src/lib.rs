@@ -12,11 +12,14 @@
 //! every back end (Metal, CPU, CUDA).
 
 pub mod array_ext;
+pub mod chat_template;
 pub mod checkpoint;
 pub mod demo;
 pub mod device;
 pub mod error;
+pub mod generate;
 pub mod generate_demo;
+pub mod gguf;
 pub mod models;
 pub mod quant;
 

@@ -17,7 +17,7 @@ fn help_lists_the_flags_with_defaults() {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }
     assert!(
-        help.contains("[default: auto]") && help.contains("[default: 32]"),
+        help.contains("[default: auto]") && help.contains("[default: 512]"),
         "{help}"
     );
 }
@@ -102,7 +102,54 @@ fn a_folder_that_is_not_a_model_is_a_one_line_error() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("error: ") && err.contains("config.json"),
+        err.contains("error: ") && err.contains("no GGUF file found"),
         "{err}"
+    );
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error")).count(),
+        1,
+        "{err}"
+    );
+}
+
+#[test]
+fn smollm2_answers_through_its_chat_template() {
+    let default = std::env::var_os("HOME")
+        .map(|home| {
+            std::path::PathBuf::from(home)
+                .join(".cache/mlx-harmony/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        })
+        .unwrap_or_default();
+    let model = std::env::var_os("MLX_HARMONY_SMOLLM2")
+        .map(std::path::PathBuf::from)
+        .unwrap_or(default);
+    assert!(
+        model.is_file(),
+        "{} is missing: run scripts/fetch-default-model",
+        model.display()
+    );
+    let out = generate()
+        .arg("--model")
+        .arg(&model)
+        .args([
+            "--prompt",
+            "What is the capital of France?",
+            "--max-tokens",
+            "24",
+            "--device",
+            "cpu",
+            "--verbose",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "The capital of France is Paris."
+    );
+    assert!(
+        stderr.contains("prompt tokens") && !stderr.contains("stopped at --max-tokens"),
+        "{stderr}"
     );
 }

@@ -1,0 +1,197 @@
+//! Text generation over a loaded model and its tokenizer: the prompt through
+//! the chat template, prefill, then token by token with the KV cache,
+//! streaming text as soon as it is whole UTF-8.
+//!
+//! This is the first step towards the `TokenGenerator`: greedy decoding only.
+
+use std::path::Path;
+use std::time::Instant;
+
+use mlx_rs::ops::indexing::argmax_axis;
+use mlx_rs::transforms::async_eval;
+use tokenizers::Tokenizer;
+
+use crate::chat_template::{ChatMessage, ChatTemplate};
+use crate::models::Model;
+use crate::models::blocks::last_position;
+use crate::{Error, Result};
+
+/// A model with its tokenizer and chat template.
+pub struct LoadedModel {
+    pub model: Model,
+    pub tokenizer: Tokenizer,
+    pub chat_template: Option<ChatTemplate>,
+    pub eos_token_ids: Vec<u32>,
+    pub bos_token: String,
+    pub eos_token: String,
+}
+
+impl LoadedModel {
+    /// Loads a GGUF file (or a folder holding one).
+    pub fn load(path: &Path) -> Result<Self> {
+        let Some(file) = crate::gguf::find_gguf(path) else {
+            return Err(Error::Invalid(format!(
+                "{}: no GGUF file found; this build generates text from GGUF models \
+                 (safetensors folders with tokenizer.json arrive with the TokenGenerator)",
+                path.display()
+            )));
+        };
+        let (checkpoint, extras) = crate::gguf::open(&file)?;
+        let model = Model::from_checkpoint(checkpoint)?;
+        let token = |id: Option<u32>| {
+            id.and_then(|i| extras.tokenizer.id_to_token(i))
+                .unwrap_or_default()
+        };
+        Ok(LoadedModel {
+            bos_token: token(extras.bos_token_id),
+            eos_token: token(extras.eos_token_ids.first().copied()),
+            chat_template: extras
+                .chat_template
+                .as_deref()
+                .map(ChatTemplate::new)
+                .transpose()?,
+            eos_token_ids: extras.eos_token_ids,
+            tokenizer: extras.tokenizer,
+            model,
+        })
+    }
+
+    /// The prompt text for a conversation (the chat template, or the plain
+    /// text of the last message when the model has no template).
+    pub fn render(&self, messages: &[ChatMessage]) -> Result<String> {
+        match &self.chat_template {
+            Some(t) => t.render(messages, true, &self.bos_token, &self.eos_token),
+            None => Ok(messages
+                .last()
+                .map(|m| m.content.clone())
+                .unwrap_or_default()),
+        }
+    }
+
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| Error::Invalid(format!("tokenizer: {e}")))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+}
+
+/// Turns a growing list of token ids into text pieces, holding back text that
+/// ends in an incomplete UTF-8 character.
+pub struct Detokenizer {
+    ids: Vec<u32>,
+    emitted: usize,
+}
+
+impl Default for Detokenizer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Detokenizer {
+    pub fn new() -> Self {
+        Detokenizer {
+            ids: Vec::new(),
+            emitted: 0,
+        }
+    }
+
+    /// Adds a token; returns the new text, if any is complete.
+    pub fn push(&mut self, tokenizer: &Tokenizer, id: u32) -> Option<String> {
+        self.ids.push(id);
+        let text = tokenizer.decode(&self.ids, true).ok()?;
+        if text.ends_with('\u{FFFD}')
+            || text.len() <= self.emitted
+            || !text.is_char_boundary(self.emitted)
+        {
+            return None;
+        }
+        let piece = text[self.emitted..].to_string();
+        self.emitted = text.len();
+        Some(piece)
+    }
+}
+
+/// What a generation produced.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Generation {
+    pub prompt_tokens: usize,
+    pub tokens: Vec<u32>,
+    pub text: String,
+    pub finished_by_eos: bool,
+    pub prefill_tokens_per_second: f64,
+    pub decode_tokens_per_second: f64,
+}
+
+/// Greedy generation of up to `max_tokens` tokens after `prompt`, calling
+/// `on_text` with each complete piece of text.
+pub fn generate_greedy(
+    loaded: &LoadedModel,
+    prompt: &[u32],
+    max_tokens: usize,
+    mut on_text: impl FnMut(&str),
+) -> Result<Generation> {
+    let model = &loaded.model;
+    let mut caches = model.new_caches();
+    let start = Instant::now();
+    let next_of = |logits: &mlx_rs::Array| -> Result<mlx_rs::Array> {
+        Ok(argmax_axis(last_position(logits)?, -1, None)?)
+    };
+    let mut next = next_of(&model.forward_tokens(prompt, &mut caches)?)?;
+    async_eval([&next])?;
+    let mut first_token_at = None;
+    let mut tokens = Vec::new();
+    let mut text = String::new();
+    let mut detokenizer = Detokenizer::new();
+    let mut finished_by_eos = false;
+    while tokens.len() < max_tokens {
+        // Queue the following step before reading this token, so the host
+        // builds the next graph while the device computes.
+        let following = if tokens.len() + 1 < max_tokens {
+            let ids = next.reshape(&[1, 1])?;
+            let logits = model.forward(&ids, &mut caches)?;
+            let following = next_of(&logits)?;
+            async_eval([&following])?;
+            Some(following)
+        } else {
+            None
+        };
+        let id = next.item_exact::<u32>();
+        first_token_at.get_or_insert_with(Instant::now);
+        if loaded.eos_token_ids.contains(&id) {
+            finished_by_eos = true;
+            break;
+        }
+        tokens.push(id);
+        if let Some(piece) = detokenizer.push(&loaded.tokenizer, id) {
+            on_text(&piece);
+            text.push_str(&piece);
+        }
+        match following {
+            Some(f) => next = f,
+            None => break,
+        }
+    }
+    let end = Instant::now();
+    let first = first_token_at.unwrap_or(end);
+    let prefill = (first - start).as_secs_f64();
+    let decode = (end - first).as_secs_f64();
+    Ok(Generation {
+        prompt_tokens: prompt.len(),
+        finished_by_eos,
+        prefill_tokens_per_second: if prefill > 0.0 {
+            prompt.len() as f64 / prefill
+        } else {
+            0.0
+        },
+        decode_tokens_per_second: if decode > 0.0 && tokens.len() > 1 {
+            (tokens.len() - 1) as f64 / decode
+        } else {
+            0.0
+        },
+        tokens,
+        text,
+    })
+}
