@@ -27,12 +27,16 @@ from mlx_lm.utils import load_model
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "fixtures" / "parity"
-VERSION = "4"  # bump to remake every fixture
+VERSION = "5"  # bump to remake every fixture
 
+# The Llama-family cases carry SmolLM2's real tokenizer (49152 tokens), the GPT-OSS ones the
+# real o200k_harmony tokenizer (201088), so that their vocabularies are real ones.
+SMOLLM2_VOCAB = 49152
+O200K_HARMONY_VOCAB = 201088
 BASE = dict(hidden_size=64, num_hidden_layers=2, intermediate_size=128, num_attention_heads=4,
-            num_key_value_heads=2, rms_norm_eps=1e-5, vocab_size=384, rope_theta=10000.0)
+            num_key_value_heads=2, rms_norm_eps=1e-5, vocab_size=SMOLLM2_VOCAB, rope_theta=10000.0)
 
-GPT_OSS = dict(num_hidden_layers=4, num_local_experts=4, num_experts_per_tok=2, vocab_size=384,
+GPT_OSS = dict(num_hidden_layers=4, num_local_experts=4, num_experts_per_tok=2, vocab_size=O200K_HARMONY_VOCAB,
                hidden_size=64, intermediate_size=64, head_dim=16, num_attention_heads=4,
                num_key_value_heads=2, sliding_window=8, rope_theta=150000,
                layer_types=["sliding_attention", "full_attention"] * 2,
@@ -149,6 +153,52 @@ def to_openai_layout(weights):
     return out
 
 
+def smollm2_tokenizer(folder):
+    """SmolLM2's tokenizer rebuilt from its GGUF metadata (gguf-py), as tokenizer.json."""
+    import os
+    from gguf import GGUFReader
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+
+    gguf_path = os.environ.get("MLX_HARMONY_SMOLLM2")
+    if not gguf_path or not Path(gguf_path).is_file():
+        sys.exit("error: set MLX_HARMONY_SMOLLM2 to the SmolLM2 GGUF (scripts/fetch-default-model prints it)")
+    reader = GGUFReader(gguf_path)
+
+    def strings(key):
+        f = reader.fields[key]
+        return [bytes(f.parts[i]).decode("utf-8") for i in f.data]
+
+    def scalar(key):
+        f = reader.fields[key]
+        return f.parts[f.data[0]][0]
+    tokens = strings("tokenizer.ggml.tokens")
+    merges = [tuple(m.split(" ", 1)) for m in strings("tokenizer.ggml.merges")]
+    f = reader.fields["tokenizer.ggml.token_type"]
+    types = [int(f.parts[i][0]) for i in f.data]
+    tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([AddedToken(t, special=True) for t, ty in zip(tokens, types) if ty == 3])
+    tok.save(str(folder / "tokenizer.json"))
+    template = bytes(reader.fields["tokenizer.chat_template"].parts[reader.fields["tokenizer.chat_template"].data[0]]).decode()
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "GPT2Tokenizer", "bos_token": tokens[int(scalar("tokenizer.ggml.bos_token_id"))],
+        "eos_token": tokens[int(scalar("tokenizer.ggml.eos_token_id"))], "chat_template": template}, indent=2) + "\n")
+    (folder / "generation_config.json").write_text(json.dumps({"bos_token_id": int(scalar("tokenizer.ggml.bos_token_id")),
+                                                                "eos_token_id": int(scalar("tokenizer.ggml.eos_token_id"))}) + "\n")
+
+
+def harmony_tokenizer(folder):
+    source = ROOT / "fixtures" / "tokenizers" / "o200k_harmony"
+    if not (source / "tokenizer.json").is_file():
+        sys.exit(f"error: {source}/tokenizer.json is missing; run scripts/make-test-tokenizers first")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(source / name, folder / name)
+    # GPT-OSS ends a turn with <|return|> or <|call|>, and text with <|endoftext|>.
+    (folder / "generation_config.json").write_text(json.dumps({"bos_token_id": 199998, "eos_token_id": [200002, 199999, 200012]}) + "\n")
+
+
 def make(name, spec, seed, force):
     folder = OUT / name
     stamp = folder / ".version"
@@ -164,6 +214,10 @@ def make(name, spec, seed, force):
         weights = to_openai_layout(weights)
     mx.save_safetensors(str(folder / "model.safetensors"), weights, metadata={"format": "mlx"})
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    if model_type == "gpt_oss":
+        harmony_tokenizer(folder)
+    else:
+        smollm2_tokenizer(folder)
 
     # The reference: mlx-lm reading the folder back with its own loader.
     loaded, _ = load_model(folder)

@@ -137,3 +137,54 @@ fn every_architecture_and_layout_matches_mlx_lm() {
         println!("{name}: logits within {err:.1e} of mlx-lm, 48 greedy tokens equal");
     }
 }
+
+#[test]
+fn every_fixture_has_a_real_tokenizer_that_fits_its_model() {
+    for dir in cases() {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let tokenizer = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json"))
+            .unwrap_or_else(|e| panic!("{name}: tokenizer.json: {e}"));
+        let config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap())
+                .unwrap();
+        let vocab = config["vocab_size"].as_u64().unwrap() as usize;
+        assert_eq!(
+            tokenizer.get_vocab_size(true),
+            vocab,
+            "{name}: tokenizer and model vocabularies differ"
+        );
+        let text = "Hello, world! Ünïcødé 123";
+        let ids = tokenizer.encode(text, false).unwrap().get_ids().to_vec();
+        assert_eq!(tokenizer.decode(&ids, false).unwrap(), text, "{name}");
+        assert!(
+            dir.join("tokenizer_config.json").is_file()
+                && dir.join("generation_config.json").is_file()
+        );
+    }
+}
+
+#[test]
+fn smollm2_tokenizer_json_and_our_gguf_tokenizer_agree() {
+    // Two independent builds of one vocabulary: Python `tokenizers` from gguf-py's
+    // reading of the file (the fixtures), and our Rust GGUF loader.
+    let Some(gguf) = std::env::var_os("MLX_HARMONY_SMOLLM2") else {
+        panic!("MLX_HARMONY_SMOLLM2 is not set: run the tests through scripts/test")
+    };
+    let (_, extras) = mlx_harmony_core::gguf::open(Path::new(&gguf)).unwrap();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/parity/llama");
+    let json = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).unwrap();
+    for text in [
+        "<|im_start|>user\nWhat is 12345 + 678?<|im_end|>\n",
+        "  Leading spaces, tabs\t\tand ünïcödé — 日本語 😀\n\n",
+        "def f(x):\n    return x ** 2  # square\n",
+    ] {
+        let a = extras
+            .tokenizer
+            .encode(text, false)
+            .unwrap()
+            .get_ids()
+            .to_vec();
+        let b = json.encode(text, false).unwrap().get_ids().to_vec();
+        assert_eq!(a, b, "{text:?}");
+    }
+}
