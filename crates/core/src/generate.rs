@@ -2,18 +2,18 @@
 //! the chat template, prefill, then token by token with the KV cache,
 //! streaming text as soon as it is whole UTF-8.
 //!
-//! This is the first step towards the `TokenGenerator`: greedy decoding only.
+//! This is the first step towards the `TokenGenerator`.
 
 use std::path::Path;
 use std::time::Instant;
 
-use mlx_rs::ops::indexing::argmax_axis;
 use mlx_rs::transforms::async_eval;
 use tokenizers::Tokenizer;
 
 use crate::chat_template::{ChatMessage, ChatTemplate};
 use crate::models::Model;
 use crate::models::blocks::last_position;
+use crate::sampling::{Sampler, SamplingSettings};
 use crate::{Error, Result};
 
 /// A model with its tokenizer and chat template.
@@ -125,21 +125,26 @@ pub struct Generation {
     pub decode_tokens_per_second: f64,
 }
 
-/// Greedy generation of up to `max_tokens` tokens after `prompt`, calling
-/// `on_text` with each complete piece of text.
-pub fn generate_greedy(
+/// Generates up to `max_tokens` tokens after `prompt` with `sampler`, calling
+/// `on_text` with each complete piece of text. Stops at an end-of-turn token.
+pub fn generate(
     loaded: &LoadedModel,
     prompt: &[u32],
+    sampler: &mut Sampler,
     max_tokens: usize,
     mut on_text: impl FnMut(&str),
 ) -> Result<Generation> {
     let model = &loaded.model;
     let mut caches = model.new_caches();
     let start = Instant::now();
-    let next_of = |logits: &mlx_rs::Array| -> Result<mlx_rs::Array> {
-        Ok(argmax_axis(last_position(logits)?, -1, None)?)
-    };
-    let mut next = next_of(&model.forward_tokens(prompt, &mut caches)?)?;
+    // The repetition penalty needs every token on the host before the next
+    // step; otherwise the next step is queued before this token is read.
+    let pipelined = sampler.settings().repetition_penalty == 1.0;
+    let mut history: Vec<u32> = Vec::new();
+    let mut next = sampler.sample(
+        &last_position(&model.forward_tokens(prompt, &mut caches)?)?,
+        &history,
+    )?;
     async_eval([&next])?;
     let mut first_token_at = None;
     let mut tokens = Vec::new();
@@ -147,17 +152,14 @@ pub fn generate_greedy(
     let mut detokenizer = Detokenizer::new();
     let mut finished_by_eos = false;
     while tokens.len() < max_tokens {
-        // Queue the following step before reading this token, so the host
-        // builds the next graph while the device computes.
-        let following = if tokens.len() + 1 < max_tokens {
-            let ids = next.reshape(&[1, 1])?;
-            let logits = model.forward(&ids, &mut caches)?;
-            let following = next_of(&logits)?;
-            async_eval([&following])?;
-            Some(following)
-        } else {
-            None
-        };
+        let more = tokens.len() + 1 < max_tokens;
+        let mut following = None;
+        if pipelined && more {
+            let logits = model.forward(&next.reshape(&[1, 1])?, &mut caches)?;
+            let f = sampler.sample(&last_position(&logits)?, &history)?;
+            async_eval([&f])?;
+            following = Some(f);
+        }
         let id = next.item_exact::<u32>();
         first_token_at.get_or_insert_with(Instant::now);
         if loaded.eos_token_ids.contains(&id) {
@@ -165,14 +167,21 @@ pub fn generate_greedy(
             break;
         }
         tokens.push(id);
+        history.push(id);
         if let Some(piece) = detokenizer.push(&loaded.tokenizer, id) {
             on_text(&piece);
             text.push_str(&piece);
         }
-        match following {
-            Some(f) => next = f,
-            None => break,
+        if !more {
+            break;
         }
+        next = match following {
+            Some(f) => f,
+            None => {
+                let logits = model.forward_tokens(&[id], &mut caches)?;
+                sampler.sample(&last_position(&logits)?, &history)?
+            }
+        };
     }
     let end = Instant::now();
     let first = first_token_at.unwrap_or(end);
@@ -194,4 +203,15 @@ pub fn generate_greedy(
         tokens,
         text,
     })
+}
+
+/// Greedy generation (temperature 0, no other processing).
+pub fn generate_greedy(
+    loaded: &LoadedModel,
+    prompt: &[u32],
+    max_tokens: usize,
+    on_text: impl FnMut(&str),
+) -> Result<Generation> {
+    let mut sampler = Sampler::new(SamplingSettings::default())?;
+    generate(loaded, prompt, &mut sampler, max_tokens, on_text)
 }

@@ -166,6 +166,16 @@ pub fn open(path: &Path) -> Result<(Checkpoint, GgufExtras)> {
     for (name, array) in raw {
         let renamed = hf_name(&name)
             .ok_or_else(|| gguf_error(path, format!("unexpected tensor {name:?}")))?;
+        // MLX keeps GGUF block scales in float16, which would make every
+        // activation float16; widen them so the model computes in float32,
+        // like llama.cpp (and faster on CPUs without native f16 math).
+        let array = if renamed.ends_with(".scales") || renamed.ends_with(".biases") {
+            array
+                .as_dtype(mlx_rs::Dtype::Float32)
+                .map_err(|e| gguf_error(path, e))?
+        } else {
+            array
+        };
         tensors.insert(renamed, array);
     }
 

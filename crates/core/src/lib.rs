@@ -22,6 +22,7 @@ pub mod generate_demo;
 pub mod gguf;
 pub mod models;
 pub mod quant;
+pub mod sampling;
 
 mod platform;
 

@@ -5,17 +5,23 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use mlx_harmony_config::prompt_config::PromptConfig;
+use mlx_harmony_config::settings::{self, Hyperparameters};
 use mlx_harmony_core::chat_template::ChatMessage;
 use mlx_harmony_core::device::{self, DeviceChoice};
-use mlx_harmony_core::generate::{LoadedModel, generate_greedy};
+use mlx_harmony_core::generate::{LoadedModel, generate};
 use mlx_harmony_core::generate_demo;
+use mlx_harmony_core::sampling::{Sampler, SamplingSettings};
 
 /// Generate text once from a prompt.
 ///
 /// This build runs GGUF models of the Llama family (e.g. SmolLM2-135M-Instruct)
-/// with their own tokenizer and chat template, decoding greedily, and the
-/// random-weights demo checkpoint. Sampling options, Harmony models and
-/// safetensors folders with tokenizer.json arrive with the TokenGenerator.
+/// with their own tokenizer and chat template, and the random-weights demo
+/// checkpoint. Harmony models and safetensors folders with tokenizer.json
+/// arrive with the TokenGenerator.
+///
+/// Sampling settings come from, in order: these flags, the prompt config,
+/// then the built-in defaults (temperature 0.8, top_p 0.9, max_tokens 512).
 #[derive(Parser, Debug)]
 #[command(name = "mlx-harmony-generate", version)]
 struct Args {
@@ -27,9 +33,53 @@ struct Args {
     #[arg(long)]
     prompt: String,
 
-    /// Maximum number of tokens to generate.
-    #[arg(long, default_value_t = 512)]
-    max_tokens: usize,
+    /// JSON prompt config (sampling defaults; see docs/PROMPT_CONFIG_REFERENCE.md).
+    #[arg(long)]
+    prompt_config: Option<PathBuf>,
+
+    /// Maximum number of tokens to generate [default: 512].
+    #[arg(long)]
+    max_tokens: Option<u32>,
+
+    /// Sampling temperature, 0 to 2; 0 is greedy [default: 0.8].
+    #[arg(long)]
+    temperature: Option<f64>,
+
+    /// Nucleus sampling mass, 0 to 1 [default: 0.9].
+    #[arg(long)]
+    top_p: Option<f64>,
+
+    /// Keep only the k most likely tokens; 0 is off [default: 0].
+    #[arg(long)]
+    top_k: Option<u32>,
+
+    /// Drop tokens below min_p times the top probability; 0 is off [default: 0].
+    #[arg(long)]
+    min_p: Option<f64>,
+
+    /// top_p and min_p keep at least this many tokens [default: 1].
+    #[arg(long)]
+    min_tokens_to_keep: Option<u32>,
+
+    /// Penalty for recently generated tokens; 1 is off [default: 1].
+    #[arg(long)]
+    repetition_penalty: Option<f64>,
+
+    /// How many recent tokens the repetition penalty considers [default: 20].
+    #[arg(long)]
+    repetition_context_size: Option<u32>,
+
+    /// XTC: chance per token of excluding the top choices [default: 0].
+    #[arg(long)]
+    xtc_probability: Option<f64>,
+
+    /// XTC: probability threshold, 0 to 0.5 [default: 0.1].
+    #[arg(long)]
+    xtc_threshold: Option<f64>,
+
+    /// Random seed; -1 is a fresh one [default: -1].
+    #[arg(long, allow_hyphen_values = true)]
+    seed: Option<i64>,
 
     /// Where to run: gpu (Metal or CUDA), cpu, or auto (the GPU when MLX has one).
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
@@ -42,7 +92,8 @@ struct Args {
 
 fn run_demo(args: &Args) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
-    let result = generate_demo::run(&args.model, &args.prompt, args.max_tokens, |token| {
+    let max_tokens = args.max_tokens.unwrap_or(32) as usize;
+    let result = generate_demo::run(&args.model, &args.prompt, max_tokens, |token| {
         // Each token is one byte of the demo vocabulary; show it as text where
         // it is printable ASCII and as its id otherwise, so nothing is hidden.
         match token {
@@ -66,21 +117,71 @@ fn run(args: Args) -> anyhow::Result<()> {
     if args.model.join("config.json").is_file() {
         return run_demo(&args);
     }
+    // Flags, then the prompt config, then the built-in defaults.
+    let flags = Hyperparameters {
+        temperature: args.temperature,
+        top_p: args.top_p,
+        top_k: args.top_k,
+        min_p: args.min_p,
+        min_tokens_to_keep: args.min_tokens_to_keep,
+        max_tokens: args.max_tokens,
+        repetition_penalty: args.repetition_penalty,
+        repetition_context_size: args.repetition_context_size,
+        xtc_probability: args.xtc_probability,
+        xtc_threshold: args.xtc_threshold,
+        seed: args.seed,
+        stop: None,
+    };
+    let flags =
+        Hyperparameters::from_json_map(&flags.to_json_map(), std::path::Path::new("command line"))?;
+    let prompt_config = args
+        .prompt_config
+        .as_deref()
+        .map(PromptConfig::load)
+        .transpose()?;
+    let resolved = settings::resolve(
+        Some(&flags),
+        prompt_config.as_ref().map(|c| &c.sampling),
+        None,
+        None,
+        false,
+    )
+    .settings;
     let loaded = LoadedModel::load(&args.model)?;
+    let mut sampler = Sampler::new(SamplingSettings {
+        temperature: resolved.temperature as f32,
+        top_p: resolved.top_p as f32,
+        top_k: resolved.top_k,
+        min_p: resolved.min_p as f32,
+        min_tokens_to_keep: resolved.min_tokens_to_keep,
+        xtc_probability: resolved.xtc_probability as f32,
+        xtc_threshold: resolved.xtc_threshold as f32,
+        xtc_special_tokens: loaded.eos_token_ids.clone(),
+        repetition_penalty: resolved.repetition_penalty as f32,
+        repetition_context_size: resolved.repetition_context_size,
+        logit_bias: Vec::new(),
+        seed: resolved.seed,
+    })?;
     let prompt_text = loaded.render(&[ChatMessage::new("user", &args.prompt)])?;
     let prompt = loaded.encode(&prompt_text)?;
     let mut stdout = std::io::stdout().lock();
     let mut write_error = None;
-    let result = generate_greedy(&loaded, &prompt, args.max_tokens, |piece| {
-        if write_error.is_none() {
-            if let Err(e) = stdout
-                .write_all(piece.as_bytes())
-                .and_then(|_| stdout.flush())
-            {
-                write_error = Some(e);
+    let result = generate(
+        &loaded,
+        &prompt,
+        &mut sampler,
+        resolved.max_tokens as usize,
+        |piece| {
+            if write_error.is_none() {
+                if let Err(e) = stdout
+                    .write_all(piece.as_bytes())
+                    .and_then(|_| stdout.flush())
+                {
+                    write_error = Some(e);
+                }
             }
-        }
-    })?;
+        },
+    )?;
     if let Some(e) = write_error {
         return Err(anyhow::anyhow!("cannot write the output: {e}"));
     }

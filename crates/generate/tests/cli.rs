@@ -17,7 +17,9 @@ fn help_lists_the_flags_with_defaults() {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }
     assert!(
-        help.contains("[default: auto]") && help.contains("[default: 512]"),
+        help.contains("[default: auto]")
+            && help.contains("[default: 512]")
+            && help.contains("--temperature"),
         "{help}"
     );
 }
@@ -139,6 +141,8 @@ fn smollm2_answers_through_its_chat_template() {
             "--device",
             "cpu",
             "--verbose",
+            "--temperature",
+            "0",
         ])
         .output()
         .unwrap();
@@ -151,5 +155,46 @@ fn smollm2_answers_through_its_chat_template() {
     assert!(
         stderr.contains("prompt tokens") && !stderr.contains("stopped at --max-tokens"),
         "{stderr}"
+    );
+}
+
+#[test]
+fn sampling_flags_are_checked_and_a_seed_reproduces_the_answer() {
+    let default = std::env::var_os("HOME")
+        .map(|home| {
+            std::path::PathBuf::from(home)
+                .join(".cache/mlx-harmony/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        })
+        .unwrap_or_default();
+    let model = std::env::var_os("MLX_HARMONY_SMOLLM2")
+        .map(std::path::PathBuf::from)
+        .unwrap_or(default);
+    let run = |extra: &[&str]| {
+        generate()
+            .arg("--model")
+            .arg(&model)
+            .args([
+                "--prompt",
+                "Tell me about cats.",
+                "--max-tokens",
+                "12",
+                "--device",
+                "cpu",
+            ])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let a = run(&["--temperature", "1.0", "--seed", "7"]);
+    let b = run(&["--temperature", "1.0", "--seed", "7"]);
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    assert_eq!(a.stdout, b.stdout, "the same seed gives the same text");
+
+    let bad = run(&["--temperature", "3"]);
+    assert_eq!(bad.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("temperature: must be a number from 0 to 2, got 3"),
+        "{err}"
     );
 }

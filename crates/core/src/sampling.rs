@@ -1,0 +1,285 @@
+//! Choosing the next token from the model's logits, on the device: logits
+//! processors (logit bias, repetition penalty) and sampling filters (top-p,
+//! min-p, XTC, top-k, in mlx-lm's order) before temperature sampling; a
+//! temperature of 0 is greedy.
+//!
+//! The filters work on log-probabilities and leave removed tokens at -inf,
+//! exactly as mlx-lm's `sample_utils` does, so that the same settings and
+//! logits keep the same candidate tokens.
+
+use mlx_rs::ops::indexing::{argmax_axis, put_along_axis, take_along_axis};
+use mlx_rs::ops::{self, argpartition_axis};
+use mlx_rs::{Array, random};
+
+use crate::array_ext::slice;
+use crate::{Error, Result};
+
+/// Everything that decides how a token is picked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SamplingSettings {
+    pub temperature: f32,
+    /// Nucleus sampling; 0 or 1 turn it off.
+    pub top_p: f32,
+    /// 0 turns it off.
+    pub top_k: u32,
+    /// 0 turns it off.
+    pub min_p: f32,
+    pub min_tokens_to_keep: u32,
+    pub xtc_probability: f32,
+    pub xtc_threshold: f32,
+    /// Tokens XTC never removes (end-of-turn tokens, typically).
+    pub xtc_special_tokens: Vec<u32>,
+    /// 1 (or 0) turns it off.
+    pub repetition_penalty: f32,
+    pub repetition_context_size: u32,
+    /// Added to the logits of these tokens.
+    pub logit_bias: Vec<(u32, f32)>,
+    /// `None`: a fresh random seed.
+    pub seed: Option<u64>,
+}
+
+impl Default for SamplingSettings {
+    fn default() -> Self {
+        SamplingSettings {
+            temperature: 0.0,
+            top_p: 1.0,
+            top_k: 0,
+            min_p: 0.0,
+            min_tokens_to_keep: 1,
+            xtc_probability: 0.0,
+            xtc_threshold: 0.1,
+            xtc_special_tokens: Vec::new(),
+            repetition_penalty: 1.0,
+            repetition_context_size: 20,
+            logit_bias: Vec::new(),
+            seed: None,
+        }
+    }
+}
+
+fn neg_inf_like(a: &Array) -> Result<Array> {
+    Ok(Array::from_f32(f32::NEG_INFINITY).as_dtype(a.dtype())?)
+}
+
+/// The last `k` entries along the last axis.
+fn last_k(a: &Array, k: i32) -> Result<Array> {
+    let shape = a.shape().to_vec();
+    let mut starts = vec![0; shape.len()];
+    starts[shape.len() - 1] = shape[shape.len() - 1] - k;
+    slice(a, &starts, &shape)
+}
+
+/// Entries `k..` along the last axis.
+fn from_k(a: &Array, k: i32) -> Result<Array> {
+    let shape = a.shape().to_vec();
+    let mut starts = vec![0; shape.len()];
+    starts[shape.len() - 1] = k;
+    slice(a, &starts, &shape)
+}
+
+/// Keeps the most likely tokens whose mass reaches `top_p`.
+pub fn apply_top_p(logprobs: &Array, top_p: f32) -> Result<Array> {
+    let sorted = ops::sort_axis(logprobs, -1)?;
+    let probs = ops::exp(sorted.as_dtype(mlx_rs::Dtype::Float32)?)?;
+    let mass_above = ops::cumsum(&probs, -1, true, false)?;
+    let first = |a: &Array| -> Result<Array> {
+        let mut ends = a.shape().to_vec();
+        *ends.last_mut().unwrap() = 1;
+        slice(a, &vec![0; ends.len()], &ends)
+    };
+    let total = first(&mass_above)?.add(first(&probs)?)?;
+    let dropped = mass_above
+        .ge(total.multiply(Array::from_f32(top_p))?)?
+        .as_dtype(mlx_rs::Dtype::Int32)?
+        .sum_axis(-1, true)?;
+    let threshold = take_along_axis(&sorted, &dropped, -1)?;
+    Ok(ops::select(
+        &logprobs.lt(&threshold)?,
+        &neg_inf_like(logprobs)?,
+        logprobs,
+    )?)
+}
+
+/// Removes tokens less likely than `min_p` times the most likely one,
+/// keeping at least `min_tokens_to_keep`.
+pub fn apply_min_p(logprobs: &Array, min_p: f32, min_tokens_to_keep: u32) -> Result<Array> {
+    let top = logprobs.max_axis(-1, true)?;
+    let scaled = top.add(Array::from_f32(min_p.ln()))?;
+    let mut remove = logprobs.lt(&scaled)?;
+    if min_tokens_to_keep > 1 {
+        let k = min_tokens_to_keep as i32;
+        let vocab = logprobs.dim(-1);
+        let keep = last_k(&argpartition_axis(logprobs, vocab - k, -1)?, k)?;
+        remove = put_along_axis(&remove, &keep, Array::from_bool(false), -1)?;
+    }
+    Ok(ops::select(&remove, &neg_inf_like(logprobs)?, logprobs)?)
+}
+
+/// Keeps the `k` most likely tokens.
+pub fn apply_top_k(logprobs: &Array, k: u32) -> Result<Array> {
+    let vocab = logprobs.dim(-1);
+    if k == 0 || k as i32 >= vocab {
+        return Err(Error::Invalid(format!(
+            "top_k must be between 1 and {}, got {k}",
+            vocab - 1
+        )));
+    }
+    let order = argpartition_axis(logprobs.negative()?, k as i32 - 1, -1)?;
+    let removed = from_k(&order, k as i32)?;
+    Ok(put_along_axis(
+        logprobs,
+        &removed,
+        neg_inf_like(logprobs)?,
+        -1,
+    )?)
+}
+
+/// XTC ("exclude top choices"): with probability `probability` (decided by
+/// `draw` in [0, 1)), removes every token above `threshold` probability
+/// except the least likely of them; `special` tokens are never removed.
+pub fn apply_xtc(
+    logits: &Array,
+    probability: f32,
+    threshold: f32,
+    special: &[u32],
+    draw: f32,
+) -> Result<Array> {
+    if draw > probability {
+        return Ok(logits.clone());
+    }
+    let probs = ops::softmax_axis(logits, -1, None)?;
+    let infinity = Array::from_f32(f32::INFINITY);
+    let above = probs.gt(Array::from_f32(threshold))?;
+    let smallest_above = ops::select(&above, &probs, &infinity)?.min_axis(-1, true)?;
+    let mut mask = probs.gt(&smallest_above)?;
+    if !special.is_empty() {
+        let ids = Array::from_slice(special, &[special.len() as i32]);
+        let ids = ops::broadcast_to(&ids, &[mask.dim(0), special.len() as i32])?;
+        mask = put_along_axis(&mask, &ids, Array::from_bool(false), -1)?;
+    }
+    Ok(ops::select(&mask, &neg_inf_like(logits)?, logits)?)
+}
+
+/// Adds each bias to its token's logit.
+pub fn apply_logit_bias(logits: &Array, bias: &[(u32, f32)]) -> Result<Array> {
+    if bias.is_empty() {
+        return Ok(logits.clone());
+    }
+    let mut dense = vec![0.0f32; logits.dim(-1) as usize];
+    for &(token, value) in bias {
+        let slot = dense.get_mut(token as usize).ok_or_else(|| {
+            Error::Invalid(format!(
+                "logit_bias names token {token}, outside the vocabulary of {}",
+                logits.dim(-1)
+            ))
+        })?;
+        *slot += value;
+    }
+    let dense = Array::from_slice(&dense, &[logits.dim(-1)]).as_dtype(logits.dtype())?;
+    Ok(logits.add(dense)?)
+}
+
+/// Divides positive logits (multiplies negative ones) of the tokens among the
+/// last `context` generated by `penalty`.
+pub fn apply_repetition_penalty(
+    logits: &Array,
+    history: &[u32],
+    penalty: f32,
+    context: u32,
+) -> Result<Array> {
+    if history.is_empty() || penalty == 1.0 || penalty == 0.0 {
+        return Ok(logits.clone());
+    }
+    let recent = &history[history.len().saturating_sub(context as usize)..];
+    let ids = Array::from_slice(recent, &[1, recent.len() as i32]);
+    let ids = ops::broadcast_to(&ids, &[logits.dim(0), recent.len() as i32])?;
+    let selected = take_along_axis(logits, &ids, -1)?;
+    let p = Array::from_f32(penalty).as_dtype(logits.dtype())?;
+    let zero = Array::from_f32(0.0).as_dtype(logits.dtype())?;
+    let penalized = ops::select(
+        &selected.lt(&zero)?,
+        &selected.multiply(&p)?,
+        &selected.divide(&p)?,
+    )?;
+    Ok(put_along_axis(logits, &ids, &penalized, -1)?)
+}
+
+/// Picks tokens; holds the random key so that a seed reproduces a run.
+pub struct Sampler {
+    settings: SamplingSettings,
+    key: Array,
+}
+
+impl Sampler {
+    pub fn new(settings: SamplingSettings) -> Result<Self> {
+        let seed = settings.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0)
+        });
+        Ok(Sampler {
+            key: random::key(seed)?,
+            settings,
+        })
+    }
+
+    pub fn settings(&self) -> &SamplingSettings {
+        &self.settings
+    }
+
+    fn next_key(&mut self) -> Result<Array> {
+        let (next, sub) = random::split(&self.key, 2)?;
+        self.key = next;
+        Ok(sub)
+    }
+
+    /// The filtered log-probabilities the sample is drawn from (`logits`:
+    /// `[1, vocab]`), after processors and filters.
+    pub fn filtered(&mut self, logits: &Array, history: &[u32]) -> Result<Array> {
+        let s = self.settings.clone();
+        let logits = apply_logit_bias(logits, &s.logit_bias)?;
+        let logits = apply_repetition_penalty(
+            &logits,
+            history,
+            s.repetition_penalty,
+            s.repetition_context_size,
+        )?;
+        let mut logprobs = logits.subtract(logits.logsumexp_axis(-1, true)?)?;
+        if s.temperature == 0.0 {
+            return Ok(logprobs);
+        }
+        if s.top_p > 0.0 && s.top_p < 1.0 {
+            logprobs = apply_top_p(&logprobs, s.top_p)?;
+        }
+        if s.min_p != 0.0 {
+            logprobs = apply_min_p(&logprobs, s.min_p, s.min_tokens_to_keep)?;
+        }
+        if s.xtc_probability > 0.0 {
+            let draw =
+                random::uniform::<f32, f32>(0.0, 1.0, &[], &self.next_key()?)?.item_exact::<f32>();
+            logprobs = apply_xtc(
+                &logprobs,
+                s.xtc_probability,
+                s.xtc_threshold,
+                &s.xtc_special_tokens,
+                draw,
+            )?;
+        }
+        if s.top_k > 0 && (s.top_k as i32) < logprobs.dim(-1) {
+            logprobs = apply_top_k(&logprobs, s.top_k)?;
+        }
+        Ok(logprobs)
+    }
+
+    /// The next token (`[1]`, left on the device so decoding can pipeline).
+    pub fn sample(&mut self, logits: &Array, history: &[u32]) -> Result<Array> {
+        let logprobs = self.filtered(logits, history)?;
+        if self.settings.temperature == 0.0 {
+            return Ok(argmax_axis(&logprobs, -1, None)?);
+        }
+        let key = self.next_key()?;
+        let scaled = logprobs.multiply(Array::from_f32(1.0 / self.settings.temperature))?;
+        Ok(random::categorical(&scaled, -1, None, &key)?)
+    }
+}
