@@ -4,37 +4,54 @@ use mlx_rs::{Array, Stream};
 
 use crate::{Error, Result};
 
-/// `target[starts..ends] = update` (a new array; MLX updates in place when
-/// it can prove the old one is no longer used).
-pub fn slice_update(target: &Array, update: &Array, starts: &[i32], ends: &[i32]) -> Result<Array> {
+/// Runs one mlx-c operation that writes a single array, on the current
+/// stream; `describe` says what failed when MLX reports an error.
+fn call(
+    op: impl FnOnce(*mut mlx_sys::mlx_array, mlx_sys::mlx_stream) -> i32,
+    describe: impl FnOnce() -> String,
+) -> Result<Array> {
     crate::quant::ensure_mlx_error_handler();
-    let strides = vec![1i32; starts.len()];
     let stream = Stream::thread_local_or_default();
-    // SAFETY: the result handle is created here and either freed or owned by the returned Array.
+    // SAFETY: the result handle is created here and either freed or owned by
+    // the returned Array; `op` only writes it.
     unsafe {
         let mut out = mlx_sys::mlx_array_new();
-        let status = mlx_sys::mlx_slice_update(
-            &mut out,
-            target.as_ptr(),
-            update.as_ptr(),
-            starts.as_ptr(),
-            starts.len(),
-            ends.as_ptr(),
-            ends.len(),
-            strides.as_ptr(),
-            strides.len(),
-            stream.as_ptr(),
-        );
-        if status != 0 {
+        if op(&mut out, stream.as_ptr()) != 0 {
             mlx_sys::mlx_array_free(out);
-            return Err(Error::Invalid(format!(
-                "slice update of {:?} at {starts:?}..{ends:?} with {:?} failed",
-                target.shape(),
-                update.shape()
-            )));
+            return Err(Error::Invalid(describe()));
         }
         Ok(Array::from_ptr(out))
     }
+}
+
+/// `target[starts..ends] = update` (a new array; MLX updates in place when
+/// it can prove the old one is no longer used).
+pub fn slice_update(target: &Array, update: &Array, starts: &[i32], ends: &[i32]) -> Result<Array> {
+    let strides = vec![1i32; starts.len()];
+    call(
+        // SAFETY: every pointer is valid for the lengths given.
+        |out, stream| unsafe {
+            mlx_sys::mlx_slice_update(
+                out,
+                target.as_ptr(),
+                update.as_ptr(),
+                starts.as_ptr(),
+                starts.len(),
+                ends.as_ptr(),
+                ends.len(),
+                strides.as_ptr(),
+                strides.len(),
+                stream,
+            )
+        },
+        || {
+            format!(
+                "slice update of {:?} at {starts:?}..{ends:?} with {:?} failed",
+                target.shape(),
+                update.shape()
+            )
+        },
+    )
 }
 
 /// `array[starts..ends]` along every axis.
@@ -49,29 +66,26 @@ pub fn slice_strided(
     ends: &[i32],
     strides: &[i32],
 ) -> Result<Array> {
-    crate::quant::ensure_mlx_error_handler();
-    let stream = Stream::thread_local_or_default();
-    // SAFETY: as in `slice_update`.
-    unsafe {
-        let mut out = mlx_sys::mlx_array_new();
-        let status = mlx_sys::mlx_slice(
-            &mut out,
-            array.as_ptr(),
-            starts.as_ptr(),
-            starts.len(),
-            ends.as_ptr(),
-            ends.len(),
-            strides.as_ptr(),
-            strides.len(),
-            stream.as_ptr(),
-        );
-        if status != 0 {
-            mlx_sys::mlx_array_free(out);
-            return Err(Error::Invalid(format!(
+    call(
+        // SAFETY: every pointer is valid for the lengths given.
+        |out, stream| unsafe {
+            mlx_sys::mlx_slice(
+                out,
+                array.as_ptr(),
+                starts.as_ptr(),
+                starts.len(),
+                ends.as_ptr(),
+                ends.len(),
+                strides.as_ptr(),
+                strides.len(),
+                stream,
+            )
+        },
+        || {
+            format!(
                 "slice of {:?} at {starts:?}..{ends:?} failed",
                 array.shape()
-            )));
-        }
-        Ok(Array::from_ptr(out))
-    }
+            )
+        },
+    )
 }

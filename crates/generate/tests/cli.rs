@@ -4,6 +4,25 @@ use std::process::Command;
 
 use mlx_harmony_core::demo;
 
+/// The offline default model (scripts/test points MLX_HARMONY_SMOLLM2 at it).
+fn smollm2() -> std::path::PathBuf {
+    let default = std::env::var_os("HOME")
+        .map(|home| {
+            std::path::PathBuf::from(home)
+                .join(".cache/mlx-harmony/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        })
+        .unwrap_or_default();
+    let model = std::env::var_os("MLX_HARMONY_SMOLLM2")
+        .map(std::path::PathBuf::from)
+        .unwrap_or(default);
+    assert!(
+        model.is_file(),
+        "{} is missing: run scripts/fetch-default-model",
+        model.display()
+    );
+    model
+}
+
 fn generate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_mlx-harmony-generate"))
 }
@@ -116,20 +135,7 @@ fn a_folder_that_is_not_a_model_is_a_one_line_error() {
 
 #[test]
 fn smollm2_answers_through_its_chat_template() {
-    let default = std::env::var_os("HOME")
-        .map(|home| {
-            std::path::PathBuf::from(home)
-                .join(".cache/mlx-harmony/models/SmolLM2-135M-Instruct.Q4_1.gguf")
-        })
-        .unwrap_or_default();
-    let model = std::env::var_os("MLX_HARMONY_SMOLLM2")
-        .map(std::path::PathBuf::from)
-        .unwrap_or(default);
-    assert!(
-        model.is_file(),
-        "{} is missing: run scripts/fetch-default-model",
-        model.display()
-    );
+    let model = smollm2();
     let out = generate()
         .arg("--model")
         .arg(&model)
@@ -160,15 +166,7 @@ fn smollm2_answers_through_its_chat_template() {
 
 #[test]
 fn sampling_flags_are_checked_and_a_seed_reproduces_the_answer() {
-    let default = std::env::var_os("HOME")
-        .map(|home| {
-            std::path::PathBuf::from(home)
-                .join(".cache/mlx-harmony/models/SmolLM2-135M-Instruct.Q4_1.gguf")
-        })
-        .unwrap_or_default();
-    let model = std::env::var_os("MLX_HARMONY_SMOLLM2")
-        .map(std::path::PathBuf::from)
-        .unwrap_or(default);
+    let model = smollm2();
     let run = |extra: &[&str]| {
         generate()
             .arg("--model")
