@@ -27,16 +27,23 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
-    /// Loads a GGUF file (or a folder holding one).
+    /// Loads a model: a GGUF file (or a folder holding one), or a Hugging
+    /// Face / mlx-community folder with `tokenizer.json`.
     pub fn load(path: &Path) -> Result<Self> {
-        let Some(file) = crate::gguf::find_gguf(path) else {
-            return Err(Error::Invalid(format!(
-                "{}: no GGUF file found; this build generates text from GGUF models \
-                 (safetensors folders with tokenizer.json arrive with the TokenGenerator)",
-                path.display()
-            )));
-        };
-        let (checkpoint, extras) = crate::gguf::open(&file)?;
+        if let Some(file) = crate::gguf::find_gguf(path) {
+            return Self::load_gguf(&file);
+        }
+        if path.join("config.json").is_file() {
+            return Self::load_folder(path);
+        }
+        Err(Error::Invalid(format!(
+            "{}: not a model: expected a .gguf file or a folder with config.json and tokenizer.json",
+            path.display()
+        )))
+    }
+
+    fn load_gguf(file: &Path) -> Result<Self> {
+        let (checkpoint, extras) = crate::gguf::open(file)?;
         let model = Model::from_checkpoint(checkpoint)?;
         let token = |id: Option<u32>| {
             id.and_then(|i| extras.tokenizer.id_to_token(i))
@@ -53,6 +60,97 @@ impl LoadedModel {
             eos_token_ids: extras.eos_token_ids,
             tokenizer: extras.tokenizer,
             model,
+        })
+    }
+
+    fn load_folder(dir: &Path) -> Result<Self> {
+        let read_json = |name: &str| -> Result<Option<serde_json::Value>> {
+            let path = dir.join(name);
+            if !path.is_file() {
+                return Ok(None);
+            }
+            let text = std::fs::read_to_string(&path).map_err(|source| Error::Io {
+                path: path.clone(),
+                source,
+            })?;
+            serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| Error::Checkpoint {
+                    path,
+                    message: format!("not valid JSON: {e}"),
+                })
+        };
+        let config = read_json("config.json")?.unwrap_or_default();
+        if config.get("model_type").and_then(|v| v.as_str()) == Some("gpt_oss") {
+            return Err(Error::Invalid(format!(
+                "{}: GPT-OSS generation needs the Harmony format, which arrives with the TokenGenerator",
+                dir.display()
+            )));
+        }
+        let tokenizer_path = dir.join("tokenizer.json");
+        let tokenizer = Tokenizer::from_file(&tokenizer_path).map_err(|e| Error::Checkpoint {
+            path: tokenizer_path.clone(),
+            message: format!("cannot load the tokenizer: {e}"),
+        })?;
+        let tokenizer_config = read_json("tokenizer_config.json")?.unwrap_or_default();
+        // A token is written as a string or as {"content": ...}.
+        let token_text = |v: Option<&serde_json::Value>| -> String {
+            match v {
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(other) => other
+                    .get("content")
+                    .and_then(|c| c.as_str())
+                    .unwrap_or_default()
+                    .to_string(),
+                None => String::new(),
+            }
+        };
+        let template = match tokenizer_config.get("chat_template") {
+            Some(serde_json::Value::String(t)) => Some(t.clone()),
+            // Several named templates: the default one.
+            Some(serde_json::Value::Array(named)) => named
+                .iter()
+                .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
+                .and_then(|t| {
+                    t.get("template")
+                        .and_then(|t| t.as_str())
+                        .map(str::to_string)
+                }),
+            _ => std::fs::read_to_string(dir.join("chat_template.jinja")).ok(),
+        };
+        // End-of-turn ids: generation_config.json, then config.json, then the tokenizer's eos.
+        let ids_of = |v: Option<&serde_json::Value>| -> Vec<u32> {
+            match v {
+                Some(serde_json::Value::Number(n)) => {
+                    n.as_u64().map(|n| vec![n as u32]).unwrap_or_default()
+                }
+                Some(serde_json::Value::Array(a)) => a
+                    .iter()
+                    .filter_map(|n| n.as_u64())
+                    .map(|n| n as u32)
+                    .collect(),
+                _ => Vec::new(),
+            }
+        };
+        let eos_token = token_text(tokenizer_config.get("eos_token"));
+        let mut eos_token_ids = ids_of(
+            read_json("generation_config.json")?
+                .as_ref()
+                .and_then(|g| g.get("eos_token_id")),
+        );
+        if eos_token_ids.is_empty() {
+            eos_token_ids = ids_of(config.get("eos_token_id"));
+        }
+        if eos_token_ids.is_empty() {
+            eos_token_ids.extend(tokenizer.token_to_id(&eos_token));
+        }
+        Ok(LoadedModel {
+            model: Model::load(dir)?,
+            bos_token: token_text(tokenizer_config.get("bos_token")),
+            eos_token,
+            chat_template: template.as_deref().map(ChatTemplate::new).transpose()?,
+            eos_token_ids,
+            tokenizer,
         })
     }
 

@@ -14,6 +14,16 @@ use crate::models::Model;
 use crate::models::blocks::last_position;
 use crate::{Error, Result};
 
+/// Whether `dir` is the random-weights demo checkpoint (no tokenizer; bytes as tokens).
+pub fn is_demo_checkpoint(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("config.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .is_some_and(|c| {
+            c.get("mlx_harmony_random_weights") == Some(&serde_json::Value::Bool(true))
+        })
+}
+
 /// What one run produced.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DemoRun {

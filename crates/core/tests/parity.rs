@@ -188,3 +188,29 @@ fn smollm2_tokenizer_json_and_our_gguf_tokenizer_agree() {
         assert_eq!(a, b, "{text:?}");
     }
 }
+
+#[test]
+fn model_folders_load_with_their_tokenizer_template_and_end_tokens() {
+    use mlx_harmony_core::chat_template::ChatMessage;
+    use mlx_harmony_core::generate::LoadedModel;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/parity/llama");
+    let loaded = LoadedModel::load(&dir).unwrap();
+    assert_eq!(
+        loaded.eos_token_ids,
+        vec![2],
+        "generation_config.json's eos_token_id"
+    );
+    let prompt = loaded.render(&[ChatMessage::new("user", "Hi")]).unwrap();
+    assert!(prompt.ends_with("<|im_start|>assistant\n"), "{prompt:?}");
+    let ids = loaded.encode(&prompt).unwrap();
+    assert_eq!(
+        ids[0],
+        loaded.tokenizer.token_to_id("<|im_start|>").unwrap()
+    );
+    // GPT-OSS folders are refused with a clear reason until Harmony generation lands.
+    let err = LoadedModel::load(&dir.with_file_name("gpt-oss"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("Harmony"), "{err}");
+}

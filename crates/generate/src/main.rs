@@ -16,16 +16,17 @@ use mlx_harmony_core::sampling::{Sampler, SamplingSettings};
 /// Generate text once from a prompt.
 ///
 /// This build runs GGUF models of the Llama family (e.g. SmolLM2-135M-Instruct)
-/// with their own tokenizer and chat template, and the random-weights demo
-/// checkpoint. Harmony models and safetensors folders with tokenizer.json
-/// arrive with the TokenGenerator.
+/// and Hugging Face / mlx-community folders (Llama, Mistral, Qwen2, Qwen3) with
+/// their own tokenizer and chat template, and the random-weights demo
+/// checkpoint. GPT-OSS (Harmony) generation arrives with the TokenGenerator.
 ///
 /// Sampling settings come from, in order: these flags, the prompt config,
 /// then the built-in defaults (temperature 0.8, top_p 0.9, max_tokens 512).
 #[derive(Parser, Debug)]
 #[command(name = "mlx-harmony-generate", version)]
 struct Args {
-    /// Model: a .gguf file (or a folder holding one), or the demo checkpoint folder.
+    /// Model: a .gguf file (or a folder holding one), a model folder with
+    /// config.json and tokenizer.json, or the demo checkpoint folder.
     #[arg(long)]
     model: PathBuf,
 
@@ -114,7 +115,7 @@ fn run_demo(args: &Args) -> anyhow::Result<()> {
 fn run(args: Args) -> anyhow::Result<()> {
     let selected = device::select(args.device)?;
     eprintln!("device: {selected}");
-    if args.model.join("config.json").is_file() {
+    if mlx_harmony_core::generate_demo::is_demo_checkpoint(&args.model) {
         return run_demo(&args);
     }
     // Flags, then the prompt config, then the built-in defaults.

@@ -123,7 +123,7 @@ fn a_folder_that_is_not_a_model_is_a_one_line_error() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("error: ") && err.contains("no GGUF file found"),
+        err.contains("error: ") && err.contains("not a model: expected a .gguf file"),
         "{err}"
     );
     assert_eq!(
@@ -195,4 +195,40 @@ fn sampling_flags_are_checked_and_a_seed_reproduces_the_answer() {
         err.contains("temperature: must be a number from 0 to 2, got 3"),
         "{err}"
     );
+}
+
+#[test]
+fn model_folders_with_tokenizer_json_generate_and_gpt_oss_says_what_is_missing() {
+    let parity = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/parity");
+    let out = generate()
+        .arg("--model")
+        .arg(parity.join("qwen2"))
+        .args([
+            "--prompt",
+            "Hi",
+            "--max-tokens",
+            "6",
+            "--temperature",
+            "0",
+            "--device",
+            "cpu",
+            "--verbose",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("prompt tokens") && stderr.contains("generated tokens"),
+        "{stderr}"
+    );
+
+    let out = generate()
+        .arg("--model")
+        .arg(parity.join("gpt-oss"))
+        .args(["--prompt", "Hi", "--device", "cpu"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs the Harmony format"));
 }
