@@ -10,6 +10,11 @@ use std::time::Instant;
 use mlx_rs::transforms::async_eval;
 use tokenizers::Tokenizer;
 
+use mlx_harmony_format::model::{
+    DeveloperContent, Message as HarmonyMessage, ReasoningEffort, Role, SystemContent,
+};
+use mlx_harmony_format::{HarmonyEncoding, RenderConfig};
+
 use crate::chat_template::{ChatMessage, ChatTemplate};
 use crate::models::Model;
 use crate::models::blocks::last_position;
@@ -21,6 +26,8 @@ pub struct LoadedModel {
     pub model: Model,
     pub tokenizer: Tokenizer,
     pub chat_template: Option<ChatTemplate>,
+    /// Set for GPT-OSS models, which take their prompt in the Harmony format.
+    pub harmony: Option<HarmonyEncoding>,
     pub eos_token_ids: Vec<u32>,
     pub bos_token: String,
     pub eos_token: String,
@@ -57,6 +64,7 @@ impl LoadedModel {
                 .as_deref()
                 .map(ChatTemplate::new)
                 .transpose()?,
+            harmony: None,
             eos_token_ids: extras.eos_token_ids,
             tokenizer: extras.tokenizer,
             model,
@@ -81,17 +89,29 @@ impl LoadedModel {
                 })
         };
         let config = read_json("config.json")?.unwrap_or_default();
-        if config.get("model_type").and_then(|v| v.as_str()) == Some("gpt_oss") {
-            return Err(Error::Invalid(format!(
-                "{}: GPT-OSS generation needs the Harmony format, which arrives with the TokenGenerator",
-                dir.display()
-            )));
-        }
         let tokenizer_path = dir.join("tokenizer.json");
         let tokenizer = Tokenizer::from_file(&tokenizer_path).map_err(|e| Error::Checkpoint {
             path: tokenizer_path.clone(),
             message: format!("cannot load the tokenizer: {e}"),
         })?;
+        if config.get("model_type").and_then(|v| v.as_str()) == Some("gpt_oss") {
+            // GPT-OSS speaks Harmony: its turn ends with <|return|> (done) or
+            // <|call|> (a tool call); the chat template is not used.
+            let harmony =
+                HarmonyEncoding::new(tokenizer.clone()).map_err(|e| Error::Checkpoint {
+                    path: tokenizer_path.clone(),
+                    message: e.to_string(),
+                })?;
+            return Ok(LoadedModel {
+                model: Model::load(dir)?,
+                eos_token_ids: harmony.stop_tokens_for_assistant_actions().to_vec(),
+                harmony: Some(harmony),
+                chat_template: None,
+                bos_token: String::new(),
+                eos_token: String::new(),
+                tokenizer,
+            });
+        }
         let tokenizer_config = read_json("tokenizer_config.json")?.unwrap_or_default();
         // A token is written as a string or as {"content": ...}.
         let token_text = |v: Option<&serde_json::Value>| -> String {
@@ -149,6 +169,7 @@ impl LoadedModel {
             bos_token: token_text(tokenizer_config.get("bos_token")),
             eos_token,
             chat_template: template.as_deref().map(ChatTemplate::new).transpose()?,
+            harmony: None,
             eos_token_ids,
             tokenizer,
         })
@@ -172,6 +193,65 @@ impl LoadedModel {
             .encode(text, false)
             .map_err(|e| Error::Invalid(format!("tokenizer: {e}")))?;
         Ok(encoding.get_ids().to_vec())
+    }
+}
+
+/// What goes before the user's message: who the model is and how it should
+/// behave (from the prompt config).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PromptSetup {
+    pub model_identity: Option<String>,
+    pub knowledge_cutoff: Option<String>,
+    pub conversation_start_date: Option<String>,
+    pub reasoning_effort: Option<ReasoningEffort>,
+    pub instructions: Option<String>,
+}
+
+impl LoadedModel {
+    /// The prompt's token ids for one user message: Harmony for GPT-OSS
+    /// (system and developer messages from `setup`), the chat template
+    /// otherwise (identity and instructions as the system message).
+    pub fn prompt_tokens(&self, setup: &PromptSetup, user: &str) -> Result<Vec<u32>> {
+        if let Some(harmony) = &self.harmony {
+            let mut system = SystemContent::default();
+            if let Some(identity) = &setup.model_identity {
+                system = system.with_model_identity(identity.clone());
+            }
+            if let Some(cutoff) = &setup.knowledge_cutoff {
+                system = system.with_knowledge_cutoff(cutoff.clone());
+            }
+            if let Some(date) = &setup.conversation_start_date {
+                system = system.with_conversation_start_date(date.clone());
+            }
+            if let Some(effort) = setup.reasoning_effort {
+                system = system.with_reasoning_effort(effort);
+            }
+            let mut messages = vec![HarmonyMessage::system(system)];
+            if let Some(instructions) = &setup.instructions {
+                messages.push(HarmonyMessage::developer(
+                    DeveloperContent::default().with_instructions(instructions.clone()),
+                ));
+            }
+            messages.push(HarmonyMessage::text(Role::User, user));
+            return harmony
+                .render_conversation_for_completion(
+                    &messages,
+                    Role::Assistant,
+                    RenderConfig::default(),
+                )
+                .map_err(|e| Error::Invalid(format!("Harmony: {e}")));
+        }
+        let system: Vec<&str> = [&setup.model_identity, &setup.instructions]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        let mut messages = Vec::new();
+        if !system.is_empty() {
+            messages.push(ChatMessage::new("system", &system.join("\n\n")));
+        }
+        messages.push(ChatMessage::new("user", user));
+        self.encode(&self.render(&messages)?)
     }
 }
 
@@ -224,13 +304,15 @@ pub struct Generation {
 }
 
 /// Generates up to `max_tokens` tokens after `prompt` with `sampler`, calling
-/// `on_text` with each complete piece of text. Stops at an end-of-turn token.
+/// `on_token` with each token and the text it completes (often empty: text
+/// is held back until it is whole UTF-8; special tokens have none). Stops at
+/// an end-of-turn token, which is not passed on.
 pub fn generate(
     loaded: &LoadedModel,
     prompt: &[u32],
     sampler: &mut Sampler,
     max_tokens: usize,
-    mut on_text: impl FnMut(&str),
+    mut on_token: impl FnMut(u32, &str),
 ) -> Result<Generation> {
     let model = &loaded.model;
     let mut caches = model.new_caches();
@@ -266,10 +348,9 @@ pub fn generate(
         }
         tokens.push(id);
         history.push(id);
-        if let Some(piece) = detokenizer.push(&loaded.tokenizer, id) {
-            on_text(&piece);
-            text.push_str(&piece);
-        }
+        let piece = detokenizer.push(&loaded.tokenizer, id).unwrap_or_default();
+        on_token(id, &piece);
+        text.push_str(&piece);
         if !more {
             break;
         }
@@ -308,8 +389,12 @@ pub fn generate_greedy(
     loaded: &LoadedModel,
     prompt: &[u32],
     max_tokens: usize,
-    on_text: impl FnMut(&str),
+    mut on_text: impl FnMut(&str),
 ) -> Result<Generation> {
     let mut sampler = Sampler::new(SamplingSettings::default())?;
-    generate(loaded, prompt, &mut sampler, max_tokens, on_text)
+    generate(loaded, prompt, &mut sampler, max_tokens, |_, piece| {
+        if !piece.is_empty() {
+            on_text(piece)
+        }
+    })
 }

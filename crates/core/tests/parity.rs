@@ -207,10 +207,34 @@ fn model_folders_load_with_their_tokenizer_template_and_end_tokens() {
         ids[0],
         loaded.tokenizer.token_to_id("<|im_start|>").unwrap()
     );
-    // GPT-OSS folders are refused with a clear reason until Harmony generation lands.
-    let err = LoadedModel::load(&dir.with_file_name("gpt-oss"))
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(err.contains("Harmony"), "{err}");
+    // GPT-OSS folders speak Harmony: the prompt is the Harmony rendering of the
+    // setup and the user message, and generation stops at <|return|> or <|call|>.
+    use mlx_harmony_core::generate::PromptSetup;
+    use mlx_harmony_format::RenderConfig;
+    use mlx_harmony_format::model::{
+        DeveloperContent, Message, ReasoningEffort, Role, SystemContent,
+    };
+    let gpt_oss = LoadedModel::load(&dir.with_file_name("gpt-oss")).unwrap();
+    let harmony = gpt_oss.harmony.as_ref().expect("GPT-OSS uses Harmony");
+    let setup = PromptSetup {
+        conversation_start_date: Some("2026-11-24".into()),
+        reasoning_effort: Some(ReasoningEffort::High),
+        instructions: Some("Be brief.".into()),
+        ..Default::default()
+    };
+    let system = SystemContent::default()
+        .with_conversation_start_date("2026-11-24")
+        .with_reasoning_effort(ReasoningEffort::High);
+    let messages = [
+        Message::system(system),
+        Message::developer(DeveloperContent::default().with_instructions("Be brief.")),
+        Message::text(Role::User, "Hi"),
+    ];
+    let expected = harmony
+        .render_conversation_for_completion(&messages, Role::Assistant, RenderConfig::default())
+        .unwrap();
+    assert_eq!(gpt_oss.prompt_tokens(&setup, "Hi").unwrap(), expected);
+    let mut stops = gpt_oss.eos_token_ids.clone();
+    stops.sort();
+    assert_eq!(stops, vec![200002, 200012]);
 }

@@ -7,18 +7,20 @@ use std::process::ExitCode;
 use clap::Parser;
 use mlx_harmony_config::prompt_config::PromptConfig;
 use mlx_harmony_config::settings::{self, Hyperparameters};
-use mlx_harmony_core::chat_template::ChatMessage;
 use mlx_harmony_core::device::{self, DeviceChoice};
-use mlx_harmony_core::generate::{LoadedModel, generate};
+use mlx_harmony_core::generate::{LoadedModel, PromptSetup, generate};
 use mlx_harmony_core::generate_demo;
 use mlx_harmony_core::sampling::{Sampler, SamplingSettings};
+use mlx_harmony_format::StreamParser;
+use mlx_harmony_format::model::{ReasoningEffort, Role};
 
 /// Generate text once from a prompt.
 ///
 /// This build runs GGUF models of the Llama family (e.g. SmolLM2-135M-Instruct)
 /// and Hugging Face / mlx-community folders (Llama, Mistral, Qwen2, Qwen3) with
 /// their own tokenizer and chat template, and the random-weights demo
-/// checkpoint. GPT-OSS (Harmony) generation arrives with the TokenGenerator.
+/// checkpoint. GPT-OSS models get their prompt in the Harmony format; their
+/// answer (the final channel) goes to stdout and their reasoning to stderr.
 ///
 /// Sampling settings come from, in order: these flags, the prompt config,
 /// then the built-in defaults (temperature 0.8, top_p 0.9, max_tokens 512).
@@ -34,7 +36,16 @@ struct Args {
     #[arg(long)]
     prompt: String,
 
-    /// JSON prompt config (sampling defaults; see docs/PROMPT_CONFIG_REFERENCE.md).
+    /// Instructions for the model (the system message; for GPT-OSS, the developer message).
+    #[arg(long)]
+    system: Option<String>,
+
+    /// GPT-OSS: do not print the reasoning (analysis channel) to stderr.
+    #[arg(long)]
+    hide_reasoning: bool,
+
+    /// JSON prompt config (identity, instructions, reasoning effort, sampling
+    /// defaults; see docs/PROMPT_CONFIG_REFERENCE.md).
     #[arg(long)]
     prompt_config: Option<PathBuf>,
 
@@ -163,26 +174,80 @@ fn run(args: Args) -> anyhow::Result<()> {
         logit_bias: Vec::new(),
         seed: resolved.seed,
     })?;
-    let prompt_text = loaded.render(&[ChatMessage::new("user", &args.prompt)])?;
-    let prompt = loaded.encode(&prompt_text)?;
+    let setup = prompt_setup(
+        prompt_config.as_ref(),
+        args.system.as_deref(),
+        loaded.harmony.is_some(),
+    );
+    let prompt = loaded.prompt_tokens(&setup, &args.prompt)?;
     let mut stdout = std::io::stdout().lock();
+    let mut stderr = std::io::stderr();
     let mut write_error = None;
+    let mut harmony = loaded
+        .harmony
+        .as_ref()
+        .map(|h| StreamParser::new(h, Some(Role::Assistant)));
+    let mut last_channel = None::<String>;
     let result = generate(
         &loaded,
         &prompt,
         &mut sampler,
         resolved.max_tokens as usize,
-        |piece| {
-            if write_error.is_none() {
-                if let Err(e) = stdout
+        |id, piece| {
+            let written = match harmony.as_mut() {
+                None => stdout
                     .write_all(piece.as_bytes())
-                    .and_then(|_| stdout.flush())
-                {
-                    write_error = Some(e);
+                    .and_then(|_| stdout.flush()),
+                Some(parser) => {
+                    parser.process(id);
+                    let delta = parser.last_content_delta().unwrap_or("");
+                    let channel = parser.current_channel().map(str::to_string);
+                    if delta.is_empty() {
+                        Ok(())
+                    } else if channel.as_deref() == Some("final") {
+                        stdout
+                            .write_all(delta.as_bytes())
+                            .and_then(|_| stdout.flush())
+                    } else if args.hide_reasoning {
+                        Ok(())
+                    } else {
+                        // Reasoning and tool preambles, dimmed, on stderr.
+                        let heading = if channel != last_channel {
+                            format!("\x1b[2m[{}] ", channel.as_deref().unwrap_or("reasoning"))
+                        } else {
+                            "\x1b[2m".to_string()
+                        };
+                        last_channel = channel;
+                        write!(stderr, "{heading}{delta}\x1b[0m")
+                    }
                 }
+            };
+            if let Err(e) = written {
+                write_error.get_or_insert(e);
             }
         },
     )?;
+    if let Some(parser) = harmony.as_mut() {
+        parser.finish();
+        // Output the parser could not structure is still the model's answer:
+        // show it rather than drop it.
+        for irregular in parser.messages().iter().filter(|m| m.irregular.is_some()) {
+            let text = irregular.message.text_content();
+            if !text.is_empty() {
+                writeln!(stdout, "{text}")?;
+            }
+        }
+        if let Some(call) = parser
+            .messages()
+            .iter()
+            .find(|m| m.message.recipient.is_some())
+        {
+            eprintln!(
+                "note: the model called the tool {:?}; tools arrive with the tools issue",
+                call.message.recipient.as_deref().unwrap_or_default()
+            );
+        }
+    }
     if let Some(e) = write_error {
         return Err(anyhow::anyhow!("cannot write the output: {e}"));
     }
@@ -202,6 +267,37 @@ fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The prompt config's identity, dates, reasoning effort and instructions
+/// (placeholders expanded), `--system` taking precedence for instructions.
+fn prompt_setup(config: Option<&PromptConfig>, system: Option<&str>, harmony: bool) -> PromptSetup {
+    let expanded = config.map(|c| c.expanded(&c.clock()).config);
+    let field =
+        |f: fn(&PromptConfig) -> &Option<String>| expanded.as_ref().and_then(|c| f(c).clone());
+    let mut setup = PromptSetup {
+        model_identity: field(|c| &c.system_model_identity),
+        knowledge_cutoff: field(|c| &c.knowledge_cutoff),
+        conversation_start_date: field(|c| &c.conversation_start_date),
+        reasoning_effort: expanded
+            .as_ref()
+            .and_then(|c| c.reasoning_effort)
+            .map(|e| match e {
+                mlx_harmony_config::prompt_config::ReasoningEffort::Low => ReasoningEffort::Low,
+                mlx_harmony_config::prompt_config::ReasoningEffort::Medium => {
+                    ReasoningEffort::Medium
+                }
+                mlx_harmony_config::prompt_config::ReasoningEffort::High => ReasoningEffort::High,
+            }),
+        instructions: system
+            .map(str::to_string)
+            .or_else(|| field(|c| &c.developer_instructions)),
+    };
+    if harmony && setup.conversation_start_date.is_none() {
+        // GPT-OSS expects to be told the date.
+        setup.conversation_start_date = Some(chrono::Local::now().format("%Y-%m-%d").to_string());
+    }
+    setup
 }
 
 fn main() -> ExitCode {
