@@ -18,6 +18,7 @@ use mlx_harmony_format::{HarmonyEncoding, RenderConfig};
 use crate::chat_template::{ChatMessage, ChatTemplate};
 use crate::models::Model;
 use crate::models::blocks::last_position;
+use crate::models::cache::KvCache;
 use crate::sampling::{Sampler, SamplingSettings};
 use crate::{Error, Result};
 
@@ -296,6 +297,8 @@ impl Detokenizer {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Generation {
     pub prompt_tokens: usize,
+    /// Prompt tokens taken from the prompt cache rather than run again.
+    pub cached_tokens: usize,
     pub tokens: Vec<u32>,
     pub text: String,
     pub finished_by_eos: bool,
@@ -312,22 +315,47 @@ pub fn generate(
     prompt: &[u32],
     sampler: &mut Sampler,
     max_tokens: usize,
-    mut on_token: impl FnMut(u32, &str),
+    on_token: impl FnMut(u32, &str),
 ) -> Result<Generation> {
+    let mut caches = loaded.model.new_caches();
+    Ok(run(
+        loaded,
+        &mut caches,
+        prompt,
+        0,
+        sampler,
+        max_tokens,
+        on_token,
+    )?
+    .0)
+}
+
+/// The decoding loop over caches that already hold `prompt[..cached]`.
+/// Returns the generation and the tokens fed to the model after the prompt
+/// (what the caches now hold beyond it).
+fn run(
+    loaded: &LoadedModel,
+    caches: &mut [KvCache],
+    prompt: &[u32],
+    cached: usize,
+    sampler: &mut Sampler,
+    max_tokens: usize,
+    mut on_token: impl FnMut(u32, &str),
+) -> Result<(Generation, Vec<u32>)> {
     let model = &loaded.model;
-    let mut caches = model.new_caches();
     let start = Instant::now();
     // The repetition penalty needs every token on the host before the next
     // step; otherwise the next step is queued before this token is read.
     let pipelined = sampler.settings().repetition_penalty == 1.0;
     let mut history: Vec<u32> = Vec::new();
     let mut next = sampler.sample(
-        &last_position(&model.forward_tokens(prompt, &mut caches)?)?,
+        &last_position(&model.forward_tokens(&prompt[cached..], caches)?)?,
         &history,
     )?;
     async_eval([&next])?;
     let mut first_token_at = None;
     let mut tokens = Vec::new();
+    let mut fed = Vec::new();
     let mut text = String::new();
     let mut detokenizer = Detokenizer::new();
     let mut finished_by_eos = false;
@@ -335,12 +363,15 @@ pub fn generate(
         let more = tokens.len() + 1 < max_tokens;
         let mut following = None;
         if pipelined && more {
-            let logits = model.forward(&next.reshape(&[1, 1])?, &mut caches)?;
+            let logits = model.forward(&next.reshape(&[1, 1])?, caches)?;
             let f = sampler.sample(&last_position(&logits)?, &history)?;
             async_eval([&f])?;
             following = Some(f);
         }
         let id = next.item_exact::<u32>();
+        if following.is_some() {
+            fed.push(id);
+        }
         first_token_at.get_or_insert_with(Instant::now);
         if loaded.eos_token_ids.contains(&id) {
             finished_by_eos = true;
@@ -357,7 +388,8 @@ pub fn generate(
         next = match following {
             Some(f) => f,
             None => {
-                let logits = model.forward_tokens(&[id], &mut caches)?;
+                let logits = model.forward_tokens(&[id], caches)?;
+                fed.push(id);
                 sampler.sample(&last_position(&logits)?, &history)?
             }
         };
@@ -366,11 +398,13 @@ pub fn generate(
     let first = first_token_at.unwrap_or(end);
     let prefill = (first - start).as_secs_f64();
     let decode = (end - first).as_secs_f64();
-    Ok(Generation {
+    let prefilled = prompt.len() - cached;
+    let generation = Generation {
         prompt_tokens: prompt.len(),
+        cached_tokens: cached,
         finished_by_eos,
         prefill_tokens_per_second: if prefill > 0.0 {
-            prompt.len() as f64 / prefill
+            prefilled as f64 / prefill
         } else {
             0.0
         },
@@ -381,7 +415,103 @@ pub fn generate(
         },
         tokens,
         text,
-    })
+    };
+    Ok((generation, fed))
+}
+
+/// A model with a prompt cache: the KV cache of the last call is kept, and a
+/// following prompt that starts the same way (the next turn of a chat, a
+/// repeated server request) only runs its new tokens through the model.
+pub struct TokenGenerator {
+    pub loaded: LoadedModel,
+    caches: Vec<KvCache>,
+    /// The tokens the caches hold, in order.
+    cached: Vec<u32>,
+}
+
+impl TokenGenerator {
+    pub fn new(loaded: LoadedModel) -> Self {
+        let caches = loaded.model.new_caches();
+        TokenGenerator {
+            loaded,
+            caches,
+            cached: Vec::new(),
+        }
+    }
+
+    /// Loads a model (see [`LoadedModel::load`]).
+    pub fn load(path: &Path) -> Result<Self> {
+        Ok(Self::new(LoadedModel::load(path)?))
+    }
+
+    /// Tokens currently held in the prompt cache.
+    pub fn cached_tokens(&self) -> &[u32] {
+        &self.cached
+    }
+
+    /// Forgets the prompt cache.
+    pub fn clear_cache(&mut self) {
+        self.caches = self.loaded.model.new_caches();
+        self.cached.clear();
+    }
+
+    /// Like [`generate`], reusing the longest common prefix of the cache and
+    /// `prompt` (at least one prompt token always runs, for the logits).
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        sampler: &mut Sampler,
+        max_tokens: usize,
+        on_token: impl FnMut(u32, &str),
+    ) -> Result<Generation> {
+        if prompt.is_empty() {
+            return Err(Error::Invalid(
+                "cannot generate from an empty prompt".into(),
+            ));
+        }
+        let common = self
+            .cached
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(prompt.len() - 1);
+        let excess = (self.cached.len() - common) as i32;
+        // A sliding-window cache cannot give back positions it has dropped;
+        // rather than guess, start such a model afresh unless nothing needs trimming.
+        let trimmable = excess == 0 || self.caches.iter().all(|c| c.window().is_none());
+        let reuse = if trimmable {
+            for cache in &mut self.caches {
+                cache.trim(excess);
+            }
+            common
+        } else {
+            self.clear_cache();
+            0
+        };
+        self.cached.truncate(reuse);
+        // If anything fails midway the caches are in an unknown state: forget them.
+        let result = run(
+            &self.loaded,
+            &mut self.caches,
+            prompt,
+            reuse,
+            sampler,
+            max_tokens,
+            on_token,
+        );
+        match result {
+            Ok((generation, fed)) => {
+                self.cached = prompt.to_vec();
+                self.cached.extend(fed);
+                Ok(generation)
+            }
+            Err(err) => {
+                self.clear_cache();
+                Err(err)
+            }
+        }
+    }
 }
 
 /// Greedy generation (temperature 0, no other processing).

@@ -1,15 +1,13 @@
 //! The inference engine of mlx-harmony: everything that touches MLX.
 //!
-//! This crate owns device selection, checkpoint loading, the model
-//! architectures and the raw MLX bindings they need beyond what `mlx-rs`
-//! exposes (MXFP4 quantized matmul). Later it also holds the KV cache,
-//! samplers and the `TokenGenerator` shared by the chat, generate and server
-//! programs. Everything above it (prompt formats, configs, tools, binaries)
-//! stays free of MLX.
-//!
-//! The model layer is young: today it runs a Llama-shaped decoder from a
-//! safetensors checkpoint, enough to prove the MLX plumbing end to end on
-//! every back end (Metal, CPU, CUDA).
+//! This crate owns device selection, checkpoint loading (safetensors folders
+//! and GGUF), the model architectures (`models`, one module each, with the KV
+//! cache), the raw MLX bindings they need beyond what `mlx-rs` exposes
+//! (MXFP4 and expert matmuls), sampling, chat templates, and generation
+//! (`generate`: [`generate::LoadedModel`] and the prompt-caching
+//! [`generate::TokenGenerator`] shared by the programs). Everything above it
+//! (configs, tools, binaries) stays free of MLX; the Harmony format comes from
+//! the `mlx-harmony-format` crate.
 
 pub mod array_ext;
 pub mod chat_template;
