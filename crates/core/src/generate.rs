@@ -293,6 +293,61 @@ impl Detokenizer {
     }
 }
 
+/// Holds back text that might be the start of a stop string, and says when
+/// one has appeared: the stop string itself is never emitted, nor any part of
+/// it.
+#[derive(Clone, Debug, Default)]
+pub struct StopMatcher {
+    stops: Vec<String>,
+    held: String,
+}
+
+impl StopMatcher {
+    pub fn new(stops: &[String]) -> Self {
+        StopMatcher {
+            stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(),
+            held: String::new(),
+        }
+    }
+
+    /// Adds generated text; returns the text that is safe to emit, and
+    /// whether a stop string was reached (then nothing after it is emitted).
+    pub fn push(&mut self, piece: &str) -> (String, bool) {
+        self.held.push_str(piece);
+        if let Some(at) = self
+            .stops
+            .iter()
+            .filter_map(|s| self.held.find(s.as_str()))
+            .min()
+        {
+            let out = self.held[..at].to_string();
+            self.held.clear();
+            return (out, true);
+        }
+        // The longest tail of the held text that could still grow into a stop string.
+        let keep = self
+            .stops
+            .iter()
+            .flat_map(|stop| {
+                (1..stop.len())
+                    .rev()
+                    .filter(|&n| stop.is_char_boundary(n))
+                    .find(|&n| self.held.ends_with(&stop[..n]))
+            })
+            .max()
+            .unwrap_or(0);
+        let cut = self.held.len() - keep;
+        let out = self.held[..cut].to_string();
+        self.held.drain(..cut);
+        (out, false)
+    }
+
+    /// The text still held when generation ends for another reason.
+    pub fn flush(&mut self) -> String {
+        std::mem::take(&mut self.held)
+    }
+}
+
 /// What a generation produced.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Generation {
@@ -302,6 +357,8 @@ pub struct Generation {
     pub tokens: Vec<u32>,
     pub text: String,
     pub finished_by_eos: bool,
+    /// Ended because a stop string appeared (it is not part of `text`).
+    pub finished_by_stop: bool,
     pub prefill_tokens_per_second: f64,
     pub decode_tokens_per_second: f64,
 }
@@ -325,6 +382,7 @@ pub fn generate(
         0,
         sampler,
         max_tokens,
+        &[],
         on_token,
     )?
     .0)
@@ -333,6 +391,7 @@ pub fn generate(
 /// The decoding loop over caches that already hold `prompt[..cached]`.
 /// Returns the generation and the tokens fed to the model after the prompt
 /// (what the caches now hold beyond it).
+#[allow(clippy::too_many_arguments)]
 fn run(
     loaded: &LoadedModel,
     caches: &mut [KvCache],
@@ -340,6 +399,7 @@ fn run(
     cached: usize,
     sampler: &mut Sampler,
     max_tokens: usize,
+    stop: &[String],
     mut on_token: impl FnMut(u32, &str),
 ) -> Result<(Generation, Vec<u32>)> {
     let model = &loaded.model;
@@ -359,6 +419,8 @@ fn run(
     let mut text = String::new();
     let mut detokenizer = Detokenizer::new();
     let mut finished_by_eos = false;
+    let mut finished_by_stop = false;
+    let mut stops = StopMatcher::new(stop);
     while tokens.len() < max_tokens {
         let more = tokens.len() + 1 < max_tokens;
         let mut following = None;
@@ -380,8 +442,13 @@ fn run(
         tokens.push(id);
         history.push(id);
         let piece = detokenizer.push(&loaded.tokenizer, id).unwrap_or_default();
+        let (piece, stopped) = stops.push(&piece);
         on_token(id, &piece);
         text.push_str(&piece);
+        if stopped {
+            finished_by_stop = true;
+            break;
+        }
         if !more {
             break;
         }
@@ -394,6 +461,13 @@ fn run(
             }
         };
     }
+    if !finished_by_stop {
+        let rest = stops.flush();
+        if !rest.is_empty() {
+            on_token(*tokens.last().unwrap_or(&0), &rest);
+            text.push_str(&rest);
+        }
+    }
     let end = Instant::now();
     let first = first_token_at.unwrap_or(end);
     let prefill = (first - start).as_secs_f64();
@@ -403,6 +477,7 @@ fn run(
         prompt_tokens: prompt.len(),
         cached_tokens: cached,
         finished_by_eos,
+        finished_by_stop,
         prefill_tokens_per_second: if prefill > 0.0 {
             prefilled as f64 / prefill
         } else {
@@ -464,6 +539,19 @@ impl TokenGenerator {
         max_tokens: usize,
         on_token: impl FnMut(u32, &str),
     ) -> Result<Generation> {
+        self.generate_until(prompt, sampler, max_tokens, &[], on_token)
+    }
+
+    /// Like [`TokenGenerator::generate`], also ending at the first of the
+    /// `stop` strings (which is not emitted).
+    pub fn generate_until(
+        &mut self,
+        prompt: &[u32],
+        sampler: &mut Sampler,
+        max_tokens: usize,
+        stop: &[String],
+        on_token: impl FnMut(u32, &str),
+    ) -> Result<Generation> {
         if prompt.is_empty() {
             return Err(Error::Invalid(
                 "cannot generate from an empty prompt".into(),
@@ -498,6 +586,7 @@ impl TokenGenerator {
             reuse,
             sampler,
             max_tokens,
+            stop,
             on_token,
         );
         match result {

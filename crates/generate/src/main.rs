@@ -8,7 +8,7 @@ use clap::Parser;
 use mlx_harmony_config::prompt_config::PromptConfig;
 use mlx_harmony_config::settings::{self, Hyperparameters};
 use mlx_harmony_core::device::{self, DeviceChoice};
-use mlx_harmony_core::generate::{LoadedModel, PromptSetup, generate};
+use mlx_harmony_core::generate::{PromptSetup, TokenGenerator};
 use mlx_harmony_core::generate_demo;
 use mlx_harmony_core::sampling::{Sampler, SamplingSettings};
 use mlx_harmony_format::StreamParser;
@@ -89,6 +89,10 @@ struct Args {
     #[arg(long)]
     xtc_threshold: Option<f64>,
 
+    /// Stop when the model writes this text (not shown); repeat for several.
+    #[arg(long = "stop", value_name = "TEXT")]
+    stop: Vec<String>,
+
     /// Random seed; -1 is a fresh one [default: -1].
     #[arg(long, allow_hyphen_values = true)]
     seed: Option<i64>,
@@ -142,7 +146,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         xtc_probability: args.xtc_probability,
         xtc_threshold: args.xtc_threshold,
         seed: args.seed,
-        stop: None,
+        stop: (!args.stop.is_empty()).then(|| args.stop.clone()),
     };
     let flags =
         Hyperparameters::from_json_map(&flags.to_json_map(), std::path::Path::new("command line"))?;
@@ -159,7 +163,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         false,
     )
     .settings;
-    let loaded = LoadedModel::load(&args.model)?;
+    let mut generator = TokenGenerator::load(&args.model)?;
+    let loaded = &generator.loaded;
     let mut sampler = Sampler::new(SamplingSettings {
         temperature: resolved.temperature as f32,
         top_p: resolved.top_p as f32,
@@ -183,16 +188,16 @@ fn run(args: Args) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     let mut stderr = std::io::stderr();
     let mut write_error = None;
-    let mut harmony = loaded
-        .harmony
+    let encoding = loaded.harmony.clone();
+    let mut harmony = encoding
         .as_ref()
         .map(|h| StreamParser::new(h, Some(Role::Assistant)));
     let mut last_channel = None::<String>;
-    let result = generate(
-        &loaded,
+    let result = generator.generate_until(
         &prompt,
         &mut sampler,
         resolved.max_tokens as usize,
+        &resolved.stop,
         |id, piece| {
             let written = match harmony.as_mut() {
                 None => stdout
@@ -261,6 +266,8 @@ fn run(args: Args) -> anyhow::Result<()> {
             result.decode_tokens_per_second,
             if result.finished_by_eos {
                 ""
+            } else if result.finished_by_stop {
+                ", ended at a stop string"
             } else {
                 ", stopped at --max-tokens"
             }

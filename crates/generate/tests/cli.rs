@@ -249,3 +249,27 @@ fn model_folders_with_tokenizer_json_generate_including_gpt_oss_through_harmony(
         "nothing shown of the generated tokens"
     );
 }
+
+#[test]
+fn stop_strings_end_the_answer_without_showing_them() {
+    let out = generate()
+        .arg("--model")
+        .arg(smollm2())
+        .args([
+            "--prompt",
+            "What is the capital of France?",
+            "--temperature",
+            "0",
+            "--device",
+            "cpu",
+        ])
+        .args(["--stop", "France is", "--stop", "never-seen"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "The capital of \n");
+}
