@@ -197,6 +197,34 @@ impl LoadedModel {
     }
 }
 
+/// How many prompt tokens go through the model at once: long prompts are
+/// prefilled in chunks so that memory stays bounded.
+pub const PREFILL_CHUNK: usize = 512;
+
+/// Stops a generation from another thread (Ctrl-C in chat, a client that
+/// went away in the server). Cheap to clone; all clones share one flag.
+#[derive(Clone, Debug, Default)]
+pub struct Cancel(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Cancel {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn cancel(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Clears the flag for the next generation.
+    pub fn reset(&self) {
+        self.0.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// What goes before the user's message: who the model is and how it should
 /// behave (from the prompt config).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -359,6 +387,12 @@ pub struct Generation {
     pub finished_by_eos: bool,
     /// Ended because a stop string appeared (it is not part of `text`).
     pub finished_by_stop: bool,
+    /// Ended because [`Cancel::cancel`] was called.
+    pub cancelled: bool,
+    /// From the call to the first generated token.
+    pub time_to_first_token_seconds: f64,
+    /// The most memory MLX held during the call, in bytes.
+    pub peak_memory_bytes: usize,
     pub prefill_tokens_per_second: f64,
     pub decode_tokens_per_second: f64,
 }
@@ -383,6 +417,7 @@ pub fn generate(
         sampler,
         max_tokens,
         &[],
+        &Cancel::new(),
         on_token,
     )?
     .0)
@@ -400,18 +435,34 @@ fn run(
     sampler: &mut Sampler,
     max_tokens: usize,
     stop: &[String],
+    cancel: &Cancel,
     mut on_token: impl FnMut(u32, &str),
 ) -> Result<(Generation, Vec<u32>)> {
     let model = &loaded.model;
     let start = Instant::now();
+    // A failed peak-memory query only loses a statistic.
+    let _ = mlx_rs::memory::reset_peak_memory();
     // The repetition penalty needs every token on the host before the next
     // step; otherwise the next step is queued before this token is read.
     let pipelined = sampler.settings().repetition_penalty == 1.0;
     let mut history: Vec<u32> = Vec::new();
-    let mut next = sampler.sample(
-        &last_position(&model.forward_tokens(&prompt[cached..], caches)?)?,
-        &history,
-    )?;
+    // Prefill in chunks, evaluating each so that memory stays bounded; the
+    // last chunk's logits give the first token.
+    let pending = &prompt[cached..];
+    let mut chunks = pending.chunks(PREFILL_CHUNK).peekable();
+    let mut logits = None;
+    while let Some(chunk) = chunks.next() {
+        let out = model.forward_tokens(chunk, caches)?;
+        if chunks.peek().is_some() {
+            let states: Vec<&mlx_rs::Array> = caches.iter().flat_map(|c| c.state()).collect();
+            mlx_rs::transforms::eval(states)?;
+        } else {
+            logits = Some(out);
+        }
+    }
+    let logits =
+        logits.ok_or_else(|| Error::Invalid("cannot generate from an empty prompt".into()))?;
+    let mut next = sampler.sample(&last_position(&logits)?, &history)?;
     async_eval([&next])?;
     let mut first_token_at = None;
     let mut tokens = Vec::new();
@@ -421,7 +472,12 @@ fn run(
     let mut finished_by_eos = false;
     let mut finished_by_stop = false;
     let mut stops = StopMatcher::new(stop);
+    let mut cancelled = false;
     while tokens.len() < max_tokens {
+        if cancel.is_cancelled() {
+            cancelled = true;
+            break;
+        }
         let more = tokens.len() + 1 < max_tokens;
         let mut following = None;
         if pipelined && more {
@@ -478,6 +534,9 @@ fn run(
         cached_tokens: cached,
         finished_by_eos,
         finished_by_stop,
+        cancelled,
+        time_to_first_token_seconds: prefill,
+        peak_memory_bytes: mlx_rs::memory::peak_memory().unwrap_or(0),
         prefill_tokens_per_second: if prefill > 0.0 {
             prefilled as f64 / prefill
         } else {
@@ -499,6 +558,7 @@ fn run(
 /// repeated server request) only runs its new tokens through the model.
 pub struct TokenGenerator {
     pub loaded: LoadedModel,
+    cancel: Cancel,
     caches: Vec<KvCache>,
     /// The tokens the caches hold, in order.
     cached: Vec<u32>,
@@ -509,6 +569,7 @@ impl TokenGenerator {
         let caches = loaded.model.new_caches();
         TokenGenerator {
             loaded,
+            cancel: Cancel::new(),
             caches,
             cached: Vec::new(),
         }
@@ -517,6 +578,12 @@ impl TokenGenerator {
     /// Loads a model (see [`LoadedModel::load`]).
     pub fn load(path: &Path) -> Result<Self> {
         Ok(Self::new(LoadedModel::load(path)?))
+    }
+
+    /// A handle that stops the generation in progress (from another thread);
+    /// each call to `generate` clears it first.
+    pub fn cancel_handle(&self) -> Cancel {
+        self.cancel.clone()
     }
 
     /// Tokens currently held in the prompt cache.
@@ -552,6 +619,7 @@ impl TokenGenerator {
         stop: &[String],
         on_token: impl FnMut(u32, &str),
     ) -> Result<Generation> {
+        self.cancel.reset();
         if prompt.is_empty() {
             return Err(Error::Invalid(
                 "cannot generate from an empty prompt".into(),
@@ -587,6 +655,7 @@ impl TokenGenerator {
             sampler,
             max_tokens,
             stop,
+            &self.cancel,
             on_token,
         );
         match result {
