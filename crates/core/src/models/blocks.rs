@@ -551,27 +551,16 @@ impl Decoder {
 
     /// Logits `[B, L, vocab]` for token ids `[B, L]`, extending `caches`.
     pub fn forward(&self, ids: &Array, caches: &mut [KvCache]) -> Result<Array> {
-        if caches.len() != self.layers.len() {
-            return Err(Error::Invalid(format!(
-                "{} caches for {} layers",
-                caches.len(),
-                self.layers.len()
-            )));
-        }
+        check_caches(caches.len(), self.layers.len())?;
         let eps = self.spec.rms_norm_eps;
         let mut h = self.embed_tokens.lookup(ids)?;
         for (layer, cache) in self.layers.iter().zip(caches.iter_mut()) {
-            let r = self.attention(
-                layer,
-                &fast::rms_norm(&h, Some(&layer.input_norm), eps)?,
-                cache,
-            )?;
-            h = h.add(r)?;
-            let r =
-                layer
-                    .mlp
-                    .forward(&fast::rms_norm(&h, Some(&layer.post_attention_norm), eps)?)?;
-            h = h.add(r)?;
+            h = residual(&h, &layer.input_norm, eps, |x| {
+                self.attention(layer, x, cache)
+            })?;
+            h = residual(&h, &layer.post_attention_norm, eps, |x| {
+                layer.mlp.forward(x)
+            })?;
         }
         let h = fast::rms_norm(&h, Some(&self.norm), eps)?;
         match &self.lm_head {
@@ -582,6 +571,27 @@ impl Decoder {
 
     pub fn new_caches(&self) -> Vec<KvCache> {
         (0..self.layers.len()).map(|_| KvCache::new()).collect()
+    }
+}
+
+/// `h + f(rms_norm(h))`: one pre-norm residual step of a decoder layer.
+pub fn residual(
+    h: &Array,
+    norm: &Array,
+    eps: f32,
+    f: impl FnOnce(&Array) -> Result<Array>,
+) -> Result<Array> {
+    Ok(h.add(f(&fast::rms_norm(h, Some(norm), eps)?)?)?)
+}
+
+/// A model needs one cache per layer.
+pub fn check_caches(caches: usize, layers: usize) -> Result<()> {
+    if caches == layers {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "{caches} caches for {layers} layers"
+        )))
     }
 }
 

@@ -15,7 +15,9 @@ use serde_json::Value;
 
 use crate::array_ext::{slice, slice_strided};
 use crate::checkpoint::Checkpoint;
-use crate::models::blocks::{Embedding, Linear, QuantConfig, Rope, Weights};
+use crate::models::blocks::{
+    Embedding, Linear, QuantConfig, Rope, Weights, check_caches, residual,
+};
 use crate::models::cache::KvCache;
 use crate::quant::{self, QuantMode, QuantizedWeight};
 use crate::{Error, Result};
@@ -323,27 +325,16 @@ impl GptOss {
     }
 
     pub fn forward(&self, ids: &Array, caches: &mut [KvCache]) -> Result<Array> {
-        if caches.len() != self.layers.len() {
-            return Err(err(format!(
-                "{} caches for {} layers",
-                caches.len(),
-                self.layers.len()
-            )));
-        }
+        check_caches(caches.len(), self.layers.len())?;
         let eps = self.config.rms_norm_eps;
         let mut h = self.embed_tokens.lookup(ids)?;
         for (layer, cache) in self.layers.iter().zip(caches.iter_mut()) {
-            let r = self.attention(
-                layer,
-                &fast::rms_norm(&h, Some(&layer.input_norm), eps)?,
-                cache,
-            )?;
-            h = h.add(r)?;
-            let r = self.experts(
-                layer,
-                &fast::rms_norm(&h, Some(&layer.post_attention_norm), eps)?,
-            )?;
-            h = h.add(r)?;
+            h = residual(&h, &layer.input_norm, eps, |x| {
+                self.attention(layer, x, cache)
+            })?;
+            h = residual(&h, &layer.post_attention_norm, eps, |x| {
+                self.experts(layer, x)
+            })?;
         }
         self.lm_head
             .forward(&fast::rms_norm(&h, Some(&self.norm), eps)?)
