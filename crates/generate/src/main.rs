@@ -1,10 +1,11 @@
 //! `mlx-harmony-generate`: one prompt in, one completion out.
 
-use std::io::Write;
+use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use mlx_harmony_config::profiles::{ModelRef, Profiles};
 use mlx_harmony_config::prompt_config::PromptConfig;
 use mlx_harmony_config::settings::{self, Hyperparameters};
 use mlx_harmony_core::device::{self, DeviceChoice};
@@ -29,12 +30,28 @@ use mlx_harmony_format::model::{ReasoningEffort, Role};
 struct Args {
     /// Model: a .gguf file (or a folder holding one), a model folder with
     /// config.json and tokenizer.json, or the demo checkpoint folder.
-    #[arg(long)]
-    model: PathBuf,
+    #[arg(long, required_unless_present = "profile")]
+    model: Option<PathBuf>,
 
-    /// The prompt text (sent as the user's message through the chat template).
+    /// A profile (model and prompt config) from the profiles file.
+    #[arg(long, conflicts_with = "model")]
+    profile: Option<String>,
+
+    /// The profiles file for --profile.
+    #[arg(long, default_value = "profiles.json")]
+    profiles_file: PathBuf,
+
+    /// The prompt text (the user's message); - or no --prompt reads standard input.
     #[arg(long)]
-    prompt: String,
+    prompt: Option<String>,
+
+    /// Print one JSON object (text, reasoning, tokens, statistics) instead of streaming.
+    #[arg(long)]
+    json: bool,
+
+    /// Print the exact rendered prompt (special tokens included) and the raw completion to stderr.
+    #[arg(long)]
+    debug: bool,
 
     /// Instructions for the model (the system message; for GPT-OSS, the developer message).
     #[arg(long)]
@@ -106,10 +123,10 @@ struct Args {
     verbose: bool,
 }
 
-fn run_demo(args: &Args) -> anyhow::Result<()> {
+fn run_demo(args: &Args, model: &std::path::Path, prompt: &str) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     let max_tokens = args.max_tokens.unwrap_or(32) as usize;
-    let result = generate_demo::run(&args.model, &args.prompt, max_tokens, |token| {
+    let result = generate_demo::run(model, prompt, max_tokens, |token| {
         // Each token is one byte of the demo vocabulary; show it as text where
         // it is printable ASCII and as its id otherwise, so nothing is hidden.
         match token {
@@ -128,10 +145,43 @@ fn run_demo(args: &Args) -> anyhow::Result<()> {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    // The model and prompt config: from --profile, or the flags.
+    let (model, profile_config) = match &args.profile {
+        Some(name) => {
+            let profiles = Profiles::load(&args.profiles_file)?;
+            let profile = profiles.get(name)?;
+            let model = match &profile.model {
+                ModelRef::Path(path) => path.clone(),
+                ModelRef::HubId(id) => anyhow::bail!(
+                    "profile {name:?} names the Hugging Face model {id:?}; downloading from the hub is not in this build yet: give a local path"
+                ),
+            };
+            (model, profile.prompt_config.clone())
+        }
+        None => (
+            args.model
+                .clone()
+                .expect("clap requires --model without --profile"),
+            None,
+        ),
+    };
+    let prompt_text = match args.prompt.as_deref() {
+        Some(text) if text != "-" => text.to_string(),
+        _ => {
+            if std::io::stdin().is_terminal() {
+                anyhow::bail!(
+                    "no prompt: give --prompt TEXT, or pipe the prompt into standard input"
+                );
+            }
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text)?;
+            text.trim_end_matches('\n').to_string()
+        }
+    };
     let selected = device::select(args.device)?;
     eprintln!("device: {selected}");
-    if mlx_harmony_core::generate_demo::is_demo_checkpoint(&args.model) {
-        return run_demo(&args);
+    if mlx_harmony_core::generate_demo::is_demo_checkpoint(&model) {
+        return run_demo(&args, &model, &prompt_text);
     }
     // Flags, then the prompt config, then the built-in defaults.
     let flags = Hyperparameters {
@@ -152,6 +202,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         Hyperparameters::from_json_map(&flags.to_json_map(), std::path::Path::new("command line"))?;
     let prompt_config = args
         .prompt_config
+        .clone()
+        .or(profile_config)
         .as_deref()
         .map(PromptConfig::load)
         .transpose()?;
@@ -163,7 +215,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         false,
     )
     .settings;
-    let mut generator = TokenGenerator::load(&args.model)?;
+    let mut generator = TokenGenerator::load(&model)?;
     let loaded = &generator.loaded;
     let mut sampler = Sampler::new(SamplingSettings {
         temperature: resolved.temperature as f32,
@@ -184,11 +236,22 @@ fn run(args: Args) -> anyhow::Result<()> {
         args.system.as_deref(),
         loaded.harmony.is_some(),
     );
-    let prompt = loaded.prompt_tokens(&setup, &args.prompt)?;
+    let prompt = loaded.prompt_tokens(&setup, &prompt_text)?;
+    if args.debug {
+        let rendered = loaded.tokenizer.decode(&prompt, false).unwrap_or_default();
+        eprintln!(
+            "--- prompt ({} tokens) ---\n{rendered}\n--- end of prompt ---",
+            prompt.len()
+        );
+    }
+    let tokenizer = loaded.tokenizer.clone();
+    let mut answer = String::new();
+    let mut reasoning = String::new();
     let mut stdout = std::io::stdout().lock();
     let mut stderr = std::io::stderr();
     let mut write_error = None;
     let encoding = loaded.harmony.clone();
+    let loaded_is_harmony = encoding.is_some();
     let mut harmony = encoding
         .as_ref()
         .map(|h| StreamParser::new(h, Some(Role::Assistant)));
@@ -200,6 +263,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         &resolved.stop,
         |id, piece| {
             let written = match harmony.as_mut() {
+                None if args.json => {
+                    answer.push_str(piece);
+                    Ok(())
+                }
                 None => stdout
                     .write_all(piece.as_bytes())
                     .and_then(|_| stdout.flush()),
@@ -208,6 +275,13 @@ fn run(args: Args) -> anyhow::Result<()> {
                     let delta = parser.last_content_delta().unwrap_or("");
                     let channel = parser.current_channel().map(str::to_string);
                     if delta.is_empty() {
+                        Ok(())
+                    } else if args.json {
+                        if channel.as_deref() == Some("final") {
+                            answer.push_str(delta);
+                        } else {
+                            reasoning.push_str(delta);
+                        }
                         Ok(())
                     } else if channel.as_deref() == Some("final") {
                         stdout
@@ -238,7 +312,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         // show it rather than drop it.
         for irregular in parser.messages().iter().filter(|m| m.irregular.is_some()) {
             let text = irregular.message.text_content();
-            if !text.is_empty() {
+            if args.json {
+                answer.push_str(&text);
+            } else if !text.is_empty() {
                 writeln!(stdout, "{text}")?;
             }
         }
@@ -256,14 +332,52 @@ fn run(args: Args) -> anyhow::Result<()> {
     if let Some(e) = write_error {
         return Err(anyhow::anyhow!("cannot write the output: {e}"));
     }
+    if args.debug {
+        let raw = tokenizer.decode(&result.tokens, false).unwrap_or_default();
+        eprintln!(
+            "--- raw completion ({} tokens) ---\n{raw}\n--- end of completion ---",
+            result.tokens.len()
+        );
+    }
+    if args.json {
+        let finish = if result.finished_by_eos {
+            "stop"
+        } else if result.finished_by_stop {
+            "stop_string"
+        } else if result.cancelled {
+            "cancelled"
+        } else {
+            "length"
+        };
+        let json = serde_json::json!({
+            "text": answer,
+            "reasoning": if loaded_is_harmony { Some(reasoning) } else { None },
+            "tokens": result.tokens,
+            "finish_reason": finish,
+            "stats": {
+                "prompt_tokens": result.prompt_tokens,
+                "cached_tokens": result.cached_tokens,
+                "generated_tokens": result.tokens.len(),
+                "time_to_first_token_seconds": result.time_to_first_token_seconds,
+                "prefill_tokens_per_second": result.prefill_tokens_per_second,
+                "decode_tokens_per_second": result.decode_tokens_per_second,
+                "peak_memory_bytes": result.peak_memory_bytes,
+            },
+        });
+        writeln!(stdout, "{json}")?;
+        return Ok(());
+    }
     writeln!(stdout)?;
     if args.verbose {
         eprintln!(
-            "{} prompt tokens ({:.1} tokens/s), {} generated tokens ({:.1} tokens/s){}",
+            "{} prompt tokens ({} cached, {:.1} tokens/s, first token after {:.2} s), {} generated tokens ({:.1} tokens/s), peak memory {:.1} MB{}",
             result.prompt_tokens,
+            result.cached_tokens,
             result.prefill_tokens_per_second,
+            result.time_to_first_token_seconds,
             result.tokens.len(),
             result.decode_tokens_per_second,
+            result.peak_memory_bytes as f64 / 1e6,
             if result.finished_by_eos {
                 ""
             } else if result.finished_by_stop {

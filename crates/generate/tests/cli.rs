@@ -273,3 +273,134 @@ fn stop_strings_end_the_answer_without_showing_them() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "The capital of \n");
 }
+
+#[test]
+fn prompt_from_stdin_and_one_json_object_out() {
+    use std::io::Write as _;
+    let mut child = generate()
+        .arg("--model")
+        .arg(smollm2())
+        .args(["--json", "--temperature", "0", "--device", "cpu"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"What is the capital of France?\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("stdout is one JSON object");
+    assert_eq!(json["text"], "The capital of France is Paris.");
+    assert_eq!(json["finish_reason"], "stop");
+    assert_eq!(
+        json["tokens"].as_array().unwrap().len(),
+        json["stats"]["generated_tokens"].as_u64().unwrap() as usize
+    );
+    assert!(json["stats"]["prompt_tokens"].as_u64().unwrap() > 10);
+    assert!(
+        json["stats"]["time_to_first_token_seconds"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert!(json["stats"]["peak_memory_bytes"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn debug_shows_the_rendered_prompt_and_raw_completion() {
+    let out = generate()
+        .arg("--model")
+        .arg(smollm2())
+        .args([
+            "--prompt",
+            "Hi",
+            "--max-tokens",
+            "3",
+            "--temperature",
+            "0",
+            "--device",
+            "cpu",
+            "--debug",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--- prompt (") && err.contains("<|im_start|>user\nHi<|im_end|>"),
+        "{err}"
+    );
+    assert!(err.contains("--- raw completion (3 tokens) ---"), "{err}");
+}
+
+#[test]
+fn profiles_give_the_model_and_prompt_config_and_unknown_names_are_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("short.json");
+    std::fs::write(&config, r#"{"max_tokens": 3, "temperature": 0}"#).unwrap();
+    let profiles = dir.path().join("profiles.json");
+    std::fs::write(
+        &profiles,
+        format!(
+            r#"{{"smol": {{"model": "{}", "prompt_config": "short.json"}}}}"#,
+            smollm2().display()
+        ),
+    )
+    .unwrap();
+    let out = generate()
+        .arg("--profiles-file")
+        .arg(&profiles)
+        .args([
+            "--profile",
+            "smol",
+            "--prompt",
+            "Hi",
+            "--json",
+            "--device",
+            "cpu",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        json["stats"]["generated_tokens"], 3,
+        "max_tokens from the profile's prompt config"
+    );
+
+    let out = generate()
+        .arg("--profiles-file")
+        .arg(&profiles)
+        .args(["--profile", "big", "--prompt", "Hi"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("no profile named \"big\"; known profiles: smol")
+    );
+
+    // Neither --model nor --profile is a usage error.
+    assert_eq!(
+        generate()
+            .args(["--prompt", "Hi"])
+            .output()
+            .unwrap()
+            .status
+            .code(),
+        Some(2)
+    );
+}
