@@ -286,37 +286,43 @@ impl LoadedModel {
 
 /// Turns a growing list of token ids into text pieces, holding back text that
 /// ends in an incomplete UTF-8 character.
+///
+/// Each step decodes only a short window (the tokens since the last emitted
+/// piece, plus the ones before them for context), not the whole answer, so a
+/// long generation does not pay for decoding everything again every token.
+#[derive(Default)]
 pub struct Detokenizer {
     ids: Vec<u32>,
-    emitted: usize,
-}
-
-impl Default for Detokenizer {
-    fn default() -> Self {
-        Self::new()
-    }
+    /// Start of the decoding window: tokens before it are settled.
+    prefix: usize,
+    /// End of the text already emitted, in tokens.
+    read: usize,
 }
 
 impl Detokenizer {
     pub fn new() -> Self {
-        Detokenizer {
-            ids: Vec::new(),
-            emitted: 0,
-        }
+        Self::default()
     }
 
     /// Adds a token; returns the new text, if any is complete.
     pub fn push(&mut self, tokenizer: &Tokenizer, id: u32) -> Option<String> {
         self.ids.push(id);
-        let text = tokenizer.decode(&self.ids, true).ok()?;
-        if text.ends_with('\u{FFFD}')
-            || text.len() <= self.emitted
-            || !text.is_char_boundary(self.emitted)
+        // The window's text with and without the unemitted tokens: decoding
+        // from `prefix` rather than from `read` keeps tokenizers that treat a
+        // sequence's first token specially (leading spaces) correct.
+        let before = tokenizer
+            .decode(&self.ids[self.prefix..self.read], true)
+            .ok()?;
+        let after = tokenizer.decode(&self.ids[self.prefix..], true).ok()?;
+        if after.ends_with('\u{FFFD}')
+            || after.len() <= before.len()
+            || !after.is_char_boundary(before.len())
         {
             return None;
         }
-        let piece = text[self.emitted..].to_string();
-        self.emitted = text.len();
+        let piece = after[before.len()..].to_string();
+        self.prefix = self.read;
+        self.read = self.ids.len();
         Some(piece)
     }
 }
@@ -445,7 +451,6 @@ fn run(
     // The repetition penalty needs every token on the host before the next
     // step; otherwise the next step is queued before this token is read.
     let pipelined = sampler.settings().repetition_penalty == 1.0;
-    let mut history: Vec<u32> = Vec::new();
     // Prefill in chunks, evaluating each so that memory stays bounded; the
     // last chunk's logits give the first token.
     let pending = &prompt[cached..];
@@ -462,10 +467,10 @@ fn run(
     }
     let logits =
         logits.ok_or_else(|| Error::Invalid("cannot generate from an empty prompt".into()))?;
-    let mut next = sampler.sample(&last_position(&logits)?, &history)?;
+    let mut tokens: Vec<u32> = Vec::new();
+    let mut next = sampler.sample(&last_position(&logits)?, &tokens)?;
     async_eval([&next])?;
     let mut first_token_at = None;
-    let mut tokens = Vec::new();
     let mut fed = Vec::new();
     let mut text = String::new();
     let mut detokenizer = Detokenizer::new();
@@ -482,7 +487,7 @@ fn run(
         let mut following = None;
         if pipelined && more {
             let logits = model.forward(&next.reshape(&[1, 1])?, caches)?;
-            let f = sampler.sample(&last_position(&logits)?, &history)?;
+            let f = sampler.sample(&last_position(&logits)?, &tokens)?;
             async_eval([&f])?;
             following = Some(f);
         }
@@ -496,7 +501,6 @@ fn run(
             break;
         }
         tokens.push(id);
-        history.push(id);
         let piece = detokenizer.push(&loaded.tokenizer, id).unwrap_or_default();
         let (piece, stopped) = stops.push(&piece);
         on_token(id, &piece);
@@ -513,7 +517,7 @@ fn run(
             None => {
                 let logits = model.forward_tokens(&[id], caches)?;
                 fed.push(id);
-                sampler.sample(&last_position(&logits)?, &history)?
+                sampler.sample(&last_position(&logits)?, &tokens)?
             }
         };
     }

@@ -58,16 +58,13 @@ impl Meta<'_> {
 
     fn number(&self, key: &str) -> Result<Option<f64>> {
         Ok(match self.value(key)? {
-            Some(GgufMetadataValue::Array(a)) if a.size() == 1 => {
-                Some(a.as_dtype(mlx_rs::Dtype::Float64).map_or_else(
-                    |_| {
-                        a.as_dtype(mlx_rs::Dtype::Float32)
-                            .map(|f| f.item_exact::<f32>() as f64)
-                            .unwrap_or(f64::NAN)
-                    },
-                    |d| d.item_exact::<f64>(),
-                ))
-            }
+            // Read through f32: exact for every count, id and size a model
+            // has (below 2^24), and float64 is not available on every device.
+            Some(GgufMetadataValue::Array(a)) if a.size() == 1 => Some(
+                a.as_dtype(mlx_rs::Dtype::Float32)
+                    .map_err(|e| gguf_error(self.path, e))?
+                    .item_exact::<f32>() as f64,
+            ),
             _ => None,
         })
     }
