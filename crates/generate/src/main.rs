@@ -231,6 +231,15 @@ fn run(args: Args) -> anyhow::Result<()> {
         logit_bias: Vec::new(),
         seed: resolved.seed,
     })?;
+    if let (true, Some(config)) = (args.debug, prompt_config.as_ref()) {
+        let unknown = config.expanded(&config.clock()).unknown_placeholders;
+        if !unknown.is_empty() {
+            eprintln!(
+                "prompt config: placeholders left as written (nothing defines them): {}",
+                unknown.join(" ")
+            );
+        }
+    }
     let setup = prompt_setup(
         prompt_config.as_ref(),
         args.system.as_deref(),

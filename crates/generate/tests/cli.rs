@@ -340,6 +340,35 @@ fn debug_shows_the_rendered_prompt_and_raw_completion() {
         "{err}"
     );
     assert!(err.contains("--- raw completion (3 tokens) ---"), "{err}");
+
+    // Placeholders nothing defines are reported with --debug.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.json");
+    std::fs::write(&config, r#"{"developer_instructions": "Call me {name}, not {nickname}.", "placeholders": {"name": "Ada"}}"#).unwrap();
+    let out = generate()
+        .arg("--model")
+        .arg(smollm2())
+        .arg("--prompt-config")
+        .arg(&config)
+        .args([
+            "--prompt",
+            "Hi",
+            "--max-tokens",
+            "1",
+            "--temperature",
+            "0",
+            "--device",
+            "cpu",
+            "--debug",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("placeholders left as written (nothing defines them): {nickname}"),
+        "{err}"
+    );
+    assert!(err.contains("Call me Ada, not {nickname}."), "{err}");
 }
 
 #[test]
