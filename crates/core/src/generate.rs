@@ -2,7 +2,8 @@
 //! the chat template, prefill, then token by token with the KV cache,
 //! streaming text as soon as it is whole UTF-8.
 //!
-//! This is the first step towards the `TokenGenerator`.
+//! [`TokenGenerator`] keeps the KV cache between calls (the prompt cache);
+//! [`crate::chat`] builds prompts from conversations and streams replies.
 
 use std::path::Path;
 use std::time::Instant;
@@ -10,11 +11,9 @@ use std::time::Instant;
 use mlx_rs::transforms::async_eval;
 use tokenizers::Tokenizer;
 
-use mlx_harmony_format::model::{
-    DeveloperContent, Message as HarmonyMessage, ReasoningEffort, Role, SystemContent,
-};
-use mlx_harmony_format::{HarmonyEncoding, RenderConfig};
+use mlx_harmony_format::HarmonyEncoding;
 
+pub use crate::chat::PromptSetup;
 use crate::chat_template::{ChatMessage, ChatTemplate};
 use crate::models::Model;
 use crate::models::blocks::last_position;
@@ -179,13 +178,32 @@ impl LoadedModel {
     /// The prompt text for a conversation (the chat template, or the plain
     /// text of the last message when the model has no template).
     pub fn render(&self, messages: &[ChatMessage]) -> Result<String> {
-        match &self.chat_template {
-            Some(t) => t.render(messages, true, &self.bos_token, &self.eos_token),
-            None => Ok(messages
+        self.render_with_tools(messages, &[])
+    }
+
+    /// Like [`LoadedModel::render`], declaring `tools` (OpenAI-style function
+    /// definitions) to the template.
+    pub fn render_with_tools(
+        &self,
+        messages: &[ChatMessage],
+        tools: &[serde_json::Value],
+    ) -> Result<String> {
+        let Some(template) = &self.chat_template else {
+            return Ok(messages
                 .last()
                 .map(|m| m.content.clone())
-                .unwrap_or_default()),
-        }
+                .unwrap_or_default());
+        };
+        let messages = serde_json::to_value(messages).expect("messages serialize");
+        let mut variables = serde_json::Map::new();
+        variables.insert("bos_token".into(), self.bos_token.clone().into());
+        variables.insert("eos_token".into(), self.eos_token.clone().into());
+        template.render_json(
+            messages.as_array().expect("a list"),
+            (!tools.is_empty()).then_some(tools),
+            true,
+            &variables,
+        )
     }
 
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
@@ -222,65 +240,6 @@ impl Cancel {
     /// Clears the flag for the next generation.
     pub fn reset(&self) {
         self.0.store(false, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-/// What goes before the user's message: who the model is and how it should
-/// behave (from the prompt config).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct PromptSetup {
-    pub model_identity: Option<String>,
-    pub knowledge_cutoff: Option<String>,
-    pub conversation_start_date: Option<String>,
-    pub reasoning_effort: Option<ReasoningEffort>,
-    pub instructions: Option<String>,
-}
-
-impl LoadedModel {
-    /// The prompt's token ids for one user message: Harmony for GPT-OSS
-    /// (system and developer messages from `setup`), the chat template
-    /// otherwise (identity and instructions as the system message).
-    pub fn prompt_tokens(&self, setup: &PromptSetup, user: &str) -> Result<Vec<u32>> {
-        if let Some(harmony) = &self.harmony {
-            let mut system = SystemContent::default();
-            if let Some(identity) = &setup.model_identity {
-                system = system.with_model_identity(identity.clone());
-            }
-            if let Some(cutoff) = &setup.knowledge_cutoff {
-                system = system.with_knowledge_cutoff(cutoff.clone());
-            }
-            if let Some(date) = &setup.conversation_start_date {
-                system = system.with_conversation_start_date(date.clone());
-            }
-            if let Some(effort) = setup.reasoning_effort {
-                system = system.with_reasoning_effort(effort);
-            }
-            let mut messages = vec![HarmonyMessage::system(system)];
-            if let Some(instructions) = &setup.instructions {
-                messages.push(HarmonyMessage::developer(
-                    DeveloperContent::default().with_instructions(instructions.clone()),
-                ));
-            }
-            messages.push(HarmonyMessage::text(Role::User, user));
-            return harmony
-                .render_conversation_for_completion(
-                    &messages,
-                    Role::Assistant,
-                    RenderConfig::default(),
-                )
-                .map_err(|e| Error::Invalid(format!("Harmony: {e}")));
-        }
-        let system: Vec<&str> = [&setup.model_identity, &setup.instructions]
-            .into_iter()
-            .flatten()
-            .map(String::as_str)
-            .collect();
-        let mut messages = Vec::new();
-        if !system.is_empty() {
-            messages.push(ChatMessage::new("system", &system.join("\n\n")));
-        }
-        messages.push(ChatMessage::new("user", user));
-        self.encode(&self.render(&messages)?)
     }
 }
 

@@ -10,6 +10,7 @@
 //! the `mlx-harmony-format` crate.
 
 pub mod array_ext;
+pub mod chat;
 pub mod chat_template;
 pub mod checkpoint;
 pub mod demo;

@@ -8,12 +8,11 @@ use clap::Parser;
 use mlx_harmony_config::profiles::{ModelRef, Profiles};
 use mlx_harmony_config::prompt_config::PromptConfig;
 use mlx_harmony_config::settings::{self, Hyperparameters};
+use mlx_harmony_core::chat::{PromptSetup, ReplyEvent};
 use mlx_harmony_core::device::{self, DeviceChoice};
-use mlx_harmony_core::generate::{PromptSetup, TokenGenerator};
+use mlx_harmony_core::generate::TokenGenerator;
 use mlx_harmony_core::generate_demo;
 use mlx_harmony_core::sampling::{Sampler, SamplingSettings};
-use mlx_harmony_format::StreamParser;
-use mlx_harmony_format::model::{ReasoningEffort, Role};
 
 /// Generate text once from a prompt.
 ///
@@ -240,7 +239,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             );
         }
     }
-    let setup = prompt_setup(
+    let setup = PromptSetup::from_prompt_config(
         prompt_config.as_ref(),
         args.system.as_deref(),
         loaded.harmony.is_some(),
@@ -254,60 +253,38 @@ fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     let tokenizer = loaded.tokenizer.clone();
-    let mut answer = String::new();
-    let mut reasoning = String::new();
+    let loaded_is_harmony = loaded.harmony.is_some();
     let mut stdout = std::io::stdout().lock();
     let mut stderr = std::io::stderr();
     let mut write_error = None;
-    let encoding = loaded.harmony.clone();
-    let loaded_is_harmony = encoding.is_some();
-    let mut harmony = encoding
-        .as_ref()
-        .map(|h| StreamParser::new(h, Some(Role::Assistant)));
     let mut last_channel = None::<String>;
-    let result = generator.generate_until(
+    let reply = generator.reply(
         &prompt,
         &mut sampler,
         resolved.max_tokens as usize,
         &resolved.stop,
-        |id, piece| {
-            let written = match harmony.as_mut() {
-                None if args.json => {
-                    answer.push_str(piece);
-                    Ok(())
-                }
-                None => stdout
-                    .write_all(piece.as_bytes())
+        |event| {
+            if args.json {
+                return;
+            }
+            let written = match event {
+                ReplyEvent::Answer(text) => stdout
+                    .write_all(text.as_bytes())
                     .and_then(|_| stdout.flush()),
-                Some(parser) => {
-                    parser.process(id);
-                    let delta = parser.last_content_delta().unwrap_or("");
-                    let channel = parser.current_channel().map(str::to_string);
-                    if delta.is_empty() {
-                        Ok(())
-                    } else if args.json {
-                        if channel.as_deref() == Some("final") {
-                            answer.push_str(delta);
-                        } else {
-                            reasoning.push_str(delta);
-                        }
-                        Ok(())
-                    } else if channel.as_deref() == Some("final") {
-                        stdout
-                            .write_all(delta.as_bytes())
-                            .and_then(|_| stdout.flush())
-                    } else if args.hide_reasoning {
-                        Ok(())
+                _ if args.hide_reasoning => Ok(()),
+                ReplyEvent::Reasoning { channel, text }
+                | ReplyEvent::ToolCall {
+                    recipient: channel,
+                    text,
+                } => {
+                    // Reasoning, preambles and tool calls, dimmed, on stderr.
+                    let heading = if Some(channel) != last_channel.as_deref() {
+                        last_channel = Some(channel.to_string());
+                        format!("\x1b[2m[{channel}] ")
                     } else {
-                        // Reasoning and tool preambles, dimmed, on stderr.
-                        let heading = if channel != last_channel {
-                            format!("\x1b[2m[{}] ", channel.as_deref().unwrap_or("reasoning"))
-                        } else {
-                            "\x1b[2m".to_string()
-                        };
-                        last_channel = channel;
-                        write!(stderr, "{heading}{delta}\x1b[0m")
-                    }
+                        "\x1b[2m".to_string()
+                    };
+                    write!(stderr, "{heading}{text}\x1b[0m")
                 }
             };
             if let Err(e) = written {
@@ -315,28 +292,13 @@ fn run(args: Args) -> anyhow::Result<()> {
             }
         },
     )?;
-    if let Some(parser) = harmony.as_mut() {
-        parser.finish();
-        // Output the parser could not structure is still the model's answer:
-        // show it rather than drop it.
-        for irregular in parser.messages().iter().filter(|m| m.irregular.is_some()) {
-            let text = irregular.message.text_content();
-            if args.json {
-                answer.push_str(&text);
-            } else if !text.is_empty() {
-                writeln!(stdout, "{text}")?;
-            }
-        }
-        if let Some(call) = parser
-            .messages()
-            .iter()
-            .find(|m| m.message.recipient.is_some())
-        {
-            eprintln!(
-                "note: the model called the tool {:?}; tools arrive with the tools issue",
-                call.message.recipient.as_deref().unwrap_or_default()
-            );
-        }
+    let result = &reply.generation;
+    let answer = reply.message.content.clone();
+    let reasoning = reply.message.reasoning_content.clone().unwrap_or_default();
+    if let Some(tool) = reply.tool_call() {
+        eprintln!(
+            "note: the model called the tool {tool:?}; mlx-harmony-generate runs no tools (mlx-harmony-chat does)"
+        );
     }
     if let Some(e) = write_error {
         return Err(anyhow::anyhow!("cannot write the output: {e}"));
@@ -359,7 +321,11 @@ fn run(args: Args) -> anyhow::Result<()> {
             "length"
         };
         let json = serde_json::json!({
-            "text": answer,
+            "text": if reply.tool_call().is_some() { String::new() } else { answer },
+            "tool_call": reply.tool_call().map(|recipient| serde_json::json!({
+                "recipient": recipient,
+                "arguments": reply.message.content,
+            })),
             "reasoning": if loaded_is_harmony { Some(reasoning) } else { None },
             "tokens": result.tokens,
             "finish_reason": finish,
@@ -397,37 +363,6 @@ fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// The prompt config's identity, dates, reasoning effort and instructions
-/// (placeholders expanded), `--system` taking precedence for instructions.
-fn prompt_setup(config: Option<&PromptConfig>, system: Option<&str>, harmony: bool) -> PromptSetup {
-    let expanded = config.map(|c| c.expanded(&c.clock()).config);
-    let field =
-        |f: fn(&PromptConfig) -> &Option<String>| expanded.as_ref().and_then(|c| f(c).clone());
-    let mut setup = PromptSetup {
-        model_identity: field(|c| &c.system_model_identity),
-        knowledge_cutoff: field(|c| &c.knowledge_cutoff),
-        conversation_start_date: field(|c| &c.conversation_start_date),
-        reasoning_effort: expanded
-            .as_ref()
-            .and_then(|c| c.reasoning_effort)
-            .map(|e| match e {
-                mlx_harmony_config::prompt_config::ReasoningEffort::Low => ReasoningEffort::Low,
-                mlx_harmony_config::prompt_config::ReasoningEffort::Medium => {
-                    ReasoningEffort::Medium
-                }
-                mlx_harmony_config::prompt_config::ReasoningEffort::High => ReasoningEffort::High,
-            }),
-        instructions: system
-            .map(str::to_string)
-            .or_else(|| field(|c| &c.developer_instructions)),
-    };
-    if harmony && setup.conversation_start_date.is_none() {
-        // GPT-OSS expects to be told the date.
-        setup.conversation_start_date = Some(chrono::Local::now().format("%Y-%m-%d").to_string());
-    }
-    setup
 }
 
 fn main() -> ExitCode {
