@@ -276,7 +276,10 @@ def write_cargo_config(backend: str, mlx_sys: Path) -> None:
         f'MLX_HARMONY_MLX_BACKEND = "{backend}"\n\n'
         "[target.'cfg(target_os = \"linux\")']\n"
         # The cfg tells crates/core/Cargo.toml that MLX may now be built.
-        f'rustflags = ["--cfg", "mlx_harmony_mlx_ready", "-C", "link-arg=-Wl,-rpath,{rpath}"]\n'
+        f'rustflags = ["--cfg", "mlx_harmony_mlx_ready", "-C", "link-arg=-Wl,-rpath,{rpath}"]\n\n'
+        # Doctests are linked by rustdoc, which reads its own flags.
+        "[build]\n"
+        f'rustdocflags = ["--cfg", "mlx_harmony_mlx_ready", "-C", "link-arg=-Wl,-rpath,{rpath}"]\n'
     )
     config = ROOT / ".cargo" / "config.toml"
     if config.is_file() and config.read_text() == content:

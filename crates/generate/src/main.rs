@@ -1,44 +1,31 @@
 //! `mlx-harmony-generate`: one prompt in, one completion out.
 
 use std::io::{IsTerminal, Read, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use mlx_harmony_config::profiles::{ModelRef, Profiles};
-use mlx_harmony_config::prompt_config::PromptConfig;
-use mlx_harmony_config::settings::{self, Hyperparameters};
+use mlx_harmony_config::settings;
 use mlx_harmony_core::chat::{PromptSetup, ReplyEvent};
-use mlx_harmony_core::device::{self, DeviceChoice};
-use mlx_harmony_core::generate::TokenGenerator;
+use mlx_harmony_core::cli::{self, ModelArgs, SamplingArgs};
+use mlx_harmony_core::device;
 use mlx_harmony_core::generate_demo;
-use mlx_harmony_core::sampling::{Sampler, SamplingSettings};
 
 /// Generate text once from a prompt.
 ///
-/// This build runs GGUF models of the Llama family (e.g. SmolLM2-135M-Instruct)
-/// and Hugging Face / mlx-community folders (Llama, Mistral, Qwen2, Qwen3) with
-/// their own tokenizer and chat template, and the random-weights demo
-/// checkpoint. GPT-OSS models get their prompt in the Harmony format; their
+/// Runs GGUF models of the Llama family (e.g. SmolLM2-135M-Instruct) and
+/// Hugging Face / mlx-community models (Llama, Mistral, Qwen2, Qwen3, GPT-OSS;
+/// local folders or hub ids) with their own tokenizer and chat template, and
+/// the random-weights demo checkpoint. GPT-OSS models get their prompt in the Harmony format; their
 /// answer (the final channel) goes to stdout and their reasoning to stderr.
 ///
 /// Sampling settings come from, in order: these flags, the prompt config,
 /// then the built-in defaults (temperature 0.8, top_p 0.9, max_tokens 512).
 #[derive(Parser, Debug)]
 #[command(name = "mlx-harmony-generate", version)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["model", "profile"])))]
 struct Args {
-    /// Model: a .gguf file (or a folder holding one), a model folder with
-    /// config.json and tokenizer.json, or the demo checkpoint folder.
-    #[arg(long, required_unless_present = "profile")]
-    model: Option<PathBuf>,
-
-    /// A profile (model and prompt config) from the profiles file.
-    #[arg(long, conflicts_with = "model")]
-    profile: Option<String>,
-
-    /// The profiles file for --profile.
-    #[arg(long, default_value = "profiles.json")]
-    profiles_file: PathBuf,
+    #[command(flatten)]
+    model: ModelArgs,
 
     /// The prompt text (the user's message); - or no --prompt reads standard input.
     #[arg(long)]
@@ -60,71 +47,17 @@ struct Args {
     #[arg(long)]
     hide_reasoning: bool,
 
-    /// JSON prompt config (identity, instructions, reasoning effort, sampling
-    /// defaults; see docs/PROMPT_CONFIG_REFERENCE.md).
-    #[arg(long)]
-    prompt_config: Option<PathBuf>,
+    #[command(flatten)]
+    sampling: SamplingArgs,
 
-    /// Maximum number of tokens to generate [default: 512].
-    #[arg(long)]
-    max_tokens: Option<u32>,
-
-    /// Sampling temperature, 0 to 2; 0 is greedy [default: 0.8].
-    #[arg(long)]
-    temperature: Option<f64>,
-
-    /// Nucleus sampling mass, 0 to 1 [default: 0.9].
-    #[arg(long)]
-    top_p: Option<f64>,
-
-    /// Keep only the k most likely tokens; 0 is off [default: 0].
-    #[arg(long)]
-    top_k: Option<u32>,
-
-    /// Drop tokens below min_p times the top probability; 0 is off [default: 0].
-    #[arg(long)]
-    min_p: Option<f64>,
-
-    /// top_p and min_p keep at least this many tokens [default: 1].
-    #[arg(long)]
-    min_tokens_to_keep: Option<u32>,
-
-    /// Penalty for recently generated tokens; 1 is off [default: 1].
-    #[arg(long)]
-    repetition_penalty: Option<f64>,
-
-    /// How many recent tokens the repetition penalty considers [default: 20].
-    #[arg(long)]
-    repetition_context_size: Option<u32>,
-
-    /// XTC: chance per token of excluding the top choices [default: 0].
-    #[arg(long)]
-    xtc_probability: Option<f64>,
-
-    /// XTC: probability threshold, 0 to 0.5 [default: 0.1].
-    #[arg(long)]
-    xtc_threshold: Option<f64>,
-
-    /// Stop when the model writes this text (not shown); repeat for several.
-    #[arg(long = "stop", value_name = "TEXT")]
-    stop: Vec<String>,
-
-    /// Random seed; -1 is a fresh one [default: -1].
-    #[arg(long, allow_hyphen_values = true)]
-    seed: Option<i64>,
-
-    /// Where to run: gpu (Metal or CUDA), cpu, or auto (the GPU when MLX has one).
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
-    device: DeviceChoice,
-
-    /// Print prompt/generation statistics to stderr.
+    /// Print loading notes and prompt/generation statistics to stderr.
     #[arg(long)]
     verbose: bool,
 }
 
 fn run_demo(args: &Args, model: &std::path::Path, prompt: &str) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
-    let max_tokens = args.max_tokens.unwrap_or(32) as usize;
+    let max_tokens = args.sampling.max_tokens.unwrap_or(32) as usize;
     let result = generate_demo::run(model, prompt, max_tokens, |token| {
         // Each token is one byte of the demo vocabulary; show it as text where
         // it is printable ASCII and as its id otherwise, so nothing is hidden.
@@ -144,25 +77,8 @@ fn run_demo(args: &Args, model: &std::path::Path, prompt: &str) -> anyhow::Resul
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    // The model and prompt config: from --profile, or the flags.
-    let (model, profile_config) = match &args.profile {
-        Some(name) => {
-            let profiles = Profiles::load(&args.profiles_file)?;
-            let profile = profiles.get(name)?;
-            let model = match &profile.model {
-                ModelRef::Path(path) => path.clone(),
-                ModelRef::HubId(id) => anyhow::bail!(
-                    "profile {name:?} names the Hugging Face model {id:?}; downloading from the hub is not in this build yet: give a local path"
-                ),
-            };
-            (model, profile.prompt_config.clone())
-        }
-        None => (
-            args.model
-                .clone()
-                .expect("clap requires --model without --profile"),
-            None,
-        ),
+    let Some(choice) = args.model.choice(None)? else {
+        anyhow::bail!("no model: give --model ID|PATH or --profile NAME");
     };
     let prompt_text = match args.prompt.as_deref() {
         Some(text) if text != "-" => text.to_string(),
@@ -177,59 +93,27 @@ fn run(args: Args) -> anyhow::Result<()> {
             text.trim_end_matches('\n').to_string()
         }
     };
-    let selected = device::select(args.device)?;
-    eprintln!("device: {selected}");
-    if mlx_harmony_core::generate_demo::is_demo_checkpoint(&model) {
-        return run_demo(&args, &model, &prompt_text);
+    let flags = args.sampling.hyperparameters()?;
+    let demo = std::path::Path::new(&choice.spec);
+    if generate_demo::is_demo_checkpoint(demo) {
+        eprintln!("device: {}", device::select(args.model.device)?);
+        return run_demo(&args, demo, &prompt_text);
     }
-    // Flags, then the prompt config, then the built-in defaults.
-    let flags = Hyperparameters {
-        temperature: args.temperature,
-        top_p: args.top_p,
-        top_k: args.top_k,
-        min_p: args.min_p,
-        min_tokens_to_keep: args.min_tokens_to_keep,
-        max_tokens: args.max_tokens,
-        repetition_penalty: args.repetition_penalty,
-        repetition_context_size: args.repetition_context_size,
-        xtc_probability: args.xtc_probability,
-        xtc_threshold: args.xtc_threshold,
-        seed: args.seed,
-        stop: (!args.stop.is_empty()).then(|| args.stop.clone()),
-    };
-    let flags =
-        Hyperparameters::from_json_map(&flags.to_json_map(), std::path::Path::new("command line"))?;
-    let prompt_config = args
-        .prompt_config
-        .clone()
-        .or(profile_config)
-        .as_deref()
-        .map(PromptConfig::load)
-        .transpose()?;
+    let opened = args.model.open(&choice, args.verbose)?;
+    eprintln!("device: {}", opened.device);
+    let prompt_config = opened.prompt_config;
+    let mut generator = opened.generator;
+    let loaded = &generator.loaded;
+    // Flags, then the prompt config, then the model's generation_config.json, then the built-in defaults.
     let resolved = settings::resolve(
         Some(&flags),
         prompt_config.as_ref().map(|c| &c.sampling),
         None,
-        None,
-        false,
+        opened.generation_config.as_ref(),
+        loaded.harmony.is_some(),
     )
     .settings;
-    let mut generator = TokenGenerator::load(&model)?;
-    let loaded = &generator.loaded;
-    let mut sampler = Sampler::new(SamplingSettings {
-        temperature: resolved.temperature as f32,
-        top_p: resolved.top_p as f32,
-        top_k: resolved.top_k,
-        min_p: resolved.min_p as f32,
-        min_tokens_to_keep: resolved.min_tokens_to_keep,
-        xtc_probability: resolved.xtc_probability as f32,
-        xtc_threshold: resolved.xtc_threshold as f32,
-        xtc_special_tokens: loaded.eos_token_ids.clone(),
-        repetition_penalty: resolved.repetition_penalty as f32,
-        repetition_context_size: resolved.repetition_context_size,
-        logit_bias: Vec::new(),
-        seed: resolved.seed,
-    })?;
+    let mut sampler = cli::sampler(&resolved, loaded)?;
     if let (true, Some(config)) = (args.debug, prompt_config.as_ref()) {
         let unknown = config.expanded(&config.clock()).unknown_placeholders;
         if !unknown.is_empty() {

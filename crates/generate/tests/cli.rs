@@ -23,6 +23,12 @@ fn smollm2() -> std::path::PathBuf {
     model
 }
 
+fn parity_fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/parity")
+        .join(name)
+}
+
 fn generate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_mlx-harmony-generate"))
 }
@@ -32,7 +38,17 @@ fn help_lists_the_flags_with_defaults() {
     let out = generate().arg("--help").output().unwrap();
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
-    for flag in ["--model", "--prompt", "--max-tokens", "--device"] {
+    for flag in [
+        "--model",
+        "--prompt",
+        "--max-tokens",
+        "--device",
+        "--revision",
+        "--no-prewarm-cache",
+        "--mlock",
+        "--profile",
+        "--prompt-config",
+    ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }
     assert!(
@@ -431,5 +447,55 @@ fn profiles_give_the_model_and_prompt_config_and_unknown_names_are_listed() {
             .status
             .code(),
         Some(2)
+    );
+}
+
+#[test]
+fn loading_prewarms_by_default_and_mlock_is_done_or_clearly_refused() {
+    let model = parity_fixture("llama");
+    let run = |extra: &[&str]| {
+        generate()
+            .arg("--model")
+            .arg(&model)
+            .args(["--prompt", "Hi", "--max-tokens", "2", "--verbose"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("prewarm: read 2 file(s)"), "{err}");
+    let out = run(&["--no-prewarm-cache"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !err.contains("prewarm:"), "{err}");
+    let out = run(&["--mlock", "--device", "cpu"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    match out.status.code() {
+        Some(0) => assert!(err.contains("mlock: process memory locked"), "{err}"),
+        Some(1) => assert!(
+            err.contains("--mlock: cannot lock memory") && err.contains("ulimit -l"),
+            "{err}"
+        ),
+        other => panic!("exit {other:?}: {err}"),
+    }
+}
+
+#[test]
+fn a_hub_id_not_in_the_cache_fails_clearly_offline() {
+    let cache = tempfile::tempdir().unwrap();
+    let out = generate()
+        .args(["--model", "mlx-community/not-downloaded", "--prompt", "Hi"])
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_HUB_CACHE", cache.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "mlx-community/not-downloaded (revision main) is not in the Hugging Face cache"
+        ),
+        "{err}"
     );
 }

@@ -1,0 +1,248 @@
+//! The command-line pieces the programs share: which model (path, hub id or
+//! profile) with its prompt config and loading options, and the sampling
+//! flags. Each program flattens these into its own `clap` parser, so that a
+//! flag means the same thing, with the same default, everywhere.
+
+use std::path::{Path, PathBuf};
+
+use mlx_harmony_config::profiles::{ModelRef, Profiles};
+use mlx_harmony_config::prompt_config::PromptConfig;
+use mlx_harmony_config::settings::{GenerationSettings, Hyperparameters};
+
+use crate::device::{self, DeviceChoice, DeviceKind, SelectedDevice};
+use crate::generate::{LoadedModel, TokenGenerator};
+use crate::hub::HubOptions;
+use crate::loading::{self, LoadOptions};
+use crate::sampling::{Sampler, SamplingSettings};
+use crate::{Error, Result};
+
+/// Which model, with what prompt config, loaded how.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct ModelArgs {
+    /// Model: a Hugging Face id (e.g. mlx-community/Qwen3-0.6B-4bit,
+    /// fetched into the Hugging Face cache), a model folder with config.json
+    /// and tokenizer.json, or a .gguf file.
+    #[arg(long, value_name = "ID|PATH")]
+    pub model: Option<String>,
+
+    /// A profile (model and prompt config) from the profiles file.
+    #[arg(long, conflicts_with = "model")]
+    pub profile: Option<String>,
+
+    /// The profiles file for --profile.
+    #[arg(long, default_value = "profiles.json", value_name = "FILE")]
+    pub profiles_file: PathBuf,
+
+    /// JSON prompt config (identity, instructions, reasoning effort, example
+    /// dialogues, sampling defaults; see docs/PROMPT_CONFIG_REFERENCE.md).
+    #[arg(long, value_name = "FILE")]
+    pub prompt_config: Option<PathBuf>,
+
+    /// Hugging Face revision (branch, tag or commit) of a hub model [default: main].
+    #[arg(long)]
+    pub revision: Option<String>,
+
+    /// Do not read the weight files ahead of loading (prewarming the file cache is on by default).
+    #[arg(long)]
+    pub no_prewarm_cache: bool,
+
+    /// Keep the weights resident in memory: Metal wired memory, or locked
+    /// pages on the CPU (needs a large enough `ulimit -l`).
+    #[arg(long)]
+    pub mlock: bool,
+
+    /// Where to run: gpu (Metal or CUDA), cpu, or auto (the GPU when MLX has one).
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+}
+
+/// The sampling and length flags; unset ones fall back to the prompt config,
+/// a resumed conversation, the model's generation_config.json, then the
+/// built-in defaults.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct SamplingArgs {
+    /// Maximum number of tokens to generate; GPT-OSS: 1024 [default: 512].
+    #[arg(long)]
+    pub max_tokens: Option<u32>,
+
+    /// Sampling temperature, 0 to 2; 0 is greedy [default: 0.8].
+    #[arg(long)]
+    pub temperature: Option<f64>,
+
+    /// Nucleus sampling mass, 0 to 1 [default: 0.9].
+    #[arg(long)]
+    pub top_p: Option<f64>,
+
+    /// Keep only the k most likely tokens; 0 is off [default: 0].
+    #[arg(long)]
+    pub top_k: Option<u32>,
+
+    /// Drop tokens below min_p times the top probability; 0 is off [default: 0].
+    #[arg(long)]
+    pub min_p: Option<f64>,
+
+    /// top_p and min_p keep at least this many tokens [default: 1].
+    #[arg(long)]
+    pub min_tokens_to_keep: Option<u32>,
+
+    /// Penalty for recently generated tokens; 1 is off [default: 1].
+    #[arg(long)]
+    pub repetition_penalty: Option<f64>,
+
+    /// How many recent tokens the repetition penalty considers [default: 20].
+    #[arg(long)]
+    pub repetition_context_size: Option<u32>,
+
+    /// XTC: chance per token of excluding the top choices [default: 0].
+    #[arg(long)]
+    pub xtc_probability: Option<f64>,
+
+    /// XTC: probability threshold, 0 to 0.5 [default: 0.1].
+    #[arg(long)]
+    pub xtc_threshold: Option<f64>,
+
+    /// Stop when the model writes this text (not shown); repeat for several.
+    #[arg(long = "stop", value_name = "TEXT")]
+    pub stop: Vec<String>,
+
+    /// Random seed; -1 is a fresh one [default: -1].
+    #[arg(long, allow_hyphen_values = true)]
+    pub seed: Option<i64>,
+}
+
+impl SamplingArgs {
+    /// The flags as a settings layer, range-checked like every other layer.
+    pub fn hyperparameters(&self) -> Result<Hyperparameters> {
+        let flags = Hyperparameters {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            min_p: self.min_p,
+            min_tokens_to_keep: self.min_tokens_to_keep,
+            max_tokens: self.max_tokens,
+            repetition_penalty: self.repetition_penalty,
+            repetition_context_size: self.repetition_context_size,
+            xtc_probability: self.xtc_probability,
+            xtc_threshold: self.xtc_threshold,
+            seed: self.seed,
+            stop: (!self.stop.is_empty()).then(|| self.stop.clone()),
+        };
+        Hyperparameters::from_json_map(&flags.to_json_map(), Path::new("command line"))
+            .map_err(|e| Error::Invalid(e.to_string()))
+    }
+}
+
+/// A sampler for resolved settings and a model (XTC spares its end tokens).
+pub fn sampler(settings: &GenerationSettings, loaded: &LoadedModel) -> Result<Sampler> {
+    Sampler::new(SamplingSettings {
+        temperature: settings.temperature as f32,
+        top_p: settings.top_p as f32,
+        top_k: settings.top_k,
+        min_p: settings.min_p as f32,
+        min_tokens_to_keep: settings.min_tokens_to_keep,
+        xtc_probability: settings.xtc_probability as f32,
+        xtc_threshold: settings.xtc_threshold as f32,
+        xtc_special_tokens: loaded.eos_token_ids.clone(),
+        repetition_penalty: settings.repetition_penalty as f32,
+        repetition_context_size: settings.repetition_context_size,
+        logit_bias: Vec::new(),
+        seed: settings.seed,
+    })
+}
+
+/// Where the model and prompt config come from, before anything is loaded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelChoice {
+    /// As the user gave it (a path or a hub id); what conversations record.
+    pub spec: String,
+    pub prompt_config_path: Option<PathBuf>,
+}
+
+impl ModelArgs {
+    /// The model and prompt config from `--profile` or `--model` /
+    /// `--prompt-config`, else from `fallback` (e.g. a resumed
+    /// conversation's); `None` when nothing names a model.
+    pub fn choice(&self, fallback: Option<ModelChoice>) -> Result<Option<ModelChoice>> {
+        if let Some(name) = &self.profile {
+            let profiles =
+                Profiles::load(&self.profiles_file).map_err(|e| Error::Invalid(e.to_string()))?;
+            let profile = profiles
+                .get(name)
+                .map_err(|e| Error::Invalid(e.to_string()))?;
+            let spec = match &profile.model {
+                ModelRef::Path(path) => path.display().to_string(),
+                ModelRef::HubId(id) => id.clone(),
+            };
+            return Ok(Some(ModelChoice {
+                spec,
+                prompt_config_path: self.prompt_config.clone().or(profile.prompt_config.clone()),
+            }));
+        }
+        let fallback_config = fallback.as_ref().and_then(|f| f.prompt_config_path.clone());
+        Ok(match (&self.model, fallback) {
+            (Some(model), _) => Some(ModelChoice {
+                spec: model.clone(),
+                prompt_config_path: self.prompt_config.clone().or(fallback_config),
+            }),
+            (None, Some(fallback)) => Some(ModelChoice {
+                spec: fallback.spec,
+                prompt_config_path: self.prompt_config.clone().or(fallback_config),
+            }),
+            (None, None) => None,
+        })
+    }
+
+    /// Selects the device and opens the model, printing loading notes
+    /// (prewarm, load time, mlock) to standard error when `verbose`.
+    pub fn open(&self, choice: &ModelChoice, verbose: bool) -> Result<Opened> {
+        let device = device::select(self.device)?;
+        let prompt_config = choice
+            .prompt_config_path
+            .as_deref()
+            .map(PromptConfig::load)
+            .transpose()
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        let options = LoadOptions {
+            hub: HubOptions {
+                revision: self.revision.clone(),
+                ..Default::default()
+            },
+            prewarm: !self.no_prewarm_cache
+                && prompt_config
+                    .as_ref()
+                    .is_none_or(|c| c.prewarm_cache_or_default()),
+            mlock: self.mlock || prompt_config.as_ref().is_some_and(|c| c.mlock_or_default()),
+            on_gpu: device.kind == DeviceKind::Gpu,
+        };
+        let (generator, path) = loading::open(&choice.spec, &options, |note| {
+            if verbose {
+                eprintln!("{note}");
+            }
+        })?;
+        let generation_config = read_generation_config(&path);
+        Ok(Opened {
+            generator,
+            path,
+            device,
+            prompt_config,
+            generation_config,
+        })
+    }
+}
+
+/// A model opened for a program.
+pub struct Opened {
+    pub generator: TokenGenerator,
+    /// The local folder or file.
+    pub path: PathBuf,
+    pub device: SelectedDevice,
+    pub prompt_config: Option<PromptConfig>,
+    /// The sampling defaults of the model's generation_config.json.
+    pub generation_config: Option<Hyperparameters>,
+}
+
+fn read_generation_config(path: &Path) -> Option<Hyperparameters> {
+    let text = std::fs::read_to_string(path.join("generation_config.json")).ok()?;
+    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+    Some(Hyperparameters::from_generation_config(&json))
+}
