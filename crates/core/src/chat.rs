@@ -375,14 +375,13 @@ impl TokenGenerator {
         for parsed in parser.messages() {
             let m = &parsed.message;
             let text = m.text_content();
-            if let Some(irregular) = &parsed.irregular {
+            if parsed.irregular.is_some() {
                 // Output the parser could not structure is still the
                 // model's: keep it in the answer rather than drop it.
                 if !text.is_empty() {
                     on_event(ReplyEvent::Answer(&text));
                     message.content.push_str(&text);
                 }
-                let _ = irregular;
                 continue;
             }
             match (&m.recipient, m.channel.as_deref()) {

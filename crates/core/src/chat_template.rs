@@ -287,11 +287,13 @@ impl ChatTemplate {
         Ok(ChatTemplate { env })
     }
 
-    /// Renders `messages`; with `add_generation_prompt`, ends where the
+    /// Renders `messages` with `tools` (OpenAI-style function definitions,
+    /// none when empty); with `add_generation_prompt`, ends where the
     /// assistant's answer starts.
     pub fn render(
         &self,
         messages: &[ChatMessage],
+        tools: &[serde_json::Value],
         add_generation_prompt: bool,
         bos_token: &str,
         eos_token: &str,
@@ -302,7 +304,7 @@ impl ChatTemplate {
         variables.insert("eos_token".into(), eos_token.into());
         self.render_json(
             messages.as_array().expect("a list"),
-            None,
+            (!tools.is_empty()).then_some(tools),
             add_generation_prompt,
             &variables,
         )

@@ -188,22 +188,15 @@ impl LoadedModel {
         messages: &[ChatMessage],
         tools: &[serde_json::Value],
     ) -> Result<String> {
-        let Some(template) = &self.chat_template else {
-            return Ok(messages
+        match &self.chat_template {
+            Some(template) => {
+                template.render(messages, tools, true, &self.bos_token, &self.eos_token)
+            }
+            None => Ok(messages
                 .last()
                 .map(|m| m.content.clone())
-                .unwrap_or_default());
-        };
-        let messages = serde_json::to_value(messages).expect("messages serialize");
-        let mut variables = serde_json::Map::new();
-        variables.insert("bos_token".into(), self.bos_token.clone().into());
-        variables.insert("eos_token".into(), self.eos_token.clone().into());
-        template.render_json(
-            messages.as_array().expect("a list"),
-            (!tools.is_empty()).then_some(tools),
-            true,
-            &variables,
-        )
+                .unwrap_or_default()),
+        }
     }
 
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {

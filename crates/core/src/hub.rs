@@ -110,9 +110,10 @@ pub fn resolve_model(spec: &str, options: &HubOptions) -> Result<PathBuf> {
     let repo = options.repo(spec);
     let revision = repo.revision().to_string();
     let cache = options.cache();
-    let cached = cache.repo(repo.clone()).get("config.json");
     if options.offline() {
-        return cached
+        return cache
+            .repo(repo.clone())
+            .get("config.json")
             .and_then(|config| config.parent().map(Path::to_path_buf))
             .filter(|dir| has_weights(dir))
             .ok_or_else(|| {
