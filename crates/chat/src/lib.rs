@@ -13,10 +13,12 @@ use anyhow::{Context, bail};
 use mlx_harmony_config::conversation::{Conversation, Message};
 use mlx_harmony_config::prompt_config::{PromptConfig, ReasoningEffort as ConfigEffort};
 use mlx_harmony_config::settings::{self, Hyperparameters, SETTINGS};
-use mlx_harmony_core::chat::{self, PromptSetup, ReplyEvent, effort_from_config};
+use mlx_harmony_core::chat::{self, PromptSetup, ReplyEvent, TurnEvent, effort_from_config};
 use mlx_harmony_core::chat_template::ChatMessage;
 use mlx_harmony_core::cli;
 use mlx_harmony_core::generate::TokenGenerator;
+use mlx_harmony_core::sampling::Sampler;
+use mlx_harmony_tools::ToolBox;
 
 /// One in-chat command.
 #[derive(Clone, Debug, PartialEq)]
@@ -36,6 +38,10 @@ pub enum Command {
     Reasoning(ReasoningCommand),
     Debug(bool),
     Models,
+    /// `\python reset`: a fresh Python session for the python tool.
+    PythonReset,
+    /// `\tools`: the enabled tools and what they can reach.
+    Tools,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -58,6 +64,8 @@ Commands (start with \\ or /):
   \\reasoning show|hide       show or hide the model's reasoning
   \\debug on|off              print the rendered prompt and the raw completion
   \\models                    models in the profiles file
+  \\tools                     the enabled tools (--browser, --python, --apply-patch)
+  \\python reset              restart the python tool's session (its variables are lost)
   \\quit, q, Ctrl-D           leave
 Ctrl-C stops the answer being generated. End a line with \\ to continue it on
 the next, or enclose several lines in \"\"\".";
@@ -118,6 +126,9 @@ impl Command {
             },
             "debug" => on_off(rest).map(Command::Debug),
             "models" => Ok(Command::Models),
+            "tools" => Ok(Command::Tools),
+            "python" if rest == "reset" => Ok(Command::PythonReset),
+            "python" => Err("usage: \\python reset".into()),
             other => Err(format!("unknown command \\{other}; \\help lists them")),
         })
     }
@@ -190,6 +201,10 @@ pub struct Session {
     pub verbose: bool,
     pub profiles_file: PathBuf,
     pub style: Style,
+    /// The GPT-OSS tools enabled for this chat.
+    pub tools: Option<ToolBox>,
+    /// Most tool calls per turn.
+    pub max_tool_calls: usize,
 }
 
 impl Session {
@@ -216,6 +231,10 @@ impl Session {
         );
         if let Some(effort) = self.effort {
             setup.reasoning_effort = Some(effort_from_config(effort));
+        }
+        if let Some(tools) = self.tools.as_ref().filter(|_| self.harmony()) {
+            setup.builtin_tools = tools.builtin_namespaces();
+            setup.functions.extend(tools.functions());
         }
         setup
     }
@@ -323,6 +342,21 @@ impl Session {
                 self.debug = on;
                 writeln!(out, "debug {}", if on { "on" } else { "off" })?;
             }
+            Command::Tools => match &self.tools {
+                Some(tools) => {
+                    for note in tools.notes() {
+                        writeln!(out, "  {note}")?;
+                    }
+                    if !self.harmony() {
+                        writeln!(out, "  (tools are used by GPT-OSS models only)")?;
+                    }
+                }
+                None => writeln!(out, "no tools enabled (--browser, --python, --apply-patch)")?,
+            },
+            Command::PythonReset => match self.tools.as_mut().map(|t| t.reset_python()) {
+                Some(true) => writeln!(out, "python session restarted")?,
+                _ => writeln!(out, "error: the python tool is not enabled (--python)")?,
+            },
             Command::Models => {
                 match mlx_harmony_config::profiles::Profiles::load(&self.profiles_file) {
                     Ok(profiles) => {
@@ -372,18 +406,37 @@ impl Session {
     }
 
     /// Generates the assistant's answer to the conversation so far,
-    /// streaming it to `out`, and records it (then autosaves). The
-    /// generator's cancel handle stops it early (Ctrl-C); what was generated
-    /// until then is kept.
+    /// streaming it to `out`, and records it (then autosaves). Tool calls to
+    /// the enabled tools are run and shown, and the model goes on with their
+    /// results. The generator's cancel handle stops it early (Ctrl-C); what
+    /// was generated until then is kept.
     pub fn reply(&mut self, out: &mut impl Write) -> anyhow::Result<()> {
+        let resolved = self.settings();
+        let sampler = cli::sampler(&resolved.settings, &self.generator.loaded)?;
+        self.reply_with(sampler, out)
+    }
+
+    /// [`Session::turn`] with a given sampler (e.g. [`Sampler::scripted`]
+    /// to show the tool loop without trained weights).
+    pub fn turn_with(
+        &mut self,
+        text: &str,
+        sampler: Sampler,
+        out: &mut impl Write,
+    ) -> anyhow::Result<()> {
+        self.conversation.messages.push(Message::new("user", text));
+        self.reply_with(sampler, out)
+    }
+
+    fn reply_with(&mut self, mut sampler: Sampler, out: &mut impl Write) -> anyhow::Result<()> {
         let resolved = self.settings();
         let history = to_chat_history(&self.conversation.messages);
         let setup = self.setup();
-        let prompt = self
-            .generator
-            .loaded
-            .conversation_tokens(&setup, &history)?;
         if self.debug {
+            let prompt = self
+                .generator
+                .loaded
+                .conversation_tokens(&setup, &history)?;
             let text = self
                 .generator
                 .loaded
@@ -396,112 +449,201 @@ impl Session {
                 prompt.len()
             )?;
         }
-        let mut sampler = cli::sampler(&resolved.settings, &self.generator.loaded)?;
         let style = self.style;
         let show_reasoning = self.show_reasoning;
-        let mut in_reasoning = false;
+        // What is being printed: the answer, reasoning, or a tool call.
+        let mut printing: Option<String> = None;
         let mut write_error = None;
-        let reply = self.generator.reply(
-            &prompt,
+        let tools = if self.harmony() {
+            self.tools.as_mut()
+        } else {
+            None
+        };
+        let turn = self.generator.turn(
+            &setup,
+            &history,
             &mut sampler,
             resolved.settings.max_tokens as usize,
             &resolved.settings.stop,
+            tools,
+            self.max_tool_calls,
             |event| {
-                let written = match event {
-                    ReplyEvent::Answer(text) => {
-                        let end = if in_reasoning { style.reset() } else { "" };
-                        in_reasoning = false;
-                        write!(out, "{end}{text}")
-                    }
-                    ReplyEvent::Reasoning { channel, text }
-                    | ReplyEvent::ToolCall {
-                        recipient: channel,
-                        text,
-                    } => {
-                        if !show_reasoning {
-                            Ok(())
-                        } else if in_reasoning {
-                            write!(out, "{text}")
-                        } else {
-                            in_reasoning = true;
-                            write!(out, "{}[{channel}] {text}", style.dim())
-                        }
-                    }
-                }
-                .and_then(|_| out.flush());
+                let written = print_event(event, &mut printing, show_reasoning, style, out)
+                    .and_then(|_| out.flush());
                 if let Err(e) = written {
                     write_error.get_or_insert(e);
                 }
             },
         )?;
-        if in_reasoning {
+        if printing.as_deref().is_some_and(|p| p != "answer") {
             write!(out, "{}", style.reset())?;
         }
         if let Some(e) = write_error {
             bail!("cannot write the answer: {e}");
         }
-        let generation = &reply.generation;
-        if generation.cancelled {
+        let cancelled = turn.generations.iter().any(|g| g.cancelled);
+        if cancelled {
             write!(out, " [stopped]")?;
         }
         writeln!(out)?;
-        if self.debug {
-            let raw = self
-                .generator
-                .loaded
-                .tokenizer
-                .decode(&generation.tokens, false)
-                .unwrap_or_default();
-            writeln!(
-                out,
-                "--- raw completion ({} tokens) ---\n{raw}\n--- end of completion ---",
-                generation.tokens.len()
-            )?;
+        for generation in &turn.generations {
+            if self.debug {
+                let raw = self
+                    .generator
+                    .loaded
+                    .tokenizer
+                    .decode(&generation.tokens, false)
+                    .unwrap_or_default();
+                writeln!(
+                    out,
+                    "--- raw completion ({} tokens) ---\n{raw}\n--- end of completion ---",
+                    generation.tokens.len()
+                )?;
+            }
+            if self.verbose {
+                writeln!(
+                    out,
+                    "{}[{} prompt tokens, {} cached; first token after {:.2} s; {} tokens at {:.1} tokens/s; peak memory {:.1} MB]{}",
+                    style.dim(),
+                    generation.prompt_tokens,
+                    generation.cached_tokens,
+                    generation.time_to_first_token_seconds,
+                    generation.tokens.len(),
+                    generation.decode_tokens_per_second,
+                    generation.peak_memory_bytes as f64 / 1e6,
+                    style.reset()
+                )?;
+            }
         }
-        if self.verbose {
-            writeln!(
+        match (&turn.pending_call, turn.hit_call_limit) {
+            (Some(tool), true) => writeln!(
                 out,
-                "{}[{} prompt tokens, {} cached; first token after {:.2} s; {} tokens at {:.1} tokens/s; peak memory {:.1} MB]{}",
-                style.dim(),
-                generation.prompt_tokens,
-                generation.cached_tokens,
-                generation.time_to_first_token_seconds,
-                generation.tokens.len(),
-                generation.decode_tokens_per_second,
-                generation.peak_memory_bytes as f64 / 1e6,
-                style.reset()
-            )?;
-        }
-        if let Some(tool) = reply.tool_call() {
-            writeln!(
+                "note: stopped at the limit of {} tool calls in one turn (--max-tool-calls); the \
+                 last call, to {tool}, was not run. Say \"go on\" to let the model continue.",
+                self.max_tool_calls
+            )?,
+            (Some(tool), false) if !cancelled => writeln!(
                 out,
-                "note: the model called the tool {tool:?}, which this chat does not run yet"
-            )?;
+                "note: the model called {tool}, which is not enabled here (tools: --browser, \
+                 --python, --apply-patch)"
+            )?,
+            _ => {}
         }
-        // Record the answer with the settings that made it.
+        // Record the turn with the settings that made it.
         let used = serde_json::to_value(SettingsView(&resolved.settings))?;
         let used = used.as_object().cloned().unwrap_or_default();
-        if let Some(reasoning) = &reply.message.reasoning_content {
-            let mut analysis = Message::new("assistant", reasoning.clone());
-            analysis.channel = Some("analysis".into());
-            analysis.hyperparameters = Some(used.clone());
-            self.conversation.messages.push(analysis);
+        for message in &turn.messages {
+            if let Some(reasoning) = &message.reasoning_content {
+                let mut analysis = Message::new("assistant", reasoning.clone());
+                analysis.channel = Some("analysis".into());
+                analysis.hyperparameters = Some(used.clone());
+                self.conversation.messages.push(analysis);
+            }
+            let mut recorded = Message::new(&message.role, message.content.clone());
+            recorded.channel = message.channel.clone().or_else(|| {
+                (self.harmony() && message.role == "assistant").then(|| "final".to_string())
+            });
+            recorded.name = message.name.clone();
+            recorded.recipient = message.recipient.clone();
+            recorded.content_type = message.content_type.clone();
+            recorded.hyperparameters = Some(used.clone());
+            self.conversation.messages.push(recorded);
         }
-        let mut answer = Message::new("assistant", reply.message.content.clone());
-        answer.channel = reply
-            .message
-            .channel
-            .clone()
-            .or_else(|| self.harmony().then(|| "final".to_string()));
-        answer.recipient = reply.message.recipient.clone();
-        answer.content_type = reply.message.content_type.clone();
-        answer.hyperparameters = Some(used);
-        self.conversation.messages.push(answer);
         if let Some(path) = self.save_path.clone() {
             self.save(&path)
                 .with_context(|| format!("autosave to {}", path.display()))?;
         }
         Ok(())
+    }
+}
+
+/// Starts printing `what` (with `header`, dimmed, unless it is the answer)
+/// unless it is already being printed.
+fn switch_to(
+    printing: &mut Option<String>,
+    what: String,
+    header: &str,
+    style: Style,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    if printing.as_deref() == Some(what.as_str()) {
+        return Ok(());
+    }
+    let was_dim = printing.as_deref().is_some_and(|p| p != "answer");
+    let opened = printing.is_some();
+    *printing = Some(what.clone());
+    if was_dim {
+        write!(out, "{}", style.reset())?;
+    }
+    if opened {
+        writeln!(out)?;
+    }
+    if what == "answer" {
+        Ok(())
+    } else {
+        write!(out, "{}{header}", style.dim())
+    }
+}
+
+/// How much of a tool's output the transcript shows (the model gets all).
+const SHOWN_TOOL_LINES: usize = 20;
+
+/// Prints one event of a turn. `printing` is what is being printed (the
+/// answer, a reasoning channel, or a tool call), so that a header is written
+/// when that changes.
+fn print_event(
+    event: TurnEvent,
+    printing: &mut Option<String>,
+    show_reasoning: bool,
+    style: Style,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    match event {
+        TurnEvent::Reply(ReplyEvent::Answer(text)) => {
+            switch_to(printing, "answer".into(), "", style, out)?;
+            write!(out, "{text}")
+        }
+        TurnEvent::Reply(ReplyEvent::Reasoning { channel, text }) => {
+            if !show_reasoning {
+                return Ok(());
+            }
+            switch_to(
+                printing,
+                format!("reasoning:{channel}"),
+                &format!("[{channel}] "),
+                style,
+                out,
+            )?;
+            write!(out, "{text}")
+        }
+        TurnEvent::Reply(ReplyEvent::ToolCall { recipient, text }) => {
+            switch_to(
+                printing,
+                format!("call:{recipient}"),
+                &format!("[call {recipient}]\n"),
+                style,
+                out,
+            )?;
+            write!(out, "{text}")
+        }
+        TurnEvent::ToolResult { author, content } => {
+            // Always a new block, even after another result of the same tool.
+            *printing = Some(String::new());
+            switch_to(
+                printing,
+                format!("result:{author}"),
+                &format!("[{author} answered]\n"),
+                style,
+                out,
+            )?;
+            let lines: Vec<&str> = content.lines().collect();
+            let shown = lines.len().min(SHOWN_TOOL_LINES);
+            write!(out, "{}", lines[..shown].join("\n"))?;
+            if lines.len() > shown {
+                write!(out, "\n[... {} more lines]", lines.len() - shown)?;
+            }
+            Ok(())
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use mlx_harmony_chat::{Command, Session, Style};
 use mlx_harmony_config::conversation::Conversation;
-use mlx_harmony_core::cli::{ModelArgs, ModelChoice, SamplingArgs};
+use mlx_harmony_core::cli::{ModelArgs, ModelChoice, SamplingArgs, ToolArgs};
 use rustyline::error::ReadlineError;
 
 /// Chat with a model in the terminal.
@@ -57,6 +57,9 @@ struct Args {
 
     #[command(flatten)]
     sampling: SamplingArgs,
+
+    #[command(flatten)]
+    tools: ToolArgs,
 }
 
 fn history_file(args: &Args) -> Option<PathBuf> {
@@ -133,6 +136,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         );
     };
     let overrides = args.sampling.hyperparameters()?;
+    // Tools are set up before the model loads: a bad tool flag fails fast.
+    let tools = args.tools.toolbox()?;
     let opened = args.model.open(&choice, args.verbose)?;
     eprintln!("device: {}", opened.device);
     let mut session = Session {
@@ -160,7 +165,19 @@ fn run(args: Args) -> anyhow::Result<()> {
         style: Style {
             color: std::io::stdout().is_terminal(),
         },
+        tools,
+        max_tool_calls: args.tools.max_tool_calls,
     };
+    if let Some(tools) = &session.tools {
+        if session.generator.loaded.harmony.is_none() {
+            eprintln!(
+                "note: tools are used by GPT-OSS (Harmony) models only; this model will not call them"
+            );
+        }
+        for note in tools.notes() {
+            eprintln!("tool {note}");
+        }
+    }
     if let Some(loaded) = loaded {
         session.restored = loaded.conversation.hyperparameters()?;
         session.conversation = loaded.conversation;
@@ -174,6 +191,11 @@ fn run(args: Args) -> anyhow::Result<()> {
             args.load_conversation.as_ref().unwrap().display()
         );
     }
+    session.conversation.metadata.tools = session
+        .tools
+        .as_ref()
+        .map(|t| t.names())
+        .unwrap_or_default();
     // Ctrl-C while an answer is generated stops it; at the prompt the line
     // editor reads it as a key.
     let cancel = session.generator.cancel_handle();

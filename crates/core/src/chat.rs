@@ -8,7 +8,7 @@ use mlx_harmony_format::model::{
     Author, DeveloperContent, Message as HarmonyMessage, ReasoningEffort, Role, SystemContent,
     ToolDescription, ToolNamespaceConfig,
 };
-use mlx_harmony_format::{RenderConfig, StreamParser};
+use mlx_harmony_format::{RenderConfig, Special, StreamParser};
 
 use crate::chat_template::ChatMessage;
 use crate::generate::{Generation, LoadedModel, TokenGenerator};
@@ -407,5 +407,129 @@ impl TokenGenerator {
             message,
             generation,
         })
+    }
+}
+
+/// A piece of a turn as it happens: the model's reply streaming, or a tool's
+/// answer once it has run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum TurnEvent<'a> {
+    Reply(ReplyEvent<'a>),
+    /// A tool ran; `author` is the tool (`python`, `browser.search`, ...).
+    ToolResult {
+        author: &'a str,
+        content: &'a str,
+    },
+}
+
+/// Everything one user turn added: the assistant's messages (tool calls and
+/// the answer) and the tools' answers, in order.
+#[derive(Clone, Debug, Default)]
+pub struct Turn {
+    pub messages: Vec<ChatMessage>,
+    /// One per model reply.
+    pub generations: Vec<Generation>,
+    /// The turn ended on a tool call that was not run: a tool that is not
+    /// enabled here (the caller's to answer), or the call limit.
+    pub pending_call: Option<String>,
+    pub hit_call_limit: bool,
+}
+
+impl Turn {
+    /// The last reply's generation (its stats and how it ended).
+    pub fn last_generation(&self) -> Option<&Generation> {
+        self.generations.last()
+    }
+}
+
+/// The tool message that answers a call: author the tool, addressed to the
+/// assistant, on the commentary channel (as GPT-OSS was trained).
+pub fn tool_message(author: &str, content: &str) -> ChatMessage {
+    let mut message = ChatMessage::new("tool", content);
+    message.name = Some(author.to_string());
+    message.recipient = Some("assistant".to_string());
+    message.channel = Some("commentary".to_string());
+    message
+}
+
+impl TokenGenerator {
+    /// One user turn: replies, and while a reply calls one of `tools`, runs
+    /// it, adds its answer and lets the model go on, at most
+    /// `max_tool_calls` times. Each new prompt extends the previous one, so
+    /// the prompt cache makes the continuation cheap.
+    #[allow(clippy::too_many_arguments)]
+    pub fn turn(
+        &mut self,
+        setup: &PromptSetup,
+        history: &[ChatMessage],
+        sampler: &mut Sampler,
+        max_tokens: usize,
+        stop: &[String],
+        mut tools: Option<&mut mlx_harmony_tools::ToolBox>,
+        max_tool_calls: usize,
+        mut on_event: impl FnMut(TurnEvent),
+    ) -> Result<Turn> {
+        let mut turn = Turn::default();
+        let mut conversation = history.to_vec();
+        let mut calls = 0;
+        let mut prompt = self.loaded.conversation_tokens(setup, &conversation)?;
+        loop {
+            let reply = self.reply(&prompt, sampler, max_tokens, stop, |event| {
+                on_event(TurnEvent::Reply(event))
+            })?;
+            let cancelled = reply.generation.cancelled;
+            let call = reply.tool_call().map(str::to_string);
+            conversation.push(reply.message.clone());
+            turn.messages.push(reply.message.clone());
+            turn.generations.push(reply.generation);
+            let Some(recipient) = call else { break };
+            let runnable = tools.as_deref().is_some_and(|t| t.handles(&recipient));
+            if cancelled || !runnable {
+                turn.pending_call = Some(recipient);
+                break;
+            }
+            if calls == max_tool_calls {
+                turn.pending_call = Some(recipient);
+                turn.hit_call_limit = true;
+                break;
+            }
+            calls += 1;
+            let toolbox = tools.as_deref_mut().expect("checked above");
+            let output = toolbox.execute(&recipient, &reply.message.content);
+            on_event(TurnEvent::ToolResult {
+                author: &output.author,
+                content: &output.content,
+            });
+            let answer = tool_message(&output.author, &output.content);
+            prompt = match &self.loaded.harmony {
+                // Go on from exactly the tokens the model wrote (a re-render
+                // would place the call's recipient differently and lose the
+                // prompt cache, which sliding-window layers cannot trim).
+                Some(encoding) => {
+                    let mut next = prompt;
+                    next.extend(&turn.generations.last().expect("pushed").tokens);
+                    next.push(encoding.special(Special::Call));
+                    let tool = to_harmony(&answer, &conversation)?;
+                    for message in &tool {
+                        next.extend(
+                            encoding
+                                .render_message(message, !setup.functions.is_empty())
+                                .map_err(|e| Error::Invalid(format!("Harmony: {e}")))?,
+                        );
+                    }
+                    next.push(encoding.special(Special::Start));
+                    next.extend(self.loaded.encode("assistant")?);
+                    next
+                }
+                None => {
+                    let mut with_answer = conversation.clone();
+                    with_answer.push(answer.clone());
+                    self.loaded.conversation_tokens(setup, &with_answer)?
+                }
+            };
+            conversation.push(answer.clone());
+            turn.messages.push(answer);
+        }
+        Ok(turn)
     }
 }

@@ -246,3 +246,103 @@ fn read_generation_config(path: &Path) -> Option<Hyperparameters> {
     let json: serde_json::Value = serde_json::from_str(&text).ok()?;
     Some(Hyperparameters::from_generation_config(&json))
 }
+
+/// The GPT-OSS tools: which are enabled and their limits.
+#[derive(clap::Args, Clone, Debug)]
+#[command(next_help_heading = "GPT-OSS tools")]
+pub struct ToolArgs {
+    /// Let the model browse the web (browser.search/open/find).
+    #[arg(long)]
+    pub browser: bool,
+
+    /// Let the model run Python code (a stateful session, sandboxed where possible).
+    #[arg(long)]
+    pub python: bool,
+
+    /// Let the model edit files under --patch-root with apply_patch.
+    #[arg(long)]
+    pub apply_patch: bool,
+
+    /// The folder apply_patch works in; paths outside it are refused.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub patch_root: PathBuf,
+
+    /// apply_patch checks patches and says what they would change, writing nothing.
+    #[arg(long)]
+    pub patch_dry_run: bool,
+
+    /// The Python interpreter for --python.
+    #[arg(long, value_name = "PATH", default_value = "python3")]
+    pub python_interpreter: PathBuf,
+
+    /// The folder Python code runs in [default: a new temporary folder per chat].
+    #[arg(long, value_name = "DIR")]
+    pub python_workdir: Option<PathBuf>,
+
+    /// Seconds a Python call may run before it is stopped.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    pub python_timeout: u64,
+
+    /// Memory limit of the Python process, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 4096)]
+    pub python_memory_mb: u64,
+
+    /// Run Python without the bubblewrap sandbox (limits still apply).
+    #[arg(long)]
+    pub python_no_sandbox: bool,
+
+    /// Most characters of a tool's output the model is shown.
+    #[arg(long, value_name = "CHARS", default_value_t = 16_000)]
+    pub tool_output_chars: usize,
+
+    /// Search backend for browser.search: a SearXNG-style JSON endpoint
+    /// (GET URL?q=...&format=json).
+    #[arg(long, value_name = "URL", env = "MLX_HARMONY_SEARCH_URL")]
+    pub browser_search_url: Option<String>,
+
+    /// Let the browser open loopback and private-network addresses.
+    #[arg(long)]
+    pub browser_allow_local: bool,
+
+    /// Most tool calls the model may make in one turn before it must answer.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub max_tool_calls: usize,
+}
+
+impl ToolArgs {
+    pub fn any(&self) -> bool {
+        self.browser || self.python || self.apply_patch
+    }
+
+    /// The enabled tools, ready for a conversation (`None` when none is).
+    pub fn toolbox(&self) -> Result<Option<mlx_harmony_tools::ToolBox>> {
+        use mlx_harmony_tools::{BrowserConfig, PatchConfig, PythonConfig, ToolBox, ToolsConfig};
+        if !self.any() {
+            return Ok(None);
+        }
+        let config = ToolsConfig {
+            python: self.python.then(|| PythonConfig {
+                interpreter: self.python_interpreter.clone(),
+                workdir: self.python_workdir.clone(),
+                timeout: std::time::Duration::from_secs(self.python_timeout.max(1)),
+                cpu_seconds: self.python_timeout.max(1),
+                memory_bytes: self.python_memory_mb.max(64) << 20,
+                output_chars: self.tool_output_chars,
+                sandbox: !self.python_no_sandbox,
+                ..PythonConfig::default()
+            }),
+            apply_patch: self.apply_patch.then(|| PatchConfig {
+                root: self.patch_root.clone(),
+                dry_run: self.patch_dry_run,
+            }),
+            browser: self.browser.then(|| BrowserConfig {
+                search_url: self.browser_search_url.clone(),
+                allow_local: self.browser_allow_local,
+                ..BrowserConfig::default()
+            }),
+        };
+        ToolBox::new(config)
+            .map(Some)
+            .map_err(|e| Error::Invalid(e.to_string()))
+    }
+}

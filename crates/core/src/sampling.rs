@@ -208,6 +208,35 @@ pub fn apply_repetition_penalty(
 pub struct Sampler {
     settings: SamplingSettings,
     key: Array,
+    script: Option<Script>,
+}
+
+/// Fixed replies a scripted sampler plays back instead of sampling.
+struct Script {
+    replies: Vec<Vec<u32>>,
+    reply: usize,
+    next: usize,
+}
+
+impl Script {
+    /// The next token: reply after reply. When a reply is used up its last
+    /// token (an end token) repeats, until a new generation starts (the
+    /// history is empty again), which moves on to the next reply.
+    fn next_token(&mut self, history: &[u32]) -> Result<u32> {
+        let used_up = self.next >= self.replies.get(self.reply).map_or(0, Vec::len);
+        if used_up && history.is_empty() && self.reply + 1 < self.replies.len() {
+            self.reply += 1;
+            self.next = 0;
+        }
+        let reply = self
+            .replies
+            .get(self.reply)
+            .filter(|r| !r.is_empty())
+            .ok_or_else(|| Error::Invalid("the sampler's script has no tokens".into()))?;
+        let token = reply[self.next.min(reply.len() - 1)];
+        self.next += 1;
+        Ok(token)
+    }
 }
 
 impl Sampler {
@@ -221,7 +250,26 @@ impl Sampler {
         Ok(Sampler {
             key: random::key(seed)?,
             settings,
+            script: None,
         })
+    }
+
+    /// A sampler that ignores the model and plays back `replies`, one per
+    /// generation: for tests and demos of everything around the model (the
+    /// Harmony parser, the tool loop, the prompt cache) without trained
+    /// weights. The model still runs, so timing and caching are real.
+    pub fn scripted(replies: Vec<Vec<u32>>) -> Result<Self> {
+        let mut sampler = Sampler::new(SamplingSettings {
+            temperature: 0.0,
+            seed: Some(0),
+            ..SamplingSettings::default()
+        })?;
+        sampler.script = Some(Script {
+            replies,
+            reply: 0,
+            next: 0,
+        });
+        Ok(sampler)
     }
 
     pub fn settings(&self) -> &SamplingSettings {
@@ -274,6 +322,11 @@ impl Sampler {
 
     /// The next token (`[1]`, left on the device so decoding can pipeline).
     pub fn sample(&mut self, logits: &Array, history: &[u32]) -> Result<Array> {
+        if let Some(script) = &mut self.script {
+            // The model's step is still computed, as when sampling.
+            mlx_rs::transforms::eval([logits])?;
+            return Ok(Array::from_slice(&[script.next_token(history)?], &[1]));
+        }
         let logprobs = self.filtered(logits, history)?;
         if self.settings.temperature == 0.0 {
             return Ok(argmax_axis(&logprobs, -1, None)?);

@@ -1,0 +1,498 @@
+//! The `python` tool: the model's code runs in a separate Python process that
+//! lives as long as the conversation (variables persist between calls), with
+//! limits on time, memory, CPU, processes and output, and, where the system
+//! allows it, inside a bubblewrap sandbox without network.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::{ToolError, truncate_output};
+
+const DRIVER: &str = include_str!("python_driver.py");
+
+/// The tool's description for the model, in the system message.
+pub const DESCRIPTION: &str = "Runs Python code and shows what it printed, what it wrote to \
+stderr and the value of a trailing expression. The session is stateful: variables, imports and \
+files in the working folder persist between calls. There is no network access; a call times out \
+and is stopped after a time limit, memory and output are limited. Send only the code, as plain \
+text.";
+
+/// Limits and placement of the Python session.
+#[derive(Clone, Debug)]
+pub struct PythonConfig {
+    /// The interpreter (default: `python3` from `PATH`).
+    pub interpreter: PathBuf,
+    /// The folder the code runs in; `None`: a new temporary folder per
+    /// session, removed with it.
+    pub workdir: Option<PathBuf>,
+    /// Wall-clock limit per call.
+    pub timeout: Duration,
+    /// CPU-time limit per call, in seconds.
+    pub cpu_seconds: u64,
+    /// Address-space limit of the Python process.
+    pub memory_bytes: u64,
+    /// Most processes the session may run at once (fork bombs stop here).
+    pub processes: u64,
+    /// Largest file the code may write.
+    pub file_bytes: u64,
+    /// What the model is shown of a call's output, in characters.
+    pub output_chars: usize,
+    /// Run inside bubblewrap when it is installed and works (Linux).
+    pub sandbox: bool,
+}
+
+impl Default for PythonConfig {
+    fn default() -> Self {
+        PythonConfig {
+            interpreter: PathBuf::from("python3"),
+            workdir: None,
+            timeout: Duration::from_secs(120),
+            cpu_seconds: 120,
+            memory_bytes: 4 << 30,
+            processes: 64,
+            file_bytes: 256 << 20,
+            output_chars: 16_000,
+            sandbox: true,
+        }
+    }
+}
+
+/// What isolation the session runs under; said to the user, and in
+/// docs/TOOLS.md per operating system.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Isolation {
+    /// bubblewrap: no network, own PID/IPC/UTS namespaces, system folders
+    /// read-only, only the working folder writable, home folders hidden.
+    Bubblewrap,
+    /// macOS `sandbox-exec`: network denied; the file system is not restricted.
+    SandboxExec,
+    /// Resource limits only: the code can reach the network and the user's files.
+    LimitsOnly(String),
+}
+
+impl std::fmt::Display for Isolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Isolation::Bubblewrap => write!(
+                f,
+                "bubblewrap sandbox: no network, only the working folder writable, resource limits"
+            ),
+            Isolation::SandboxExec => write!(
+                f,
+                "sandbox-exec: no network; files are not restricted; resource limits"
+            ),
+            Isolation::LimitsOnly(why) => write!(
+                f,
+                "resource limits only ({why}): the code can use the network and read your files"
+            ),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Answer {
+    stdout: String,
+    stderr: String,
+    result: Option<String>,
+    error: Option<String>,
+}
+
+struct Worker {
+    child: Child,
+    stdin: ChildStdin,
+    answers: mpsc::Receiver<std::io::Result<String>>,
+}
+
+impl Worker {
+    fn kill(&mut self) {
+        // The worker leads its own process group: everything it started goes too.
+        let pid = self.child.id() as i32;
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A stateful Python session.
+pub struct PythonSession {
+    config: PythonConfig,
+    workdir: PathBuf,
+    /// Removed on drop when the session made it.
+    own_workdir: Option<PathBuf>,
+    isolation: Isolation,
+    /// The interpreter's real path and installation prefix (a pyenv shim or a
+    /// venv would not work inside the sandbox).
+    interpreter: (PathBuf, PathBuf),
+    worker: Option<Worker>,
+}
+
+impl PythonSession {
+    /// Finds the interpreter, makes the working folder and decides on the
+    /// isolation; the Python process itself starts at the first call.
+    pub fn new(config: PythonConfig) -> Result<Self, ToolError> {
+        let interpreter = locate_interpreter(&config.interpreter)?;
+        let (workdir, own_workdir) = match &config.workdir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    ToolError::Setup(format!(
+                        "cannot create the python working folder {}: {e}",
+                        dir.display()
+                    ))
+                })?;
+                (dir.canonicalize().unwrap_or_else(|_| dir.clone()), None)
+            }
+            None => {
+                let dir = new_temp_dir()?;
+                (dir.clone(), Some(dir))
+            }
+        };
+        let isolation = choose_isolation(config.sandbox, &interpreter);
+        Ok(PythonSession {
+            config,
+            workdir,
+            own_workdir,
+            isolation,
+            interpreter,
+            worker: None,
+        })
+    }
+
+    pub fn isolation(&self) -> &Isolation {
+        &self.isolation
+    }
+
+    pub fn workdir(&self) -> &Path {
+        &self.workdir
+    }
+
+    /// Ends the Python process: the next call starts with no variables.
+    pub fn reset(&mut self) {
+        if let Some(mut worker) = self.worker.take() {
+            worker.kill();
+        }
+    }
+
+    /// Runs `code`; the text is what the model is shown. Errors in the code,
+    /// timeouts and killed processes are reported in the text (the session
+    /// restarts after the latter two); only a failure to start Python at all
+    /// is an `Err`.
+    pub fn run(&mut self, code: &str) -> Result<String, ToolError> {
+        if self.worker.is_none() {
+            self.worker = Some(self.start()?);
+        }
+        let worker = self.worker.as_mut().expect("just started");
+        let request = serde_json::json!({ "code": code }).to_string();
+        let sent = writeln!(worker.stdin, "{request}").and_then(|_| worker.stdin.flush());
+        let reply = match sent {
+            Ok(()) => worker.answers.recv_timeout(self.config.timeout),
+            Err(_) => Err(mpsc::RecvTimeoutError::Disconnected),
+        };
+        let limit = self.config.output_chars;
+        match reply {
+            Ok(Ok(line)) => match serde_json::from_str::<Answer>(&line) {
+                Ok(answer) => Ok(truncate_output(&format_answer(&answer), limit)),
+                Err(e) => {
+                    self.reset();
+                    Err(ToolError::Failed(format!(
+                        "the Python worker answered something unreadable ({e}); the session was restarted"
+                    )))
+                }
+            },
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                self.reset();
+                Ok(format!(
+                    "Error: the code did not finish within {} seconds and was stopped. The \
+                     Python session was restarted: variables from earlier calls are gone.",
+                    self.config.timeout.as_secs_f64()
+                ))
+            }
+            Ok(Err(_)) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let mut worker = self.worker.take().expect("present");
+                let _ = worker.child.kill();
+                let status = worker.child.wait().ok();
+                // bubblewrap passes a signal death on as exit code 128 + signal.
+                let signal = status.and_then(|s| {
+                    s.signal()
+                        .or_else(|| s.code().filter(|c| *c > 128).map(|c| c - 128))
+                });
+                let how = match (status, signal) {
+                    (_, Some(libc::SIGKILL)) => {
+                        "was killed (SIGKILL; usually the memory limit or the system's \
+                         out-of-memory killer)"
+                            .to_string()
+                    }
+                    (_, Some(libc::SIGXCPU)) => format!(
+                        "was stopped for using more than {} s of CPU time",
+                        self.config.cpu_seconds
+                    ),
+                    (_, Some(signal)) => format!("died of signal {signal}"),
+                    (Some(s), None) => format!("exited ({s})"),
+                    (None, None) => "ended".to_string(),
+                };
+                let mut stderr = String::new();
+                if let Some(mut e) = worker.child.stderr.take() {
+                    use std::io::Read;
+                    let _ = (&mut e).take(4000).read_to_string(&mut stderr);
+                }
+                let stderr = stderr.trim();
+                Ok(format!(
+                    "Error: the Python process {how}. The session was restarted: variables \
+                     from earlier calls are gone.{}",
+                    if stderr.is_empty() {
+                        String::new()
+                    } else {
+                        format!("\n{stderr}")
+                    }
+                ))
+            }
+        }
+    }
+
+    fn start(&self) -> Result<Worker, ToolError> {
+        let limits = serde_json::json!({
+            "memory_bytes": self.config.memory_bytes,
+            "processes": self.config.processes,
+            "file_bytes": self.config.file_bytes,
+            "cpu_seconds": self.config.cpu_seconds,
+            "capture_bytes": (self.config.output_chars * 4).max(4096),
+        })
+        .to_string();
+        let (python, prefix) = &self.interpreter;
+        let python_args = [
+            "-I".to_string(),
+            "-u".to_string(),
+            "-c".to_string(),
+            DRIVER.to_string(),
+            limits,
+        ];
+        let mut command = match &self.isolation {
+            Isolation::Bubblewrap => {
+                let mut c = Command::new("bwrap");
+                c.args(bubblewrap_args(&self.workdir, prefix))
+                    .arg("--")
+                    .arg(python);
+                c
+            }
+            Isolation::SandboxExec => {
+                let mut c = Command::new("sandbox-exec");
+                c.args(["-p", "(version 1)(allow default)(deny network*)"])
+                    .arg(python);
+                c
+            }
+            Isolation::LimitsOnly(_) => Command::new(python),
+        };
+        command
+            .args(&python_args)
+            .current_dir(&self.workdir)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("HOME", &self.workdir)
+            .env("LANG", "C.UTF-8")
+            .env("PYTHONIOENCODING", "utf-8")
+            .env("MPLBACKEND", "Agg")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let mut child = command.spawn().map_err(|e| {
+            ToolError::Setup(format!(
+                "cannot start Python ({}): {e}; install Python 3 or point --python-interpreter at one",
+                python.display()
+            ))
+        })?;
+        let stdin = child.stdin.take().expect("piped");
+        let stdout = child.stdout.take().expect("piped");
+        let (send, answers) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Worker {
+            child,
+            stdin,
+            answers,
+        })
+    }
+}
+
+impl Drop for PythonSession {
+    fn drop(&mut self) {
+        self.reset();
+        if let Some(dir) = &self.own_workdir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn format_answer(answer: &Answer) -> String {
+    let mut parts = Vec::new();
+    if !answer.stdout.is_empty() {
+        parts.push(answer.stdout.trim_end_matches('\n').to_string());
+    }
+    if !answer.stderr.is_empty() {
+        parts.push(format!(
+            "[stderr]\n{}",
+            answer.stderr.trim_end_matches('\n')
+        ));
+    }
+    if let Some(result) = &answer.result {
+        parts.push(result.clone());
+    }
+    if let Some(error) = &answer.error {
+        parts.push(error.trim_end_matches('\n').to_string());
+    }
+    if parts.is_empty() {
+        "(no output: print() what you want to see, or end with an expression)".to_string()
+    } else {
+        parts.join("\n")
+    }
+}
+
+/// The interpreter's real executable and `sys.base_prefix`.
+fn locate_interpreter(interpreter: &Path) -> Result<(PathBuf, PathBuf), ToolError> {
+    let output = Command::new(interpreter)
+        .args([
+            "-I",
+            "-c",
+            "import os, sys; print(os.path.realpath(sys.executable)); print(sys.base_prefix)",
+        ])
+        .output()
+        .map_err(|e| {
+            ToolError::Setup(format!(
+                "the python tool needs Python 3: cannot run {} ({e}); install it or give \
+                 --python-interpreter",
+                interpreter.display()
+            ))
+        })?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut lines = text.lines();
+    match (output.status.success(), lines.next(), lines.next()) {
+        (true, Some(exe), Some(prefix)) => Ok((PathBuf::from(exe), PathBuf::from(prefix))),
+        _ => Err(ToolError::Setup(format!(
+            "{} did not run as Python 3: {}",
+            interpreter.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))),
+    }
+}
+
+fn new_temp_dir() -> Result<PathBuf, ToolError> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static COUNT: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "mlx-harmony-python-{}-{}",
+        std::process::id(),
+        COUNT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        ToolError::Setup(format!(
+            "cannot create a working folder for python at {}: {e}",
+            dir.display()
+        ))
+    })?;
+    Ok(dir)
+}
+
+fn bubblewrap_args(workdir: &Path, prefix: &Path) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--unshare-all",
+        "--die-with-parent",
+        "--new-session",
+        "--ro-bind",
+        "/usr",
+        "/usr",
+        "--ro-bind-try",
+        "/lib",
+        "/lib",
+        "--ro-bind-try",
+        "/lib64",
+        "/lib64",
+        "--ro-bind-try",
+        "/bin",
+        "/bin",
+        "--ro-bind-try",
+        "/sbin",
+        "/sbin",
+        "--ro-bind-try",
+        "/etc/alternatives",
+        "/etc/alternatives",
+        "--ro-bind-try",
+        "/etc/ssl",
+        "/etc/ssl",
+        "--ro-bind-try",
+        "/etc/ld.so.cache",
+        "/etc/ld.so.cache",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--tmpfs",
+        "/tmp",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let prefix = prefix.display().to_string();
+    if !prefix.starts_with("/usr/") && prefix != "/usr" {
+        args.extend(["--ro-bind".into(), prefix.clone(), prefix]);
+    }
+    let workdir = workdir.display().to_string();
+    args.extend([
+        "--bind".into(),
+        workdir.clone(),
+        workdir.clone(),
+        "--chdir".into(),
+        workdir,
+    ]);
+    args
+}
+
+/// bubblewrap when asked for, installed and working (user namespaces can be
+/// switched off, e.g. in containers); macOS's sandbox-exec; else limits only.
+fn choose_isolation(sandbox: bool, interpreter: &(PathBuf, PathBuf)) -> Isolation {
+    if !sandbox {
+        return Isolation::LimitsOnly("the sandbox was switched off".into());
+    }
+    if cfg!(target_os = "macos") {
+        return match Command::new("sandbox-exec")
+            .args([
+                "-p",
+                "(version 1)(allow default)(deny network*)",
+                "/usr/bin/true",
+            ])
+            .output()
+        {
+            Ok(o) if o.status.success() => Isolation::SandboxExec,
+            _ => Isolation::LimitsOnly("sandbox-exec did not run".into()),
+        };
+    }
+    let probe_dir = std::env::temp_dir();
+    let probe = Command::new("bwrap")
+        .args(bubblewrap_args(&probe_dir, &interpreter.1))
+        .arg("--")
+        .arg(&interpreter.0)
+        .args(["-I", "-c", "pass"])
+        .stdin(Stdio::null())
+        .output();
+    match probe {
+        Ok(o) if o.status.success() => Isolation::Bubblewrap,
+        Ok(o) => Isolation::LimitsOnly(format!(
+            "bubblewrap does not work here: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(_) => Isolation::LimitsOnly(
+            "bubblewrap is not installed; on Debian/Ubuntu: apt install bubblewrap".into(),
+        ),
+    }
+}

@@ -1,0 +1,166 @@
+//! The python tool: state, output, and the abuse cases (runaway loop, CPU,
+//! memory hog, fork bomb, output flood, network) each stopped and reported
+//! while the session goes on.
+
+use std::time::{Duration, Instant};
+
+use mlx_harmony_tools::{Isolation, PythonConfig, PythonSession};
+
+fn session(adjust: impl FnOnce(&mut PythonConfig)) -> PythonSession {
+    let mut config = PythonConfig::default();
+    adjust(&mut config);
+    PythonSession::new(config).expect("python3 is installed")
+}
+
+/// CI installs bubblewrap and sets this, so that the sandbox is proven there
+/// rather than silently skipped.
+fn sandbox_required() -> bool {
+    std::env::var_os("MLX_HARMONY_REQUIRE_SANDBOX").is_some_and(|v| v == "1")
+}
+
+#[test]
+fn variables_persist_and_the_trailing_expression_is_shown() {
+    let mut python = session(|_| {});
+    let first = python.run("x = 6 * 7").unwrap();
+    assert!(first.starts_with("(no output"), "{first}");
+    let second = python.run("print('x is', x)\nx + 1").unwrap();
+    assert_eq!(second, "x is 42\n43");
+    // Files stay in the working folder between calls.
+    python.run("open('notes.txt', 'w').write('kept')").unwrap();
+    assert_eq!(python.run("open('notes.txt').read()").unwrap(), "'kept'");
+    assert!(python.workdir().join("notes.txt").exists());
+}
+
+#[test]
+fn errors_and_stderr_are_reported_and_the_session_goes_on() {
+    let mut python = session(|_| {});
+    python.run("y = 'still here'").unwrap();
+    let out = python
+        .run("import sys\nsys.stderr.write('careful\\n')\n1 / 0")
+        .unwrap();
+    assert!(out.contains("[stderr]\ncareful"), "{out}");
+    assert!(out.contains("ZeroDivisionError: division by zero"), "{out}");
+    assert!(
+        !out.contains("python_driver"),
+        "the driver's frames are hidden: {out}"
+    );
+    let syntax = python.run("def broken(:").unwrap();
+    assert!(syntax.contains("SyntaxError"), "{syntax}");
+    // Even SystemExit does not end the session.
+    let exit = python.run("raise SystemExit(3)").unwrap();
+    assert!(exit.contains("SystemExit"), "{exit}");
+    assert_eq!(python.run("y").unwrap(), "'still here'");
+}
+
+#[test]
+fn a_runaway_loop_is_stopped_at_the_timeout_and_the_session_restarts() {
+    let mut python = session(|c| c.timeout = Duration::from_secs(2));
+    python.run("z = 1").unwrap();
+    let started = Instant::now();
+    let out = python.run("while True:\n    pass").unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(out.contains("did not finish within 2 seconds"), "{out}");
+    assert!(out.contains("restarted"), "{out}");
+    let after = python.run("print('alive')\nz").unwrap();
+    assert!(after.starts_with("alive"), "{after}");
+    assert!(
+        after.contains("NameError"),
+        "variables are gone after a restart: {after}"
+    );
+}
+
+#[test]
+fn cpu_time_is_limited_per_call() {
+    let mut python = session(|c| {
+        c.cpu_seconds = 1;
+        c.timeout = Duration::from_secs(30);
+    });
+    python.run("w = 5").unwrap();
+    let started = Instant::now();
+    let out = python.run("n = 0\nwhile True:\n    n += 1").unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(out.contains("CPU time limit"), "{out}");
+    // The limit is per call: the next call has its own second.
+    assert_eq!(python.run("w").unwrap(), "5");
+}
+
+#[test]
+fn a_memory_hog_gets_a_memory_error() {
+    let mut python = session(|c| c.memory_bytes = 512 << 20);
+    python.run("v = 'ok'").unwrap();
+    let one = python.run("big = bytearray(2 * 1024 ** 3)").unwrap();
+    assert!(one.contains("MemoryError"), "{one}");
+    let growing = python
+        .run("chunks = []\nwhile True:\n    chunks.append(bytearray(10 ** 7))")
+        .unwrap();
+    assert!(growing.contains("MemoryError"), "{growing}");
+    assert_eq!(python.run("chunks = None\nv").unwrap(), "'ok'");
+}
+
+#[test]
+fn a_fork_bomb_is_contained() {
+    let mut python = session(|c| {
+        c.processes = 32;
+        c.timeout = Duration::from_secs(10);
+    });
+    let out = python.run("import os\nwhile True:\n    os.fork()").unwrap();
+    eprintln!("fork bomb: {out}");
+    assert!(
+        out.contains("Resource temporarily unavailable") || out.contains("did not finish"),
+        "{out}"
+    );
+    let after = python.run("print('alive')").unwrap();
+    assert_eq!(after, "alive");
+}
+
+#[test]
+fn output_is_cut_to_the_configured_size() {
+    let mut python = session(|c| c.output_chars = 1000);
+    let out = python.run("print('x' * 100000)").unwrap();
+    assert!(out.len() < 1200, "{}", out.len());
+    assert!(out.contains("more characters not shown"), "{out}");
+}
+
+#[test]
+fn reset_forgets_the_variables() {
+    let mut python = session(|_| {});
+    python.run("kept = 1").unwrap();
+    python.reset();
+    assert!(python.run("kept").unwrap().contains("NameError"));
+}
+
+#[test]
+fn in_the_sandbox_there_is_no_network_and_the_system_is_read_only() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut python = session(|_| {});
+    let isolation = python.isolation().clone();
+    if sandbox_required() {
+        assert_eq!(isolation, Isolation::Bubblewrap, "{isolation}");
+    }
+    let connect = python
+        .run(&format!(
+            "import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=3)\n'connected'"
+        ))
+        .unwrap();
+    let write = python.run("open('/usr/mlx-harmony-test', 'w')").unwrap();
+    match isolation {
+        Isolation::Bubblewrap => {
+            assert!(!connect.contains("'connected'"), "{connect}");
+            assert!(connect.contains("Error"), "{connect}");
+            assert!(
+                write.contains("Read-only file system") || write.contains("Permission denied"),
+                "{write}"
+            );
+        }
+        other => {
+            // Without a sandbox the user is told that the network is reachable.
+            assert!(other.to_string().contains("can use the network"), "{other}");
+            assert!(connect.contains("'connected'"), "{connect}");
+        }
+    }
+}
