@@ -24,6 +24,9 @@ pub const SUPPORTED: [&str; 5] = ["gpt_oss", "llama", "mistral", "qwen2", "qwen3
 /// A loaded model.
 pub struct Model {
     pub model_type: String,
+    /// The longest sequence the model was trained for
+    /// (`max_position_embeddings`), when the config says.
+    pub context_length: Option<usize>,
     arch: Arch,
 }
 
@@ -61,6 +64,11 @@ impl Model {
                 message: format!("has no \"model_type\"; supported: {}", SUPPORTED.join(", ")),
             })?
             .to_string();
+        let context_length = checkpoint
+            .config
+            .get("max_position_embeddings")
+            .and_then(Value::as_u64)
+            .map(|n| n as usize);
         let in_config = |e: Error| Error::Checkpoint {
             path: checkpoint.dir.join("config.json"),
             message: e.to_string(),
@@ -69,6 +77,7 @@ impl Model {
             let model = gpt_oss::GptOss::load(&mut checkpoint)?;
             return Ok(Model {
                 model_type,
+                context_length,
                 arch: Arch::GptOss(model),
             });
         }
@@ -85,6 +94,7 @@ impl Model {
         let decoder = Decoder::load(spec, &mut checkpoint)?;
         Ok(Model {
             model_type,
+            context_length,
             arch: Arch::Decoder(decoder),
         })
     }

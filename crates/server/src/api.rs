@@ -1,0 +1,519 @@
+//! The OpenAI request and response shapes, and how requests are checked.
+
+use std::path::Path;
+
+use mlx_harmony_config::settings::Hyperparameters;
+use mlx_harmony_core::chat_template::{ChatMessage, FunctionCall, ToolCall};
+use mlx_harmony_format::model::{ReasoningEffort, ToolDescription};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+
+/// `stop`: one string or several.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: bool,
+    #[serde(default)]
+    pub include_obfuscation: Option<bool>,
+}
+
+/// Message content: text, or a list of parts (only text parts are supported).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Content {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct ContentPart {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub text: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct RequestFunctionCall {
+    pub name: String,
+    /// A JSON text, as OpenAI sends it.
+    pub arguments: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct RequestToolCall {
+    pub id: String,
+    #[serde(rename = "type", default = "function_kind")]
+    pub kind: String,
+    pub function: RequestFunctionCall,
+}
+
+fn function_kind() -> String {
+    "function".into()
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestMessage {
+    pub role: String,
+    #[serde(default)]
+    pub content: Option<Content>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub tool_calls: Option<Vec<RequestToolCall>>,
+    #[serde(default)]
+    pub tool_call_id: Option<String>,
+    /// The assistant's reasoning of an earlier turn (as this server returns it).
+    #[serde(default, alias = "reasoning")]
+    pub reasoning_content: Option<String>,
+    #[serde(default)]
+    pub refusal: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionSpec {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub parameters: Option<Value>,
+    #[serde(default)]
+    pub strict: Option<bool>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolSpec {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub function: FunctionSpec,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseFormat {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub json_schema: Option<Value>,
+}
+
+/// `POST /v1/chat/completions`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatRequest {
+    pub model: String,
+    pub messages: Vec<RequestMessage>,
+    #[serde(default)]
+    pub stream: bool,
+    #[serde(default)]
+    pub stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    pub max_tokens: Option<i64>,
+    #[serde(default)]
+    pub max_completion_tokens: Option<i64>,
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    #[serde(default)]
+    pub top_p: Option<f64>,
+    #[serde(default)]
+    pub top_k: Option<i64>,
+    #[serde(default)]
+    pub min_p: Option<f64>,
+    #[serde(default)]
+    pub seed: Option<i64>,
+    #[serde(default)]
+    pub stop: Option<Stop>,
+    #[serde(default)]
+    pub repetition_penalty: Option<f64>,
+    #[serde(default)]
+    pub reasoning_effort: Option<String>,
+    #[serde(default)]
+    pub tools: Option<Vec<ToolSpec>>,
+    #[serde(default)]
+    pub tool_choice: Option<Value>,
+    #[serde(default)]
+    pub parallel_tool_calls: Option<bool>,
+    #[serde(default)]
+    pub response_format: Option<ResponseFormat>,
+    #[serde(default)]
+    pub n: Option<i64>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub frequency_penalty: Option<f64>,
+    #[serde(default)]
+    pub presence_penalty: Option<f64>,
+    #[serde(default)]
+    pub logprobs: Option<bool>,
+    #[serde(default)]
+    pub metadata: Option<Value>,
+    #[serde(default)]
+    pub store: Option<bool>,
+}
+
+/// `POST /v1/completions`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompletionRequest {
+    pub model: String,
+    pub prompt: Content,
+    #[serde(default)]
+    pub stream: bool,
+    #[serde(default)]
+    pub stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    pub max_tokens: Option<i64>,
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    #[serde(default)]
+    pub top_p: Option<f64>,
+    #[serde(default)]
+    pub top_k: Option<i64>,
+    #[serde(default)]
+    pub min_p: Option<f64>,
+    #[serde(default)]
+    pub seed: Option<i64>,
+    #[serde(default)]
+    pub stop: Option<Stop>,
+    #[serde(default)]
+    pub repetition_penalty: Option<f64>,
+    #[serde(default)]
+    pub n: Option<i64>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub echo: Option<bool>,
+    #[serde(default)]
+    pub frequency_penalty: Option<f64>,
+    #[serde(default)]
+    pub presence_penalty: Option<f64>,
+    #[serde(default)]
+    pub logprobs: Option<Value>,
+}
+
+/// Reads a request body: invalid JSON, a field of the wrong type or an
+/// unknown field are each a 400 naming the field.
+pub fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::invalid(format!(
+            "the request body is not valid JSON ({e}); send a JSON object"
+        ))
+    })?;
+    if !value.is_object() {
+        return Err(ApiError::invalid("the request body must be a JSON object"));
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        let param = (path != ".").then_some(path.clone());
+        let message = match inner.strip_prefix("unknown field ") {
+            Some(rest) => format!(
+                "unrecognized request argument {}",
+                rest.split(',').next().unwrap_or(rest)
+            ),
+            None if param.is_some() => format!("invalid value for `{path}`: {inner}"),
+            None => inner,
+        };
+        ApiError::invalid(message).with_param(param)
+    })
+}
+
+/// The sampling settings a request asks for, checked against the same
+/// ranges as every other layer (prompt configs, `\set`).
+#[allow(clippy::too_many_arguments)]
+pub fn hyperparameters(
+    max_tokens: Option<i64>,
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    top_k: Option<i64>,
+    min_p: Option<f64>,
+    seed: Option<i64>,
+    stop: &Option<Stop>,
+    repetition_penalty: Option<f64>,
+) -> Result<Hyperparameters, ApiError> {
+    let stop = match stop {
+        None => None,
+        Some(Stop::One(s)) => Some(vec![s.clone()]),
+        Some(Stop::Many(v)) => {
+            if v.len() > 4 {
+                return Err(ApiError::invalid("`stop` takes at most 4 sequences")
+                    .with_param(Some("stop".into())));
+            }
+            Some(v.clone())
+        }
+    };
+    let fields = [
+        ("max_tokens", max_tokens.map(Value::from)),
+        ("temperature", temperature.map(Value::from)),
+        ("top_p", top_p.map(Value::from)),
+        ("top_k", top_k.map(Value::from)),
+        ("min_p", min_p.map(Value::from)),
+        // A negative seed means "random" in our configs; OpenAI takes any integer.
+        (
+            "seed",
+            seed.map(|s| Value::from(s.unsigned_abs() as i64 & i64::MAX)),
+        ),
+        ("stop", stop.map(|s| json!(s))),
+        ("repetition_penalty", repetition_penalty.map(Value::from)),
+    ];
+    let mut map = serde_json::Map::new();
+    for (name, value) in fields {
+        let Some(value) = value else { continue };
+        let mut one = serde_json::Map::new();
+        one.insert(name.to_string(), value.clone());
+        Hyperparameters::from_json_map(&one, Path::new("request")).map_err(|e| {
+            let text = e.to_string();
+            let detail = text.rsplit(": ").next().unwrap_or(&text).to_string();
+            ApiError::invalid(format!("`{name}` {detail}")).with_param(Some(name.to_string()))
+        })?;
+        map.insert(name.to_string(), value);
+    }
+    Hyperparameters::from_json_map(&map, Path::new("request"))
+        .map_err(|e| ApiError::invalid(e.to_string()))
+}
+
+/// Refuses what this server does not do, instead of silently ignoring it.
+pub fn unsupported(
+    n: Option<i64>,
+    frequency_penalty: Option<f64>,
+    presence_penalty: Option<f64>,
+) -> Result<(), ApiError> {
+    if n.is_some_and(|n| n != 1) {
+        return Err(ApiError::invalid("only n = 1 is supported").with_param(Some("n".into())));
+    }
+    for (name, value) in [
+        ("frequency_penalty", frequency_penalty),
+        ("presence_penalty", presence_penalty),
+    ] {
+        if value.is_some_and(|v| v != 0.0) {
+            return Err(ApiError::invalid(format!(
+                "`{name}` is not supported; use `repetition_penalty` (e.g. 1.1)"
+            ))
+            .with_param(Some(name.into())));
+        }
+    }
+    Ok(())
+}
+
+impl Content {
+    pub fn text(&self, field: &str) -> Result<String, ApiError> {
+        match self {
+            Content::Text(t) => Ok(t.clone()),
+            Content::Parts(parts) => {
+                let mut text = String::new();
+                for part in parts {
+                    match (part.kind.as_str(), &part.text) {
+                        ("text", Some(t)) => text.push_str(t),
+                        (kind, _) => {
+                            return Err(ApiError::invalid(format!(
+                                "content parts of type `{kind}` are not supported; send text"
+                            ))
+                            .with_param(Some(field.to_string())));
+                        }
+                    }
+                }
+                Ok(text)
+            }
+        }
+    }
+}
+
+/// The request's messages as the engine's history.
+pub fn history(messages: &[RequestMessage]) -> Result<Vec<ChatMessage>, ApiError> {
+    if messages.is_empty() {
+        return Err(
+            ApiError::invalid("`messages` must not be empty").with_param(Some("messages".into()))
+        );
+    }
+    let mut out = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        let field = format!("messages[{i}]");
+        let content = match &m.content {
+            Some(c) => c.text(&format!("{field}.content"))?,
+            None => String::new(),
+        };
+        let mut message = ChatMessage::new(&m.role, &content);
+        match m.role.as_str() {
+            "system" | "developer" | "user" => {
+                if m.content.is_none() {
+                    return Err(
+                        ApiError::invalid(format!("{field} ({}) needs `content`", m.role))
+                            .with_param(Some(format!("{field}.content"))),
+                    );
+                }
+            }
+            "assistant" => {
+                message.reasoning_content = m.reasoning_content.clone();
+                for call in m.tool_calls.iter().flatten() {
+                    let arguments = serde_json::from_str(&call.function.arguments)
+                        .unwrap_or_else(|_| Value::String(call.function.arguments.clone()));
+                    message.tool_calls.push(ToolCall {
+                        id: call.id.clone(),
+                        kind: call.kind.clone(),
+                        function: FunctionCall {
+                            name: call.function.name.clone(),
+                            arguments,
+                        },
+                    });
+                }
+            }
+            "tool" => {
+                let Some(id) = &m.tool_call_id else {
+                    return Err(
+                        ApiError::invalid(format!("{field} (tool) needs `tool_call_id`"))
+                            .with_param(Some(format!("{field}.tool_call_id"))),
+                    );
+                };
+                message.tool_call_id = Some(id.clone());
+                // The function's name, from the call it answers.
+                let name = m.name.clone().or_else(|| {
+                    messages[..i]
+                        .iter()
+                        .flat_map(|p| p.tool_calls.iter().flatten())
+                        .find(|c| &c.id == id)
+                        .map(|c| c.function.name.clone())
+                });
+                match name {
+                    Some(name) => message.name = Some(name),
+                    None => {
+                        return Err(ApiError::invalid(format!(
+                            "{field}: tool_call_id {id:?} answers no earlier tool call"
+                        ))
+                        .with_param(Some(format!("{field}.tool_call_id"))));
+                    }
+                }
+            }
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "{field}: unknown role {other:?}; use system, developer, user, assistant or tool"
+                ))
+                .with_param(Some(format!("{field}.role"))));
+            }
+        }
+        out.push(message);
+    }
+    Ok(out)
+}
+
+/// The request's tools as function descriptions; `tool_choice` "none"
+/// declares none.
+pub fn functions(
+    tools: &Option<Vec<ToolSpec>>,
+    tool_choice: &Option<Value>,
+) -> Result<Vec<ToolDescription>, ApiError> {
+    match tool_choice {
+        None => {}
+        Some(Value::String(s)) if s == "auto" => {}
+        Some(Value::String(s)) if s == "none" => return Ok(Vec::new()),
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "tool_choice {other} is not supported: use \"auto\" or \"none\""
+            ))
+            .with_param(Some("tool_choice".into())));
+        }
+    }
+    let mut out = Vec::new();
+    for (i, tool) in tools.iter().flatten().enumerate() {
+        if tool.kind != "function" {
+            return Err(ApiError::invalid(format!(
+                "tools[{i}]: only tools of type \"function\" are supported"
+            ))
+            .with_param(Some(format!("tools[{i}].type"))));
+        }
+        let name = &tool.function.name;
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(ApiError::invalid(format!(
+                "tools[{i}]: a function name is letters, digits, _ and -; got {name:?}"
+            ))
+            .with_param(Some(format!("tools[{i}].function.name"))));
+        }
+        if let Some(p) = &tool.function.parameters
+            && !p.is_object()
+        {
+            return Err(ApiError::invalid(format!(
+                "tools[{i}]: `parameters` must be a JSON Schema object"
+            ))
+            .with_param(Some(format!("tools[{i}].function.parameters"))));
+        }
+        out.push(ToolDescription::new(
+            name.clone(),
+            tool.function.description.clone().unwrap_or_default(),
+            tool.function.parameters.clone(),
+        ));
+    }
+    Ok(out)
+}
+
+pub fn reasoning_effort(effort: &Option<String>) -> Result<Option<ReasoningEffort>, ApiError> {
+    match effort.as_deref() {
+        None => Ok(None),
+        Some("low" | "minimal") => Ok(Some(ReasoningEffort::Low)),
+        Some("medium") => Ok(Some(ReasoningEffort::Medium)),
+        Some("high") => Ok(Some(ReasoningEffort::High)),
+        Some(other) => Err(ApiError::invalid(format!(
+            "reasoning_effort {other:?}: use low, medium or high"
+        ))
+        .with_param(Some("reasoning_effort".into()))),
+    }
+}
+
+/// `response_format`: text, or JSON (checked here; the answer is then
+/// checked to parse as JSON).
+pub fn wants_json(format: &Option<ResponseFormat>) -> Result<bool, ApiError> {
+    match format.as_ref().map(|f| (f.kind.as_str(), &f.json_schema)) {
+        None | Some(("text", _)) => Ok(false),
+        Some(("json_object", _)) => Ok(true),
+        Some(("json_schema", Some(schema))) if schema.get("schema").is_some_and(Value::is_object) => Ok(true),
+        Some(("json_schema", _)) => Err(ApiError::invalid(
+            "response_format json_schema needs {\"json_schema\": {\"name\": ..., \"schema\": {...}}}",
+        )
+        .with_param(Some("response_format".into()))),
+        Some((other, _)) => Err(ApiError::invalid(format!(
+            "response_format type {other:?}: use text, json_object or json_schema"
+        ))
+        .with_param(Some("response_format".into()))),
+    }
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub total_tokens: usize,
+    pub prompt_tokens_details: PromptTokensDetails,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct PromptTokensDetails {
+    pub cached_tokens: usize,
+}
+
+impl Usage {
+    pub fn new(prompt: usize, completion: usize, cached: usize) -> Self {
+        Usage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: prompt + completion,
+            prompt_tokens_details: PromptTokensDetails {
+                cached_tokens: cached,
+            },
+        }
+    }
+}

@@ -1,0 +1,662 @@
+//! The real server on loopback with tiny checkpoints: the official openai SDK
+//! (chat, streaming, a tool-call round trip, models), raw HTTP for every
+//! error path, the API key, 32 concurrent streaming clients against a small
+//! queue, a client that disconnects mid-stream, and a graceful shutdown.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn fixture(name: &str) -> PathBuf {
+    repo().join("fixtures/parity").join(name)
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+    model: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start(model: &Path, extra: &[&str]) -> Server {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_mlx-harmony-server"))
+        .arg("--model")
+        .arg(model)
+        .args(["--port", &port.to_string(), "--served-model-name", "tiny"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = Server {
+        child,
+        port,
+        model: "tiny".into(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok((200, _, _)) = try_request(port, "GET", "/health", &[], b"") {
+            return server;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the server did not come up on port {port}");
+}
+
+/// One HTTP/1.1 request (Connection: close): status, headers, body.
+fn try_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, String, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let text = String::from_utf8_lossy(&response).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Ok((status, head.to_string(), body.to_string()))
+}
+
+fn request(port: u16, method: &str, path: &str, body: &Value) -> (u16, Value) {
+    let (status, _, text) =
+        try_request(port, method, path, &[], body.to_string().as_bytes()).unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+fn chat(server: &Server, extra: Value) -> Value {
+    let mut body = json!({"model": server.model, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 4});
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    body
+}
+
+/// The error body's shape, and its `param`/`code`.
+fn assert_error(
+    status: u16,
+    body: &Value,
+    want_status: u16,
+    param: Option<&str>,
+    code: Option<&str>,
+) {
+    assert_eq!(status, want_status, "{body}");
+    let error = &body["error"];
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert!(error["type"].is_string(), "{body}");
+    assert_eq!(error["param"].as_str(), param, "{body}");
+    assert_eq!(error["code"].as_str(), code, "{body}");
+}
+
+#[test]
+fn the_openai_sdk_chats_streams_and_round_trips_a_tool_call() {
+    let script = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        script.path(),
+        json!([
+            "<|channel|>analysis<|message|>Need the weather.<|end|><|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{\"city\": \"Oslo\"}<|call|>",
+            "<|channel|>final<|message|>Sunny, 21 °C in Oslo.<|return|>"
+        ])
+        .to_string(),
+    )
+    .unwrap();
+    let server = start(
+        &fixture("gpt-oss"),
+        &[
+            "--api-key",
+            "test-key",
+            "--scripted-replies",
+            script.path().to_str().unwrap(),
+        ],
+    );
+    let python = repo().join(".venv-fixtures/bin/python");
+    assert!(
+        python.exists(),
+        "run scripts/fixtures-env (scripts/test does) for the openai SDK"
+    );
+    let output = Command::new(python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openai_sdk.py"))
+        .arg(format!("http://127.0.0.1:{}/v1", server.port))
+        .arg(&server.model)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("all checks passed"), "{stdout}");
+}
+
+#[test]
+fn every_bad_request_gets_an_openai_error_and_the_server_stays_up() {
+    // A copy of the tiny Llama that declares a 64-token context.
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(fixture("llama")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap();
+        if name == "config.json" {
+            let mut config: Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            config["max_position_embeddings"] = json!(64);
+            std::fs::write(dir.path().join(name), config.to_string()).unwrap();
+        } else {
+            std::os::unix::fs::symlink(&path, dir.path().join(name)).unwrap();
+        }
+    }
+    let server = start(dir.path(), &["--max-body-mb", "1"]);
+    let port = server.port;
+    let post = |body: &Value| request(port, "POST", "/v1/chat/completions", body);
+
+    let (status, _, text) =
+        try_request(port, "POST", "/v1/chat/completions", &[], b"{\"model\": ").unwrap();
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_error(status, &body, 400, None, None);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not valid JSON")
+    );
+
+    let cases: Vec<(Value, u16, Option<&str>, Option<&str>)> = vec![
+        (json!({"messages": []}), 400, None, None),
+        (
+            chat(&server, json!({"temperature": "hot"})),
+            400,
+            Some("temperature"),
+            None,
+        ),
+        (
+            chat(&server, json!({"temperature": 2.5})),
+            400,
+            Some("temperature"),
+            None,
+        ),
+        (
+            chat(&server, json!({"top_p": -0.1})),
+            400,
+            Some("top_p"),
+            None,
+        ),
+        (
+            chat(&server, json!({"max_tokens": 0})),
+            400,
+            Some("max_tokens"),
+            None,
+        ),
+        (
+            chat(&server, json!({"top_k": -1})),
+            400,
+            Some("top_k"),
+            None,
+        ),
+        (chat(&server, json!({"stop": 7})), 400, Some("stop"), None),
+        (chat(&server, json!({"n": 3})), 400, Some("n"), None),
+        (
+            chat(&server, json!({"frequency_penalty": 0.5})),
+            400,
+            Some("frequency_penalty"),
+            None,
+        ),
+        (
+            chat(&server, json!({"not_a_field": 1})),
+            400,
+            Some("not_a_field"),
+            None,
+        ),
+        (
+            chat(&server, json!({"messages": []})),
+            400,
+            Some("messages"),
+            None,
+        ),
+        (
+            chat(&server, json!({"messages": "hi"})),
+            400,
+            Some("messages"),
+            None,
+        ),
+        (
+            chat(
+                &server,
+                json!({"messages": [{"role": "wizard", "content": "x"}]}),
+            ),
+            400,
+            Some("messages[0].role"),
+            None,
+        ),
+        (
+            chat(&server, json!({"messages": [{"role": "user"}]})),
+            400,
+            Some("messages[0].content"),
+            None,
+        ),
+        (
+            chat(
+                &server,
+                json!({"messages": [{"role": "tool", "content": "x"}]}),
+            ),
+            400,
+            Some("messages[0].tool_call_id"),
+            None,
+        ),
+        (
+            chat(
+                &server,
+                json!({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}),
+            ),
+            400,
+            Some("messages[0].content"),
+            None,
+        ),
+        (
+            chat(&server, json!({"tool_choice": "required"})),
+            400,
+            Some("tool_choice"),
+            None,
+        ),
+        (
+            chat(
+                &server,
+                json!({"tools": [{"type": "retrieval", "function": {"name": "x"}}]}),
+            ),
+            400,
+            Some("tools[0].type"),
+            None,
+        ),
+        (
+            chat(&server, json!({"response_format": {"type": "xml"}})),
+            400,
+            Some("response_format"),
+            None,
+        ),
+        (
+            chat(&server, json!({"reasoning_effort": "extreme"})),
+            400,
+            Some("reasoning_effort"),
+            None,
+        ),
+        (
+            chat(&server, json!({"model": "gpt-9"})),
+            404,
+            Some("model"),
+            Some("model_not_found"),
+        ),
+        (
+            chat(
+                &server,
+                json!({"messages": [{"role": "user", "content": "word ".repeat(200)}]}),
+            ),
+            400,
+            Some("messages"),
+            Some("context_length_exceeded"),
+        ),
+    ];
+    for (body, want, param, code) in cases {
+        let (status, answer) = post(&body);
+        assert_error(status, &answer, want, param, code);
+    }
+
+    // Completions: the same checks.
+    let (status, answer) = request(
+        port,
+        "POST",
+        "/v1/completions",
+        &json!({"model": "tiny", "prompt": "x", "max_tokens": -1}),
+    );
+    assert_error(status, &answer, 400, Some("max_tokens"), None);
+    let (status, answer) = request(port, "POST", "/v1/completions", &json!({"model": "tiny"}));
+    assert_error(status, &answer, 400, None, None);
+
+    // Too large a body, a wrong method, an unknown path.
+    let big =
+        json!({"model": "tiny", "messages": [{"role": "user", "content": "x".repeat(2 << 20)}]});
+    let (status, answer) = post(&big);
+    assert_error(status, &answer, 413, None, Some("request_too_large"));
+    let (status, answer) = request(port, "GET", "/v1/chat/completions", &json!({}));
+    assert_error(status, &answer, 405, None, None);
+    let (status, answer) = request(port, "GET", "/v2/anything", &json!({}));
+    assert_error(status, &answer, 404, None, Some("unknown_url"));
+    let (status, answer) = request(port, "GET", "/v1/models/other", &json!({}));
+    assert_error(status, &answer, 404, Some("model"), Some("model_not_found"));
+
+    // Still serving, and the completion endpoint works.
+    let (status, answer) = request(
+        port,
+        "POST",
+        "/v1/completions",
+        &json!({"model": "tiny", "prompt": "Once", "max_tokens": 3}),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["object"], "text_completion");
+    assert_eq!(answer["usage"]["completion_tokens"], 3);
+    assert_eq!(answer["choices"][0]["finish_reason"], "length");
+    let (status, health) = request(port, "GET", "/health", &json!({}));
+    assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
+}
+
+#[test]
+fn the_api_key_is_required_when_set() {
+    let server = start(&fixture("llama"), &["--api-key", "s3cret"]);
+    let body = chat(&server, json!({})).to_string();
+    for headers in [
+        vec![],
+        vec![("Authorization", "Bearer wrong")],
+        vec![("Authorization", "s3cret")],
+    ] {
+        let (status, _, text) = try_request(
+            server.port,
+            "POST",
+            "/v1/chat/completions",
+            &headers,
+            body.as_bytes(),
+        )
+        .unwrap();
+        let answer: Value = serde_json::from_str(&text).unwrap();
+        assert_error(status, &answer, 401, None, Some("invalid_api_key"));
+    }
+    let (status, _, _) = try_request(
+        server.port,
+        "GET",
+        "/v1/models",
+        &[("Authorization", "Bearer s3cret")],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    let (status, _, text) = try_request(
+        server.port,
+        "POST",
+        "/v1/chat/completions",
+        &[("Authorization", "Bearer s3cret")],
+        body.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{text}");
+    // Health stays open for load balancers.
+    assert_eq!(
+        try_request(server.port, "GET", "/health", &[], b"")
+            .unwrap()
+            .0,
+        200
+    );
+}
+
+#[test]
+fn the_prompt_cache_is_reused_across_requests() {
+    let server = start(&fixture("llama"), &[]);
+    let body = chat(
+        &server,
+        json!({"messages": [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Name three colours."}]}),
+    );
+    let (_, first) = request(server.port, "POST", "/v1/chat/completions", &body);
+    let (_, second) = request(server.port, "POST", "/v1/chat/completions", &body);
+    let prompt = first["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert_eq!(first["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+    assert_eq!(
+        second["usage"]["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap(),
+        prompt - 1
+    );
+}
+
+/// Reads a streaming response until `[DONE]`: (status, data lines).
+fn stream(port: u16, body: &Value) -> (u16, Vec<String>) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(300)))
+        .unwrap();
+    let text = body.to_string();
+    write!(
+        stream,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
+        text.len()
+    )
+    .unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).unwrap();
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut data = Vec::new();
+    for line in reader.lines() {
+        let Ok(line) = line else { break };
+        if let Some(d) = line.strip_prefix("data: ") {
+            data.push(d.to_string());
+        } else if line.starts_with("{\"error\"") {
+            data.push(line);
+        }
+    }
+    (status, data)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn thirty_two_streaming_clients_all_finish_or_get_a_clean_429() {
+    let server = start(&fixture("llama"), &["--queue-size", "8"]);
+    let wave = |server: &Server| {
+        let clients: Vec<_> = (0..32)
+            .map(|i| {
+                let port = server.port;
+                let body = chat(
+                    server,
+                    json!({"stream": true, "max_tokens": 24, "seed": i,
+                    "messages": [{"role": "user", "content": format!("Client {i} says hello")}]}),
+                );
+                std::thread::spawn(move || stream(port, &body))
+            })
+            .collect();
+        let mut done = 0;
+        let mut busy = 0;
+        for client in clients {
+            let (status, data) = client.join().unwrap();
+            match status {
+                200 => {
+                    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
+                    let finish: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
+                    assert_eq!(finish["choices"][0]["finish_reason"], "length", "{finish}");
+                    done += 1;
+                }
+                429 => {
+                    let error: Value = serde_json::from_str(data.last().unwrap()).unwrap();
+                    assert_eq!(error["error"]["code"], "queue_full");
+                    busy += 1;
+                }
+                other => panic!("status {other}: {data:?}"),
+            }
+        }
+        assert_eq!(done + busy, 32);
+        assert!(
+            done >= 9,
+            "one running and eight waiting must get through, got {done}"
+        );
+        done
+    };
+    wave(&server);
+    let after_first = rss_kib(server.child.id());
+    wave(&server);
+    wave(&server);
+    let after_third = rss_kib(server.child.id());
+    assert!(
+        after_third < after_first + after_first / 5 + 20_000,
+        "memory grew from {after_first} KiB to {after_third} KiB"
+    );
+    let (_, health) = request(server.port, "GET", "/health", &json!({}));
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["waiting"], 0);
+}
+
+#[test]
+fn a_client_that_disconnects_stops_its_generation() {
+    let server = start(&fixture("llama"), &[]);
+    let body = chat(
+        &server,
+        json!({"stream": true, "max_tokens": 100000, "temperature": 0.8}),
+    )
+    .to_string();
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    write!(
+        stream,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut chunks = 0;
+    let mut line = String::new();
+    while chunks < 5 {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        if line.starts_with("data: ") {
+            chunks += 1;
+        }
+    }
+    let (_, health) = request(server.port, "GET", "/health", &json!({}));
+    assert_eq!(health["generating"], true, "{health}");
+    drop(reader);
+    stream.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(stream);
+    let left = Instant::now();
+    loop {
+        let (_, health) = request(server.port, "GET", "/health", &json!({}));
+        if health["generating"] == false {
+            assert_eq!(health["cancelled_requests"], 1, "{health}");
+            assert_eq!(health["completed_requests"], 0, "{health}");
+            break;
+        }
+        assert!(
+            left.elapsed() < Duration::from_secs(3),
+            "still generating after the client left: {health}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigterm_ends_the_stream_in_progress_cleanly_and_exits() {
+    let mut server = start(&fixture("llama"), &[]);
+    let port = server.port;
+    // Bounded, so that a lost cancel fails the test ("length") instead of hanging it.
+    let body = chat(&server, json!({"stream": true, "max_tokens": 3000}));
+    let client = std::thread::spawn(move || stream(port, &body));
+    let started = Instant::now();
+    loop {
+        let (_, health) = request(port, "GET", "/health", &json!({}));
+        if health["generating"] == true {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    unsafe {
+        libc_kill(server.child.id() as i32, 15);
+    }
+    let (status, data) = client.join().unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
+    let finish: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
+    assert_eq!(finish["choices"][0]["finish_reason"], "stop", "{finish}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(code) = server.child.try_wait().unwrap() {
+            assert!(code.success(), "{code}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the server did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, signal: i32) -> i32;
+}
+
+#[test]
+fn a_template_model_returns_its_tool_calls_as_tool_calls() {
+    let script = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        script.path(),
+        json!(["Checking.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}\n</tool_call>"]).to_string(),
+    )
+    .unwrap();
+    let server = start(
+        &fixture("qwen2"),
+        &["--scripted-replies", script.path().to_str().unwrap()],
+    );
+    let tools = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]);
+    let (status, answer) = request(
+        server.port,
+        "POST",
+        "/v1/chat/completions",
+        &chat(&server, json!({"tools": tools, "max_tokens": 64})),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let choice = &answer["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls", "{answer}");
+    assert_eq!(choice["message"]["content"], "Checking.");
+    let call = &choice["message"]["tool_calls"][0];
+    assert_eq!(call["type"], "function");
+    assert_eq!(call["function"]["name"], "get_weather");
+    assert_eq!(call["function"]["arguments"], "{\"city\":\"Oslo\"}");
+    assert!(call["id"].as_str().unwrap().starts_with("call_"));
+}
