@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use mlx_harmony_core::device::{self, DeviceChoice};
+use mlx_harmony_core::generate::prefill;
 use mlx_harmony_core::models::Model;
 use mlx_harmony_core::models::blocks::last_position;
 use mlx_rs::ops::indexing::argmax_axis;
@@ -29,7 +30,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for run in 0..runs + 1 {
         let mut caches = model.new_caches();
         let start = Instant::now();
-        let logits = model.forward_tokens(&prompt, &mut caches)?;
+        // The engine's own prompt pass (what TokenGenerator runs).
+        let logits = prefill(&model, &mut caches, &prompt)?;
         let mut next = argmax_axis(last_position(&logits)?, -1, None)?;
         eval([&next])?;
         let first = Instant::now();

@@ -8,6 +8,7 @@
 use std::path::Path;
 use std::time::Instant;
 
+use mlx_rs::Array;
 use mlx_rs::transforms::async_eval;
 use tokenizers::Tokenizer;
 
@@ -212,6 +213,23 @@ impl LoadedModel {
 /// prefilled in chunks so that memory stays bounded.
 pub const PREFILL_CHUNK: usize = 512;
 
+/// Runs `tokens` through the model into `caches` and returns the logits of
+/// the last one (`[1, 1, vocab]`). All but the last token go in chunks of
+/// [`PREFILL_CHUNK`] with only the caches evaluated, so memory stays bounded
+/// and the vocabulary projection of those positions is never computed; the
+/// last token's own step gives the logits.
+pub fn prefill(model: &Model, caches: &mut [KvCache], tokens: &[u32]) -> Result<Array> {
+    let (last, before) = tokens
+        .split_last()
+        .ok_or_else(|| Error::Invalid("cannot generate from an empty prompt".into()))?;
+    for chunk in before.chunks(PREFILL_CHUNK) {
+        model.forward_tokens(chunk, caches)?;
+        let states: Vec<&Array> = caches.iter().flat_map(|c| c.state()).collect();
+        mlx_rs::transforms::eval(states)?;
+    }
+    model.forward_tokens(&[*last], caches)
+}
+
 /// Stops a generation from another thread (Ctrl-C in chat, a client that
 /// went away in the server). Cheap to clone; all clones share one flag.
 #[derive(Clone, Debug, Default)]
@@ -403,22 +421,7 @@ fn run(
     // The repetition penalty needs every token on the host before the next
     // step; otherwise the next step is queued before this token is read.
     let pipelined = sampler.settings().repetition_penalty == 1.0;
-    // Prefill in chunks, evaluating each so that memory stays bounded; the
-    // last chunk's logits give the first token.
-    let pending = &prompt[cached..];
-    let mut chunks = pending.chunks(PREFILL_CHUNK).peekable();
-    let mut logits = None;
-    while let Some(chunk) = chunks.next() {
-        let out = model.forward_tokens(chunk, caches)?;
-        if chunks.peek().is_some() {
-            let states: Vec<&mlx_rs::Array> = caches.iter().flat_map(|c| c.state()).collect();
-            mlx_rs::transforms::eval(states)?;
-        } else {
-            logits = Some(out);
-        }
-    }
-    let logits =
-        logits.ok_or_else(|| Error::Invalid("cannot generate from an empty prompt".into()))?;
+    let logits = prefill(model, caches, &prompt[cached..])?;
     let mut tokens: Vec<u32> = Vec::new();
     let mut next = sampler.sample(&last_position(&logits)?, &tokens)?;
     async_eval([&next])?;

@@ -55,6 +55,9 @@ fn default_limit() -> f32 {
 
 const SWIGLU_ALPHA: f32 = 1.702;
 
+/// From how many (token, expert) pairs the expert matmuls sort by expert.
+const SORT_FROM: usize = 64;
+
 /// Expert matrices `[experts, out, in]`, dense or quantized.
 enum ExpertMatrix {
     Dense(Array),
@@ -67,12 +70,13 @@ struct ExpertProjection {
 }
 
 impl ExpertProjection {
-    /// `x`: `[B, L, 1|k, 1, in]`, `experts`: `[B, L, k]` → `[B, L, k, 1, out]`.
-    fn forward(&self, x: &Array, experts: &Array) -> Result<Array> {
+    /// `x`: `[B, L, 1|k, 1, in]`, `experts`: `[B, L, k]` → `[B, L, k, 1, out]`
+    /// (or `[N, 1, in]` rows with `[N]` experts; `sorted`: the experts ascend).
+    fn forward(&self, x: &Array, experts: &Array, sorted: bool) -> Result<Array> {
         let y = match &self.matrix {
-            ExpertMatrix::Quantized(q) => quant::gather_qmm(x, q, experts, true, false)?,
+            ExpertMatrix::Quantized(q) => quant::gather_qmm(x, q, experts, true, sorted)?,
             ExpertMatrix::Dense(w) => {
-                ops::gather_mm(x, w.swap_axes(-1, -2)?, None, Some(experts), false)?
+                ops::gather_mm(x, w.swap_axes(-1, -2)?, None, Some(experts), sorted)?
             }
         };
         Ok(y.add(self.bias.take_axis(experts, 0)?.expand_dims(-2)?)?)
@@ -307,9 +311,22 @@ impl GptOss {
         starts[shape.len() - 1] = experts_dim - k;
         let chosen = slice(&order, &starts, &shape)?;
         let weights = ops::softmax_axis(take_along_axis(&scores, &chosen, -1)?, -1, true)?;
-        let xe = x.expand_dims(-2)?.expand_dims(-2)?;
-        let up = layer.up.forward(&xe, &chosen)?;
-        let gate = layer.gate.forward(&xe, &chosen)?;
+        // Many tokens (prefill): group the rows by expert first, so that each
+        // expert's matrix is read once for all its rows, and restore the
+        // order afterwards (as mlx-lm's SwitchGLU does).
+        let sort = chosen.size() >= SORT_FROM;
+        let (xe, experts, restore) = if sort {
+            let flat = chosen.flatten(None, None)?;
+            let order = ops::argsort_axis(&flat, 0)?;
+            let restore = ops::argsort_axis(&order, 0)?;
+            let rows = order.floor_divide(Array::from_int(k).as_dtype(order.dtype())?)?;
+            let xs = x.reshape(&[-1, 1, x.dim(-1)])?.take_axis(&rows, 0)?;
+            (xs, flat.take_axis(&order, 0)?, Some(restore))
+        } else {
+            (x.expand_dims(-2)?.expand_dims(-2)?, chosen.clone(), None)
+        };
+        let up = layer.up.forward(&xe, &experts, sort)?;
+        let gate = layer.gate.forward(&xe, &experts, sort)?;
         let limit = Array::from_f32(self.config.swiglu_limit).as_dtype(gate.dtype())?;
         let gate = ops::minimum(&gate, &limit)?;
         let up = ops::clip(&up, (&limit.negative()?, &limit))?;
@@ -318,7 +335,15 @@ impl GptOss {
         let act = up
             .add(&one)?
             .multiply(gate.multiply(ops::sigmoid(gate.multiply(&alpha)?)?)?)?;
-        let down = layer.down.forward(&act, &chosen)?.squeeze_axes(&[-2])?;
+        let down = layer.down.forward(&act, &experts, sort)?;
+        let down = match restore {
+            Some(restore) => {
+                let mut shape = chosen.shape().to_vec();
+                shape.push(down.dim(-1));
+                down.take_axis(&restore, 0)?.reshape(&shape)?
+            }
+            None => down.squeeze_axes(&[-2])?,
+        };
         Ok(down
             .multiply(weights.expand_dims(-1)?)?
             .sum_axis(-2, None)?)
