@@ -164,6 +164,20 @@ pub fn run(
     }
 }
 
+/// The scripted replies when there are, else the request's sampling.
+fn sampler(
+    script: Option<&Script>,
+    settings: &GenerationSettings,
+    generator: &TokenGenerator,
+) -> Result<Sampler, ApiError> {
+    match script {
+        Some(script) => script.sampler(),
+        None => {
+            cli::sampler(settings, &generator.loaded).map_err(|e| ApiError::internal(e.to_string()))
+        }
+    }
+}
+
 /// The room left for the answer, or a 400 when the prompt alone fills the context.
 fn room(generator: &TokenGenerator, prompt: usize, max_tokens: u32) -> Result<usize, ApiError> {
     let Some(context) = generator.loaded.model.context_length else {
@@ -236,11 +250,7 @@ fn chat(
         .conversation_tokens(&setup, history)
         .map_err(|e| ApiError::invalid(e.to_string()).with_param(Some("messages".into())))?;
     let max_tokens = room(generator, prompt.len(), settings.max_tokens)?;
-    let mut sampler = match &script {
-        Some(script) => script.sampler()?,
-        None => cli::sampler(settings, &generator.loaded)
-            .map_err(|e| ApiError::internal(e.to_string()))?,
-    };
+    let mut sampler = sampler(script.as_deref(), settings, generator)?;
     send(Event::Started);
     let mut call: Option<FunctionCall> = None;
     let server_side: Vec<String> = toolbox.as_ref().map(|t| t.names()).unwrap_or_default();
@@ -418,11 +428,7 @@ fn completion(
         return Err(ApiError::invalid("`prompt` is empty").with_param(Some("prompt".into())));
     }
     let max_tokens = room(generator, ids.len(), settings.max_tokens)?;
-    let mut sampler = match &script {
-        Some(script) => script.sampler()?,
-        None => cli::sampler(settings, &generator.loaded)
-            .map_err(|e| ApiError::internal(e.to_string()))?,
-    };
+    let mut sampler = sampler(script.as_deref(), settings, generator)?;
     send(Event::Started);
     if let Some(script) = script {
         script.next += 1;
