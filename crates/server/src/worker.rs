@@ -312,11 +312,23 @@ fn chat(
         .last()
         .cloned()
         .unwrap_or_else(|| ChatMessage::new("assistant", ""));
-    let reasoning: Vec<String> = turn
-        .messages
-        .iter()
-        .filter_map(|m| m.reasoning_content.clone())
-        .collect();
+    // The reasoning, with the server-side tool calls and their results in
+    // order (as they were streamed).
+    let mut reasoning: Vec<String> = Vec::new();
+    for m in &turn.messages {
+        reasoning.extend(m.reasoning_content.clone());
+        match (m.role.as_str(), &m.recipient) {
+            ("assistant", Some(recipient)) if turn.pending_call.as_ref() != Some(recipient) => {
+                reasoning.push(format!("[call {recipient}]\n{}", m.content))
+            }
+            ("tool", _) => reasoning.push(format!(
+                "[{}]\n{}",
+                m.name.as_deref().unwrap_or("tool"),
+                m.content
+            )),
+            _ => {}
+        }
+    }
     let mut content = if last.recipient.is_some() {
         String::new()
     } else {

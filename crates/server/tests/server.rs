@@ -660,3 +660,47 @@ fn a_template_model_returns_its_tool_calls_as_tool_calls() {
     assert_eq!(call["function"]["arguments"], "{\"city\":\"Oslo\"}");
     assert!(call["id"].as_str().unwrap().starts_with("call_"));
 }
+
+#[test]
+fn gpt_oss_built_in_tools_run_on_the_server() {
+    let script = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        script.path(),
+        json!([
+            "<|channel|>analysis to=python code<|message|>print(6 * 7)<|call|>",
+            "<|channel|>final<|message|>It is 42.<|return|>"
+        ])
+        .to_string(),
+    )
+    .unwrap();
+    let server = start(
+        &fixture("gpt-oss"),
+        &[
+            "--python",
+            "--scripted-replies",
+            script.path().to_str().unwrap(),
+        ],
+    );
+    let (status, answer) = request(
+        server.port,
+        "POST",
+        "/v1/chat/completions",
+        &chat(&server, json!({"max_tokens": 64})),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let message = &answer["choices"][0]["message"];
+    assert_eq!(message["content"], "It is 42.", "{answer}");
+    assert!(message.get("tool_calls").is_none(), "{answer}");
+    assert_eq!(answer["choices"][0]["finish_reason"], "stop");
+    // The call ran on the server; its result is part of the reasoning shown.
+    let reasoning = message["reasoning_content"].as_str().unwrap_or_default();
+    assert_eq!(
+        reasoning, "[call python]\nprint(6 * 7)\n[python]\n42",
+        "{answer}"
+    );
+    // Two model replies: the call and the answer.
+    assert!(
+        answer["usage"]["completion_tokens"].as_u64().unwrap() > 10,
+        "{answer}"
+    );
+}
