@@ -37,6 +37,9 @@ def make(name, shape, dtype):
     model = llama.Model(llama.ModelArgs(model_type="llama", **shape))
     model.set_dtype(dtype)
     nn.quantize(model, group_size=64, bits=4)
+    # Layer by layer, so that the float weights never all exist at once.
+    for layer in model.model.layers:
+        mx.eval(layer.parameters())
     mx.eval(model.parameters())
     mx.save_safetensors(str(folder / "model.safetensors"), dict(tree_flatten(model.parameters())), metadata={"format": "mlx"})
     config = dict(shape, model_type="llama", quantization={"group_size": 64, "bits": 4},

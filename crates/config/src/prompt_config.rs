@@ -347,9 +347,10 @@ impl PromptConfig {
         }
     }
 
-    /// Loading defaults: pre-warm the file cache unless the config says no.
+    /// Loading defaults: no pre-warm read unless the config asks for one
+    /// (measured slower than MLX's own reads, cold or warm: docs/PERFORMANCE.md).
     pub fn prewarm_cache_or_default(&self) -> bool {
-        self.prewarm_cache.unwrap_or(true)
+        self.prewarm_cache.unwrap_or(false)
     }
 
     /// Loading defaults: no wired-memory limit unless asked.

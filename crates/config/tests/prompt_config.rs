@@ -105,7 +105,7 @@ fn every_key_is_read() {
 #[test]
 fn empty_config_has_the_loading_defaults() {
     let c = parse("{}").unwrap();
-    assert!(c.prewarm_cache_or_default());
+    assert!(!c.prewarm_cache_or_default());
     assert!(!c.mlock_or_default());
     assert_eq!(c.clock(), Clock::System);
 }

@@ -2,12 +2,17 @@
 //! a given prompt of token ids. Prints one JSON line per run.
 //!
 //! `cargo run --release -p mlx-harmony-core --example bench -- MODEL PROMPT_IDS_FILE GEN_TOKENS RUNS`
+//!
+//! With `MLX_HARMONY_BENCH_GRAPH=FILE.dot` the graph of one decode step is
+//! written to FILE.dot and that of the prompt's first chunk to
+//! FILE.prefill.dot (Graphviz), for `scripts/graph_counts.py`.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
+use mlx_harmony_core::array_ext::export_to_dot;
 use mlx_harmony_core::device::{self, DeviceChoice};
-use mlx_harmony_core::generate::prefill;
+use mlx_harmony_core::generate::{PREFILL_CHUNK, prefill};
 use mlx_harmony_core::models::Model;
 use mlx_harmony_core::models::blocks::last_position;
 use mlx_rs::ops::indexing::argmax_axis;
@@ -27,6 +32,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let generate_count: usize = generate_count.parse()?;
     let runs: usize = runs.parse()?;
     let model = Model::load(PathBuf::from(model_dir))?;
+    let graph_file = std::env::var_os("MLX_HARMONY_BENCH_GRAPH")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from);
+    if let Some(path) = &graph_file {
+        // The graph of the prompt's first chunk, built and written but not run.
+        let mut caches = model.new_caches();
+        let chunk = (prompt.len() - 1).clamp(1, PREFILL_CHUNK);
+        model.forward_tokens(&prompt[..chunk], &mut caches)?;
+        let states: Vec<&mlx_rs::Array> = caches.iter().flat_map(|c| c.state()).collect();
+        export_to_dot(&path.with_extension("prefill.dot"), &states)?;
+    }
     for run in 0..runs + 1 {
         let mut caches = model.new_caches();
         let start = Instant::now();
@@ -36,11 +52,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         eval([&next])?;
         let first = Instant::now();
         // The decode loop, pipelined: the next step is queued before this one is read.
-        for _ in 1..generate_count {
+        // Host time per step: building the graph, queueing it (`async_eval`
+        // walks the graph and launches its kernels), waiting for the token.
+        let mut building = Vec::with_capacity(generate_count);
+        let mut queueing = Vec::with_capacity(generate_count);
+        let mut waiting = Vec::with_capacity(generate_count);
+        for step in 1..generate_count {
+            let built = Instant::now();
             let logits = model.forward(&next.reshape(&[1, 1])?, &mut caches)?;
             let following = argmax_axis(last_position(&logits)?, -1, None)?;
+            if let (0, 1, Some(path)) = (run, step, &graph_file) {
+                export_to_dot(path, &[&following])?;
+            }
+            let queue = Instant::now();
             async_eval([&following])?;
+            let queued = Instant::now();
             let _ = next.item_exact::<u32>();
+            building.push((queue - built).as_secs_f64() * 1e3);
+            queueing.push((queued - queue).as_secs_f64() * 1e3);
+            waiting.push(queued.elapsed().as_secs_f64() * 1e3);
             next = following;
         }
         let _ = next.item_exact::<u32>();
@@ -49,12 +79,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             continue; // warm-up: kernel compilation, allocator
         }
         println!(
-            "{{\"impl\": \"mlx-harmony\", \"prefill_tps\": {:.2}, \"decode_tps\": {:.2}, \"ttft_s\": {:.4}, \"peak_bytes\": {}}}",
+            "{{\"impl\": \"mlx-harmony\", \"prefill_tps\": {:.2}, \"decode_tps\": {:.2}, \"ttft_s\": {:.4}, \"peak_bytes\": {}, \"step_build_ms\": {:.3}, \"step_queue_ms\": {:.3}, \"step_wait_ms\": {:.3}}}",
             prompt.len() as f64 / (first - start).as_secs_f64(),
             (generate_count - 1) as f64 / (end - first).as_secs_f64(),
             (first - start).as_secs_f64(),
             mlx_rs::memory::peak_memory().unwrap_or(0),
+            median(&mut building),
+            median(&mut queueing),
+            median(&mut waiting),
         );
     }
     Ok(())
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }

@@ -89,3 +89,51 @@ pub fn slice_strided(
         },
     )
 }
+
+/// Writes the unevaluated graph that computes `outputs` to `path` in
+/// Graphviz form (MLX's `export_to_dot`): one node per primitive, which is
+/// how the benchmark counts the operations of a decode step.
+pub fn export_to_dot(path: &std::path::Path, outputs: &[&Array]) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    crate::quant::ensure_mlx_error_handler();
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| Error::Invalid(format!("{} has a NUL byte", path.display())))?;
+    // SAFETY: the file, namer and vector are created and freed here; the
+    // arrays stay borrowed for the call.
+    unsafe {
+        let file = libc::fopen(c_path.as_ptr(), c"w".as_ptr());
+        if file.is_null() {
+            return Err(Error::Invalid(format!(
+                "cannot write {}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            )));
+        }
+        let vector = mlx_sys::mlx_vector_array_new();
+        for array in outputs {
+            mlx_sys::mlx_vector_array_append_value(vector, array.as_ptr());
+        }
+        let namer = mlx_sys::mlx_node_namer_new();
+        let status = mlx_sys::mlx_export_to_dot(file.cast(), namer, vector);
+        mlx_sys::mlx_node_namer_free(namer);
+        mlx_sys::mlx_vector_array_free(vector);
+        libc::fclose(file);
+        if status != 0 {
+            return Err(Error::Invalid("MLX could not export the graph".into()));
+        }
+    }
+    Ok(())
+}
+
+/// A 0-d array holding `value` in `like`'s floating-point type, made from
+/// host data: unlike `Array::from_f32(v).as_dtype(..)` it adds no cast to
+/// the graph, which in a decode step is one kernel launch per use.
+pub fn scalar_like(value: f32, like: &Array) -> Result<Array> {
+    use mlx_rs::Dtype;
+    Ok(match like.dtype() {
+        Dtype::Float32 => Array::from_f32(value),
+        Dtype::Float16 => Array::from_slice(&[half::f16::from_f32(value)], &[]),
+        Dtype::Bfloat16 => Array::from_slice(&[half::bf16::from_f32(value)], &[]),
+        other => Array::from_f32(value).as_dtype(other)?,
+    })
+}

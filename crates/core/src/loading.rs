@@ -39,9 +39,10 @@ pub fn weight_files(model: &Path) -> Vec<PathBuf> {
 }
 
 /// Reads every weight file once, front to back, so that the loader then
-/// finds them in the page cache: sequential reads of large blocks are the
-/// fastest way off a disk, while loading touches tensors in the order the
-/// model asks for them.
+/// finds them in the page cache (`--prewarm-cache`). Not the default: MLX
+/// already reads tensors with parallel large reads, so on the disks
+/// measured this pass only adds time; it may still help where first reads
+/// are slow and sequential ones are not (network or spinning disks).
 pub fn prewarm(model: &Path) -> Result<Prewarmed> {
     let start = Instant::now();
     let mut buffer = vec![0u8; 8 << 20];
@@ -187,27 +188,19 @@ fn lock_process_memory() -> Result<Wired> {
     ))
 }
 
-/// How to open a model for generation.
-#[derive(Clone, Debug)]
+/// How to open a model for generation; the default prewarms nothing and
+/// wires nothing.
+#[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
     pub hub: crate::hub::HubOptions,
-    /// Read the weight files once before loading (on by default).
+    /// Read the weight files once before loading. Off by default: MLX reads
+    /// the tensors in parallel itself, and the extra pass measured slower
+    /// with the page cache cold and warm (docs/PERFORMANCE.md, "Model load time").
     pub prewarm: bool,
     /// Keep the weights resident (see [`wire_weights`]).
     pub mlock: bool,
     /// Whether MLX's default device is the GPU (for `mlock`).
     pub on_gpu: bool,
-}
-
-impl Default for LoadOptions {
-    fn default() -> Self {
-        LoadOptions {
-            hub: Default::default(),
-            prewarm: true,
-            mlock: false,
-            on_gpu: false,
-        }
-    }
 }
 
 /// Resolves `spec` (a path or a Hugging Face id), prewarms and loads it, and

@@ -451,7 +451,7 @@ fn profiles_give_the_model_and_prompt_config_and_unknown_names_are_listed() {
 }
 
 #[test]
-fn loading_prewarms_by_default_and_mlock_is_done_or_clearly_refused() {
+fn loading_prewarms_only_on_request_and_mlock_is_done_or_clearly_refused() {
     let model = parity_fixture("llama");
     let run = |extra: &[&str]| {
         generate()
@@ -464,11 +464,31 @@ fn loading_prewarms_by_default_and_mlock_is_done_or_clearly_refused() {
     };
     let out = run(&[]);
     let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !err.contains("prewarm:"), "{err}");
+    let out = run(&["--prewarm-cache"]);
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("prewarm: read 2 file(s)"), "{err}");
-    let out = run(&["--no-prewarm-cache"]);
+    // The prompt config can ask for it; --no-prewarm-cache overrides that.
+    let config = tempfile::tempdir().unwrap();
+    let config = config.path().join("prewarm.json");
+    std::fs::write(&config, r#"{"prewarm_cache": true}"#).unwrap();
+    let config = config.to_str().unwrap();
+    let out = run(&["--prompt-config", config]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.contains("prewarm: read 2 file(s)"),
+        "{err}"
+    );
+    let out = run(&["--prompt-config", config, "--no-prewarm-cache"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && !err.contains("prewarm:"), "{err}");
+    let out = run(&["--prewarm-cache", "--no-prewarm-cache"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "conflicting flags are a usage error"
+    );
     let out = run(&["--mlock", "--device", "cpu"]);
     let err = String::from_utf8_lossy(&out.stderr);
     match out.status.code() {

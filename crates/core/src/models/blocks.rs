@@ -8,8 +8,10 @@ use mlx_rs::fast::{self, ScaledDotProductAttentionMask};
 use mlx_rs::ops::{self, indexing::IndexOp};
 use serde_json::Value;
 
+use crate::array_ext::scalar_like;
 use crate::checkpoint::Checkpoint;
 use crate::models::cache::KvCache;
+use crate::models::fused;
 use crate::quant::{self, QuantMode, QuantizedWeight};
 use crate::{Error, Result};
 
@@ -371,7 +373,7 @@ impl Rope {
         let scaled;
         let x = if self.input_scale != 1.0 {
             // Every model that uses YaRN here rotates the whole head.
-            scaled = x.multiply(Array::from_f32(self.input_scale).as_dtype(x.dtype())?)?;
+            scaled = x.multiply(scalar_like(self.input_scale, x)?)?;
             &scaled
         } else {
             x
@@ -441,9 +443,9 @@ impl Mlp {
     }
 
     pub fn forward(&self, x: &Array) -> Result<Array> {
-        let gate = mlx_rs::nn::silu(self.gate_proj.forward(x)?)?;
-        self.down_proj
-            .forward(&gate.multiply(self.up_proj.forward(x)?)?)
+        let gate = self.gate_proj.forward(x)?;
+        let up = self.up_proj.forward(x)?;
+        self.down_proj.forward(&fused::swiglu(&gate, &up)?)
     }
 }
 

@@ -22,6 +22,11 @@ pub struct KvCache {
     /// For sliding-window attention: the window, and the positions kept.
     window: Option<i32>,
     kept: i32,
+    /// Set once a sliding-window cache holds a full window and is fed one
+    /// token at a time: the arrays are then a ring of `window` slots, the
+    /// position `p` in slot `(p - ring_base) mod window`, and each step
+    /// writes one slot in place instead of copying the window.
+    ring_base: Option<i32>,
 }
 
 impl KvCache {
@@ -43,12 +48,48 @@ impl KvCache {
 
     /// Appends to a sliding-window cache: the positions a new query could
     /// still see (the last `window - 1`) are kept, older ones dropped.
+    ///
+    /// Once the window is full, single tokens go into a ring (the order of
+    /// keys does not matter to attention without a mask, and one query needs
+    /// none: every key in the window is visible to it); a chunk of several
+    /// tokens, which needs a mask over ordered keys, turns the ring back into
+    /// order first.
     fn update_sliding(
         &mut self,
         window: i32,
         keys: &Array,
         values: &Array,
     ) -> Result<(Array, Array)> {
+        let new = keys.dim(2);
+        if new == 1 {
+            if let Some(base) = self.ring_base {
+                let slot = (self.offset - base).rem_euclid(window);
+                let write = |ring: &Array, update: &Array| {
+                    let mut ends = ring.shape().to_vec();
+                    ends[2] = slot + 1;
+                    slice_update(ring, update, &[0, 0, slot, 0], &ends)
+                };
+                let k = write(self.keys.as_ref().expect("ring is full"), keys)?;
+                let v = write(self.values.as_ref().expect("ring is full"), values)?;
+                self.offset += 1;
+                self.keys = Some(k.clone());
+                self.values = Some(v.clone());
+                return Ok((k, v));
+            }
+        } else if let Some(base) = self.ring_base.take() {
+            // Back to temporal order: the oldest position is in the slot the
+            // next token would have been written to.
+            let oldest = (self.offset - base).rem_euclid(window);
+            let unroll = |ring: &Array| -> Result<Array> {
+                let shape = ring.shape();
+                let (b, h, d) = (shape[0], shape[1], shape[3]);
+                let tail = slice(ring, &[0, 0, oldest, 0], &[b, h, window, d])?;
+                let head = slice(ring, &[0, 0, 0, 0], &[b, h, oldest, d])?;
+                Ok(ops::concatenate(&[tail, head], 2)?)
+            };
+            self.keys = Some(unroll(self.keys.as_ref().expect("ring is full"))?);
+            self.values = Some(unroll(self.values.as_ref().expect("ring is full"))?);
+        }
         let keep = self.kept.min(window - 1);
         let trimmed = |old: &Option<Array>| -> Result<Option<Array>> {
             match old {
@@ -68,8 +109,13 @@ impl KvCache {
         };
         let k = join(trimmed(&self.keys)?, keys)?;
         let v = join(trimmed(&self.values)?, values)?;
-        self.kept = keep + keys.dim(2);
-        self.offset += keys.dim(2);
+        self.kept = keep + new;
+        self.offset += new;
+        if new == 1 && self.kept == window {
+            // The window is full: from here on single tokens overwrite the
+            // oldest slot. Position `offset - window` sits in slot 0.
+            self.ring_base = Some(self.offset - window);
+        }
         self.keys = Some(k.clone());
         self.values = Some(v.clone());
         Ok((k, v))
@@ -110,7 +156,7 @@ impl KvCache {
             let grow = ((end - self.capacity() + GROWTH_STEP - 1) / GROWTH_STEP) * GROWTH_STEP;
             let extend = |existing: &Option<Array>, like: &Array| -> Result<Array> {
                 let shape = [like.dim(0), like.dim(1), grow, like.dim(3)];
-                let zeros = ops::zeros::<f32>(&shape)?.as_dtype(like.dtype())?;
+                let zeros = ops::zeros_dtype(&shape, like.dtype())?;
                 Ok(match existing {
                     Some(old) => {
                         let used = slice(
@@ -142,6 +188,10 @@ impl KvCache {
     /// prefix); returns how many were forgotten. A sliding-window cache can
     /// only forget positions it still holds.
     pub fn trim(&mut self, count: i32) -> i32 {
+        if self.ring_base.is_some() {
+            // A ring's slots no longer say which positions are newest.
+            return 0;
+        }
         let trimmed = count.min(self.len());
         self.offset -= trimmed;
         if self.window.is_some() {
@@ -153,5 +203,60 @@ impl KvCache {
     /// The arrays to evaluate together with the model's output.
     pub fn state(&self) -> Vec<&Array> {
         self.keys.iter().chain(self.values.iter()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Keys that carry their own position, `[1, 1, n, 1]`.
+    fn positions(from: i32, count: i32) -> Array {
+        let values: Vec<f32> = (from..from + count).map(|p| p as f32).collect();
+        Array::from_slice(&values, &[1, 1, count, 1])
+    }
+
+    fn held(keys: &Array) -> Vec<i32> {
+        keys.as_slice::<f32>().iter().map(|&p| p as i32).collect()
+    }
+
+    /// Feeds the next `count` positions; returns the positions handed to attention.
+    fn feed(cache: &mut KvCache, count: i32) -> Vec<i32> {
+        let keys = positions(cache.offset(), count);
+        let (k, v) = cache.update_and_fetch(&keys, &keys).unwrap();
+        assert_eq!(held(&k), held(&v));
+        held(&k)
+    }
+
+    #[test]
+    fn a_sliding_cache_keeps_exactly_the_window_through_ring_and_chunks() {
+        let window = 4;
+        let mut cache = KvCache::sliding(window);
+        // A prompt chunk: every key, in order (the mask picks the window).
+        assert_eq!(feed(&mut cache, 6), vec![0, 1, 2, 3, 4, 5]);
+        // Single tokens: the last window positions, in any order.
+        for _ in 0..7 {
+            let mut got = feed(&mut cache, 1);
+            got.sort();
+            let newest = cache.offset() - 1;
+            assert_eq!(got, ((newest - window + 1)..=newest).collect::<Vec<_>>());
+        }
+        // Another chunk after the ring: the window before it in order, then the chunk.
+        let next = cache.offset();
+        let expected: Vec<i32> = ((next - window + 1)..next + 3).collect();
+        assert_eq!(feed(&mut cache, 3), expected);
+        // And single tokens again.
+        let mut got = feed(&mut cache, 1);
+        got.sort();
+        let next = cache.offset();
+        assert_eq!(got, ((next - window)..next).collect::<Vec<_>>());
+        // A short start grows until the window is full.
+        let mut short = KvCache::sliding(window);
+        assert_eq!(feed(&mut short, 2), vec![0, 1]);
+        assert_eq!(feed(&mut short, 1), vec![0, 1, 2]);
+        assert_eq!(feed(&mut short, 1), vec![0, 1, 2, 3]);
+        let mut got = feed(&mut short, 1);
+        got.sort();
+        assert_eq!(got, vec![1, 2, 3, 4]);
     }
 }

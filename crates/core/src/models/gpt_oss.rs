@@ -13,12 +13,13 @@ use mlx_rs::ops::{self, argpartition_axis, indexing::take_along_axis};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::array_ext::{slice, slice_strided};
+use crate::array_ext::{scalar_like, slice, slice_strided};
 use crate::checkpoint::Checkpoint;
 use crate::models::blocks::{
     Embedding, Linear, QuantConfig, Rope, Weights, check_caches, residual,
 };
 use crate::models::cache::KvCache;
+use crate::models::fused;
 use crate::quant::{self, QuantMode, QuantizedWeight};
 use crate::{Error, Result};
 
@@ -52,8 +53,6 @@ fn default_window() -> i32 {
 fn default_limit() -> f32 {
     7.0
 }
-
-const SWIGLU_ALPHA: f32 = 1.702;
 
 /// From how many (token, expert) pairs the expert matmuls sort by expert.
 const SORT_FROM: usize = 64;
@@ -267,7 +266,16 @@ impl GptOss {
             .collect()
     }
 
-    fn attention(&self, layer: &MoeLayer, x: &Array, cache: &mut KvCache) -> Result<Array> {
+    /// `window_mask` carries the sliding-window mask from the first sliding
+    /// layer of a forward pass to the others: their caches hold the same
+    /// positions, so one mask serves them all.
+    fn attention(
+        &self,
+        layer: &MoeLayer,
+        x: &Array,
+        cache: &mut KvCache,
+        window_mask: &mut Option<Array>,
+    ) -> Result<Array> {
         let c = &self.config;
         let (batch, seq) = (x.dim(0), x.dim(1));
         let heads = |t: Array, n: i32| -> Result<Array> {
@@ -283,12 +291,12 @@ impl GptOss {
         let (k, v) = cache.update_and_fetch(&k, &v)?;
         let scale = (c.head_dim as f32).powf(-0.5);
         let sinks = layer.sinks.as_dtype(q.dtype())?;
-        let window_mask;
         let mask = if seq == 1 {
             None
         } else if layer.sliding {
-            window_mask = sliding_mask(offset, seq, k.dim(2), c.sliding_window);
-            Some(ScaledDotProductAttentionMask::Array(&window_mask))
+            let mask = window_mask
+                .get_or_insert_with(|| sliding_mask(offset, seq, k.dim(2), c.sliding_window));
+            Some(ScaledDotProductAttentionMask::Array(mask))
         } else {
             Some(ScaledDotProductAttentionMask::Causal)
         };
@@ -327,14 +335,8 @@ impl GptOss {
         };
         let up = layer.up.forward(&xe, &experts, sort)?;
         let gate = layer.gate.forward(&xe, &experts, sort)?;
-        let limit = Array::from_f32(self.config.swiglu_limit).as_dtype(gate.dtype())?;
-        let gate = ops::minimum(&gate, &limit)?;
-        let up = ops::clip(&up, (&limit.negative()?, &limit))?;
-        let alpha = Array::from_f32(SWIGLU_ALPHA).as_dtype(gate.dtype())?;
-        let one = Array::from_f32(1.0).as_dtype(up.dtype())?;
-        let act = up
-            .add(&one)?
-            .multiply(gate.multiply(ops::sigmoid(gate.multiply(&alpha)?)?)?)?;
+        let limit = scalar_like(self.config.swiglu_limit, &gate)?;
+        let act = fused::clamped_swiglu(&gate, &up, &limit)?;
         let down = layer.down.forward(&act, &experts, sort)?;
         let down = match restore {
             Some(restore) => {
@@ -353,9 +355,10 @@ impl GptOss {
         check_caches(caches.len(), self.layers.len())?;
         let eps = self.config.rms_norm_eps;
         let mut h = self.embed_tokens.lookup(ids)?;
+        let mut window_mask = None;
         for (layer, cache) in self.layers.iter().zip(caches.iter_mut()) {
             h = residual(&h, &layer.input_norm, eps, |x| {
-                self.attention(layer, x, cache)
+                self.attention(layer, x, cache, &mut window_mask)
             })?;
             h = residual(&h, &layer.post_attention_norm, eps, |x| {
                 self.experts(layer, x)

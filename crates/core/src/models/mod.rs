@@ -3,6 +3,7 @@
 
 pub mod blocks;
 pub mod cache;
+pub mod fused;
 pub mod gpt_oss;
 pub mod llama;
 pub mod qwen2;
