@@ -32,6 +32,18 @@ pub struct PromptSetup {
     pub functions: Vec<ToolDescription>,
     /// Harmony's built-in tools (`browser`, `python`), declared in the system message.
     pub builtin_tools: Vec<ToolNamespaceConfig>,
+    /// Harmony only: the turn's first reply begins as a call to one of
+    /// `functions` (OpenAI's `tool_choice` "required" or a named function).
+    pub forced_call: Option<ForcedCall>,
+}
+
+/// Which call a reply is made to begin with.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ForcedCall {
+    /// One of the declared functions; the model picks which.
+    AnyFunction,
+    /// This function (its name, without the `functions.` namespace).
+    Function(String),
 }
 
 impl PromptSetup {
@@ -74,6 +86,7 @@ impl PromptSetup {
                 .unwrap_or_default(),
             functions: Vec::new(),
             builtin_tools: Vec::new(),
+            forced_call: None,
         };
         if harmony && setup.conversation_start_date.is_none() {
             setup.conversation_start_date =
@@ -160,6 +173,31 @@ impl LoadedModel {
             .collect();
         let text = self.render_with_tools(&messages, &tools)?;
         self.encode(&text)
+    }
+
+    /// The tokens that open the reply as the call `setup.forced_call` asks
+    /// for: the header of a commentary message to `functions.NAME` (or to
+    /// `functions.`, the model writing the name), which the model then
+    /// continues with its arguments. Empty when no call is forced. The model
+    /// gets no analysis message before such a call.
+    pub fn forced_call_tokens(&self, setup: &PromptSetup) -> Result<Vec<u32>> {
+        let Some(forced) = &setup.forced_call else {
+            return Ok(Vec::new());
+        };
+        let Some(harmony) = &self.harmony else {
+            return Err(Error::Invalid(
+                "only GPT-OSS (Harmony) models can be made to call a tool; \
+                 other models' chat templates cannot: let the model choose"
+                    .into(),
+            ));
+        };
+        let header = match forced {
+            ForcedCall::AnyFunction => "commentary to=functions.".to_string(),
+            ForcedCall::Function(name) => format!("commentary to=functions.{name}"),
+        };
+        let mut tokens = vec![harmony.special(Special::Channel)];
+        tokens.extend(self.encode(&header)?);
+        Ok(tokens)
     }
 
     fn harmony_tokens(&self, setup: &PromptSetup, history: &[ChatMessage]) -> Result<Vec<u32>> {
@@ -333,6 +371,21 @@ impl TokenGenerator {
         sampler: &mut Sampler,
         max_tokens: usize,
         stop: &[String],
+        on_event: impl FnMut(ReplyEvent),
+    ) -> Result<Reply> {
+        self.reply_opened(prompt, 0, sampler, max_tokens, stop, on_event)
+    }
+
+    /// [`TokenGenerator::reply`] where the last `opened` tokens of `prompt`
+    /// already begin the reply (a forced call's header): the parser reads
+    /// them as the model's own.
+    fn reply_opened(
+        &mut self,
+        prompt: &[u32],
+        opened: usize,
+        sampler: &mut Sampler,
+        max_tokens: usize,
+        stop: &[String],
         mut on_event: impl FnMut(ReplyEvent),
     ) -> Result<Reply> {
         let Some(encoding) = self.loaded.harmony.clone() else {
@@ -349,6 +402,9 @@ impl TokenGenerator {
             });
         };
         let mut parser = StreamParser::new(&encoding, Some(Role::Assistant));
+        for &id in &prompt[prompt.len() - opened..] {
+            parser.process(id);
+        }
         let generation = self.generate_until(prompt, sampler, max_tokens, stop, |id, _| {
             parser.process(id);
             let Some(delta) = parser.last_content_delta().filter(|d| !d.is_empty()) else {
@@ -473,10 +529,15 @@ impl TokenGenerator {
         let mut conversation = history.to_vec();
         let mut calls = 0;
         let mut prompt = self.loaded.conversation_tokens(setup, &conversation)?;
+        let forced = self.loaded.forced_call_tokens(setup)?;
+        prompt.extend(&forced);
+        // Only the first reply is forced; the prompts after it extend this one.
+        let mut opened = forced.len();
         loop {
-            let reply = self.reply(&prompt, sampler, max_tokens, stop, |event| {
+            let reply = self.reply_opened(&prompt, opened, sampler, max_tokens, stop, |event| {
                 on_event(TurnEvent::Reply(event))
             })?;
+            opened = 0;
             let cancelled = reply.generation.cancelled;
             let call = reply.tool_call().map(str::to_string);
             conversation.push(reply.message.clone());

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use mlx_harmony_config::settings::Hyperparameters;
+use mlx_harmony_core::chat::ForcedCall;
 use mlx_harmony_core::chat_template::{ChatMessage, FunctionCall, ToolCall};
 use mlx_harmony_format::model::{ReasoningEffort, ToolDescription};
 use serde::{Deserialize, Serialize};
@@ -408,23 +409,42 @@ pub fn history(messages: &[RequestMessage]) -> Result<Vec<ChatMessage>, ApiError
     Ok(out)
 }
 
-/// The request's tools as function descriptions; `tool_choice` "none"
-/// declares none.
+/// The request's tools as function descriptions, and the call `tool_choice`
+/// forces: "none" declares no tools, "auto" (the default) lets the model
+/// choose, "required" and `{"type": "function", "function": {"name": …}}`
+/// make the reply a call.
 pub fn functions(
     tools: &Option<Vec<ToolSpec>>,
     tool_choice: &Option<Value>,
-) -> Result<Vec<ToolDescription>, ApiError> {
-    match tool_choice {
-        None => {}
-        Some(Value::String(s)) if s == "auto" => {}
-        Some(Value::String(s)) if s == "none" => return Ok(Vec::new()),
-        Some(other) => {
-            return Err(ApiError::invalid(format!(
-                "tool_choice {other} is not supported: use \"auto\" or \"none\""
-            ))
-            .with_param(Some("tool_choice".into())));
+) -> Result<(Vec<ToolDescription>, Option<ForcedCall>), ApiError> {
+    let invalid =
+        |message: String, param: &str| ApiError::invalid(message).with_param(Some(param.into()));
+    let forced = match tool_choice {
+        None => None,
+        Some(Value::String(s)) if s == "auto" => None,
+        Some(Value::String(s)) if s == "none" => return Ok((Vec::new(), None)),
+        Some(Value::String(s)) if s == "required" => Some(ForcedCall::AnyFunction),
+        Some(Value::Object(choice)) if choice.get("type") == Some(&json!("function")) => {
+            match choice.get("function").and_then(|f| f.get("name")) {
+                Some(Value::String(name)) => Some(ForcedCall::Function(name.clone())),
+                _ => {
+                    return Err(invalid(
+                        "tool_choice: a named choice is {\"type\": \"function\", \"function\": {\"name\": \"…\"}}".into(),
+                        "tool_choice.function.name",
+                    ));
+                }
+            }
         }
-    }
+        Some(other) => {
+            return Err(invalid(
+                format!(
+                    "tool_choice {other} is not supported: use \"auto\", \"none\", \"required\" \
+                     or {{\"type\": \"function\", \"function\": {{\"name\": \"…\"}}}}"
+                ),
+                "tool_choice",
+            ));
+        }
+    };
     let mut out = Vec::new();
     for (i, tool) in tools.iter().flatten().enumerate() {
         if tool.kind != "function" {
@@ -458,7 +478,17 @@ pub fn functions(
             tool.function.parameters.clone(),
         ));
     }
-    Ok(out)
+    match &forced {
+        Some(_) if out.is_empty() => Err(invalid(
+            "tool_choice asks for a call but the request declares no tools".into(),
+            "tool_choice",
+        )),
+        Some(ForcedCall::Function(name)) if !out.iter().any(|f| &f.name == name) => Err(invalid(
+            format!("tool_choice names {name:?}, which is not one of the request's tools"),
+            "tool_choice.function.name",
+        )),
+        _ => Ok((out, forced)),
+    }
 }
 
 pub fn reasoning_effort(effort: &Option<String>) -> Result<Option<ReasoningEffort>, ApiError> {

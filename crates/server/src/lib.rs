@@ -229,7 +229,14 @@ async fn chat_completions(
         request.repetition_penalty,
     )?;
     let history = api::history(&request.messages)?;
-    let functions = api::functions(&request.tools, &request.tool_choice)?;
+    let (functions, forced_call) = api::functions(&request.tools, &request.tool_choice)?;
+    if forced_call.is_some() && !state.harmony {
+        return Err(ApiError::invalid(
+            "tool_choice \"required\" or a named function needs a GPT-OSS (Harmony) model: \
+             other models' chat templates cannot be made to call a tool; use \"auto\"",
+        )
+        .with_param(Some("tool_choice".into())));
+    }
     let effort = api::reasoning_effort(&request.reasoning_effort)?;
     let wants_json = api::wants_json(&request.response_format)?;
     let mut setup = state.setup.clone();
@@ -252,6 +259,7 @@ async fn chat_completions(
     }
     let buffer_answer = !state.harmony && !functions.is_empty();
     setup.functions = functions;
+    setup.forced_call = forced_call;
     let settings = resolve(&state, hyper);
     let include_usage = request
         .stream_options
@@ -261,7 +269,7 @@ async fn chat_completions(
         &state,
         Task::Chat {
             history,
-            setup,
+            setup: Box::new(setup),
             buffer_answer,
         },
         settings,

@@ -20,7 +20,7 @@ use crate::error::ApiError;
 pub enum Task {
     Chat {
         history: Vec<ChatMessage>,
-        setup: PromptSetup,
+        setup: Box<PromptSetup>,
         /// Template models: hold the answer back until it is known whether
         /// it is a tool call.
         buffer_answer: bool,
@@ -249,10 +249,18 @@ fn chat(
         .loaded
         .conversation_tokens(&setup, history)
         .map_err(|e| ApiError::invalid(e.to_string()).with_param(Some("messages".into())))?;
-    let max_tokens = room(generator, prompt.len(), settings.max_tokens)?;
+    let forced = generator
+        .loaded
+        .forced_call_tokens(&setup)
+        .map_err(|e| ApiError::invalid(e.to_string()).with_param(Some("tool_choice".into())))?;
+    let max_tokens = room(generator, prompt.len() + forced.len(), settings.max_tokens)?;
     let mut sampler = sampler(script.as_deref(), settings, generator)?;
     send(Event::Started);
     let mut call: Option<FunctionCall> = None;
+    // Streamed reasoning so far, and the server-side call being streamed:
+    // each such call is announced as "[call NAME]", as the full reply shows it.
+    let mut reasoning_sent = false;
+    let mut announced: Option<String> = None;
     let server_side: Vec<String> = toolbox.as_ref().map(|t| t.names()).unwrap_or_default();
     let turn = generator
         .turn(
@@ -270,6 +278,8 @@ fn chat(
                     }
                 }
                 TurnEvent::Reply(ReplyEvent::Reasoning { text, .. }) => {
+                    announced = None;
+                    reasoning_sent = true;
                     send(Event::Reasoning(text.to_string()))
                 }
                 TurnEvent::Reply(ReplyEvent::ToolCall { recipient, text }) => {
@@ -279,6 +289,12 @@ fn chat(
                             || recipient == format!("functions.{n}")
                     });
                     if runs_here {
+                        if announced.as_deref() != Some(recipient) {
+                            let gap = if reasoning_sent { "\n" } else { "" };
+                            send(Event::Reasoning(format!("{gap}[call {recipient}]\n")));
+                            announced = Some(recipient.to_string());
+                        }
+                        reasoning_sent = true;
                         send(Event::Reasoning(text.to_string()));
                         return;
                     }
@@ -295,6 +311,8 @@ fn chat(
                     send(Event::CallArguments(text.to_string()));
                 }
                 TurnEvent::ToolResult { author, content } => {
+                    announced = None;
+                    reasoning_sent = true;
                     send(Event::Reasoning(format!("\n[{author}]\n{content}\n")))
                 }
             },

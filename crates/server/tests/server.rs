@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use tempfile::NamedTempFile;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -64,6 +65,17 @@ fn start(model: &Path, extra: &[&str]) -> Server {
         std::thread::sleep(Duration::from_millis(100));
     }
     panic!("the server did not come up on port {port}");
+}
+
+/// A server that plays `replies` (Harmony or template text, special tokens
+/// written out) instead of sampling, with `--scripted-replies`; the script
+/// file lives as long as the server.
+fn start_scripted(model: &Path, replies: Value, extra: &[&str]) -> (Server, NamedTempFile) {
+    let script = NamedTempFile::new().unwrap();
+    std::fs::write(script.path(), replies.to_string()).unwrap();
+    let mut args = vec!["--scripted-replies", script.path().to_str().unwrap()];
+    args.extend(extra);
+    (start(model, &args), script)
 }
 
 /// One HTTP/1.1 request (Connection: close): status, headers, body.
@@ -136,24 +148,13 @@ fn assert_error(
 
 #[test]
 fn the_openai_sdk_chats_streams_and_round_trips_a_tool_call() {
-    let script = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(
-        script.path(),
+    let (server, _script) = start_scripted(
+        &fixture("gpt-oss"),
         json!([
             "<|channel|>analysis<|message|>Need the weather.<|end|><|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{\"city\": \"Oslo\"}<|call|>",
             "<|channel|>final<|message|>Sunny, 21 °C in Oslo.<|return|>"
-        ])
-        .to_string(),
-    )
-    .unwrap();
-    let server = start(
-        &fixture("gpt-oss"),
-        &[
-            "--api-key",
-            "test-key",
-            "--scripted-replies",
-            script.path().to_str().unwrap(),
-        ],
+        ]),
+        &["--api-key", "test-key"],
     );
     let python = repo().join(".venv-fixtures/bin/python");
     assert!(
@@ -633,15 +634,12 @@ unsafe extern "C" {
 
 #[test]
 fn a_template_model_returns_its_tool_calls_as_tool_calls() {
-    let script = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(
-        script.path(),
-        json!(["Checking.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}\n</tool_call>"]).to_string(),
-    )
-    .unwrap();
-    let server = start(
+    let (server, _script) = start_scripted(
         &fixture("qwen2"),
-        &["--scripted-replies", script.path().to_str().unwrap()],
+        json!([
+            "Checking.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}\n</tool_call>"
+        ]),
+        &[],
     );
     let tools = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]);
     let (status, answer) = request(
@@ -659,27 +657,81 @@ fn a_template_model_returns_its_tool_calls_as_tool_calls() {
     assert_eq!(call["function"]["name"], "get_weather");
     assert_eq!(call["function"]["arguments"], "{\"city\":\"Oslo\"}");
     assert!(call["id"].as_str().unwrap().starts_with("call_"));
+    // A chat template cannot be made to call a tool: said, not ignored.
+    let (status, body) = request(
+        server.port,
+        "POST",
+        "/v1/chat/completions",
+        &chat(&server, json!({"tools": tools, "tool_choice": "required"})),
+    );
+    assert_error(status, &body, 400, Some("tool_choice"), None);
+}
+
+#[test]
+fn tool_choice_required_or_named_makes_gpt_oss_reply_with_a_call() {
+    // What the model writes after the forced header: for a named function
+    // only the arguments, for "required" the name too.
+    let (server, _script) = start_scripted(
+        &fixture("gpt-oss"),
+        json!([
+            " <|constrain|>json<|message|>{\"city\": \"Oslo\"}<|call|>",
+            "get_time <|constrain|>json<|message|>{\"zone\": \"UTC\"}<|call|>"
+        ]),
+        &[],
+    );
+    let tools = json!([
+        {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}},
+        {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}
+    ]);
+    let ask = |choice: Value| {
+        request(
+            server.port,
+            "POST",
+            "/v1/chat/completions",
+            &chat(
+                &server,
+                json!({"tools": tools, "tool_choice": choice, "max_tokens": 64}),
+            ),
+        )
+    };
+    for (choice, name, arguments) in [
+        (
+            json!({"type": "function", "function": {"name": "get_weather"}}),
+            "get_weather",
+            "{\"city\": \"Oslo\"}",
+        ),
+        (json!("required"), "get_time", "{\"zone\": \"UTC\"}"),
+    ] {
+        let (status, answer) = ask(choice);
+        assert_eq!(status, 200, "{answer}");
+        let choice = &answer["choices"][0];
+        assert_eq!(choice["finish_reason"], "tool_calls", "{answer}");
+        let call = &choice["message"]["tool_calls"][0];
+        assert_eq!(call["function"]["name"], name, "{answer}");
+        assert_eq!(call["function"]["arguments"], arguments, "{answer}");
+        // The forced header is the prompt's, not the completion's.
+        assert!(
+            answer["usage"]["completion_tokens"].as_u64().unwrap() < 20,
+            "{answer}"
+        );
+    }
+    let (status, body) = ask(json!({"type": "function", "function": {"name": "get_stock"}}));
+    assert_error(status, &body, 400, Some("tool_choice.function.name"), None);
+    let (status, body) = ask(json!({"type": "function"}));
+    assert_error(status, &body, 400, Some("tool_choice.function.name"), None);
+    let (status, body) = ask(json!("sometimes"));
+    assert_error(status, &body, 400, Some("tool_choice"), None);
 }
 
 #[test]
 fn gpt_oss_built_in_tools_run_on_the_server() {
-    let script = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(
-        script.path(),
+    let (server, _script) = start_scripted(
+        &fixture("gpt-oss"),
         json!([
             "<|channel|>analysis to=python code<|message|>print(6 * 7)<|call|>",
             "<|channel|>final<|message|>It is 42.<|return|>"
-        ])
-        .to_string(),
-    )
-    .unwrap();
-    let server = start(
-        &fixture("gpt-oss"),
-        &[
-            "--python",
-            "--scripted-replies",
-            script.path().to_str().unwrap(),
-        ],
+        ]),
+        &["--python"],
     );
     let (status, answer) = request(
         server.port,
@@ -703,4 +755,19 @@ fn gpt_oss_built_in_tools_run_on_the_server() {
         answer["usage"]["completion_tokens"].as_u64().unwrap() > 10,
         "{answer}"
     );
+    // Streamed, the reasoning shows the call the same way.
+    let (status, events) = stream(
+        server.port,
+        &chat(&server, json!({"max_tokens": 64, "stream": true})),
+    );
+    assert_eq!(status, 200, "{events:?}");
+    let (mut streamed_reasoning, mut streamed_content) = (String::new(), String::new());
+    for event in events.iter().filter(|e| e.as_str() != "[DONE]") {
+        let chunk: Value = serde_json::from_str(event).unwrap();
+        let delta = &chunk["choices"][0]["delta"];
+        streamed_reasoning.push_str(delta["reasoning_content"].as_str().unwrap_or_default());
+        streamed_content.push_str(delta["content"].as_str().unwrap_or_default());
+    }
+    assert_eq!(streamed_reasoning.trim_end(), reasoning, "{events:?}");
+    assert_eq!(streamed_content, "It is 42.", "{events:?}");
 }
