@@ -394,6 +394,7 @@ pub fn generate(
         max_tokens,
         &[],
         &Cancel::new(),
+        None,
         on_token,
     )?
     .0)
@@ -401,7 +402,9 @@ pub fn generate(
 
 /// The decoding loop over caches that already hold `prompt[..cached]`.
 /// Returns the generation and the tokens fed to the model after the prompt
-/// (what the caches now hold beyond it).
+/// (what the caches now hold beyond it). With `sliding_after_prompt`, the
+/// sliding-window caches are copied there as the whole prompt left them
+/// (`None` for the other layers).
 #[allow(clippy::too_many_arguments)]
 fn run(
     loaded: &LoadedModel,
@@ -412,6 +415,7 @@ fn run(
     max_tokens: usize,
     stop: &[String],
     cancel: &Cancel,
+    sliding_after_prompt: Option<&mut Vec<Option<KvCache>>>,
     mut on_token: impl FnMut(u32, &str),
 ) -> Result<(Generation, Vec<u32>)> {
     let model = &loaded.model;
@@ -422,6 +426,12 @@ fn run(
     // step; otherwise the next step is queued before this token is read.
     let pipelined = sampler.settings().repetition_penalty == 1.0;
     let logits = prefill(model, caches, &prompt[cached..])?;
+    if let Some(saved) = sliding_after_prompt {
+        *saved = caches
+            .iter()
+            .map(|c| c.window().is_some().then(|| c.clone()))
+            .collect();
+    }
     let mut tokens: Vec<u32> = Vec::new();
     let mut next = sampler.sample(&last_position(&logits)?, &tokens)?;
     async_eval([&next])?;
@@ -521,6 +531,11 @@ pub struct TokenGenerator {
     caches: Vec<KvCache>,
     /// The tokens the caches hold, in order.
     cached: Vec<u32>,
+    /// Sliding-window models: the sliding caches as the last prompt left
+    /// them, and that prompt's length. Such caches cannot rewind, and the
+    /// next chat turn usually drops what came after the prompt (Harmony
+    /// leaves the reasoning out), so they are restored from here instead.
+    after_prompt: Option<(usize, Vec<Option<KvCache>>)>,
 }
 
 impl TokenGenerator {
@@ -531,6 +546,7 @@ impl TokenGenerator {
             cancel: Cancel::new(),
             caches,
             cached: Vec::new(),
+            after_prompt: None,
         }
     }
 
@@ -554,6 +570,7 @@ impl TokenGenerator {
     pub fn clear_cache(&mut self) {
         self.caches = self.loaded.model.new_caches();
         self.cached.clear();
+        self.after_prompt = None;
     }
 
     /// Like [`generate`], reusing the longest common prefix of the cache and
@@ -592,19 +609,37 @@ impl TokenGenerator {
             .count()
             .min(prompt.len() - 1);
         let excess = (self.cached.len() - common) as i32;
-        // A sliding-window cache cannot give back positions it has dropped;
-        // rather than guess, start such a model afresh unless nothing needs trimming.
+        // A sliding-window cache cannot give back positions it has dropped:
+        // such a model goes back to where the last prompt ended if the new
+        // prompt starts with it (the next turn of a chat), else starts afresh.
         let trimmable = excess == 0 || self.caches.iter().all(|c| c.window().is_none());
+        let saved = self
+            .after_prompt
+            .take()
+            .filter(|(position, _)| !trimmable && *position <= common);
         let reuse = if trimmable {
             for cache in &mut self.caches {
                 cache.trim(excess);
             }
             common
+        } else if let Some((position, sliding)) = saved {
+            let beyond = (self.cached.len() - position) as i32;
+            for (cache, saved) in self.caches.iter_mut().zip(sliding) {
+                match saved {
+                    Some(saved) => *cache = saved,
+                    None => {
+                        cache.trim(beyond);
+                    }
+                }
+            }
+            position
         } else {
             self.clear_cache();
             0
         };
         self.cached.truncate(reuse);
+        let sliding_model = self.caches.iter().any(|c| c.window().is_some());
+        let mut sliding_after_prompt = Vec::new();
         // If anything fails midway the caches are in an unknown state: forget them.
         let result = run(
             &self.loaded,
@@ -615,12 +650,16 @@ impl TokenGenerator {
             max_tokens,
             stop,
             &self.cancel,
+            sliding_model.then_some(&mut sliding_after_prompt),
             on_token,
         );
         match result {
             Ok((generation, fed)) => {
                 self.cached = prompt.to_vec();
                 self.cached.extend(fed);
+                if sliding_model {
+                    self.after_prompt = Some((prompt.len(), sliding_after_prompt));
+                }
                 Ok(generation)
             }
             Err(err) => {

@@ -117,3 +117,50 @@ fn sliding_window_models_reuse_an_exact_extension_and_otherwise_start_afresh() {
     assert_eq!(again.cached_tokens, 0);
     assert_eq!(again.tokens, first.tokens);
 }
+
+#[test]
+fn a_gpt_oss_chat_turn_reuses_the_previous_prompt_though_the_reasoning_is_dropped() {
+    let setup = PromptSetup {
+        conversation_start_date: Some("2026-11-24".into()),
+        ..Default::default()
+    };
+    let mut warm = TokenGenerator::load(&fixture("gpt-oss")).unwrap();
+    let first_turn = [ChatMessage::new("user", "Hi")];
+    let first_prompt = warm
+        .loaded
+        .conversation_tokens(&setup, &first_turn)
+        .unwrap();
+    // More tokens than the fixture's window of 8, so that the sliding layers
+    // have dropped positions of the prompt by the end of the reply.
+    warm.generate(&first_prompt, &mut greedy(), 12, |_, _| {})
+        .unwrap();
+
+    // The next turn: Harmony keeps the final answer and drops the reasoning,
+    // so the new prompt extends the first prompt but not the reply.
+    let mut answer = ChatMessage::new("assistant", "Hello!");
+    answer.reasoning_content = Some("The user greets me.".into());
+    let second_turn = [
+        first_turn[0].clone(),
+        answer,
+        ChatMessage::new("user", "And then?"),
+    ];
+    let second_prompt = warm
+        .loaded
+        .conversation_tokens(&setup, &second_turn)
+        .unwrap();
+    assert_eq!(second_prompt[..first_prompt.len()], first_prompt[..]);
+    let second = warm
+        .generate(&second_prompt, &mut greedy(), 12, |_, _| {})
+        .unwrap();
+    assert_eq!(second.cached_tokens, first_prompt.len());
+
+    let cold = TokenGenerator::load(&fixture("gpt-oss"))
+        .unwrap()
+        .generate(&second_prompt, &mut greedy(), 12, |_, _| {})
+        .unwrap();
+    assert_eq!(cold.cached_tokens, 0);
+    assert_eq!(
+        second.tokens, cold.tokens,
+        "the restored cache changed the answer"
+    );
+}

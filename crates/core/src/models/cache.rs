@@ -13,7 +13,9 @@ pub const GROWTH_STEP: i32 = 256;
 
 /// The cache of one attention layer, `[batch, kv_heads, positions, head_dim]`.
 /// A sliding-window layer's cache keeps only what its window can still see.
-#[derive(Default)]
+/// Cloning is cheap (MLX arrays are shared, immutable values): a clone is a
+/// snapshot the original's later updates do not change.
+#[derive(Clone, Default)]
 pub struct KvCache {
     keys: Option<Array>,
     values: Option<Array>,
