@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use mlx_harmony_core::checkpoint::Checkpoint;
 use mlx_harmony_core::device::{self, DeviceChoice};
-use mlx_harmony_core::loading::{prewarm, weight_files};
+use mlx_harmony_core::loading::{prewarm, weight_bytes, weight_files};
 use mlx_harmony_core::models::Model;
 use mlx_rs::Array;
 use mlx_rs::transforms::eval;
@@ -97,11 +97,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         f64::NAN
     };
-    let bytes: u64 = files
-        .iter()
-        .filter_map(|f| f.metadata().ok())
-        .map(|m| m.len())
-        .sum();
+    let bytes = weight_bytes(&model_dir);
     println!(
         "{{\"device\": \"{selected}\", \"cache\": \"{cache_state}\", \"prewarm\": {use_prewarm}, \
          \"gb\": {:.3}, \"prewarm_s\": {prewarm_s:.3}, \"load_s\": {load_s:.3}, \

@@ -612,7 +612,8 @@ impl TokenGenerator {
         // A sliding-window cache cannot give back positions it has dropped:
         // such a model goes back to where the last prompt ended if the new
         // prompt starts with it (the next turn of a chat), else starts afresh.
-        let trimmable = excess == 0 || self.caches.iter().all(|c| c.window().is_none());
+        let sliding_model = self.caches.iter().any(|c| c.window().is_some());
+        let trimmable = excess == 0 || !sliding_model;
         let saved = self
             .after_prompt
             .take()
@@ -638,7 +639,6 @@ impl TokenGenerator {
             0
         };
         self.cached.truncate(reuse);
-        let sliding_model = self.caches.iter().any(|c| c.window().is_some());
         let mut sliding_after_prompt = Vec::new();
         // If anything fails midway the caches are in an unknown state: forget them.
         let result = run(

@@ -38,6 +38,15 @@ pub fn weight_files(model: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// The total size of the weight files of a model path, in bytes.
+pub fn weight_bytes(model: &Path) -> u64 {
+    weight_files(model)
+        .iter()
+        .filter_map(|f| f.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
 /// Reads every weight file once, front to back, so that the loader then
 /// finds them in the page cache (`--prewarm-cache`). Not the default: MLX
 /// already reads tensors with parallel large reads, so on the disks
@@ -229,12 +238,7 @@ pub fn open(
         start.elapsed().as_secs_f64()
     ));
     if options.mlock {
-        let bytes: u64 = weight_files(&path)
-            .iter()
-            .filter_map(|f| f.metadata().ok())
-            .map(|m| m.len())
-            .sum();
-        let wired = wire_weights(bytes as usize, options.on_gpu)?;
+        let wired = wire_weights(weight_bytes(&path) as usize, options.on_gpu)?;
         on_note(&wired.to_string());
     }
     Ok((generator, path))
