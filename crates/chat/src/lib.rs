@@ -10,15 +10,20 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use mlx_harmony_config::conversation::{Conversation, Message};
+use mlx_harmony_config::conversation::{Conversation, Message, timestamp_now};
 use mlx_harmony_config::prompt_config::{PromptConfig, ReasoningEffort as ConfigEffort};
 use mlx_harmony_config::settings::{self, Hyperparameters, SETTINGS};
-use mlx_harmony_core::chat::{self, PromptSetup, ReplyEvent, TurnEvent, effort_from_config};
 use mlx_harmony_core::chat_template::ChatMessage;
-use mlx_harmony_core::cli;
-use mlx_harmony_core::generate::TokenGenerator;
+use mlx_harmony_core::generate::{FinishReason, GenerateOptions, TokenGenerator};
+use mlx_harmony_core::prompt::PromptSetup;
+use mlx_harmony_core::reply::ReplyEvent;
 use mlx_harmony_core::sampling::Sampler;
+use mlx_harmony_core::turn::{self, ToolRunner, TurnEvent, TurnOptions};
+use mlx_harmony_frontend::setup::{self as frontend_setup, effort_from_config};
+use mlx_harmony_frontend::{report, tools as frontend_tools};
 use mlx_harmony_tools::ToolBox;
+
+pub mod repl;
 
 /// One in-chat command.
 #[derive(Clone, Debug, PartialEq)]
@@ -150,11 +155,13 @@ pub fn to_chat_history(messages: &[Message]) -> Vec<ChatMessage> {
             });
             continue;
         }
-        let mut message = ChatMessage::new(&m.role, &m.content);
-        message.name = m.name.clone();
-        message.recipient = m.recipient.clone();
-        message.channel = m.channel.clone();
-        message.content_type = m.content_type.clone();
+        // What the file records about the message is not the model's to see.
+        let mut message = ChatMessage {
+            timestamp: None,
+            hyperparameters: None,
+            extra: Default::default(),
+            ..m.clone()
+        };
         if m.role == "assistant" {
             message.reasoning_content = reasoning.take();
         }
@@ -224,7 +231,7 @@ impl Session {
     }
 
     fn setup(&self) -> PromptSetup {
-        let mut setup = PromptSetup::from_prompt_config(
+        let mut setup = frontend_setup::prompt_setup(
             self.prompt_config.as_ref(),
             self.instructions.as_deref(),
             self.harmony(),
@@ -233,8 +240,7 @@ impl Session {
             setup.reasoning_effort = Some(effort_from_config(effort));
         }
         if let Some(tools) = self.tools.as_ref().filter(|_| self.harmony()) {
-            setup.builtin_tools = tools.builtin_namespaces();
-            setup.functions.extend(tools.functions());
+            frontend_tools::declare(&mut setup, tools);
         }
         setup
     }
@@ -245,9 +251,13 @@ impl Session {
         if !self.conversation.messages.is_empty() {
             return Ok(());
         }
-        if let Some(greeting) = self.prompt_config.as_ref().and_then(chat::greeting) {
+        if let Some(greeting) = self
+            .prompt_config
+            .as_ref()
+            .and_then(frontend_setup::greeting)
+        {
             writeln!(out, "{greeting}")?;
-            let mut message = Message::new("assistant", greeting);
+            let mut message = Message::now("assistant", greeting);
             message.channel = self.harmony().then(|| "final".to_string());
             self.conversation.messages.push(message);
         }
@@ -401,7 +411,7 @@ impl Session {
 
     /// Adds the user's message and generates the answer.
     pub fn turn(&mut self, text: &str, out: &mut impl Write) -> anyhow::Result<()> {
-        self.conversation.messages.push(Message::new("user", text));
+        self.conversation.messages.push(Message::now("user", text));
         self.reply(out)
     }
 
@@ -412,7 +422,7 @@ impl Session {
     /// was generated until then is kept.
     pub fn reply(&mut self, out: &mut impl Write) -> anyhow::Result<()> {
         let resolved = self.settings();
-        let sampler = cli::sampler(&resolved.settings, &self.generator.loaded)?;
+        let sampler = frontend_setup::sampler(&resolved.settings, &self.generator.loaded)?;
         self.reply_with(sampler, out)
     }
 
@@ -424,7 +434,7 @@ impl Session {
         sampler: Sampler,
         out: &mut impl Write,
     ) -> anyhow::Result<()> {
-        self.conversation.messages.push(Message::new("user", text));
+        self.conversation.messages.push(Message::now("user", text));
         self.reply_with(sampler, out)
     }
 
@@ -459,14 +469,19 @@ impl Session {
         } else {
             None
         };
-        let turn = self.generator.turn(
+        let mut runner = tools.map(frontend_tools::Runner);
+        let options = TurnOptions {
+            generation: GenerateOptions::new(resolved.settings.max_tokens as usize)
+                .with_stop(&resolved.settings.stop),
+            max_tool_calls: self.max_tool_calls,
+        };
+        let turn = turn::turn(
+            &mut self.generator,
             &setup,
             &history,
             &mut sampler,
-            resolved.settings.max_tokens as usize,
-            &resolved.settings.stop,
-            tools,
-            self.max_tool_calls,
+            &options,
+            runner.as_mut().map(|r| r as &mut dyn ToolRunner),
             |event| {
                 let written = print_event(event, &mut printing, show_reasoning, style, out)
                     .and_then(|_| out.flush());
@@ -481,7 +496,10 @@ impl Session {
         if let Some(e) = write_error {
             bail!("cannot write the answer: {e}");
         }
-        let cancelled = turn.generations.iter().any(|g| g.cancelled);
+        let cancelled = turn
+            .generations
+            .iter()
+            .any(|g| g.finish_reason == FinishReason::Cancelled);
         if cancelled {
             write!(out, " [stopped]")?;
         }
@@ -503,14 +521,9 @@ impl Session {
             if self.verbose {
                 writeln!(
                     out,
-                    "{}[{} prompt tokens, {} cached; first token after {:.2} s; {} tokens at {:.1} tokens/s; peak memory {:.1} MB]{}",
+                    "{}{}{}",
                     style.dim(),
-                    generation.prompt_tokens,
-                    generation.cached_tokens,
-                    generation.time_to_first_token_seconds,
-                    generation.tokens.len(),
-                    generation.decode_tokens_per_second,
-                    generation.peak_memory_bytes as f64 / 1e6,
+                    report::turn_line(generation),
                     style.reset()
                 )?;
             }
@@ -534,18 +547,19 @@ impl Session {
         let used = used.as_object().cloned().unwrap_or_default();
         for message in &turn.messages {
             if let Some(reasoning) = &message.reasoning_content {
-                let mut analysis = Message::new("assistant", reasoning.clone());
+                let mut analysis = Message::now("assistant", reasoning.clone());
                 analysis.channel = Some("analysis".into());
                 analysis.hyperparameters = Some(used.clone());
                 self.conversation.messages.push(analysis);
             }
-            let mut recorded = Message::new(&message.role, message.content.clone());
+            let mut recorded = Message {
+                reasoning_content: None,
+                ..message.clone()
+            };
+            recorded.timestamp = Some(timestamp_now());
             recorded.channel = message.channel.clone().or_else(|| {
                 (self.harmony() && message.role == "assistant").then(|| "final".to_string())
             });
-            recorded.name = message.name.clone();
-            recorded.recipient = message.recipient.clone();
-            recorded.content_type = message.content_type.clone();
             recorded.hyperparameters = Some(used.clone());
             self.conversation.messages.push(recorded);
         }

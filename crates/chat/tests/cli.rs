@@ -9,11 +9,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use expectrl::{ControlCode, Expect, Session};
+use mlx_harmony_testkit::{assert_success, parity_fixture, run_with_input};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures/parity")
-        .join(name)
+    parity_fixture(name)
 }
 
 fn chat(dir: &Path) -> Command {
@@ -189,10 +188,10 @@ fn a_session_with_set_save_and_ctrl_c_then_resumed_from_the_saved_file() {
 
 #[test]
 fn gpt_oss_turns_are_saved_with_their_harmony_channels() {
-    use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
     let saved = dir.path().join("harmony.json");
-    let mut child = chat(dir.path())
+    let mut command = chat(dir.path());
+    command
         .arg("--model")
         .arg(fixture("gpt-oss"))
         .args([
@@ -204,24 +203,9 @@ fn gpt_oss_turns_are_saved_with_their_harmony_channels() {
             "3",
             "--save-conversation",
         ])
-        .arg(&saved)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"Hi\n\\reasoning low\nAgain\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .arg(&saved);
+    let out = run_with_input(&mut command, b"Hi\n\\reasoning low\nAgain\n");
+    assert_success(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("reasoning effort low"));
     let conversation = read_conversation(&saved);
     let messages = conversation["messages"].as_array().unwrap();

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use mlx_harmony_chat::{Session, Style, to_chat_history};
 use mlx_harmony_config::conversation::Conversation;
-use mlx_harmony_core::chat::PromptSetup;
 use mlx_harmony_core::generate::TokenGenerator;
+use mlx_harmony_core::prompt::PromptSetup;
 use mlx_harmony_core::sampling::Sampler;
 use mlx_harmony_tools::{PatchConfig, PythonConfig, ToolBox, ToolsConfig};
 

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::ConfigError;
+pub use crate::message::Message;
 use crate::settings::Hyperparameters;
 
 /// The version this program writes.
@@ -80,53 +81,6 @@ pub struct Metadata {
     /// Fields this version does not know, kept as they were.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
-}
-
-/// One message.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Message {
-    pub role: String,
-    #[serde(default)]
-    pub content: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timestamp: Option<String>,
-    /// The settings used to generate this message (assistant and tool messages).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hyperparameters: Option<Map<String, Value>>,
-    /// The author's name: the tool for tool messages (`python`, `functions.x`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// Harmony recipient (`python`, `functions.get_weather`, `assistant`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recipient: Option<String>,
-    /// Harmony channel (`analysis`, `commentary`, `final`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub channel: Option<String>,
-    /// Harmony content type (`json`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub content_type: Option<String>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
-}
-
-impl Message {
-    /// A message stamped with the current time.
-    pub fn new(role: &str, content: impl Into<String>) -> Self {
-        Message {
-            role: role.into(),
-            content: content.into(),
-            timestamp: Some(timestamp_now()),
-            ..Default::default()
-        }
-    }
-
-    /// The validated settings recorded on this message, if any.
-    pub fn hyperparameters(&self) -> Result<Option<Hyperparameters>, ConfigError> {
-        self.hyperparameters
-            .as_ref()
-            .map(|map| Hyperparameters::from_json_map(map, Path::new("message hyperparameters")))
-            .transpose()
-    }
 }
 
 /// A whole saved conversation.

@@ -12,6 +12,7 @@
 //! - [`profiles`]: `profiles.json`, name → model and prompt config.
 //! - [`conversation`]: saved conversations (`--save-conversation`), written
 //!   atomically, migrated from older versions on load.
+//! - [`message`]: the one chat message type, saved, rendered and served.
 //! - [`dialogue`]: the `role: text` dialogue format of
 //!   `mlx-harmony-convert-dialogue`.
 //!
@@ -37,6 +38,7 @@
 pub mod conversation;
 pub mod dialogue;
 pub mod error;
+pub mod message;
 pub mod placeholders;
 pub mod profiles;
 pub mod prompt_config;

@@ -25,8 +25,8 @@ fn save_then_load_keeps_everything() {
         .metadata
         .hyperparameters
         .insert("temperature".into(), 0.7.into());
-    conversation.messages.push(Message::new("user", "Hello"));
-    let mut reply = Message::new("assistant", "Hi!");
+    conversation.messages.push(Message::now("user", "Hello"));
+    let mut reply = Message::now("assistant", "Hi!");
     reply.channel = Some("final".into());
     reply.hyperparameters = Some(
         serde_json::json!({"temperature": 0.7})
@@ -35,7 +35,7 @@ fn save_then_load_keeps_everything() {
             .clone(),
     );
     conversation.messages.push(reply);
-    let mut tool = Message::new("tool", "4");
+    let mut tool = Message::now("tool", "4");
     tool.name = Some("python".into());
     tool.recipient = Some("assistant".into());
     conversation.messages.push(tool);
@@ -77,7 +77,7 @@ fn saving_again_updates_updated_at_only() {
     conversation.save(&path).unwrap();
     let first = Conversation::load(&path).unwrap().conversation;
     std::thread::sleep(std::time::Duration::from_millis(5));
-    conversation.messages.push(Message::new("user", "again"));
+    conversation.messages.push(Message::now("user", "again"));
     conversation.save(&path).unwrap();
     let second = Conversation::load(&path).unwrap().conversation;
     assert_eq!(

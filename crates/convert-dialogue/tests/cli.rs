@@ -1,7 +1,8 @@
 //! mlx-harmony-convert-dialogue as a user runs it.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
+
+use mlx_harmony_testkit::{assert_success, run_with_input};
 
 fn convert() -> Command {
     Command::new(env!("CARGO_BIN_EXE_mlx-harmony-convert-dialogue"))
@@ -24,11 +25,7 @@ fn converts_the_seed_example_to_example_dialogues() {
         .arg("--as-example-dialogues")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&output).unwrap()).unwrap();
     let turns = json["example_dialogues"][0].as_array().unwrap();
@@ -46,19 +43,10 @@ fn converts_the_seed_example_to_example_dialogues() {
 
 #[test]
 fn stdin_to_stdout_gives_plain_messages() {
-    let mut child = convert()
-        .args(["-", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"user: Hi\n\n  there\nassistant: Hello\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = run_with_input(
+        convert().args(["-", "-"]),
+        b"user: Hi\n\n  there\nassistant: Hello\n",
+    );
     assert!(out.status.success());
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(

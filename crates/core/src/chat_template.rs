@@ -10,63 +10,12 @@
 
 use minijinja::value::{Kwargs, ValueKind};
 use minijinja::{Environment, Error as JinjaError, ErrorKind, Value};
-use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
-/// One chat message as templates see it (the OpenAI / transformers shape).
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct ChatMessage {
-    pub role: String,
-    pub content: String,
-    /// The model's reasoning, for templates that show or strip it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reasoning_content: Option<String>,
-    /// Function calls made by an assistant message.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tool_calls: Vec<ToolCall>,
-    /// For a `tool` message: the call it answers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tool_call_id: Option<String>,
-    /// For a `tool` message: the function's name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// Harmony: whom the message is for (a tool call's tool, e.g. `python`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recipient: Option<String>,
-    /// Harmony: the channel (`final`, `analysis`, `commentary`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub channel: Option<String>,
-    /// Harmony: a tool call's content type (e.g. `<|constrain|>json`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub content_type: Option<String>,
-}
-
-/// A function call in an assistant message.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct ToolCall {
-    pub id: String,
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub function: FunctionCall,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct FunctionCall {
-    pub name: String,
-    /// The arguments as a JSON object (templates print them with `tojson`).
-    pub arguments: serde_json::Value,
-}
-
-impl ChatMessage {
-    pub fn new(role: &str, content: &str) -> Self {
-        ChatMessage {
-            role: role.into(),
-            content: content.into(),
-            ..Default::default()
-        }
-    }
-}
+/// One chat message as templates see it (the OpenAI / transformers shape):
+/// the one message type of mlx-harmony, from the config crate.
+pub use mlx_harmony_config::message::{FunctionCall, Message as ChatMessage, ToolCall};
 
 fn raise_exception(message: String) -> std::result::Result<Value, JinjaError> {
     Err(JinjaError::new(ErrorKind::InvalidOperation, message))

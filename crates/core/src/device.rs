@@ -10,7 +10,7 @@ use crate::{Error, Result};
 
 /// The user's device choice. `Auto` picks the GPU when MLX has one (Metal on
 /// macOS, CUDA on Linux with the CUDA build of libmlx), else the CPU.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DeviceChoice {
     /// GPU if available, else CPU.
     #[default]

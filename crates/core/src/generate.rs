@@ -1,211 +1,93 @@
-//! Text generation over a loaded model and its tokenizer: the prompt through
-//! the chat template, prefill, then token by token with the KV cache,
-//! streaming text as soon as it is whole UTF-8.
+//! Text generation over a loaded model: prefill, then token by token with
+//! the KV cache, streaming text as soon as it is whole UTF-8.
 //!
-//! [`TokenGenerator`] keeps the KV cache between calls (the prompt cache);
-//! [`crate::chat`] builds prompts from conversations and streams replies.
+//! [`TokenGenerator::generate`] is the one generation entry point: it keeps
+//! the KV cache between calls (the prompt cache), generates as a
+//! [`GenerateOptions`] says and ends with one [`FinishReason`]. The layers
+//! above it call it: [`crate::reply::reply`] reads the output as an
+//! assistant message, [`crate::turn::turn`] runs a whole turn with tool calls.
 
 use std::path::Path;
 use std::time::Instant;
 
 use mlx_rs::Array;
 use mlx_rs::transforms::async_eval;
-use tokenizers::Tokenizer;
 
-use mlx_harmony_format::HarmonyEncoding;
-
-pub use crate::chat::PromptSetup;
-use crate::chat_template::{ChatMessage, ChatTemplate};
+pub use crate::loaded::LoadedModel;
 use crate::models::Model;
 use crate::models::blocks::last_position;
 use crate::models::cache::KvCache;
 use crate::sampling::{Sampler, SamplingSettings};
+use crate::text::{Detokenizer, StopMatcher};
 use crate::{Error, Result};
 
-/// A model with its tokenizer and chat template.
-pub struct LoadedModel {
-    pub model: Model,
-    pub tokenizer: Tokenizer,
-    pub chat_template: Option<ChatTemplate>,
-    /// Set for GPT-OSS models, which take their prompt in the Harmony format.
-    pub harmony: Option<HarmonyEncoding>,
-    pub eos_token_ids: Vec<u32>,
-    pub bos_token: String,
-    pub eos_token: String,
+/// Why a generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    /// The model ended its turn (an end-of-turn token).
+    Stop,
+    /// `max_tokens` were generated.
+    Length,
+    /// One of the stop strings appeared (it is not part of the text).
+    StopString,
+    /// The model ended its turn with a tool call ([`crate::reply::reply`]).
+    ToolCalls,
+    /// [`Cancel::cancel`] was called.
+    Cancelled,
 }
 
-impl LoadedModel {
-    /// Loads a model: a GGUF file (or a folder holding one), or a Hugging
-    /// Face / mlx-community folder with `tokenizer.json`.
-    pub fn load(path: &Path) -> Result<Self> {
-        if let Some(file) = crate::gguf::find_gguf(path) {
-            return Self::load_gguf(&file);
-        }
-        if path.join("config.json").is_file() {
-            return Self::load_folder(path);
-        }
-        Err(Error::Invalid(format!(
-            "{}: not a model: expected a .gguf file or a folder with config.json and tokenizer.json",
-            path.display()
-        )))
-    }
-
-    fn load_gguf(file: &Path) -> Result<Self> {
-        let (checkpoint, extras) = crate::gguf::open(file)?;
-        let model = Model::from_checkpoint(checkpoint)?;
-        let token = |id: Option<u32>| {
-            id.and_then(|i| extras.tokenizer.id_to_token(i))
-                .unwrap_or_default()
-        };
-        Ok(LoadedModel {
-            bos_token: token(extras.bos_token_id),
-            eos_token: token(extras.eos_token_ids.first().copied()),
-            chat_template: extras
-                .chat_template
-                .as_deref()
-                .map(ChatTemplate::new)
-                .transpose()?,
-            harmony: None,
-            eos_token_ids: extras.eos_token_ids,
-            tokenizer: extras.tokenizer,
-            model,
-        })
-    }
-
-    fn load_folder(dir: &Path) -> Result<Self> {
-        let read_json = |name: &str| -> Result<Option<serde_json::Value>> {
-            let path = dir.join(name);
-            if !path.is_file() {
-                return Ok(None);
-            }
-            let text = std::fs::read_to_string(&path).map_err(|source| Error::Io {
-                path: path.clone(),
-                source,
-            })?;
-            serde_json::from_str(&text)
-                .map(Some)
-                .map_err(|e| Error::Checkpoint {
-                    path,
-                    message: format!("not valid JSON: {e}"),
-                })
-        };
-        let config = read_json("config.json")?.unwrap_or_default();
-        let tokenizer_path = dir.join("tokenizer.json");
-        let tokenizer = Tokenizer::from_file(&tokenizer_path).map_err(|e| Error::Checkpoint {
-            path: tokenizer_path.clone(),
-            message: format!("cannot load the tokenizer: {e}"),
-        })?;
-        if config.get("model_type").and_then(|v| v.as_str()) == Some("gpt_oss") {
-            // GPT-OSS speaks Harmony: its turn ends with <|return|> (done) or
-            // <|call|> (a tool call); the chat template is not used.
-            let harmony =
-                HarmonyEncoding::new(tokenizer.clone()).map_err(|e| Error::Checkpoint {
-                    path: tokenizer_path.clone(),
-                    message: e.to_string(),
-                })?;
-            return Ok(LoadedModel {
-                model: Model::load(dir)?,
-                eos_token_ids: harmony.stop_tokens_for_assistant_actions().to_vec(),
-                harmony: Some(harmony),
-                chat_template: None,
-                bos_token: String::new(),
-                eos_token: String::new(),
-                tokenizer,
-            });
-        }
-        let tokenizer_config = read_json("tokenizer_config.json")?.unwrap_or_default();
-        // A token is written as a string or as {"content": ...}.
-        let token_text = |v: Option<&serde_json::Value>| -> String {
-            match v {
-                Some(serde_json::Value::String(s)) => s.clone(),
-                Some(other) => other
-                    .get("content")
-                    .and_then(|c| c.as_str())
-                    .unwrap_or_default()
-                    .to_string(),
-                None => String::new(),
-            }
-        };
-        let template = match tokenizer_config.get("chat_template") {
-            Some(serde_json::Value::String(t)) => Some(t.clone()),
-            // Several named templates: the default one.
-            Some(serde_json::Value::Array(named)) => named
-                .iter()
-                .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
-                .and_then(|t| {
-                    t.get("template")
-                        .and_then(|t| t.as_str())
-                        .map(str::to_string)
-                }),
-            _ => std::fs::read_to_string(dir.join("chat_template.jinja")).ok(),
-        };
-        // End-of-turn ids: generation_config.json, then config.json, then the tokenizer's eos.
-        let ids_of = |v: Option<&serde_json::Value>| -> Vec<u32> {
-            match v {
-                Some(serde_json::Value::Number(n)) => {
-                    n.as_u64().map(|n| vec![n as u32]).unwrap_or_default()
-                }
-                Some(serde_json::Value::Array(a)) => a
-                    .iter()
-                    .filter_map(|n| n.as_u64())
-                    .map(|n| n as u32)
-                    .collect(),
-                _ => Vec::new(),
-            }
-        };
-        let eos_token = token_text(tokenizer_config.get("eos_token"));
-        let mut eos_token_ids = ids_of(
-            read_json("generation_config.json")?
-                .as_ref()
-                .and_then(|g| g.get("eos_token_id")),
-        );
-        if eos_token_ids.is_empty() {
-            eos_token_ids = ids_of(config.get("eos_token_id"));
-        }
-        if eos_token_ids.is_empty() {
-            eos_token_ids.extend(tokenizer.token_to_id(&eos_token));
-        }
-        Ok(LoadedModel {
-            model: Model::load(dir)?,
-            bos_token: token_text(tokenizer_config.get("bos_token")),
-            eos_token,
-            chat_template: template.as_deref().map(ChatTemplate::new).transpose()?,
-            harmony: None,
-            eos_token_ids,
-            tokenizer,
-        })
-    }
-
-    /// The prompt text for a conversation (the chat template, or the plain
-    /// text of the last message when the model has no template).
-    pub fn render(&self, messages: &[ChatMessage]) -> Result<String> {
-        self.render_with_tools(messages, &[])
-    }
-
-    /// Like [`LoadedModel::render`], declaring `tools` (OpenAI-style function
-    /// definitions) to the template.
-    pub fn render_with_tools(
-        &self,
-        messages: &[ChatMessage],
-        tools: &[serde_json::Value],
-    ) -> Result<String> {
-        match &self.chat_template {
-            Some(template) => {
-                template.render(messages, tools, true, &self.bos_token, &self.eos_token)
-            }
-            None => Ok(messages
-                .last()
-                .map(|m| m.content.clone())
-                .unwrap_or_default()),
+impl FinishReason {
+    /// OpenAI's `finish_reason`: a stop string, like a cancelled request,
+    /// ends as `stop`.
+    pub fn as_openai(self) -> &'static str {
+        match self {
+            FinishReason::Stop | FinishReason::StopString | FinishReason::Cancelled => "stop",
+            FinishReason::Length => "length",
+            FinishReason::ToolCalls => "tool_calls",
         }
     }
 
-    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let encoding = self
-            .tokenizer
-            .encode(text, false)
-            .map_err(|e| Error::Invalid(format!("tokenizer: {e}")))?;
-        Ok(encoding.get_ids().to_vec())
+    /// A name for each reason (`stop`, `length`, `stop_string`,
+    /// `tool_calls`, `cancelled`), as `mlx-harmony-generate --json` prints it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+            FinishReason::StopString => "stop_string",
+            FinishReason::ToolCalls => "tool_calls",
+            FinishReason::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// What one generation is asked for, beyond the prompt and the sampler.
+/// Everything here belongs to one sequence, so that sequences generated
+/// together can each have their own.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GenerateOptions {
+    /// The most tokens to generate.
+    pub max_tokens: usize,
+    /// Text that ends the generation when the model writes it (not shown).
+    pub stop: Vec<String>,
+    /// How many tokens at the end of the prompt already begin the reply (a
+    /// forced call's header): [`crate::reply::reply`] reads them as the
+    /// model's own.
+    pub opened: usize,
+}
+
+impl GenerateOptions {
+    /// Up to `max_tokens` tokens, no stop strings.
+    pub fn new(max_tokens: usize) -> Self {
+        GenerateOptions {
+            max_tokens,
+            ..Default::default()
+        }
+    }
+
+    /// The same, ending at the first of `stop` too.
+    pub fn with_stop(mut self, stop: &[String]) -> Self {
+        self.stop = stop.to_vec();
+        self
     }
 }
 
@@ -254,104 +136,6 @@ impl Cancel {
     }
 }
 
-/// Turns a growing list of token ids into text pieces, holding back text that
-/// ends in an incomplete UTF-8 character.
-///
-/// Each step decodes only a short window (the tokens since the last emitted
-/// piece, plus the ones before them for context), not the whole answer, so a
-/// long generation does not pay for decoding everything again every token.
-#[derive(Default)]
-pub struct Detokenizer {
-    ids: Vec<u32>,
-    /// Start of the decoding window: tokens before it are settled.
-    prefix: usize,
-    /// End of the text already emitted, in tokens.
-    read: usize,
-}
-
-impl Detokenizer {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Adds a token; returns the new text, if any is complete.
-    pub fn push(&mut self, tokenizer: &Tokenizer, id: u32) -> Option<String> {
-        self.ids.push(id);
-        // The window's text with and without the unemitted tokens: decoding
-        // from `prefix` rather than from `read` keeps tokenizers that treat a
-        // sequence's first token specially (leading spaces) correct.
-        let before = tokenizer
-            .decode(&self.ids[self.prefix..self.read], true)
-            .ok()?;
-        let after = tokenizer.decode(&self.ids[self.prefix..], true).ok()?;
-        if after.ends_with('\u{FFFD}')
-            || after.len() <= before.len()
-            || !after.is_char_boundary(before.len())
-        {
-            return None;
-        }
-        let piece = after[before.len()..].to_string();
-        self.prefix = self.read;
-        self.read = self.ids.len();
-        Some(piece)
-    }
-}
-
-/// Holds back text that might be the start of a stop string, and says when
-/// one has appeared: the stop string itself is never emitted, nor any part of
-/// it.
-#[derive(Clone, Debug, Default)]
-pub struct StopMatcher {
-    stops: Vec<String>,
-    held: String,
-}
-
-impl StopMatcher {
-    pub fn new(stops: &[String]) -> Self {
-        StopMatcher {
-            stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(),
-            held: String::new(),
-        }
-    }
-
-    /// Adds generated text; returns the text that is safe to emit, and
-    /// whether a stop string was reached (then nothing after it is emitted).
-    pub fn push(&mut self, piece: &str) -> (String, bool) {
-        self.held.push_str(piece);
-        if let Some(at) = self
-            .stops
-            .iter()
-            .filter_map(|s| self.held.find(s.as_str()))
-            .min()
-        {
-            let out = self.held[..at].to_string();
-            self.held.clear();
-            return (out, true);
-        }
-        // The longest tail of the held text that could still grow into a stop string.
-        let keep = self
-            .stops
-            .iter()
-            .flat_map(|stop| {
-                (1..stop.len())
-                    .rev()
-                    .filter(|&n| stop.is_char_boundary(n))
-                    .find(|&n| self.held.ends_with(&stop[..n]))
-            })
-            .max()
-            .unwrap_or(0);
-        let cut = self.held.len() - keep;
-        let out = self.held[..cut].to_string();
-        self.held.drain(..cut);
-        (out, false)
-    }
-
-    /// The text still held when generation ends for another reason.
-    pub fn flush(&mut self) -> String {
-        std::mem::take(&mut self.held)
-    }
-}
-
 /// What a generation produced.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Generation {
@@ -360,11 +144,7 @@ pub struct Generation {
     pub cached_tokens: usize,
     pub tokens: Vec<u32>,
     pub text: String,
-    pub finished_by_eos: bool,
-    /// Ended because a stop string appeared (it is not part of `text`).
-    pub finished_by_stop: bool,
-    /// Ended because [`Cancel::cancel`] was called.
-    pub cancelled: bool,
+    pub finish_reason: FinishReason,
     /// From the call to the first generated token.
     pub time_to_first_token_seconds: f64,
     /// The most memory MLX held during the call, in bytes.
@@ -373,51 +153,59 @@ pub struct Generation {
     pub decode_tokens_per_second: f64,
 }
 
-/// Generates up to `max_tokens` tokens after `prompt` with `sampler`, calling
-/// `on_token` with each token and the text it completes (often empty: text
-/// is held back until it is whole UTF-8; special tokens have none). Stops at
-/// an end-of-turn token, which is not passed on.
+/// Generates up to `options.max_tokens` tokens after `prompt` with
+/// `sampler`, calling `on_token` with each token and the text it completes
+/// (often empty: text is held back until it is whole UTF-8; special tokens
+/// have none). Stops at an end-of-turn token, which is not passed on, or at
+/// a stop string. Uses fresh caches: [`TokenGenerator::generate`] keeps them.
 pub fn generate(
     loaded: &LoadedModel,
     prompt: &[u32],
     sampler: &mut Sampler,
-    max_tokens: usize,
+    options: &GenerateOptions,
     on_token: impl FnMut(u32, &str),
 ) -> Result<Generation> {
     let mut caches = loaded.model.new_caches();
-    Ok(run(
-        loaded,
-        &mut caches,
+    let job = Decode {
+        caches: &mut caches,
         prompt,
-        0,
-        sampler,
-        max_tokens,
-        &[],
-        &Cancel::new(),
-        None,
-        on_token,
-    )?
-    .0)
+        cached: 0,
+        options,
+        cancel: &Cancel::new(),
+        sliding_after_prompt: None,
+    };
+    Ok(decode(loaded, job, sampler, on_token)?.0)
 }
 
-/// The decoding loop over caches that already hold `prompt[..cached]`.
-/// Returns the generation and the tokens fed to the model after the prompt
-/// (what the caches now hold beyond it). With `sliding_after_prompt`, the
-/// sliding-window caches are copied there as the whole prompt left them
-/// (`None` for the other layers).
-#[allow(clippy::too_many_arguments)]
-fn run(
-    loaded: &LoadedModel,
-    caches: &mut [KvCache],
-    prompt: &[u32],
+/// One sequence's decoding: caches that already hold `prompt[..cached]`.
+/// With `sliding_after_prompt`, the sliding-window caches are copied there
+/// as the whole prompt left them (`None` for the other layers).
+struct Decode<'a> {
+    caches: &'a mut [KvCache],
+    prompt: &'a [u32],
     cached: usize,
+    options: &'a GenerateOptions,
+    cancel: &'a Cancel,
+    sliding_after_prompt: Option<&'a mut Vec<Option<KvCache>>>,
+}
+
+/// The decoding loop. Returns the generation and the tokens fed to the
+/// model after the prompt (what the caches now hold beyond it).
+fn decode(
+    loaded: &LoadedModel,
+    job: Decode,
     sampler: &mut Sampler,
-    max_tokens: usize,
-    stop: &[String],
-    cancel: &Cancel,
-    sliding_after_prompt: Option<&mut Vec<Option<KvCache>>>,
     mut on_token: impl FnMut(u32, &str),
 ) -> Result<(Generation, Vec<u32>)> {
+    let Decode {
+        caches,
+        prompt,
+        cached,
+        options,
+        cancel,
+        sliding_after_prompt,
+    } = job;
+    let max_tokens = options.max_tokens;
     let model = &loaded.model;
     let start = Instant::now();
     // A failed peak-memory query only loses a statistic.
@@ -439,13 +227,12 @@ fn run(
     let mut fed = Vec::new();
     let mut text = String::new();
     let mut detokenizer = Detokenizer::new();
-    let mut finished_by_eos = false;
-    let mut finished_by_stop = false;
-    let mut stops = StopMatcher::new(stop);
-    let mut cancelled = false;
+    let mut stops = StopMatcher::new(&options.stop);
+    // Reaching max_tokens is the one way out of the loop that sets no reason.
+    let mut finish_reason = FinishReason::Length;
     while tokens.len() < max_tokens {
         if cancel.is_cancelled() {
-            cancelled = true;
+            finish_reason = FinishReason::Cancelled;
             break;
         }
         let more = tokens.len() + 1 < max_tokens;
@@ -462,7 +249,7 @@ fn run(
         }
         first_token_at.get_or_insert_with(Instant::now);
         if loaded.eos_token_ids.contains(&id) {
-            finished_by_eos = true;
+            finish_reason = FinishReason::Stop;
             break;
         }
         tokens.push(id);
@@ -471,7 +258,7 @@ fn run(
         on_token(id, &piece);
         text.push_str(&piece);
         if stopped {
-            finished_by_stop = true;
+            finish_reason = FinishReason::StopString;
             break;
         }
         if !more {
@@ -486,7 +273,7 @@ fn run(
             }
         };
     }
-    if !finished_by_stop {
+    if finish_reason != FinishReason::StopString {
         let rest = stops.flush();
         if !rest.is_empty() {
             on_token(*tokens.last().unwrap_or(&0), &rest);
@@ -501,9 +288,7 @@ fn run(
     let generation = Generation {
         prompt_tokens: prompt.len(),
         cached_tokens: cached,
-        finished_by_eos,
-        finished_by_stop,
-        cancelled,
+        finish_reason,
         time_to_first_token_seconds: prefill,
         peak_memory_bytes: mlx_rs::memory::peak_memory().unwrap_or(0),
         prefill_tokens_per_second: if prefill > 0.0 {
@@ -573,26 +358,15 @@ impl TokenGenerator {
         self.after_prompt = None;
     }
 
-    /// Like [`generate`], reusing the longest common prefix of the cache and
-    /// `prompt` (at least one prompt token always runs, for the logits).
+    /// Generates after `prompt` as `options` say (see [`generate`]), reusing
+    /// the longest common prefix of the prompt cache and `prompt` (at least
+    /// one prompt token always runs, for the logits). Clears the cancel flag
+    /// first.
     pub fn generate(
         &mut self,
         prompt: &[u32],
         sampler: &mut Sampler,
-        max_tokens: usize,
-        on_token: impl FnMut(u32, &str),
-    ) -> Result<Generation> {
-        self.generate_until(prompt, sampler, max_tokens, &[], on_token)
-    }
-
-    /// Like [`TokenGenerator::generate`], also ending at the first of the
-    /// `stop` strings (which is not emitted).
-    pub fn generate_until(
-        &mut self,
-        prompt: &[u32],
-        sampler: &mut Sampler,
-        max_tokens: usize,
-        stop: &[String],
+        options: &GenerateOptions,
         on_token: impl FnMut(u32, &str),
     ) -> Result<Generation> {
         self.cancel.reset();
@@ -641,16 +415,17 @@ impl TokenGenerator {
         self.cached.truncate(reuse);
         let mut sliding_after_prompt = Vec::new();
         // If anything fails midway the caches are in an unknown state: forget them.
-        let result = run(
+        let result = decode(
             &self.loaded,
-            &mut self.caches,
-            prompt,
-            reuse,
+            Decode {
+                caches: &mut self.caches,
+                prompt,
+                cached: reuse,
+                options,
+                cancel: &self.cancel,
+                sliding_after_prompt: sliding_model.then_some(&mut sliding_after_prompt),
+            },
             sampler,
-            max_tokens,
-            stop,
-            &self.cancel,
-            sliding_model.then_some(&mut sliding_after_prompt),
             on_token,
         );
         match result {
@@ -670,7 +445,7 @@ impl TokenGenerator {
     }
 }
 
-/// Greedy generation (temperature 0, no other processing).
+/// Greedy generation (temperature 0, no other processing) with fresh caches.
 pub fn generate_greedy(
     loaded: &LoadedModel,
     prompt: &[u32],
@@ -678,7 +453,8 @@ pub fn generate_greedy(
     mut on_text: impl FnMut(&str),
 ) -> Result<Generation> {
     let mut sampler = Sampler::new(SamplingSettings::default())?;
-    generate(loaded, prompt, &mut sampler, max_tokens, |_, piece| {
+    let options = GenerateOptions::new(max_tokens);
+    generate(loaded, prompt, &mut sampler, &options, |_, piece| {
         if !piece.is_empty() {
             on_text(piece)
         }

@@ -5,11 +5,17 @@
 //! checkpoints (safetensors folders and GGUF), the model architectures
 //! (`models`, one module each, with the KV cache), the raw MLX bindings they
 //! need beyond what `mlx-rs` exposes (MXFP4 and expert matmuls), sampling,
-//! chat templates, conversations ([`chat`]: Harmony for GPT-OSS, the chat
-//! template otherwise) and generation ([`generate::TokenGenerator`], with its
-//! prompt cache, shared by the programs). Everything above it (configs,
-//! tools, binaries) stays free of MLX; the Harmony format comes from the
-//! `mlx-harmony-format` crate.
+//! tokenization ([`loaded`], [`text`]), chat templates, prompts from
+//! conversations ([`prompt`]: Harmony for GPT-OSS, the chat template
+//! otherwise), replies read back as messages ([`reply`], with
+//! [`tool_parsers`] for template models' calls), the tool loop ([`turn`],
+//! over a [`turn::ToolRunner`] the caller supplies) and generation
+//! ([`generate::TokenGenerator`], with its prompt cache, shared by the
+//! programs; `reply` and `turn` are layers over its one `generate`). It knows nothing of command lines, prompt-config files or how
+//! a tool runs: the front end (`mlx-harmony-frontend`) maps those onto it.
+//!
+//! Test support (scripted sampling, random-weight checkpoints) is behind the
+//! `testing` feature, which this crate's own tests turn on.
 //!
 //! # Example
 //!
@@ -18,9 +24,11 @@
 //! reply:
 //!
 //! ```
-//! use mlx_harmony_core::chat::{PromptSetup, ReplyEvent};
 //! use mlx_harmony_core::chat_template::ChatMessage;
+//! use mlx_harmony_core::generate::GenerateOptions;
 //! use mlx_harmony_core::loading::{self, LoadOptions};
+//! use mlx_harmony_core::prompt::PromptSetup;
+//! use mlx_harmony_core::reply::{ReplyEvent, reply};
 //! use mlx_harmony_core::sampling::{Sampler, SamplingSettings};
 //!
 //! # let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/parity/llama");
@@ -34,41 +42,46 @@
 //!     seed: Some(1),
 //!     ..Default::default()
 //! })?;
-//! let reply = generator.reply(&prompt, &mut sampler, 16, &[], |event| {
+//! let options = GenerateOptions::new(16);
+//! let first = reply(&mut generator, &prompt, &mut sampler, &options, |event| {
 //!     if let ReplyEvent::Answer(text) = event {
 //!         print!("{text}");
 //!     }
 //! })?;
 //! println!();
-//! assert!(reply.generation.tokens.len() <= 16);
+//! assert!(first.generation.tokens.len() <= 16);
 //! // The next turn reuses the KV cache of this one (the prompt cache).
 //! let mut history = messages.to_vec();
-//! history.push(reply.message);
+//! history.push(first.message);
 //! history.push(ChatMessage::new("user", "And then?"));
 //! let prompt = generator
 //!     .loaded
 //!     .conversation_tokens(&PromptSetup::default(), &history)?;
-//! let second = generator.reply(&prompt, &mut sampler, 16, &[], |_| {})?;
+//! let second = reply(&mut generator, &prompt, &mut sampler, &options, |_| {})?;
 //! assert!(second.generation.cached_tokens > 0);
 //! # Ok::<(), mlx_harmony_core::Error>(())
 //! ```
 
 pub mod array_ext;
-pub mod chat;
 pub mod chat_template;
 pub mod checkpoint;
-pub mod cli;
+#[cfg(feature = "testing")]
 pub mod demo;
 pub mod device;
 pub mod error;
 pub mod generate;
-pub mod generate_demo;
 pub mod gguf;
 pub mod hub;
+pub mod loaded;
 pub mod loading;
 pub mod models;
+pub mod prompt;
 pub mod quant;
+pub mod reply;
 pub mod sampling;
+pub mod text;
+pub mod tool_parsers;
+pub mod turn;
 
 mod platform;
 

@@ -208,16 +208,19 @@ pub fn apply_repetition_penalty(
 pub struct Sampler {
     settings: SamplingSettings,
     key: Array,
+    #[cfg(feature = "testing")]
     script: Option<Script>,
 }
 
 /// Fixed replies a scripted sampler plays back instead of sampling.
+#[cfg(feature = "testing")]
 struct Script {
     replies: Vec<Vec<u32>>,
     reply: usize,
     next: usize,
 }
 
+#[cfg(feature = "testing")]
 impl Script {
     /// The next token: reply after reply. When a reply is used up its last
     /// token (an end token) repeats, until a new generation starts (the
@@ -250,6 +253,7 @@ impl Sampler {
         Ok(Sampler {
             key: random::key(seed)?,
             settings,
+            #[cfg(feature = "testing")]
             script: None,
         })
     }
@@ -258,6 +262,8 @@ impl Sampler {
     /// generation: for tests and demos of everything around the model (the
     /// Harmony parser, the tool loop, the prompt cache) without trained
     /// weights. The model still runs, so timing and caching are real.
+    /// Test support: only with the `testing` feature.
+    #[cfg(feature = "testing")]
     pub fn scripted(replies: Vec<Vec<u32>>) -> Result<Self> {
         let mut sampler = Sampler::new(SamplingSettings {
             temperature: 0.0,
@@ -322,6 +328,7 @@ impl Sampler {
 
     /// The next token (`[1]`, left on the device so decoding can pipeline).
     pub fn sample(&mut self, logits: &Array, history: &[u32]) -> Result<Array> {
+        #[cfg(feature = "testing")]
         if let Some(script) = &mut self.script {
             // The model's step is still computed, as when sampling.
             mlx_rs::transforms::eval([logits])?;

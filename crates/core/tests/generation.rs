@@ -4,16 +4,15 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use mlx_harmony_core::generate::{Detokenizer, PREFILL_CHUNK, PromptSetup, TokenGenerator};
+use mlx_harmony_core::generate::{FinishReason, GenerateOptions, PREFILL_CHUNK, TokenGenerator};
+use mlx_harmony_core::prompt::PromptSetup;
 use mlx_harmony_core::sampling::{Sampler, SamplingSettings};
+use mlx_harmony_core::text::Detokenizer;
+use mlx_harmony_testkit::smollm2;
 
-fn smollm2() -> PathBuf {
-    std::env::var_os("MLX_HARMONY_SMOLLM2")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap())
-                .join(".cache/mlx-harmony/models/SmolLM2-135M-Instruct.Q4_1.gguf")
-        })
+/// Options for at most `n` tokens.
+fn up_to(n: usize) -> GenerateOptions {
+    GenerateOptions::new(n)
 }
 
 fn greedy() -> Sampler {
@@ -39,17 +38,20 @@ fn another_thread_can_cancel_a_generation() {
     })
     .unwrap();
     let result = generator
-        .generate(&prompt, &mut sampler, 5000, |_, _| {})
+        .generate(&prompt, &mut sampler, &up_to(5000), |_, _| {})
         .unwrap();
     canceller.join().unwrap();
-    assert!(result.cancelled, "{result:?}");
-    assert!(result.tokens.len() < 5000 && !result.finished_by_eos);
+    assert!(
+        result.finish_reason == FinishReason::Cancelled,
+        "{result:?}"
+    );
+    assert!(result.tokens.len() < 5000 && result.finish_reason != FinishReason::Stop);
 
     // The flag is cleared for the next call, and the prompt cache still works.
     let again = generator
-        .generate(&prompt, &mut greedy(), 4, |_, _| {})
+        .generate(&prompt, &mut greedy(), &up_to(4), |_, _| {})
         .unwrap();
-    assert!(!again.cancelled);
+    assert!(again.finish_reason != FinishReason::Cancelled);
     assert_eq!(again.tokens.len(), 4);
 }
 
@@ -92,7 +94,7 @@ fn long_prompts_are_prefilled_in_chunks_with_the_same_result() {
         .unwrap();
     assert!(prompt.len() > PREFILL_CHUNK, "{} tokens", prompt.len());
     let chunked = generator
-        .generate(&prompt, &mut greedy(), 6, |_, _| {})
+        .generate(&prompt, &mut greedy(), &up_to(6), |_, _| {})
         .unwrap();
     // The same prompt in one pass, through the model directly.
     let model = &generator.loaded.model;

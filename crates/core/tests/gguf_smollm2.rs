@@ -7,28 +7,14 @@
 use std::path::PathBuf;
 
 use mlx_harmony_core::chat_template::ChatMessage;
-use mlx_harmony_core::generate::{LoadedModel, generate_greedy};
+use mlx_harmony_core::generate::{FinishReason, LoadedModel, generate_greedy};
 use mlx_harmony_core::models::blocks::last_position;
 use mlx_rs::Array;
 use mlx_rs::ops::indexing::argmax_axis;
 use serde_json::Value;
 
 fn model_path() -> PathBuf {
-    // scripts/test sets this to the model cache's copy (scripts/fetch-default-model).
-    let default = std::env::var_os("HOME")
-        .map(|home| {
-            PathBuf::from(home).join(".cache/mlx-harmony/models/SmolLM2-135M-Instruct.Q4_1.gguf")
-        })
-        .unwrap_or_default();
-    let path = std::env::var_os("MLX_HARMONY_SMOLLM2")
-        .map(PathBuf::from)
-        .unwrap_or(default);
-    assert!(
-        path.is_file(),
-        "{} is missing: run scripts/fetch-default-model (scripts/test does)",
-        path.display()
-    );
-    path
+    mlx_harmony_testkit::smollm2()
 }
 
 fn golden() -> Value {
@@ -174,7 +160,7 @@ fn agrees_with_llama_cpp_and_answers_coherently() {
     };
     let france = answer("What is the capital of France?");
     assert!(
-        france.text.contains("Paris") && france.finished_by_eos,
+        france.text.contains("Paris") && france.finish_reason == FinishReason::Stop,
         "{france:?}"
     );
     let colors = answer("List three primary colors.");

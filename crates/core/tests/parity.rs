@@ -209,7 +209,7 @@ fn model_folders_load_with_their_tokenizer_template_and_end_tokens() {
     );
     // GPT-OSS folders speak Harmony: the prompt is the Harmony rendering of the
     // setup and the user message, and generation stops at <|return|> or <|call|>.
-    use mlx_harmony_core::generate::PromptSetup;
+    use mlx_harmony_core::prompt::PromptSetup;
     use mlx_harmony_format::RenderConfig;
     use mlx_harmony_format::model::{
         DeveloperContent, Message, ReasoningEffort, Role, SystemContent,

@@ -4,8 +4,14 @@
 use std::path::{Path, PathBuf};
 
 use mlx_harmony_core::chat_template::ChatMessage;
-use mlx_harmony_core::generate::{PromptSetup, TokenGenerator};
+use mlx_harmony_core::generate::{GenerateOptions, TokenGenerator};
+use mlx_harmony_core::prompt::PromptSetup;
 use mlx_harmony_core::sampling::{Sampler, SamplingSettings};
+
+/// Options for at most `n` tokens.
+fn up_to(n: usize) -> GenerateOptions {
+    GenerateOptions::new(n)
+}
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -25,7 +31,7 @@ fn second_turn_prefills_only_new_tokens_and_matches_a_cold_run() {
         .prompt_tokens(&PromptSetup::default(), "Hello there")
         .unwrap();
     let first = warm
-        .generate(&first_prompt, &mut greedy(), 12, |_, _| {})
+        .generate(&first_prompt, &mut greedy(), &up_to(12), |_, _| {})
         .unwrap();
     assert_eq!(first.cached_tokens, 0);
 
@@ -40,7 +46,7 @@ fn second_turn_prefills_only_new_tokens_and_matches_a_cold_run() {
         .encode(&warm.loaded.render(&history).unwrap())
         .unwrap();
     let second = warm
-        .generate(&second_prompt, &mut greedy(), 12, |_, _| {})
+        .generate(&second_prompt, &mut greedy(), &up_to(12), |_, _| {})
         .unwrap();
     assert!(
         second.cached_tokens >= first_prompt.len(),
@@ -51,7 +57,7 @@ fn second_turn_prefills_only_new_tokens_and_matches_a_cold_run() {
 
     let mut cold = TokenGenerator::load(&fixture("llama")).unwrap();
     let reference = cold
-        .generate(&second_prompt, &mut greedy(), 12, |_, _| {})
+        .generate(&second_prompt, &mut greedy(), &up_to(12), |_, _| {})
         .unwrap();
     assert_eq!(reference.cached_tokens, 0);
     assert_eq!(
@@ -61,7 +67,7 @@ fn second_turn_prefills_only_new_tokens_and_matches_a_cold_run() {
 
     // The same prompt again: everything but the last prompt token is reused.
     let again = warm
-        .generate(&second_prompt, &mut greedy(), 12, |_, _| {})
+        .generate(&second_prompt, &mut greedy(), &up_to(12), |_, _| {})
         .unwrap();
     assert_eq!(again.cached_tokens, second_prompt.len() - 1);
     assert_eq!(again.tokens, reference.tokens);
@@ -79,11 +85,13 @@ fn second_turn_prefills_only_new_tokens_and_matches_a_cold_run() {
         .take_while(|(a, b)| a == b)
         .count();
     assert!(shared > 0 && shared < other.len());
-    let other_warm = warm.generate(&other, &mut greedy(), 8, |_, _| {}).unwrap();
+    let other_warm = warm
+        .generate(&other, &mut greedy(), &up_to(8), |_, _| {})
+        .unwrap();
     assert_eq!(other_warm.cached_tokens, shared);
     let other_cold = TokenGenerator::load(&fixture("llama"))
         .unwrap()
-        .generate(&other, &mut greedy(), 8, |_, _| {})
+        .generate(&other, &mut greedy(), &up_to(8), |_, _| {})
         .unwrap();
     assert_eq!(other_warm.tokens, other_cold.tokens);
 }
@@ -96,24 +104,28 @@ fn sliding_window_models_reuse_an_exact_extension_and_otherwise_start_afresh() {
         ..Default::default()
     };
     let prompt = warm.loaded.prompt_tokens(&setup, "Hi").unwrap();
-    let first = warm.generate(&prompt, &mut greedy(), 6, |_, _| {}).unwrap();
+    let first = warm
+        .generate(&prompt, &mut greedy(), &up_to(6), |_, _| {})
+        .unwrap();
 
     // Extending exactly what the cache holds reuses all of it.
     let mut extended = warm.cached_tokens().to_vec();
     let held = extended.len();
     extended.extend(&prompt[prompt.len() - 3..]);
     let reused = warm
-        .generate(&extended, &mut greedy(), 6, |_, _| {})
+        .generate(&extended, &mut greedy(), &up_to(6), |_, _| {})
         .unwrap();
     assert_eq!(reused.cached_tokens, held);
     let cold = TokenGenerator::load(&fixture("gpt-oss"))
         .unwrap()
-        .generate(&extended, &mut greedy(), 6, |_, _| {})
+        .generate(&extended, &mut greedy(), &up_to(6), |_, _| {})
         .unwrap();
     assert_eq!(reused.tokens, cold.tokens);
 
     // Going back to the first prompt needs trimming, which a sliding window cannot do.
-    let again = warm.generate(&prompt, &mut greedy(), 6, |_, _| {}).unwrap();
+    let again = warm
+        .generate(&prompt, &mut greedy(), &up_to(6), |_, _| {})
+        .unwrap();
     assert_eq!(again.cached_tokens, 0);
     assert_eq!(again.tokens, first.tokens);
 }
@@ -132,7 +144,7 @@ fn a_gpt_oss_chat_turn_reuses_the_previous_prompt_though_the_reasoning_is_droppe
         .unwrap();
     // More tokens than the fixture's window of 8, so that the sliding layers
     // have dropped positions of the prompt by the end of the reply.
-    warm.generate(&first_prompt, &mut greedy(), 12, |_, _| {})
+    warm.generate(&first_prompt, &mut greedy(), &up_to(12), |_, _| {})
         .unwrap();
 
     // The next turn: Harmony keeps the final answer and drops the reasoning,
@@ -150,13 +162,13 @@ fn a_gpt_oss_chat_turn_reuses_the_previous_prompt_though_the_reasoning_is_droppe
         .unwrap();
     assert_eq!(second_prompt[..first_prompt.len()], first_prompt[..]);
     let second = warm
-        .generate(&second_prompt, &mut greedy(), 12, |_, _| {})
+        .generate(&second_prompt, &mut greedy(), &up_to(12), |_, _| {})
         .unwrap();
     assert_eq!(second.cached_tokens, first_prompt.len());
 
     let cold = TokenGenerator::load(&fixture("gpt-oss"))
         .unwrap()
-        .generate(&second_prompt, &mut greedy(), 12, |_, _| {})
+        .generate(&second_prompt, &mut greedy(), &up_to(12), |_, _| {})
         .unwrap();
     assert_eq!(cold.cached_tokens, 0);
     assert_eq!(

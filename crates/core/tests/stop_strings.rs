@@ -1,10 +1,17 @@
 //! Stop strings: generation ends at the first one, and no part of it is ever
 //! emitted, however the text is split into tokens.
 
-use mlx_harmony_core::generate::{PromptSetup, StopMatcher, TokenGenerator};
+use mlx_harmony_core::generate::{FinishReason, GenerateOptions, TokenGenerator};
+use mlx_harmony_core::prompt::PromptSetup;
 use mlx_harmony_core::sampling::{Sampler, SamplingSettings};
+use mlx_harmony_core::text::StopMatcher;
 
 /// Feeds `pieces` and returns (everything emitted, whether it stopped).
+/// Options for at most `n` tokens.
+fn up_to(n: usize) -> GenerateOptions {
+    GenerateOptions::new(n)
+}
+
 fn feed(stops: &[&str], pieces: &[&str]) -> (String, bool, Vec<String>) {
     let stops: Vec<String> = stops.iter().map(|s| s.to_string()).collect();
     let mut matcher = StopMatcher::new(&stops);
@@ -62,20 +69,19 @@ fn generation_ends_at_a_stop_string_on_a_real_model() {
         .unwrap();
     let mut greedy = Sampler::new(SamplingSettings::default()).unwrap();
     let full = generator
-        .generate(&prompt, &mut greedy, 24, |_, _| {})
+        .generate(&prompt, &mut greedy, &up_to(24), |_, _| {})
         .unwrap();
     assert_eq!(full.text, "The capital of France is Paris.");
     let mut streamed = String::new();
     let stopped = generator
-        .generate_until(
+        .generate(
             &prompt,
             &mut greedy,
-            24,
-            &["Paris".to_string()],
+            &up_to(24).with_stop(&["Paris".to_string()]),
             |_, piece| streamed.push_str(piece),
         )
         .unwrap();
     assert_eq!(stopped.text, "The capital of France is ");
     assert_eq!(streamed, stopped.text);
-    assert!(stopped.finished_by_stop && !stopped.finished_by_eos);
+    assert!(stopped.finish_reason == FinishReason::StopString);
 }

@@ -3,31 +3,7 @@
 use std::process::Command;
 
 use mlx_harmony_core::demo;
-
-/// The offline default model (scripts/test points MLX_HARMONY_SMOLLM2 at it).
-fn smollm2() -> std::path::PathBuf {
-    let default = std::env::var_os("HOME")
-        .map(|home| {
-            std::path::PathBuf::from(home)
-                .join(".cache/mlx-harmony/models/SmolLM2-135M-Instruct.Q4_1.gguf")
-        })
-        .unwrap_or_default();
-    let model = std::env::var_os("MLX_HARMONY_SMOLLM2")
-        .map(std::path::PathBuf::from)
-        .unwrap_or(default);
-    assert!(
-        model.is_file(),
-        "{} is missing: run scripts/fetch-default-model",
-        model.display()
-    );
-    model
-}
-
-fn parity_fixture(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures/parity")
-        .join(name)
-}
+use mlx_harmony_testkit::{assert_success, parity_fixture, run_with_input, smollm2};
 
 fn generate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_mlx-harmony-generate"))
@@ -103,8 +79,13 @@ fn demo_checkpoint_generates_the_models_greedy_tokens() {
     // The printed text is exactly the library's greedy tokens, rendered as the
     // binary documents: printable ASCII as itself, anything else as <id>.
     let expected =
-        mlx_harmony_core::generate_demo::run(dir.path(), "Hi", 8, |_| Ok::<(), std::io::Error>(()))
-            .unwrap();
+        mlx_harmony_frontend::byte_model::run(
+            dir.path(),
+            "Hi",
+            8,
+            |_| Ok::<(), std::io::Error>(()),
+        )
+        .unwrap();
     let rendered: String = expected
         .tokens
         .iter()
@@ -282,38 +263,23 @@ fn stop_strings_end_the_answer_without_showing_them() {
         .args(["--stop", "France is", "--stop", "never-seen"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "The capital of \n");
 }
 
 #[test]
 fn prompt_from_stdin_and_one_json_object_out() {
-    use std::io::Write as _;
-    let mut child = generate()
-        .arg("--model")
-        .arg(smollm2())
-        .args(["--json", "--temperature", "0", "--device", "cpu"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"What is the capital of France?\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_with_input(
+        generate().arg("--model").arg(smollm2()).args([
+            "--json",
+            "--temperature",
+            "0",
+            "--device",
+            "cpu",
+        ]),
+        b"What is the capital of France?\n",
     );
+    assert_success(&out);
     let json: serde_json::Value =
         serde_json::from_slice(&out.stdout).expect("stdout is one JSON object");
     assert_eq!(json["text"], "The capital of France is Paris.");
@@ -415,11 +381,7 @@ fn profiles_give_the_model_and_prompt_config_and_unknown_names_are_listed() {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         json["stats"]["generated_tokens"], 3,

@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use mlx_harmony_config::settings::Hyperparameters;
-use mlx_harmony_core::chat::ForcedCall;
 use mlx_harmony_core::chat_template::{ChatMessage, FunctionCall, ToolCall};
+use mlx_harmony_core::prompt::ForcedCall;
 use mlx_harmony_format::model::{ReasoningEffort, ToolDescription};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -111,98 +111,132 @@ pub struct ResponseFormat {
     pub json_schema: Option<Value>,
 }
 
-/// `POST /v1/chat/completions`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChatRequest {
-    pub model: String,
-    pub messages: Vec<RequestMessage>,
-    #[serde(default)]
-    pub stream: bool,
-    #[serde(default)]
-    pub stream_options: Option<StreamOptions>,
-    #[serde(default)]
-    pub max_tokens: Option<i64>,
-    #[serde(default)]
-    pub max_completion_tokens: Option<i64>,
-    #[serde(default)]
-    pub temperature: Option<f64>,
-    #[serde(default)]
-    pub top_p: Option<f64>,
-    #[serde(default)]
-    pub top_k: Option<i64>,
-    #[serde(default)]
-    pub min_p: Option<f64>,
-    #[serde(default)]
-    pub seed: Option<i64>,
-    #[serde(default)]
-    pub stop: Option<Stop>,
-    #[serde(default)]
-    pub repetition_penalty: Option<f64>,
-    #[serde(default)]
-    pub reasoning_effort: Option<String>,
-    #[serde(default)]
-    pub tools: Option<Vec<ToolSpec>>,
-    #[serde(default)]
-    pub tool_choice: Option<Value>,
-    #[serde(default)]
-    pub parallel_tool_calls: Option<bool>,
-    #[serde(default)]
-    pub response_format: Option<ResponseFormat>,
-    #[serde(default)]
-    pub n: Option<i64>,
-    #[serde(default)]
-    pub user: Option<String>,
-    #[serde(default)]
-    pub frequency_penalty: Option<f64>,
-    #[serde(default)]
-    pub presence_penalty: Option<f64>,
-    #[serde(default)]
-    pub logprobs: Option<bool>,
-    #[serde(default)]
-    pub metadata: Option<Value>,
-    #[serde(default)]
-    pub store: Option<bool>,
+/// Declares an OpenAI request body: its own fields, then the fields that
+/// chat and completion requests share (streaming, sampling, the ones this
+/// server refuses), written once here, with [`SharedFields`] to read them.
+macro_rules! request_body {
+    ($(#[$meta:meta])* pub struct $name:ident {
+        $($(#[$field_meta:meta])* pub $field:ident: $ty:ty,)*
+    }) => {
+        $(#[$meta])*
+        pub struct $name {
+            $($(#[$field_meta])* pub $field: $ty,)*
+            #[serde(default)]
+            pub stream: bool,
+            #[serde(default)]
+            pub stream_options: Option<StreamOptions>,
+            #[serde(default)]
+            pub max_tokens: Option<i64>,
+            #[serde(default)]
+            pub temperature: Option<f64>,
+            #[serde(default)]
+            pub top_p: Option<f64>,
+            #[serde(default)]
+            pub top_k: Option<i64>,
+            #[serde(default)]
+            pub min_p: Option<f64>,
+            #[serde(default)]
+            pub seed: Option<i64>,
+            #[serde(default)]
+            pub stop: Option<Stop>,
+            #[serde(default)]
+            pub repetition_penalty: Option<f64>,
+            #[serde(default)]
+            pub n: Option<i64>,
+            #[serde(default)]
+            pub user: Option<String>,
+            #[serde(default)]
+            pub frequency_penalty: Option<f64>,
+            #[serde(default)]
+            pub presence_penalty: Option<f64>,
+        }
+
+        impl $name {
+            /// The fields every request has, to check them one way.
+            pub fn shared(&self) -> SharedFields<'_> {
+                SharedFields {
+                    model: &self.model,
+                    max_tokens: self.max_tokens,
+                    temperature: self.temperature,
+                    top_p: self.top_p,
+                    top_k: self.top_k,
+                    min_p: self.min_p,
+                    seed: self.seed,
+                    stop: &self.stop,
+                    repetition_penalty: self.repetition_penalty,
+                    n: self.n,
+                    frequency_penalty: self.frequency_penalty,
+                    presence_penalty: self.presence_penalty,
+                }
+            }
+
+            /// Whether the answer is streamed, and with a usage chunk.
+            pub fn streaming(&self) -> (bool, bool) {
+                let usage = self.stream_options.as_ref().is_some_and(|o| o.include_usage);
+                (self.stream, usage)
+            }
+        }
+    };
 }
 
-/// `POST /v1/completions`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CompletionRequest {
-    pub model: String,
-    pub prompt: Content,
-    #[serde(default)]
-    pub stream: bool,
-    #[serde(default)]
-    pub stream_options: Option<StreamOptions>,
-    #[serde(default)]
+request_body! {
+    /// `POST /v1/chat/completions`.
+    #[derive(Clone, Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ChatRequest {
+        pub model: String,
+        pub messages: Vec<RequestMessage>,
+        #[serde(default)]
+        pub max_completion_tokens: Option<i64>,
+        #[serde(default)]
+        pub reasoning_effort: Option<String>,
+        #[serde(default)]
+        pub tools: Option<Vec<ToolSpec>>,
+        #[serde(default)]
+        pub tool_choice: Option<Value>,
+        #[serde(default)]
+        pub parallel_tool_calls: Option<bool>,
+        #[serde(default)]
+        pub response_format: Option<ResponseFormat>,
+        #[serde(default)]
+        pub logprobs: Option<bool>,
+        #[serde(default)]
+        pub metadata: Option<Value>,
+        #[serde(default)]
+        pub store: Option<bool>,
+    }
+}
+
+request_body! {
+    /// `POST /v1/completions`.
+    #[derive(Clone, Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct CompletionRequest {
+        pub model: String,
+        pub prompt: Content,
+        #[serde(default)]
+        pub echo: Option<bool>,
+        #[serde(default)]
+        pub logprobs: Option<Value>,
+    }
+}
+
+/// What chat and completion requests share, as [`SharedFields::accept`] and
+/// [`SharedFields::hyperparameters`] check it.
+#[derive(Clone, Copy, Debug)]
+pub struct SharedFields<'a> {
+    pub model: &'a str,
     pub max_tokens: Option<i64>,
-    #[serde(default)]
     pub temperature: Option<f64>,
-    #[serde(default)]
     pub top_p: Option<f64>,
-    #[serde(default)]
     pub top_k: Option<i64>,
-    #[serde(default)]
     pub min_p: Option<f64>,
-    #[serde(default)]
     pub seed: Option<i64>,
-    #[serde(default)]
-    pub stop: Option<Stop>,
-    #[serde(default)]
+    pub stop: &'a Option<Stop>,
     pub repetition_penalty: Option<f64>,
-    #[serde(default)]
     pub n: Option<i64>,
-    #[serde(default)]
-    pub user: Option<String>,
-    #[serde(default)]
-    pub echo: Option<bool>,
-    #[serde(default)]
     pub frequency_penalty: Option<f64>,
-    #[serde(default)]
     pub presence_penalty: Option<f64>,
-    #[serde(default)]
-    pub logprobs: Option<Value>,
 }
 
 /// Reads a request body: invalid JSON, a field of the wrong type or an
@@ -232,81 +266,77 @@ pub fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError>
     })
 }
 
-/// The sampling settings a request asks for, checked against the same
-/// ranges as every other layer (prompt configs, `\set`).
-#[allow(clippy::too_many_arguments)]
-pub fn hyperparameters(
-    max_tokens: Option<i64>,
-    temperature: Option<f64>,
-    top_p: Option<f64>,
-    top_k: Option<i64>,
-    min_p: Option<f64>,
-    seed: Option<i64>,
-    stop: &Option<Stop>,
-    repetition_penalty: Option<f64>,
-) -> Result<Hyperparameters, ApiError> {
-    let stop = match stop {
-        None => None,
-        Some(Stop::One(s)) => Some(vec![s.clone()]),
-        Some(Stop::Many(v)) => {
-            if v.len() > 4 {
-                return Err(ApiError::invalid("`stop` takes at most 4 sequences")
-                    .with_param(Some("stop".into())));
+impl SharedFields<'_> {
+    /// The request is for the model served here and asks for nothing this
+    /// server refuses (instead of silently ignoring it).
+    pub fn accept(&self, served: &str) -> Result<(), ApiError> {
+        if self.model != served {
+            return Err(ApiError::model_not_found(self.model, served));
+        }
+        if self.n.is_some_and(|n| n != 1) {
+            return Err(ApiError::invalid("only n = 1 is supported").with_param(Some("n".into())));
+        }
+        for (name, value) in [
+            ("frequency_penalty", self.frequency_penalty),
+            ("presence_penalty", self.presence_penalty),
+        ] {
+            if value.is_some_and(|v| v != 0.0) {
+                return Err(ApiError::invalid(format!(
+                    "`{name}` is not supported; use `repetition_penalty` (e.g. 1.1)"
+                ))
+                .with_param(Some(name.into())));
             }
-            Some(v.clone())
         }
-    };
-    let fields = [
-        ("max_tokens", max_tokens.map(Value::from)),
-        ("temperature", temperature.map(Value::from)),
-        ("top_p", top_p.map(Value::from)),
-        ("top_k", top_k.map(Value::from)),
-        ("min_p", min_p.map(Value::from)),
-        // A negative seed means "random" in our configs; OpenAI takes any integer.
-        (
-            "seed",
-            seed.map(|s| Value::from(s.unsigned_abs() as i64 & i64::MAX)),
-        ),
-        ("stop", stop.map(|s| json!(s))),
-        ("repetition_penalty", repetition_penalty.map(Value::from)),
-    ];
-    let mut map = serde_json::Map::new();
-    for (name, value) in fields {
-        let Some(value) = value else { continue };
-        let mut one = serde_json::Map::new();
-        one.insert(name.to_string(), value.clone());
-        Hyperparameters::from_json_map(&one, Path::new("request")).map_err(|e| {
-            let text = e.to_string();
-            let detail = text.rsplit(": ").next().unwrap_or(&text).to_string();
-            ApiError::invalid(format!("`{name}` {detail}")).with_param(Some(name.to_string()))
-        })?;
-        map.insert(name.to_string(), value);
+        Ok(())
     }
-    Hyperparameters::from_json_map(&map, Path::new("request"))
-        .map_err(|e| ApiError::invalid(e.to_string()))
-}
 
-/// Refuses what this server does not do, instead of silently ignoring it.
-pub fn unsupported(
-    n: Option<i64>,
-    frequency_penalty: Option<f64>,
-    presence_penalty: Option<f64>,
-) -> Result<(), ApiError> {
-    if n.is_some_and(|n| n != 1) {
-        return Err(ApiError::invalid("only n = 1 is supported").with_param(Some("n".into())));
-    }
-    for (name, value) in [
-        ("frequency_penalty", frequency_penalty),
-        ("presence_penalty", presence_penalty),
-    ] {
-        if value.is_some_and(|v| v != 0.0) {
-            return Err(ApiError::invalid(format!(
-                "`{name}` is not supported; use `repetition_penalty` (e.g. 1.1)"
-            ))
-            .with_param(Some(name.into())));
+    /// The sampling settings the request asks for, checked against the
+    /// same ranges as every other layer (prompt configs, `\set`).
+    pub fn hyperparameters(&self) -> Result<Hyperparameters, ApiError> {
+        let stop = match self.stop {
+            None => None,
+            Some(Stop::One(s)) => Some(vec![s.clone()]),
+            Some(Stop::Many(v)) => {
+                if v.len() > 4 {
+                    return Err(ApiError::invalid("`stop` takes at most 4 sequences")
+                        .with_param(Some("stop".into())));
+                }
+                Some(v.clone())
+            }
+        };
+        let fields = [
+            ("max_tokens", self.max_tokens.map(Value::from)),
+            ("temperature", self.temperature.map(Value::from)),
+            ("top_p", self.top_p.map(Value::from)),
+            ("top_k", self.top_k.map(Value::from)),
+            ("min_p", self.min_p.map(Value::from)),
+            // A negative seed means "random" in our configs; OpenAI takes any integer.
+            (
+                "seed",
+                self.seed
+                    .map(|s| Value::from(s.unsigned_abs() as i64 & i64::MAX)),
+            ),
+            ("stop", stop.map(|s| json!(s))),
+            (
+                "repetition_penalty",
+                self.repetition_penalty.map(Value::from),
+            ),
+        ];
+        let mut map = serde_json::Map::new();
+        for (name, value) in fields {
+            let Some(value) = value else { continue };
+            let mut one = serde_json::Map::new();
+            one.insert(name.to_string(), value.clone());
+            Hyperparameters::from_json_map(&one, Path::new("request")).map_err(|e| {
+                let text = e.to_string();
+                let detail = text.rsplit(": ").next().unwrap_or(&text).to_string();
+                ApiError::invalid(format!("`{name}` {detail}")).with_param(Some(name.to_string()))
+            })?;
+            map.insert(name.to_string(), value);
         }
+        Hyperparameters::from_json_map(&map, Path::new("request"))
+            .map_err(|e| ApiError::invalid(e.to_string()))
     }
-    Ok(())
 }
 
 impl Content {

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod error;
+pub mod serve;
 pub mod worker;
 
 use std::convert::Infallible;
@@ -25,8 +26,8 @@ use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use mlx_harmony_config::settings::{self, Hyperparameters};
-use mlx_harmony_core::chat::PromptSetup;
 use mlx_harmony_core::generate::Cancel;
+use mlx_harmony_core::prompt::PromptSetup;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -205,29 +206,15 @@ async fn chat_completions(
 ) -> Result<Response, ApiError> {
     let body = body_bytes(body)?;
     let request: ChatRequest = api::parse(&body)?;
-    if request.model != state.model_id {
-        return Err(ApiError::model_not_found(&request.model, &state.model_id));
-    }
-    api::unsupported(
-        request.n,
-        request.frequency_penalty,
-        request.presence_penalty,
-    )?;
+    let mut shared = request.shared();
+    shared.accept(&state.model_id)?;
     if request.logprobs == Some(true) {
         return Err(
             ApiError::invalid("logprobs are not supported").with_param(Some("logprobs".into()))
         );
     }
-    let hyper = api::hyperparameters(
-        request.max_completion_tokens.or(request.max_tokens),
-        request.temperature,
-        request.top_p,
-        request.top_k,
-        request.min_p,
-        request.seed,
-        &request.stop,
-        request.repetition_penalty,
-    )?;
+    shared.max_tokens = request.max_completion_tokens.or(shared.max_tokens);
+    let hyper = shared.hyperparameters()?;
     let history = api::history(&request.messages)?;
     let (functions, forced_call) = api::functions(&request.tools, &request.tool_choice)?;
     if forced_call.is_some() && !state.harmony {
@@ -261,10 +248,7 @@ async fn chat_completions(
     setup.functions = functions;
     setup.forced_call = forced_call;
     let settings = resolve(&state, hyper);
-    let include_usage = request
-        .stream_options
-        .as_ref()
-        .is_some_and(|o| o.include_usage);
+    let (stream, include_usage) = request.streaming();
     let receiver = submit(
         &state,
         Task::Chat {
@@ -276,7 +260,7 @@ async fn chat_completions(
     )
     .await?;
     let id = format!("chatcmpl-{:x}", now_nanos());
-    if request.stream {
+    if stream {
         Ok(stream_chat(state.clone(), receiver, id, include_usage).into_response())
     } else {
         Ok(collect_chat(&state, receiver, id).await?.into_response())
@@ -427,38 +411,20 @@ async fn completions(
 ) -> Result<Response, ApiError> {
     let body = body_bytes(body)?;
     let request: CompletionRequest = api::parse(&body)?;
-    if request.model != state.model_id {
-        return Err(ApiError::model_not_found(&request.model, &state.model_id));
-    }
-    api::unsupported(
-        request.n,
-        request.frequency_penalty,
-        request.presence_penalty,
-    )?;
+    let shared = request.shared();
+    shared.accept(&state.model_id)?;
     if request.echo == Some(true) || request.logprobs.as_ref().is_some_and(|l| !l.is_null()) {
         return Err(ApiError::invalid("echo and logprobs are not supported"));
     }
     let prompt = request.prompt.text("prompt")?;
-    let hyper = api::hyperparameters(
-        request.max_tokens,
-        request.temperature,
-        request.top_p,
-        request.top_k,
-        request.min_p,
-        request.seed,
-        &request.stop,
-        request.repetition_penalty,
-    )?;
+    let hyper = shared.hyperparameters()?;
     let settings = resolve(&state, hyper);
-    let include_usage = request
-        .stream_options
-        .as_ref()
-        .is_some_and(|o| o.include_usage);
+    let (stream, include_usage) = request.streaming();
     let mut receiver = submit(&state, Task::Completion { prompt }, settings).await?;
     let id = format!("cmpl-{:x}", now_nanos());
     let created = now();
     let model = state.model_id.clone();
-    if !request.stream {
+    if !stream {
         while let Some(event) = receiver.recv().await {
             match event {
                 Event::Done {

@@ -6,11 +6,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use mlx_harmony_config::settings::GenerationSettings;
-use mlx_harmony_core::chat::{PromptSetup, ReplyEvent, TurnEvent};
 use mlx_harmony_core::chat_template::ChatMessage;
-use mlx_harmony_core::cli::{self, ToolArgs};
-use mlx_harmony_core::generate::{Generation, TokenGenerator};
+use mlx_harmony_core::generate::{FinishReason, GenerateOptions, TokenGenerator};
+use mlx_harmony_core::prompt::PromptSetup;
+use mlx_harmony_core::reply::ReplyEvent;
 use mlx_harmony_core::sampling::Sampler;
+use mlx_harmony_core::tool_parsers;
+use mlx_harmony_core::turn::{self, ToolRunner, TurnEvent, TurnOptions};
+use mlx_harmony_frontend::args::ToolArgs;
+use mlx_harmony_frontend::{setup as frontend_setup, tools as frontend_tools};
 use tokio::sync::mpsc::{Receiver, UnboundedSender};
 
 use crate::api::Usage;
@@ -65,12 +69,15 @@ pub enum Event {
 }
 
 /// Fixed replies played back instead of sampling (`--scripted-replies`):
-/// for testing clients against a checkpoint without trained weights.
+/// for testing clients against a checkpoint without trained weights. Test
+/// support: only with the `scripted-replies` feature.
+#[cfg(feature = "scripted-replies")]
 pub struct Script {
     pub replies: Vec<Vec<u32>>,
     pub next: usize,
 }
 
+#[cfg(feature = "scripted-replies")]
 impl Script {
     /// A sampler that plays the replies from the next one on, in a cycle.
     fn sampler(&self) -> Result<Sampler, ApiError> {
@@ -93,14 +100,48 @@ pub struct Stats {
     pub shutting_down: AtomicBool,
 }
 
+/// How the model thread serves: the server-side tools and, in test builds,
+/// scripted replies.
+#[derive(Default)]
+pub struct WorkerConfig {
+    /// The GPT-OSS tools the server runs itself (a fresh set per request).
+    pub tools: Option<ToolArgs>,
+    pub max_tool_calls: usize,
+    #[cfg(feature = "scripted-replies")]
+    pub script: Option<Script>,
+}
+
+impl WorkerConfig {
+    /// The scripted replies when there are, else the request's sampling.
+    fn sampler(
+        &self,
+        settings: &GenerationSettings,
+        generator: &TokenGenerator,
+    ) -> Result<Sampler, ApiError> {
+        #[cfg(feature = "scripted-replies")]
+        if let Some(script) = &self.script {
+            return script.sampler();
+        }
+        frontend_setup::sampler(settings, &generator.loaded)
+            .map_err(|e| ApiError::internal(e.to_string()))
+    }
+
+    /// `replies` replies were generated: a script moves on by as many.
+    fn played(&mut self, replies: usize) {
+        #[cfg(feature = "scripted-replies")]
+        if let Some(script) = &mut self.script {
+            script.next += replies;
+        }
+        let _ = replies;
+    }
+}
+
 /// The model thread's loop: until the queue closes.
 pub fn run(
     mut generator: TokenGenerator,
     mut jobs: Receiver<Job>,
     stats: Arc<Stats>,
-    tools: Option<ToolArgs>,
-    max_tool_calls: usize,
-    mut script: Option<Script>,
+    mut config: WorkerConfig,
 ) {
     let cancel = generator.cancel_handle();
     while let Some(job) = jobs.blocking_recv() {
@@ -135,22 +176,18 @@ pub fn run(
                 buffer_answer,
             } => chat(
                 &mut generator,
-                &history,
-                &setup,
-                &job.settings,
-                buffer_answer,
-                tools.as_ref(),
-                max_tool_calls,
-                script.as_mut(),
+                &mut config,
+                ChatJob {
+                    history: &history,
+                    setup: &setup,
+                    settings: &job.settings,
+                    buffer_answer,
+                },
                 &send,
             ),
-            Task::Completion { prompt } => completion(
-                &mut generator,
-                &prompt,
-                &job.settings,
-                script.as_mut(),
-                &send,
-            ),
+            Task::Completion { prompt } => {
+                completion(&mut generator, &mut config, &prompt, &job.settings, &send)
+            }
         };
         if let Err(error) = outcome {
             send(Event::Failed(error));
@@ -160,20 +197,6 @@ pub fn run(
             stats.cancelled.fetch_add(1, Ordering::SeqCst);
         } else {
             stats.completed.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-}
-
-/// The scripted replies when there are, else the request's sampling.
-fn sampler(
-    script: Option<&Script>,
-    settings: &GenerationSettings,
-    generator: &TokenGenerator,
-) -> Result<Sampler, ApiError> {
-    match script {
-        Some(script) => script.sampler(),
-        None => {
-            cli::sampler(settings, &generator.loaded).map_err(|e| ApiError::internal(e.to_string()))
         }
     }
 }
@@ -194,18 +217,6 @@ fn room(generator: &TokenGenerator, prompt: usize, max_tokens: u32) -> Result<us
     Ok((max_tokens as usize).min(context - prompt))
 }
 
-fn finish_reason(generation: &Generation, max_tokens: usize) -> &'static str {
-    if !generation.finished_by_eos
-        && !generation.finished_by_stop
-        && !generation.cancelled
-        && generation.tokens.len() >= max_tokens
-    {
-        "length"
-    } else {
-        "stop"
-    }
-}
-
 fn call_id() -> String {
     use std::sync::atomic::AtomicU64;
     static NEXT: AtomicU64 = AtomicU64::new(1);
@@ -220,21 +231,31 @@ fn call_id() -> String {
     )
 }
 
-#[allow(clippy::too_many_arguments)]
+/// One chat request as the model thread takes it.
+struct ChatJob<'a> {
+    history: &'a [ChatMessage],
+    setup: &'a PromptSetup,
+    settings: &'a GenerationSettings,
+    /// Template models: hold the answer back until it is known whether it
+    /// is a tool call.
+    buffer_answer: bool,
+}
+
 fn chat(
     generator: &mut TokenGenerator,
-    history: &[ChatMessage],
-    setup: &PromptSetup,
-    settings: &GenerationSettings,
-    buffer_answer: bool,
-    tool_args: Option<&ToolArgs>,
-    max_tool_calls: usize,
-    script: Option<&mut Script>,
+    config: &mut WorkerConfig,
+    job: ChatJob,
     send: &dyn Fn(Event),
 ) -> Result<(), ApiError> {
+    let ChatJob {
+        history,
+        setup,
+        settings,
+        buffer_answer,
+    } = job;
     let harmony = generator.loaded.harmony.is_some();
     // Server-side tools: a fresh set per request (no state shared between clients).
-    let mut toolbox = match tool_args.filter(|_| harmony) {
+    let mut toolbox = match config.tools.as_ref().filter(|_| harmony) {
         Some(args) => args
             .toolbox()
             .map_err(|e| ApiError::internal(format!("the server's tools cannot start: {e}")))?,
@@ -242,8 +263,7 @@ fn chat(
     };
     let mut setup = setup.clone();
     if let Some(tools) = &toolbox {
-        setup.builtin_tools = tools.builtin_namespaces();
-        setup.functions.extend(tools.functions());
+        frontend_tools::declare(&mut setup, tools);
     }
     let prompt = generator
         .loaded
@@ -254,7 +274,7 @@ fn chat(
         .forced_call_tokens(&setup)
         .map_err(|e| ApiError::invalid(e.to_string()).with_param(Some("tool_choice".into())))?;
     let max_tokens = room(generator, prompt.len() + forced.len(), settings.max_tokens)?;
-    let mut sampler = sampler(script.as_deref(), settings, generator)?;
+    let mut sampler = config.sampler(settings, generator)?;
     send(Event::Started);
     let mut call: Option<FunctionCall> = None;
     // Streamed reasoning so far, and the server-side call being streamed:
@@ -262,65 +282,66 @@ fn chat(
     let mut reasoning_sent = false;
     let mut announced: Option<String> = None;
     let server_side: Vec<String> = toolbox.as_ref().map(|t| t.names()).unwrap_or_default();
-    let turn = generator
-        .turn(
-            &setup,
-            history,
-            &mut sampler,
-            max_tokens,
-            &settings.stop,
-            toolbox.as_mut(),
-            max_tool_calls,
-            |event| match event {
-                TurnEvent::Reply(ReplyEvent::Answer(text)) => {
-                    if !buffer_answer {
-                        send(Event::Content(text.to_string()))
-                    }
+    let options = TurnOptions {
+        generation: GenerateOptions::new(max_tokens).with_stop(&settings.stop),
+        max_tool_calls: config.max_tool_calls,
+    };
+    let mut runner = toolbox.as_mut().map(frontend_tools::Runner);
+    let turn = turn::turn(
+        generator,
+        &setup,
+        history,
+        &mut sampler,
+        &options,
+        runner.as_mut().map(|r| r as &mut dyn ToolRunner),
+        |event| match event {
+            TurnEvent::Reply(ReplyEvent::Answer(text)) => {
+                if !buffer_answer {
+                    send(Event::Content(text.to_string()))
                 }
-                TurnEvent::Reply(ReplyEvent::Reasoning { text, .. }) => {
-                    announced = None;
+            }
+            TurnEvent::Reply(ReplyEvent::Reasoning { text, .. }) => {
+                announced = None;
+                reasoning_sent = true;
+                send(Event::Reasoning(text.to_string()))
+            }
+            TurnEvent::Reply(ReplyEvent::ToolCall { recipient, text }) => {
+                let runs_here = server_side.iter().any(|n| {
+                    recipient == n
+                        || recipient.starts_with(&format!("{n}."))
+                        || recipient == format!("functions.{n}")
+                });
+                if runs_here {
+                    if announced.as_deref() != Some(recipient) {
+                        let gap = if reasoning_sent { "\n" } else { "" };
+                        send(Event::Reasoning(format!("{gap}[call {recipient}]\n")));
+                        announced = Some(recipient.to_string());
+                    }
                     reasoning_sent = true;
-                    send(Event::Reasoning(text.to_string()))
+                    send(Event::Reasoning(text.to_string()));
+                    return;
                 }
-                TurnEvent::Reply(ReplyEvent::ToolCall { recipient, text }) => {
-                    let runs_here = server_side.iter().any(|n| {
-                        recipient == n
-                            || recipient.starts_with(&format!("{n}."))
-                            || recipient == format!("functions.{n}")
-                    });
-                    if runs_here {
-                        if announced.as_deref() != Some(recipient) {
-                            let gap = if reasoning_sent { "\n" } else { "" };
-                            send(Event::Reasoning(format!("{gap}[call {recipient}]\n")));
-                            announced = Some(recipient.to_string());
-                        }
-                        reasoning_sent = true;
-                        send(Event::Reasoning(text.to_string()));
-                        return;
-                    }
-                    let name = recipient.strip_prefix("functions.").unwrap_or(recipient);
-                    if call.as_ref().is_none_or(|c| c.name != name) {
-                        let started = FunctionCall {
-                            id: call_id(),
-                            name: name.to_string(),
-                            arguments: String::new(),
-                        };
-                        send(Event::CallStarted(started.clone()));
-                        call = Some(started);
-                    }
-                    send(Event::CallArguments(text.to_string()));
+                let name = recipient.strip_prefix("functions.").unwrap_or(recipient);
+                if call.as_ref().is_none_or(|c| c.name != name) {
+                    let started = FunctionCall {
+                        id: call_id(),
+                        name: name.to_string(),
+                        arguments: String::new(),
+                    };
+                    send(Event::CallStarted(started.clone()));
+                    call = Some(started);
                 }
-                TurnEvent::ToolResult { author, content } => {
-                    announced = None;
-                    reasoning_sent = true;
-                    send(Event::Reasoning(format!("\n[{author}]\n{content}\n")))
-                }
-            },
-        )
-        .map_err(|e| ApiError::internal(format!("generation failed: {e}")))?;
-    if let Some(script) = script {
-        script.next += turn.generations.len();
-    }
+                send(Event::CallArguments(text.to_string()));
+            }
+            TurnEvent::ToolResult { author, content } => {
+                announced = None;
+                reasoning_sent = true;
+                send(Event::Reasoning(format!("\n[{author}]\n{content}\n")))
+            }
+        },
+    )
+    .map_err(|e| ApiError::internal(format!("generation failed: {e}")))?;
+    config.played(turn.generations.len());
     let first = turn.generations.first();
     let prompt_tokens = first.map_or(prompt.len(), |g| g.prompt_tokens);
     let cached = first.map_or(0, |g| g.cached_tokens);
@@ -355,7 +376,7 @@ fn chat(
     let mut calls = Vec::new();
     let mut reason = turn
         .last_generation()
-        .map_or("stop", |g| finish_reason(g, max_tokens));
+        .map_or("stop", |g| finish_reason(g.finish_reason));
     match (&turn.pending_call, call) {
         (Some(recipient), Some(mut streamed)) if !turn.hit_call_limit => {
             let name = recipient.strip_prefix("functions.").unwrap_or(recipient);
@@ -366,9 +387,13 @@ fn chat(
         }
         _ if buffer_answer && !setup.functions.is_empty() => {
             // Template models write calls as text; find them.
-            let (text, found) = parse_template_calls(&content);
+            let (text, found) = tool_parsers::parse_tool_calls(&content);
             if !found.is_empty() {
-                for f in found {
+                for f in found.into_iter().map(|c| FunctionCall {
+                    id: call_id(),
+                    name: c.name,
+                    arguments: c.arguments,
+                }) {
                     send(Event::CallStarted(f.clone()));
                     calls.push(f);
                 }
@@ -391,60 +416,21 @@ fn chat(
     Ok(())
 }
 
-/// Tool calls in a template model's answer: `<tool_call>{"name", "arguments"}</tool_call>`
-/// blocks (Qwen, Hermes), or an answer that is one `{"name", "parameters"|"arguments"}`
-/// object (Llama 3.1). Returns the remaining text and the calls.
-pub fn parse_template_calls(text: &str) -> (String, Vec<FunctionCall>) {
-    let as_call = |json: &str| -> Option<FunctionCall> {
-        let value: serde_json::Value = serde_json::from_str(json.trim()).ok()?;
-        let name = value.get("name")?.as_str()?.to_string();
-        let arguments = value
-            .get("arguments")
-            .or_else(|| value.get("parameters"))
-            .cloned()
-            .unwrap_or(serde_json::json!({}));
-        let arguments = match arguments {
-            serde_json::Value::String(s) => s,
-            other => other.to_string(),
-        };
-        Some(FunctionCall {
-            id: call_id(),
-            name,
-            arguments,
-        })
-    };
-    let mut calls = Vec::new();
-    let mut rest = String::new();
-    let mut remaining = text;
-    while let Some(start) = remaining.find("<tool_call>") {
-        let after = &remaining[start + "<tool_call>".len()..];
-        let Some(end) = after.find("</tool_call>") else {
-            break;
-        };
-        match as_call(&after[..end]) {
-            Some(call) => {
-                rest.push_str(&remaining[..start]);
-                calls.push(call);
-            }
-            None => rest
-                .push_str(&remaining[..start + "<tool_call>".len() + end + "</tool_call>".len()]),
-        }
-        remaining = &after[end + "</tool_call>".len()..];
+/// The `finish_reason` of the last reply of a turn, before what the turn
+/// adds (a call for the client is `tool_calls`): a server-side call that
+/// hit the call limit ends as `stop`.
+fn finish_reason(reason: FinishReason) -> &'static str {
+    match reason {
+        FinishReason::ToolCalls => "stop",
+        other => other.as_openai(),
     }
-    rest.push_str(remaining);
-    if calls.is_empty()
-        && let Some(call) = as_call(text)
-    {
-        return (String::new(), vec![call]);
-    }
-    (rest.trim().to_string(), calls)
 }
 
 fn completion(
     generator: &mut TokenGenerator,
+    config: &mut WorkerConfig,
     prompt: &str,
     settings: &GenerationSettings,
-    script: Option<&mut Script>,
     send: &dyn Fn(Event),
 ) -> Result<(), ApiError> {
     let ids = generator
@@ -458,26 +444,19 @@ fn completion(
         return Err(ApiError::invalid("`prompt` is empty").with_param(Some("prompt".into())));
     }
     let max_tokens = room(generator, ids.len(), settings.max_tokens)?;
-    let mut sampler = sampler(script.as_deref(), settings, generator)?;
+    let mut sampler = config.sampler(settings, generator)?;
     send(Event::Started);
-    if let Some(script) = script {
-        script.next += 1;
-    }
+    config.played(1);
+    let options = GenerateOptions::new(max_tokens).with_stop(&settings.stop);
     let generation = generator
-        .generate_until(
-            &ids,
-            &mut sampler,
-            max_tokens,
-            &settings.stop,
-            |_, piece| {
-                if !piece.is_empty() {
-                    send(Event::Content(piece.to_string()))
-                }
-            },
-        )
+        .generate(&ids, &mut sampler, &options, |_, piece| {
+            if !piece.is_empty() {
+                send(Event::Content(piece.to_string()))
+            }
+        })
         .map_err(|e| ApiError::internal(format!("generation failed: {e}")))?;
     send(Event::Done {
-        finish_reason: finish_reason(&generation, max_tokens),
+        finish_reason: generation.finish_reason.as_openai(),
         usage: Usage::new(
             generation.prompt_tokens,
             generation.tokens.len(),
@@ -488,25 +467,4 @@ fn completion(
         calls: Vec::new(),
     });
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn template_tool_calls_are_found() {
-        let (rest, calls) = parse_template_calls(
-            "Let me check.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}\n</tool_call>",
-        );
-        assert_eq!(rest, "Let me check.");
-        assert_eq!(calls.len(), 1);
-        assert_eq!(calls[0].name, "get_weather");
-        assert_eq!(calls[0].arguments, r#"{"city":"Oslo"}"#);
-        let (_, llama) = parse_template_calls(r#"{"name": "f", "parameters": {"x": 1}}"#);
-        assert_eq!(llama[0].arguments, r#"{"x":1}"#);
-        let (text, none) = parse_template_calls("just text {not json}");
-        assert!(none.is_empty());
-        assert_eq!(text, "just text {not json}");
-    }
 }

@@ -1,120 +1,89 @@
-//! The building blocks every architecture shares: linear layers (dense or
-//! quantized), embeddings, RoPE variants, grouped-query attention, the SwiGLU
-//! MLP, and the pre-norm decoder stack. Architectures (`llama.rs`,
+//! The building blocks every architecture shares: weights read under a
+//! scope ([`Weights`]), linear layers (dense or quantized), embeddings,
+//! grouped-query attention, the SwiGLU MLP, and the pre-norm decoder stack
+//! (RoPE is in [`super::rope`], the quantization block in
+//! [`super::quant_config`]). Architectures (`llama.rs`,
 //! `qwen2.rs`, ...) only translate their config into a [`DecoderSpec`].
 
 use mlx_rs::Array;
 use mlx_rs::fast::{self, ScaledDotProductAttentionMask};
 use mlx_rs::ops::{self, indexing::IndexOp};
-use serde_json::Value;
 
-use crate::array_ext::scalar_like;
 use crate::checkpoint::Checkpoint;
 use crate::models::cache::KvCache;
 use crate::models::fused;
+pub use crate::models::quant_config::QuantConfig;
+pub use crate::models::rope::Rope;
 use crate::quant::{self, QuantMode, QuantizedWeight};
 use crate::{Error, Result};
 
-/// The `quantization` (mlx-community) or `quantization_config` block of a
-/// config: defaults and per-module overrides.
-#[derive(Clone, Debug, Default)]
-pub struct QuantConfig {
-    pub group_size: i32,
-    pub bits: i32,
-    pub mode: Option<QuantMode>,
-    overrides: serde_json::Map<String, Value>,
-}
-
-impl QuantConfig {
-    /// Reads the block, if the checkpoint is quantized.
-    pub fn from_config(config: &Value) -> Result<Option<Self>> {
-        let Some(block) = config
-            .get("quantization")
-            .or_else(|| config.get("quantization_config"))
-        else {
-            return Ok(None);
-        };
-        let Some(map) = block.as_object() else {
-            return Ok(None);
-        };
-        let mode = match map.get("mode").and_then(Value::as_str) {
-            Some(mode) => Some(QuantMode::parse(mode)?),
-            None => None,
-        };
-        Ok(Some(QuantConfig {
-            group_size: map.get("group_size").and_then(Value::as_i64).unwrap_or(64) as i32,
-            bits: map.get("bits").and_then(Value::as_i64).unwrap_or(4) as i32,
-            mode,
-            overrides: map.clone(),
-        }))
-    }
-
-    /// Group size, bits and mode for one module (`model.layers.0.mlp.down_proj`).
-    fn for_module(&self, prefix: &str) -> (i32, i32, QuantMode) {
-        let mut group_size = self.group_size;
-        let mut bits = self.bits;
-        let mut mode = self.mode;
-        if let Some(Value::Object(o)) = self.overrides.get(prefix) {
-            group_size = o
-                .get("group_size")
-                .and_then(Value::as_i64)
-                .map_or(group_size, |v| v as i32);
-            bits = o
-                .get("bits")
-                .and_then(Value::as_i64)
-                .map_or(bits, |v| v as i32);
-            if let Some(m) = o
-                .get("mode")
-                .and_then(Value::as_str)
-                .and_then(|m| QuantMode::parse(m).ok())
-            {
-                mode = Some(m);
-            }
-        }
-        (group_size, bits, mode.unwrap_or(QuantMode::Affine))
-    }
-}
-
-/// Builds layers from a checkpoint's tensors.
+/// Builds layers from a checkpoint's tensors, under a name prefix: like
+/// candle's `VarBuilder`, [`Weights::pp`] scopes to a sub-module
+/// (`w.pp("model").pp("layers.0").pp("self_attn")`), and the layers are then
+/// named relative to it (`linear("q_proj", ...)`).
 pub struct Weights<'a> {
-    pub checkpoint: &'a mut Checkpoint,
-    pub quant: Option<QuantConfig>,
+    checkpoint: &'a mut Checkpoint,
+    quant: Option<&'a QuantConfig>,
+    prefix: String,
 }
 
-impl Weights<'_> {
+impl<'a> Weights<'a> {
+    /// The whole checkpoint, quantized as `quant` says.
+    pub fn new(checkpoint: &'a mut Checkpoint, quant: Option<&'a QuantConfig>) -> Self {
+        Weights {
+            checkpoint,
+            quant,
+            prefix: String::new(),
+        }
+    }
+
+    /// The weights under `name` (joined to this scope's prefix with a dot).
+    pub fn pp(&mut self, name: impl std::fmt::Display) -> Weights<'_> {
+        Weights {
+            prefix: self.path(&name.to_string()),
+            checkpoint: &mut *self.checkpoint,
+            quant: self.quant,
+        }
+    }
+
+    /// The full name of `name` in this scope.
+    pub fn path(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else if name.is_empty() {
+            self.prefix.clone()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
+    }
+
     pub fn has(&self, name: &str) -> bool {
-        self.checkpoint.tensors.contains_key(name)
+        self.checkpoint.tensors.contains_key(&self.path(name))
     }
 
     pub fn take(&mut self, name: &str, shape: &[i32]) -> Result<Array> {
-        self.checkpoint.take_shaped(name, shape)
+        let name = self.path(name);
+        self.checkpoint.take_shaped(&name, shape)
     }
 
-    /// A quantized `[..lead, out, in]` matrix named `prefix`.
+    /// A quantized `[..lead, out, in]` matrix: this scope's `weight`,
+    /// `scales` and (affine) `biases`.
     fn quantized(
         &mut self,
-        prefix: &str,
         lead: &[i32],
         out_features: i32,
         in_features: i32,
     ) -> Result<QuantizedWeight> {
         let (group_size, bits, mode) = self
             .quant
-            .as_ref()
-            .map_or((64, 4, QuantMode::Affine), |q| q.for_module(prefix));
+            .map_or((64, 4, QuantMode::Affine), |q| q.for_module(&self.prefix));
         let shape = |last: i32| [lead, &[out_features, last]].concat();
-        let scales = self.take(
-            &format!("{prefix}.scales"),
-            &shape(in_features / group_size),
-        )?;
+        let scales = self.take("scales", &shape(in_features / group_size))?;
         let biases = match mode {
-            QuantMode::Affine => Some(self.take(
-                &format!("{prefix}.biases"),
-                &shape(in_features / group_size),
-            )?),
+            QuantMode::Affine => Some(self.take("biases", &shape(in_features / group_size))?),
             QuantMode::Mxfp4 => None,
         };
-        let weight = self.take(&format!("{prefix}.weight"), &shape(in_features * bits / 32))?;
+        let weight = self.take("weight", &shape(in_features * bits / 32))?;
         Ok(QuantizedWeight {
             weight,
             scales,
@@ -125,61 +94,56 @@ impl Weights<'_> {
         })
     }
 
-    /// The quantized expert matrices `[experts, out, in]` named `prefix`, if
+    /// The quantized expert matrices `[experts, out, in]` of this scope, if
     /// the checkpoint has them quantized.
     pub fn quantized_experts(
         &mut self,
-        prefix: &str,
         experts: i32,
         out_features: i32,
         in_features: i32,
     ) -> Result<Option<QuantizedWeight>> {
-        if !self.has(&format!("{prefix}.scales")) {
+        if !self.has("scales") {
             return Ok(None);
         }
-        self.quantized(prefix, &[experts], out_features, in_features)
+        self.quantized(&[experts], out_features, in_features)
             .map(Some)
     }
 
-    /// A `[out, in]` linear layer named `prefix`, quantized when the checkpoint
-    /// has `prefix.scales`.
+    /// The `[out, in]` linear layer `name`, quantized when the checkpoint
+    /// has `name.scales`.
     pub fn linear(
         &mut self,
-        prefix: &str,
+        name: &str,
         in_features: i32,
         out_features: i32,
         bias: bool,
     ) -> Result<Linear> {
+        let mut w = self.pp(name);
         let bias = if bias {
-            Some(self.take(&format!("{prefix}.bias"), &[out_features])?)
+            Some(w.take("bias", &[out_features])?)
         } else {
             None
         };
-        if self.has(&format!("{prefix}.scales")) {
+        if w.has("scales") {
             Ok(Linear::Quantized {
-                weight: self.quantized(prefix, &[], out_features, in_features)?,
+                weight: w.quantized(&[], out_features, in_features)?,
                 bias,
             })
         } else {
             Ok(Linear::Dense {
-                weight: self.take(&format!("{prefix}.weight"), &[out_features, in_features])?,
+                weight: w.take("weight", &[out_features, in_features])?,
                 bias,
             })
         }
     }
 
-    pub fn embedding(&mut self, prefix: &str, vocab: i32, dims: i32) -> Result<Embedding> {
-        if self.has(&format!("{prefix}.scales")) {
-            Ok(Embedding::Quantized(self.quantized(
-                prefix,
-                &[],
-                vocab,
-                dims,
-            )?))
+    /// The embedding table `name`, quantized or not.
+    pub fn embedding(&mut self, name: &str, vocab: i32, dims: i32) -> Result<Embedding> {
+        let mut w = self.pp(name);
+        if w.has("scales") {
+            Ok(Embedding::Quantized(w.quantized(&[], vocab, dims)?))
         } else {
-            Ok(Embedding::Dense(
-                self.take(&format!("{prefix}.weight"), &[vocab, dims])?,
-            ))
+            Ok(Embedding::Dense(w.take("weight", &[vocab, dims])?))
         }
     }
 }
@@ -242,154 +206,6 @@ impl Embedding {
     }
 }
 
-/// Rotary position embedding: the frequencies come from `base`, or are given
-/// (Llama 3 scaling, YaRN).
-pub struct Rope {
-    pub dims: i32,
-    pub base: f32,
-    pub traditional: bool,
-    pub scale: f32,
-    pub freqs: Option<Array>,
-    /// YaRN's magnitude correction, applied to the input (1 elsewhere).
-    pub input_scale: f32,
-}
-
-impl Rope {
-    /// Builds the RoPE of a config's `rope_theta` and `rope_scaling`.
-    pub fn from_config(config: &Value, dims: i32) -> Result<Self> {
-        let base = config
-            .get("rope_theta")
-            .and_then(Value::as_f64)
-            .unwrap_or(10_000.0) as f32;
-        let traditional = config
-            .get("rope_traditional")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        let mut rope = Rope {
-            dims,
-            base,
-            traditional,
-            scale: 1.0,
-            freqs: None,
-            input_scale: 1.0,
-        };
-        let Some(scaling) = config.get("rope_scaling").filter(|s| !s.is_null()) else {
-            return Ok(rope);
-        };
-        let kind = scaling
-            .get("rope_type")
-            .or_else(|| scaling.get("type"))
-            .and_then(Value::as_str)
-            .unwrap_or("default");
-        let number =
-            |key: &str, default: f64| scaling.get(key).and_then(Value::as_f64).unwrap_or(default);
-        match kind {
-            "default" => {}
-            "linear" => rope.scale = 1.0 / number("factor", 1.0) as f32,
-            "llama3" => {
-                // Long wavelengths are slowed by `factor`, short ones kept, and
-                // those in between interpolated (Llama 3.1's scheme).
-                let factor = number("factor", 8.0);
-                let low = number("low_freq_factor", 1.0);
-                let high = number("high_freq_factor", 4.0);
-                let original = number("original_max_position_embeddings", 8192.0);
-                let low_wavelen = original / low;
-                let high_wavelen = original / high;
-                let freqs: Vec<f32> = (0..dims / 2)
-                    .map(|i| {
-                        let freq = (base as f64).powf(2.0 * i as f64 / dims as f64);
-                        let wavelen = 2.0 * std::f64::consts::PI * freq;
-                        let scaled = if wavelen > low_wavelen {
-                            freq * factor
-                        } else {
-                            freq
-                        };
-                        if wavelen > high_wavelen && wavelen < low_wavelen {
-                            let smooth = (original / wavelen - low) / (high - low);
-                            (scaled / ((1.0 - smooth) / factor + smooth)) as f32
-                        } else {
-                            scaled as f32
-                        }
-                    })
-                    .collect();
-                rope.freqs = Some(Array::from_slice(&freqs, &[dims / 2]));
-            }
-            "yarn" => {
-                // YaRN: frequencies interpolated between the original ones and
-                // ones slowed by `factor`, with a ramp between the dimensions
-                // that turn `beta_fast` and `beta_slow` times over the original
-                // context; the input is scaled by the magnitude correction.
-                let factor = number("factor", 1.0);
-                let original = number("original_max_position_embeddings", 4096.0);
-                let beta_fast = number("beta_fast", 32.0);
-                let beta_slow = number("beta_slow", 1.0);
-                let mscale = number("mscale", 1.0);
-                let mscale_all_dim = number("mscale_all_dim", 0.0);
-                let base = base as f64;
-                let correction_dim = |rotations: f64| {
-                    dims as f64 * (original / (rotations * 2.0 * std::f64::consts::PI)).ln()
-                        / (2.0 * base.ln())
-                };
-                let low = correction_dim(beta_fast).floor().max(0.0);
-                let mut high = correction_dim(beta_slow).ceil().min(dims as f64 - 1.0);
-                if low == high {
-                    high += 0.001;
-                }
-                let magnitude = |m: f64| {
-                    if factor <= 1.0 {
-                        1.0
-                    } else {
-                        0.1 * m * factor.ln() + 1.0
-                    }
-                };
-                rope.input_scale = (magnitude(mscale) / magnitude(mscale_all_dim)) as f32;
-                let freqs: Vec<f32> = (0..dims / 2)
-                    .map(|i| {
-                        let extra = (base.powf(2.0 * i as f64 / dims as f64)) as f32;
-                        let inter = factor as f32 * extra;
-                        let ramp =
-                            ((i as f32 - low as f32) / (high as f32 - low as f32)).clamp(0.0, 1.0);
-                        let mask = 1.0 - ramp;
-                        (inter * extra) / (inter * mask + extra * (1.0 - mask))
-                    })
-                    .collect();
-                rope.freqs = Some(Array::from_slice(&freqs, &[dims / 2]));
-            }
-            other => {
-                return Err(Error::Invalid(format!(
-                    "unsupported rope_scaling type {other:?}; supported: default, linear, llama3, yarn"
-                )));
-            }
-        }
-        Ok(rope)
-    }
-
-    pub fn apply(&self, x: &Array, offset: i32) -> Result<Array> {
-        let base = if self.freqs.is_some() {
-            None
-        } else {
-            Some(self.base)
-        };
-        let scaled;
-        let x = if self.input_scale != 1.0 {
-            // Every model that uses YaRN here rotates the whole head.
-            scaled = x.multiply(scalar_like(self.input_scale, x)?)?;
-            &scaled
-        } else {
-            x
-        };
-        Ok(fast::rope(
-            x,
-            self.dims,
-            self.traditional,
-            base,
-            self.scale,
-            offset,
-            self.freqs.as_ref(),
-        )?)
-    }
-}
-
 /// What differs between the decoder architectures.
 pub struct DecoderSpec {
     pub hidden_size: i32,
@@ -428,17 +244,12 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    pub fn load(
-        w: &mut Weights,
-        prefix: &str,
-        hidden: i32,
-        inter: i32,
-        bias: bool,
-    ) -> Result<Self> {
+    /// The MLP of the scope `w` (a layer's `mlp`).
+    pub fn load(w: &mut Weights, hidden: i32, inter: i32, bias: bool) -> Result<Self> {
         Ok(Mlp {
-            gate_proj: w.linear(&format!("{prefix}.gate_proj"), hidden, inter, bias)?,
-            up_proj: w.linear(&format!("{prefix}.up_proj"), hidden, inter, bias)?,
-            down_proj: w.linear(&format!("{prefix}.down_proj"), inter, hidden, bias)?,
+            gate_proj: w.linear("gate_proj", hidden, inter, bias)?,
+            up_proj: w.linear("up_proj", hidden, inter, bias)?,
+            down_proj: w.linear("down_proj", inter, hidden, bias)?,
         })
     }
 
@@ -469,44 +280,43 @@ impl Decoder {
     /// Loads the Hugging Face / mlx-community weight names under `model.`.
     pub fn load(spec: DecoderSpec, checkpoint: &mut Checkpoint) -> Result<Self> {
         let quant = QuantConfig::from_config(&checkpoint.config)?;
-        let mut w = Weights { checkpoint, quant };
+        let mut w = Weights::new(checkpoint, quant.as_ref());
         let (hidden, head_dim) = (spec.hidden_size, spec.head_dim);
         let q_out = spec.num_heads * head_dim;
         let kv_out = spec.num_kv_heads * head_dim;
-        let embed_tokens = w.embedding("model.embed_tokens", spec.vocab_size, hidden)?;
+        let mut model = w.pp("model");
+        let embed_tokens = model.embedding("embed_tokens", spec.vocab_size, hidden)?;
         let mut layers = Vec::with_capacity(spec.num_layers as usize);
         for i in 0..spec.num_layers {
-            let p = format!("model.layers.{i}");
-            let a = format!("{p}.self_attn");
+            let mut layer = model.pp(format_args!("layers.{i}"));
+            let mut a = layer.pp("self_attn");
             let attention = Attention {
-                q_proj: w.linear(&format!("{a}.q_proj"), hidden, q_out, spec.attention_bias)?,
-                k_proj: w.linear(&format!("{a}.k_proj"), hidden, kv_out, spec.attention_bias)?,
-                v_proj: w.linear(&format!("{a}.v_proj"), hidden, kv_out, spec.attention_bias)?,
-                o_proj: w.linear(&format!("{a}.o_proj"), q_out, hidden, false)?,
+                q_proj: a.linear("q_proj", hidden, q_out, spec.attention_bias)?,
+                k_proj: a.linear("k_proj", hidden, kv_out, spec.attention_bias)?,
+                v_proj: a.linear("v_proj", hidden, kv_out, spec.attention_bias)?,
+                o_proj: a.linear("o_proj", q_out, hidden, false)?,
                 q_norm: spec
                     .qk_norm
-                    .then(|| w.take(&format!("{a}.q_norm.weight"), &[head_dim]))
+                    .then(|| a.take("q_norm.weight", &[head_dim]))
                     .transpose()?,
                 k_norm: spec
                     .qk_norm
-                    .then(|| w.take(&format!("{a}.k_norm.weight"), &[head_dim]))
+                    .then(|| a.take("k_norm.weight", &[head_dim]))
                     .transpose()?,
             };
             layers.push(Layer {
-                input_norm: w.take(&format!("{p}.input_layernorm.weight"), &[hidden])?,
+                input_norm: layer.take("input_layernorm.weight", &[hidden])?,
                 attention,
-                post_attention_norm: w
-                    .take(&format!("{p}.post_attention_layernorm.weight"), &[hidden])?,
+                post_attention_norm: layer.take("post_attention_layernorm.weight", &[hidden])?,
                 mlp: Mlp::load(
-                    &mut w,
-                    &format!("{p}.mlp"),
+                    &mut layer.pp("mlp"),
                     hidden,
                     spec.intermediate_size,
                     spec.mlp_bias,
                 )?,
             });
         }
-        let norm = w.take("model.norm.weight", &[hidden])?;
+        let norm = model.take("norm.weight", &[hidden])?;
         let lm_head = if spec.tie_word_embeddings {
             None
         } else {

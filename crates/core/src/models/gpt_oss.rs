@@ -110,31 +110,27 @@ fn err(message: String) -> Error {
     Error::Invalid(message)
 }
 
-/// Reads the experts of one layer in either layout.
+/// Reads the experts of one layer (the scope `w`, a layer's `mlp.experts`)
+/// in either layout.
 fn load_experts(
     w: &mut Weights,
-    prefix: &str,
     c: &GptOssConfig,
 ) -> Result<(ExpertProjection, ExpertProjection, ExpertProjection)> {
     let (e, hidden, inter) = (c.num_local_experts, c.hidden_size, c.intermediate_size);
-    let fused = format!("{prefix}.gate_up_proj_blocks");
-    if w.has(&fused) {
+    if w.has("gate_up_proj_blocks") {
         // OpenAI's release: uint8 blocks [E, out, in/32, 16] are the MXFP4
         // values MLX packs as uint32 [E, out, in/8]; scales are E8M0 bytes.
         let packed =
             |w: &mut Weights, name: &str, out: i32, input: i32| -> Result<(Array, Array)> {
-                let blocks = w.take(
-                    &format!("{prefix}.{name}_blocks"),
-                    &[e, out, input / 32, 16],
-                )?;
+                let blocks = w.take(&format!("{name}_blocks"), &[e, out, input / 32, 16])?;
                 let weight = blocks.view::<u32>()?.reshape(&[e, out, input / 8])?;
-                let scales = w.take(&format!("{prefix}.{name}_scales"), &[e, out, input / 32])?;
+                let scales = w.take(&format!("{name}_scales"), &[e, out, input / 32])?;
                 Ok((weight, scales))
             };
         let (gate_up, gate_up_scales) = packed(w, "gate_up_proj", 2 * inter, hidden)?;
-        let gate_up_bias = w.take(&format!("{prefix}.gate_up_proj_bias"), &[e, 2 * inter])?;
+        let gate_up_bias = w.take("gate_up_proj_bias", &[e, 2 * inter])?;
         let (down, down_scales) = packed(w, "down_proj", hidden, inter)?;
-        let down_bias = w.take(&format!("{prefix}.down_proj_bias"), &[e, hidden])?;
+        let down_bias = w.take("down_proj_bias", &[e, hidden])?;
         // Gate and up rows alternate: gate on even rows, up on odd ones.
         let rows = |a: &Array, first: i32| -> Result<Array> {
             let shape = a.shape().to_vec();
@@ -167,14 +163,14 @@ fn load_experts(
         return Ok((gate, up, down));
     }
     let mut projection = |name: &str, out: i32, input: i32| -> Result<ExpertProjection> {
-        let p = format!("{prefix}.{name}");
-        let matrix = match w.quantized_experts(&p, e, out, input)? {
+        let mut w = w.pp(name);
+        let matrix = match w.quantized_experts(e, out, input)? {
             Some(q) => ExpertMatrix::Quantized(q),
-            None => ExpertMatrix::Dense(w.take(&format!("{p}.weight"), &[e, out, input])?),
+            None => ExpertMatrix::Dense(w.take("weight", &[e, out, input])?),
         };
         Ok(ExpertProjection {
             matrix,
-            bias: w.take(&format!("{p}.bias"), &[e, out])?,
+            bias: w.take("bias", &[e, out])?,
         })
     };
     Ok((
@@ -190,7 +186,7 @@ impl GptOss {
             .map_err(|e| err(format!("config.json: {e}")))?;
         let rope = Rope::from_config(&checkpoint.config, c.head_dim)?;
         let quant = QuantConfig::from_config(&checkpoint.config)?;
-        let mut w = Weights { checkpoint, quant };
+        let mut w = Weights::new(checkpoint, quant.as_ref());
         let (hidden, head_dim) = (c.hidden_size, c.head_dim);
         let (q_out, kv_out) = (
             c.num_attention_heads * head_dim,
@@ -214,34 +210,39 @@ impl GptOss {
                 c.num_hidden_layers
             )));
         }
-        let embed_tokens = w.embedding("model.embed_tokens", c.vocab_size, hidden)?;
+        let mut model = w.pp("model");
+        let embed_tokens = model.embedding("embed_tokens", c.vocab_size, hidden)?;
         let mut layers = Vec::new();
         for (i, kind) in types.iter().enumerate() {
-            let p = format!("model.layers.{i}");
-            let a = format!("{p}.self_attn");
-            let (gate, up, down) = load_experts(&mut w, &format!("{p}.mlp.experts"), &c)?;
+            let mut layer = model.pp(format_args!("layers.{i}"));
+            let (gate, up, down) = load_experts(&mut layer.pp("mlp.experts"), &c)?;
+            let router = layer
+                .pp("mlp")
+                .linear("router", hidden, c.num_local_experts, true)?;
+            let mut a = layer.pp("self_attn");
+            let (q_proj, k_proj, v_proj, o_proj, sinks) = (
+                a.linear("q_proj", hidden, q_out, true)?,
+                a.linear("k_proj", hidden, kv_out, true)?,
+                a.linear("v_proj", hidden, kv_out, true)?,
+                a.linear("o_proj", q_out, hidden, true)?,
+                a.take("sinks", &[c.num_attention_heads])?,
+            );
             layers.push(MoeLayer {
-                input_norm: w.take(&format!("{p}.input_layernorm.weight"), &[hidden])?,
-                q_proj: w.linear(&format!("{a}.q_proj"), hidden, q_out, true)?,
-                k_proj: w.linear(&format!("{a}.k_proj"), hidden, kv_out, true)?,
-                v_proj: w.linear(&format!("{a}.v_proj"), hidden, kv_out, true)?,
-                o_proj: w.linear(&format!("{a}.o_proj"), q_out, hidden, true)?,
-                sinks: w.take(&format!("{a}.sinks"), &[c.num_attention_heads])?,
+                input_norm: layer.take("input_layernorm.weight", &[hidden])?,
+                q_proj,
+                k_proj,
+                v_proj,
+                o_proj,
+                sinks,
                 sliding: kind == "sliding_attention",
-                post_attention_norm: w
-                    .take(&format!("{p}.post_attention_layernorm.weight"), &[hidden])?,
-                router: w.linear(
-                    &format!("{p}.mlp.router"),
-                    hidden,
-                    c.num_local_experts,
-                    true,
-                )?,
+                post_attention_norm: layer.take("post_attention_layernorm.weight", &[hidden])?,
+                router,
                 gate,
                 up,
                 down,
             });
         }
-        let norm = w.take("model.norm.weight", &[hidden])?;
+        let norm = model.take("norm.weight", &[hidden])?;
         let lm_head = w.linear("lm_head", hidden, c.vocab_size, false)?;
         Ok(GptOss {
             config: c,

@@ -6,8 +6,10 @@ pub mod cache;
 pub mod fused;
 pub mod gpt_oss;
 pub mod llama;
+pub mod quant_config;
 pub mod qwen2;
 pub mod qwen3;
+pub mod rope;
 
 use std::path::Path;
 

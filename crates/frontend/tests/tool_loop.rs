@@ -5,10 +5,12 @@
 
 use std::path::{Path, PathBuf};
 
-use mlx_harmony_core::chat::{PromptSetup, TurnEvent};
 use mlx_harmony_core::chat_template::ChatMessage;
-use mlx_harmony_core::generate::TokenGenerator;
+use mlx_harmony_core::generate::{GenerateOptions, TokenGenerator};
+use mlx_harmony_core::prompt::PromptSetup;
 use mlx_harmony_core::sampling::Sampler;
+use mlx_harmony_core::turn::{self, Turn, TurnEvent, TurnOptions};
+use mlx_harmony_frontend::tools::Runner;
 use mlx_harmony_tools::{PatchConfig, PythonConfig, ToolBox, ToolsConfig};
 
 fn fixture(name: &str) -> PathBuf {
@@ -23,6 +25,32 @@ fn tokens(generator: &TokenGenerator, text: &str) -> Vec<u32> {
 
 fn decode(generator: &TokenGenerator, ids: &[u32]) -> String {
     generator.loaded.tokenizer.decode(ids, false).unwrap()
+}
+
+/// One turn with `tools` running the calls, at most `max_tool_calls` of them.
+fn turn_with(
+    generator: &mut TokenGenerator,
+    setup: &PromptSetup,
+    history: &[ChatMessage],
+    sampler: &mut Sampler,
+    tools: &mut ToolBox,
+    max_tool_calls: usize,
+    on_event: impl FnMut(TurnEvent),
+) -> Turn {
+    let options = TurnOptions {
+        generation: GenerateOptions::new(200),
+        max_tool_calls,
+    };
+    turn::turn(
+        generator,
+        setup,
+        history,
+        sampler,
+        &options,
+        Some(&mut Runner(tools)),
+        on_event,
+    )
+    .unwrap()
 }
 
 fn setup(tools: &ToolBox) -> PromptSetup {
@@ -50,22 +78,19 @@ fn python_is_called_run_rendered_and_the_model_goes_on() {
         Sampler::scripted(vec![tokens(&generator, call), tokens(&generator, answer)]).unwrap();
     let history = vec![ChatMessage::new("user", "What is 6 times 7?")];
     let mut events = Vec::new();
-    let turn = generator
-        .turn(
-            &setup,
-            &history,
-            &mut sampler,
-            200,
-            &[],
-            Some(&mut tools),
-            4,
-            |e| {
-                if let TurnEvent::ToolResult { author, content } = e {
-                    events.push((author.to_string(), content.to_string()));
-                }
-            },
-        )
-        .unwrap();
+    let turn = turn_with(
+        &mut generator,
+        &setup,
+        &history,
+        &mut sampler,
+        &mut tools,
+        4,
+        |e| {
+            if let TurnEvent::ToolResult { author, content } = e {
+                events.push((author.to_string(), content.to_string()));
+            }
+        },
+    );
 
     assert_eq!(events, [("python".to_string(), "42".to_string())]);
     assert_eq!(turn.messages.len(), 3, "{:#?}", turn.messages);
@@ -122,18 +147,15 @@ fn python_is_called_run_rendered_and_the_model_goes_on() {
     let call = "<|channel|>analysis to=python code<|message|>x + 1<|call|>";
     let mut sampler =
         Sampler::scripted(vec![tokens(&generator, call), tokens(&generator, answer)]).unwrap();
-    let turn = generator
-        .turn(
-            &setup,
-            &history,
-            &mut sampler,
-            200,
-            &[],
-            Some(&mut tools),
-            4,
-            |_| {},
-        )
-        .unwrap();
+    let turn = turn_with(
+        &mut generator,
+        &setup,
+        &history,
+        &mut sampler,
+        &mut tools,
+        4,
+        |_| {},
+    );
     assert_eq!(turn.messages[1].content, "43");
 }
 
@@ -159,18 +181,15 @@ fn apply_patch_is_a_function_and_the_call_limit_holds() {
 
     // Limit 0: the call is returned unrun.
     let mut sampler = Sampler::scripted(vec![tokens(&generator, &call)]).unwrap();
-    let turn = generator
-        .turn(
-            &setup,
-            &history,
-            &mut sampler,
-            200,
-            &[],
-            Some(&mut tools),
-            0,
-            |_| {},
-        )
-        .unwrap();
+    let turn = turn_with(
+        &mut generator,
+        &setup,
+        &history,
+        &mut sampler,
+        &mut tools,
+        0,
+        |_| {},
+    );
     assert!(turn.hit_call_limit);
     assert_eq!(turn.pending_call.as_deref(), Some("functions.apply_patch"));
     assert_eq!(turn.messages.len(), 1);
@@ -178,18 +197,15 @@ fn apply_patch_is_a_function_and_the_call_limit_holds() {
 
     let mut sampler =
         Sampler::scripted(vec![tokens(&generator, &call), tokens(&generator, done)]).unwrap();
-    let turn = generator
-        .turn(
-            &setup,
-            &history,
-            &mut sampler,
-            200,
-            &[],
-            Some(&mut tools),
-            1,
-            |_| {},
-        )
-        .unwrap();
+    let turn = turn_with(
+        &mut generator,
+        &setup,
+        &history,
+        &mut sampler,
+        &mut tools,
+        1,
+        |_| {},
+    );
     assert_eq!(turn.messages.len(), 3);
     assert_eq!(
         turn.messages[1].name.as_deref(),
@@ -215,18 +231,15 @@ fn apply_patch_is_a_function_and_the_call_limit_holds() {
     let other =
         "<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{}<|call|>";
     let mut sampler = Sampler::scripted(vec![tokens(&generator, other)]).unwrap();
-    let turn = generator
-        .turn(
-            &setup,
-            &history,
-            &mut sampler,
-            200,
-            &[],
-            Some(&mut tools),
-            4,
-            |_| {},
-        )
-        .unwrap();
+    let turn = turn_with(
+        &mut generator,
+        &setup,
+        &history,
+        &mut sampler,
+        &mut tools,
+        4,
+        |_| {},
+    );
     assert_eq!(turn.pending_call.as_deref(), Some("functions.get_weather"));
     assert!(!turn.hit_call_limit);
 }

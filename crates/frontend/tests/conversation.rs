@@ -6,14 +6,16 @@
 use std::path::{Path, PathBuf};
 
 use mlx_harmony_config::prompt_config::PromptConfig;
-use mlx_harmony_core::chat::{self, PromptSetup, ReplyEvent};
 use mlx_harmony_core::chat_template::{ChatMessage, FunctionCall, ToolCall};
+use mlx_harmony_core::generate::GenerateOptions;
 use mlx_harmony_core::generate::{LoadedModel, TokenGenerator};
+use mlx_harmony_core::reply::{self, ReplyEvent};
 use mlx_harmony_core::sampling::{Sampler, SamplingSettings};
 use mlx_harmony_format::RenderConfig;
 use mlx_harmony_format::model::{
     Author, DeveloperContent, Message, ReasoningEffort, Role, SystemContent, ToolDescription,
 };
+use mlx_harmony_frontend::setup::{greeting, prompt_setup};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -41,7 +43,7 @@ fn config() -> PromptConfig {
 #[test]
 fn the_prompt_config_gives_identity_instructions_examples_and_greeting() {
     let config = config();
-    let setup = PromptSetup::from_prompt_config(Some(&config), None, true);
+    let setup = prompt_setup(Some(&config), None, true);
     assert_eq!(setup.model_identity.as_deref(), Some("You are Dave."));
     assert_eq!(setup.instructions.as_deref(), Some("Call the user Morgan."));
     assert_eq!(setup.reasoning_effort, Some(ReasoningEffort::High));
@@ -53,17 +55,17 @@ fn the_prompt_config_gives_identity_instructions_examples_and_greeting() {
         ]]
     );
     assert_eq!(
-        chat::greeting(&config).as_deref(),
+        greeting(&config).as_deref(),
         Some("Hello Morgan, I'm Dave.")
     );
     // --system replaces the config's instructions.
-    let overridden = PromptSetup::from_prompt_config(Some(&config), Some("Be brief."), true);
+    let overridden = prompt_setup(Some(&config), Some("Be brief."), true);
     assert_eq!(overridden.instructions.as_deref(), Some("Be brief."));
     // GPT-OSS gets today's date when the config gives none; other models do not.
-    let bare = PromptSetup::from_prompt_config(None, None, true);
+    let bare = prompt_setup(None, None, true);
     assert!(bare.conversation_start_date.is_some());
     assert!(
-        PromptSetup::from_prompt_config(None, None, false)
+        prompt_setup(None, None, false)
             .conversation_start_date
             .is_none()
     );
@@ -73,7 +75,7 @@ fn the_prompt_config_gives_identity_instructions_examples_and_greeting() {
 fn a_harmony_conversation_with_reasoning_and_a_tool_call_renders_as_harmony_messages() {
     let model = LoadedModel::load(&fixture("gpt-oss")).unwrap();
     let harmony = model.harmony.clone().unwrap();
-    let mut setup = PromptSetup::from_prompt_config(Some(&config()), None, true);
+    let mut setup = prompt_setup(Some(&config()), None, true);
     let weather = ToolDescription::new(
         "get_weather",
         "The weather in a city.",
@@ -157,7 +159,7 @@ fn a_harmony_conversation_with_reasoning_and_a_tool_call_renders_as_harmony_mess
 #[test]
 fn template_conversations_put_identity_instructions_and_examples_first() {
     let model = LoadedModel::load(&fixture("llama")).unwrap();
-    let setup = PromptSetup::from_prompt_config(Some(&config()), None, false);
+    let setup = prompt_setup(Some(&config()), None, false);
     let history = [
         ChatMessage::new("user", "Hi"),
         ChatMessage::new("assistant", "Hello!"),
@@ -184,7 +186,7 @@ fn template_conversations_put_identity_instructions_and_examples_first() {
 #[test]
 fn harmony_replies_stream_as_events_that_add_up_to_the_message() {
     let mut generator = TokenGenerator::load(&fixture("gpt-oss")).unwrap();
-    let setup = PromptSetup::from_prompt_config(Some(&config()), None, true);
+    let setup = prompt_setup(Some(&config()), None, true);
     let prompt = generator
         .loaded
         .conversation_tokens(&setup, &[ChatMessage::new("user", "Hi")])
@@ -198,14 +200,19 @@ fn harmony_replies_stream_as_events_that_add_up_to_the_message() {
         .unwrap();
         let mut answer = String::new();
         let mut streamed_reasoning = String::new();
-        let reply = generator
-            .reply(&prompt, &mut sampler, 24, &[], |event| match event {
+        let reply = reply::reply(
+            &mut generator,
+            &prompt,
+            &mut sampler,
+            &GenerateOptions::new(24),
+            |event| match event {
                 ReplyEvent::Answer(text) => answer.push_str(text),
                 ReplyEvent::Reasoning { text, .. } | ReplyEvent::ToolCall { text, .. } => {
                     streamed_reasoning.push_str(text)
                 }
-            })
-            .unwrap();
+            },
+        )
+        .unwrap();
         assert_eq!(reply.message.role, "assistant");
         assert_eq!(answer, reply.message.content, "seed {seed}");
         let reasoning = reply.message.reasoning_content.clone().unwrap_or_default();

@@ -1,18 +1,17 @@
-//! Greedy generation on the random-weights demo checkpoint.
-//!
-//! Until tokenizers arrive, the only model this can drive is the demo one from
-//! [`crate::demo`], whose 256-token vocabulary is the bytes: the prompt is fed
-//! as its UTF-8 bytes. Any other checkpoint is refused with a clear message.
+//! Greedy generation on the random-weights demo checkpoint, which has no
+//! tokenizer: its 256-token vocabulary is the bytes, so the prompt is fed as
+//! its UTF-8 bytes. Such checkpoints are written by the engine's test
+//! support (`cargo run -p mlx-harmony-core --example make-demo-checkpoint`)
+//! and mark themselves in config.json; any other checkpoint is refused.
 
 use std::path::Path;
 use std::time::Instant;
 
-use crate::checkpoint::Checkpoint;
-use mlx_rs::ops::indexing::argmax_axis;
-
-use crate::models::Model;
-use crate::models::blocks::last_position;
-use crate::{Error, Result};
+use mlx_harmony_core::checkpoint::Checkpoint;
+use mlx_harmony_core::mlx_rs::ops::indexing::argmax_axis;
+use mlx_harmony_core::models::Model;
+use mlx_harmony_core::models::blocks::last_position;
+use mlx_harmony_core::{Error, Result};
 
 /// Whether `dir` is the random-weights demo checkpoint (no tokenizer; bytes as tokens).
 pub fn is_demo_checkpoint(dir: &Path) -> bool {
@@ -49,9 +48,9 @@ where
         checkpoint.config.get("mlx_harmony_random_weights") == Some(&serde_json::Value::Bool(true));
     if !is_demo {
         return Err(Error::Invalid(format!(
-            "{}: this build only runs the random-weights demo checkpoint \
-             (made by `cargo run -p mlx-harmony-core --example make-demo-checkpoint`); \
-             tokenizers and real models arrive with the model engine",
+            "{}: not the random-weights demo checkpoint (made by \
+             `cargo run -p mlx-harmony-core --example make-demo-checkpoint`); \
+             open other models with their tokenizer",
             model_dir.display()
         )));
     }

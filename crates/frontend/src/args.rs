@@ -1,20 +1,23 @@
 //! The command-line pieces the programs share: which model (path, hub id or
-//! profile) with its prompt config and loading options, and the sampling
-//! flags. Each program flattens these into its own `clap` parser, so that a
-//! flag means the same thing, with the same default, everywhere.
+//! profile) with its prompt config and loading options, the sampling flags
+//! and the tool flags. Each program flattens these into its own `clap`
+//! parser, so that a flag means the same thing, with the same default,
+//! everywhere.
 
 use std::path::{Path, PathBuf};
 
 use mlx_harmony_config::profiles::{ModelRef, Profiles};
 use mlx_harmony_config::prompt_config::PromptConfig;
-use mlx_harmony_config::settings::{GenerationSettings, Hyperparameters};
+use mlx_harmony_config::settings::Hyperparameters;
+use mlx_harmony_tools::{BrowserConfig, PatchConfig, PythonConfig, ToolBox, ToolsConfig};
 
-use crate::device::{self, DeviceChoice, DeviceKind, SelectedDevice};
-use crate::generate::{LoadedModel, TokenGenerator};
-use crate::hub::HubOptions;
-use crate::loading::{self, LoadOptions};
-use crate::sampling::{Sampler, SamplingSettings};
-use crate::{Error, Result};
+use anyhow::Result;
+
+use crate::flat;
+use mlx_harmony_core::device::{self, DeviceChoice, DeviceKind, SelectedDevice};
+use mlx_harmony_core::generate::TokenGenerator;
+use mlx_harmony_core::hub::HubOptions;
+use mlx_harmony_core::loading::{self, LoadOptions};
 
 /// Which model, with what prompt config, loaded how.
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -57,8 +60,30 @@ pub struct ModelArgs {
     pub mlock: bool,
 
     /// Where to run: gpu (Metal or CUDA), cpu, or auto (the GPU when MLX has one).
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
-    pub device: DeviceChoice,
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    pub device: DeviceArg,
+}
+
+/// `--device`, as the engine's [`DeviceChoice`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceArg {
+    /// GPU if available, else CPU.
+    #[default]
+    Auto,
+    /// The GPU (Metal or CUDA); an error if MLX has none.
+    Gpu,
+    /// The CPU.
+    Cpu,
+}
+
+impl From<DeviceArg> for DeviceChoice {
+    fn from(arg: DeviceArg) -> Self {
+        match arg {
+            DeviceArg::Auto => DeviceChoice::Auto,
+            DeviceArg::Gpu => DeviceChoice::Gpu,
+            DeviceArg::Cpu => DeviceChoice::Cpu,
+        }
+    }
 }
 
 /// The sampling and length flags; unset ones fall back to the prompt config,
@@ -133,26 +158,8 @@ impl SamplingArgs {
             stop: (!self.stop.is_empty()).then(|| self.stop.clone()),
         };
         Hyperparameters::from_json_map(&flags.to_json_map(), Path::new("command line"))
-            .map_err(|e| Error::Invalid(e.to_string()))
+            .map_err(flat)
     }
-}
-
-/// A sampler for resolved settings and a model (XTC spares its end tokens).
-pub fn sampler(settings: &GenerationSettings, loaded: &LoadedModel) -> Result<Sampler> {
-    Sampler::new(SamplingSettings {
-        temperature: settings.temperature as f32,
-        top_p: settings.top_p as f32,
-        top_k: settings.top_k,
-        min_p: settings.min_p as f32,
-        min_tokens_to_keep: settings.min_tokens_to_keep,
-        xtc_probability: settings.xtc_probability as f32,
-        xtc_threshold: settings.xtc_threshold as f32,
-        xtc_special_tokens: loaded.eos_token_ids.clone(),
-        repetition_penalty: settings.repetition_penalty as f32,
-        repetition_context_size: settings.repetition_context_size,
-        logit_bias: Vec::new(),
-        seed: settings.seed,
-    })
 }
 
 /// Where the model and prompt config come from, before anything is loaded.
@@ -169,11 +176,8 @@ impl ModelArgs {
     /// conversation's); `None` when nothing names a model.
     pub fn choice(&self, fallback: Option<ModelChoice>) -> Result<Option<ModelChoice>> {
         if let Some(name) = &self.profile {
-            let profiles =
-                Profiles::load(&self.profiles_file).map_err(|e| Error::Invalid(e.to_string()))?;
-            let profile = profiles
-                .get(name)
-                .map_err(|e| Error::Invalid(e.to_string()))?;
+            let profiles = Profiles::load(&self.profiles_file).map_err(flat)?;
+            let profile = profiles.get(name).map_err(flat)?;
             let spec = match &profile.model {
                 ModelRef::Path(path) => path.display().to_string(),
                 ModelRef::HubId(id) => id.clone(),
@@ -200,13 +204,13 @@ impl ModelArgs {
     /// Selects the device and opens the model, printing loading notes
     /// (prewarm, load time, mlock) to standard error when `verbose`.
     pub fn open(&self, choice: &ModelChoice, verbose: bool) -> Result<Opened> {
-        let device = device::select(self.device)?;
+        let device = device::select(self.device.into())?;
         let prompt_config = choice
             .prompt_config_path
             .as_deref()
             .map(PromptConfig::load)
             .transpose()
-            .map_err(|e| Error::Invalid(e.to_string()))?;
+            .map_err(flat)?;
         let options = LoadOptions {
             hub: HubOptions {
                 revision: self.revision.clone(),
@@ -321,8 +325,7 @@ impl ToolArgs {
     }
 
     /// The enabled tools, ready for a conversation (`None` when none is).
-    pub fn toolbox(&self) -> Result<Option<mlx_harmony_tools::ToolBox>> {
-        use mlx_harmony_tools::{BrowserConfig, PatchConfig, PythonConfig, ToolBox, ToolsConfig};
+    pub fn toolbox(&self) -> Result<Option<ToolBox>> {
         if !self.any() {
             return Ok(None);
         }
@@ -347,8 +350,6 @@ impl ToolArgs {
                 ..BrowserConfig::default()
             }),
         };
-        ToolBox::new(config)
-            .map(Some)
-            .map_err(|e| Error::Invalid(e.to_string()))
+        Ok(Some(ToolBox::new(config)?))
     }
 }

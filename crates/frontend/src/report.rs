@@ -1,0 +1,50 @@
+//! What the programs print about a generation, and how they exit.
+
+use std::process::ExitCode;
+
+use mlx_harmony_core::generate::{FinishReason, Generation};
+
+/// Runs a program's body: exit status 0, or the error on one line of
+/// standard error (`error: ...`, its causes after colons) and status 1.
+pub fn exit_code(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `mlx-harmony-generate --verbose`'s closing line: prompt and cache,
+/// speeds, memory, and why it ended when it was not the model's choice.
+pub fn summary_line(generation: &Generation) -> String {
+    format!(
+        "{} prompt tokens ({} cached, {:.1} tokens/s, first token after {:.2} s), {} generated tokens ({:.1} tokens/s), peak memory {:.1} MB{}",
+        generation.prompt_tokens,
+        generation.cached_tokens,
+        generation.prefill_tokens_per_second,
+        generation.time_to_first_token_seconds,
+        generation.tokens.len(),
+        generation.decode_tokens_per_second,
+        generation.peak_memory_bytes as f64 / 1e6,
+        match generation.finish_reason {
+            FinishReason::Stop | FinishReason::ToolCalls => "",
+            FinishReason::StopString => ", ended at a stop string",
+            FinishReason::Length | FinishReason::Cancelled => ", stopped at --max-tokens",
+        }
+    )
+}
+
+/// The chat's statistics after each reply (`--verbose`), without styling.
+pub fn turn_line(generation: &Generation) -> String {
+    format!(
+        "[{} prompt tokens, {} cached; first token after {:.2} s; {} tokens at {:.1} tokens/s; peak memory {:.1} MB]",
+        generation.prompt_tokens,
+        generation.cached_tokens,
+        generation.time_to_first_token_seconds,
+        generation.tokens.len(),
+        generation.decode_tokens_per_second,
+        generation.peak_memory_bytes as f64 / 1e6,
+    )
+}

@@ -1,0 +1,270 @@
+//! The server program: its flags, loading the model on the model thread,
+//! and serving the API until a shutdown signal.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::Context;
+use mlx_harmony_config::prompt_config::PromptConfig;
+use mlx_harmony_config::settings::Hyperparameters;
+use mlx_harmony_core::generate::Cancel;
+#[cfg(feature = "scripted-replies")]
+use mlx_harmony_core::generate::LoadedModel;
+use mlx_harmony_frontend::args::{ModelArgs, ModelChoice, SamplingArgs, ToolArgs};
+use mlx_harmony_frontend::setup as frontend_setup;
+
+use crate::worker::{self, Stats, WorkerConfig};
+use crate::{AppState, router};
+
+/// The flags of `mlx-harmony-server`.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+
+    /// Port to listen on.
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+
+    /// Require `Authorization: Bearer KEY` on /v1 endpoints.
+    #[arg(
+        long,
+        value_name = "KEY",
+        env = "MLX_HARMONY_API_KEY",
+        hide_env_values = true
+    )]
+    pub api_key: Option<String>,
+
+    /// The model's name in the API [default: the --model or profile value].
+    #[arg(long, value_name = "NAME")]
+    pub served_model_name: Option<String>,
+
+    /// Instructions put before every conversation (system message; GPT-OSS: developer message).
+    #[arg(long)]
+    pub system: Option<String>,
+
+    /// Requests that may wait for the model; more get 429.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub queue_size: usize,
+
+    /// Largest request body, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 8)]
+    pub max_body_mb: usize,
+
+    /// Print loading notes.
+    #[arg(long)]
+    pub verbose: bool,
+
+    /// Testing clients without trained weights: a JSON list of reply texts
+    /// (Harmony with special tokens, for GPT-OSS) played back in turn
+    /// instead of sampling; the model still runs. Test builds only (the
+    /// `scripted-replies` feature).
+    #[cfg(feature = "scripted-replies")]
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub scripted_replies: Option<std::path::PathBuf>,
+
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+
+    #[command(flatten)]
+    pub tools: ToolArgs,
+}
+
+async fn shutdown_signal(state: Arc<AppState>) {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    eprintln!("shutting down: finishing the answer in progress, refusing new requests");
+    state.stats.shutting_down.store(true, Ordering::SeqCst);
+    // The answer being generated ends now, cleanly (finish_reason "stop").
+    state.cancel.cancel();
+}
+
+/// What the model thread reports once the model is loaded.
+struct Loaded {
+    device: String,
+    harmony: bool,
+    prompt_config: Option<PromptConfig>,
+    generation_config: Option<Hyperparameters>,
+    cancel: Cancel,
+}
+
+/// The reply texts of `--scripted-replies`, read before the model loads.
+#[cfg(feature = "scripted-replies")]
+fn read_script(path: Option<&std::path::Path>) -> anyhow::Result<Option<Vec<String>>> {
+    let Some(path) = path else { return Ok(None) };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--scripted-replies {}", path.display()))?;
+    let texts = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "--scripted-replies {}: expected a JSON list of strings",
+            path.display()
+        )
+    })?;
+    Ok(Some(texts))
+}
+
+/// The scripted replies as tokens, each ending with an end token as a
+/// model's would.
+#[cfg(feature = "scripted-replies")]
+fn script(texts: &[String], loaded: &LoadedModel) -> anyhow::Result<worker::Script> {
+    let replies = texts
+        .iter()
+        .map(|t| {
+            let mut ids = loaded.encode(t)?;
+            if let Some(&eos) = loaded.eos_token_ids.first()
+                && !ids.last().is_some_and(|l| loaded.eos_token_ids.contains(l))
+            {
+                ids.push(eos);
+            }
+            Ok::<_, mlx_harmony_core::Error>(ids)
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("--scripted-replies: {e}"))?;
+    if replies.is_empty() {
+        anyhow::bail!("--scripted-replies: the list is empty");
+    }
+    Ok(worker::Script { replies, next: 0 })
+}
+
+/// Loads the model on its own thread, which then serves jobs from `queue`
+/// until it closes; returns what the handlers need to know of the model.
+fn start_model_thread(
+    args: &ServeArgs,
+    choice: ModelChoice,
+    queue: tokio::sync::mpsc::Receiver<worker::Job>,
+    stats: Arc<Stats>,
+) -> anyhow::Result<Loaded> {
+    let (ready, loaded) = std::sync::mpsc::channel();
+    let model_args = args.model.clone();
+    let verbose = args.verbose;
+    #[allow(unused_mut)]
+    let mut config = WorkerConfig {
+        tools: args.tools.any().then(|| args.tools.clone()),
+        max_tool_calls: args.tools.max_tool_calls,
+        #[cfg(feature = "scripted-replies")]
+        script: None,
+    };
+    #[cfg(feature = "scripted-replies")]
+    let script_texts = read_script(args.scripted_replies.as_deref())?;
+    std::thread::Builder::new()
+        .name("model".into())
+        .spawn(move || {
+            let opened = match model_args.open(&choice, verbose) {
+                Ok(opened) => opened,
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                    return;
+                }
+            };
+            #[cfg(feature = "scripted-replies")]
+            if let Some(texts) = &script_texts {
+                match script(texts, &opened.generator.loaded) {
+                    Ok(script) => config.script = Some(script),
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                        return;
+                    }
+                }
+            }
+            let _ = ready.send(Ok(Loaded {
+                device: opened.device.to_string(),
+                harmony: opened.generator.loaded.harmony.is_some(),
+                prompt_config: opened.prompt_config,
+                generation_config: opened.generation_config,
+                cancel: opened.generator.cancel_handle(),
+            }));
+            worker::run(opened.generator, queue, stats, config);
+        })
+        .context("cannot start the model thread")?;
+    loaded
+        .recv()
+        .context("the model thread stopped while loading")?
+}
+
+/// Runs `mlx-harmony-server` until SIGTERM or Ctrl-C.
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let Some(choice) = args.model.choice(None)? else {
+        anyhow::bail!("no model: give --model ID|PATH or --profile NAME");
+    };
+    let cli_settings = args.sampling.hyperparameters()?;
+    if args.tools.any() {
+        // Fail on bad tool flags before loading the model.
+        args.tools.toolbox()?;
+    }
+    let model_id = args
+        .served_model_name
+        .clone()
+        .unwrap_or_else(|| args.model.profile.clone().unwrap_or(choice.spec.clone()));
+    let address = format!("{}:{}", args.host, args.port);
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(&address))
+        .with_context(|| format!("cannot listen on {address}"))?;
+
+    // The model lives on its own thread, which loads it and then serves jobs.
+    let (jobs, queue) = tokio::sync::mpsc::channel(args.queue_size.max(1));
+    let stats = Arc::new(Stats::default());
+    let Loaded {
+        device,
+        harmony,
+        prompt_config,
+        generation_config,
+        cancel,
+    } = start_model_thread(&args, choice, queue, stats.clone())?;
+    eprintln!("device: {device}");
+    let setup =
+        frontend_setup::prompt_setup(prompt_config.as_ref(), args.system.as_deref(), harmony);
+    let state = Arc::new(AppState {
+        model_id: model_id.clone(),
+        api_key: args.api_key.clone(),
+        jobs,
+        queue_size: args.queue_size.max(1),
+        stats,
+        cancel,
+        created: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        harmony,
+        setup,
+        cli_settings,
+        prompt_config_settings: prompt_config.map(|c| c.sampling),
+        generation_config,
+    });
+    let app = router(state.clone(), args.max_body_mb.max(1) << 20);
+    eprintln!(
+        "serving {model_id} on http://{address}/v1 (chat/completions, completions, models; health at /health){}",
+        if args.api_key.is_some() {
+            "; API key required"
+        } else {
+            ""
+        }
+    );
+    runtime.block_on(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal(state))
+            .await
+    })?;
+    eprintln!("stopped");
+    Ok(())
+}

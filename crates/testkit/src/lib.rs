@@ -1,0 +1,60 @@
+//! What the programs' tests share: where the fixtures are, running a
+//! program with standard input, and failing with its standard error when it
+//! did not succeed. A dev-dependency of the program crates only.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The offline default model (scripts/test points `MLX_HARMONY_SMOLLM2` at
+/// it; otherwise where scripts/fetch-default-model puts it).
+pub fn smollm2() -> PathBuf {
+    let default = std::env::var_os("HOME")
+        .map(|home| {
+            PathBuf::from(home).join(".cache/mlx-harmony/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        })
+        .unwrap_or_default();
+    let model = std::env::var_os("MLX_HARMONY_SMOLLM2")
+        .map(PathBuf::from)
+        .unwrap_or(default);
+    assert!(
+        model.is_file(),
+        "{} is missing: run scripts/fetch-default-model",
+        model.display()
+    );
+    model
+}
+
+/// A parity checkpoint written by scripts/make-parity-models (`llama`,
+/// `gpt-oss`, ...).
+pub fn parity_fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/parity")
+        .join(name)
+}
+
+/// Runs `command` with `input` on its standard input, capturing its output.
+pub fn run_with_input(command: &mut Command, input: &[u8]) -> Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the program starts");
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(input)
+        .expect("the program reads its input");
+    child.wait_with_output().expect("the program ends")
+}
+
+/// Fails the test, showing the program's standard error, unless it exited 0.
+pub fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
