@@ -153,6 +153,78 @@ pub struct Generation {
     pub decode_tokens_per_second: f64,
 }
 
+/// One sequence's output as its tokens arrive: the tokens, the text (whole
+/// UTF-8, stop strings held back and never shown) and why it ended. The
+/// single-sequence loop and the batch scheduler both feed it.
+pub(crate) struct Progress {
+    pub tokens: Vec<u32>,
+    pub text: String,
+    pub finish: Option<FinishReason>,
+    max_tokens: usize,
+    detokenizer: Detokenizer,
+    stops: StopMatcher,
+}
+
+impl Progress {
+    pub fn new(options: &GenerateOptions) -> Self {
+        Progress {
+            tokens: Vec::new(),
+            text: String::new(),
+            finish: None,
+            max_tokens: options.max_tokens,
+            detokenizer: Detokenizer::new(),
+            stops: StopMatcher::new(&options.stop),
+        }
+    }
+
+    /// Takes the next generated token: an end-of-turn token ends the
+    /// sequence (and is not passed on); any other is passed to `on_token`
+    /// with the text it completes. Returns whether the sequence goes on.
+    pub fn accept(
+        &mut self,
+        loaded: &LoadedModel,
+        id: u32,
+        on_token: &mut impl FnMut(u32, &str),
+    ) -> bool {
+        if loaded.eos_token_ids.contains(&id) {
+            self.finish = Some(FinishReason::Stop);
+            return false;
+        }
+        self.tokens.push(id);
+        let piece = self
+            .detokenizer
+            .push(&loaded.tokenizer, id)
+            .unwrap_or_default();
+        let (piece, stopped) = self.stops.push(&piece);
+        on_token(id, &piece);
+        self.text.push_str(&piece);
+        if stopped {
+            self.finish = Some(FinishReason::StopString);
+            return false;
+        }
+        if self.tokens.len() >= self.max_tokens {
+            self.finish = Some(FinishReason::Length);
+            return false;
+        }
+        true
+    }
+
+    /// Ends the sequence: the reason set so far, else `Length` (the one way
+    /// out of a loop that sets none); text held back for a stop string that
+    /// never came is passed on.
+    pub fn close(&mut self, on_token: &mut impl FnMut(u32, &str)) -> FinishReason {
+        let reason = *self.finish.get_or_insert(FinishReason::Length);
+        if reason != FinishReason::StopString {
+            let rest = self.stops.flush();
+            if !rest.is_empty() {
+                on_token(*self.tokens.last().unwrap_or(&0), &rest);
+                self.text.push_str(&rest);
+            }
+        }
+        reason
+    }
+}
+
 /// Generates up to `options.max_tokens` tokens after `prompt` with
 /// `sampler`, calling `on_token` with each token and the text it completes
 /// (often empty: text is held back until it is whole UTF-8; special tokens
@@ -220,26 +292,21 @@ fn decode(
             .map(|c| c.window().is_some().then(|| c.clone()))
             .collect();
     }
-    let mut tokens: Vec<u32> = Vec::new();
-    let mut next = sampler.sample(&last_position(&logits)?, &tokens)?;
+    let mut next = sampler.sample(&last_position(&logits)?, &[])?;
     async_eval([&next])?;
     let mut first_token_at = None;
     let mut fed = Vec::new();
-    let mut text = String::new();
-    let mut detokenizer = Detokenizer::new();
-    let mut stops = StopMatcher::new(&options.stop);
-    // Reaching max_tokens is the one way out of the loop that sets no reason.
-    let mut finish_reason = FinishReason::Length;
-    while tokens.len() < max_tokens {
+    let mut progress = Progress::new(options);
+    while progress.tokens.len() < max_tokens {
         if cancel.is_cancelled() {
-            finish_reason = FinishReason::Cancelled;
+            progress.finish = Some(FinishReason::Cancelled);
             break;
         }
-        let more = tokens.len() + 1 < max_tokens;
+        let more = progress.tokens.len() + 1 < max_tokens;
         let mut following = None;
         if pipelined && more {
             let logits = model.forward(&next.reshape(&[1, 1])?, caches)?;
-            let f = sampler.sample(&last_position(&logits)?, &tokens)?;
+            let f = sampler.sample(&last_position(&logits)?, &progress.tokens)?;
             async_eval([&f])?;
             following = Some(f);
         }
@@ -248,20 +315,7 @@ fn decode(
             fed.push(id);
         }
         first_token_at.get_or_insert_with(Instant::now);
-        if loaded.eos_token_ids.contains(&id) {
-            finish_reason = FinishReason::Stop;
-            break;
-        }
-        tokens.push(id);
-        let piece = detokenizer.push(&loaded.tokenizer, id).unwrap_or_default();
-        let (piece, stopped) = stops.push(&piece);
-        on_token(id, &piece);
-        text.push_str(&piece);
-        if stopped {
-            finish_reason = FinishReason::StopString;
-            break;
-        }
-        if !more {
+        if !progress.accept(loaded, id, &mut on_token) {
             break;
         }
         next = match following {
@@ -269,17 +323,12 @@ fn decode(
             None => {
                 let logits = model.forward_tokens(&[id], caches)?;
                 fed.push(id);
-                sampler.sample(&last_position(&logits)?, &tokens)?
+                sampler.sample(&last_position(&logits)?, &progress.tokens)?
             }
         };
     }
-    if finish_reason != FinishReason::StopString {
-        let rest = stops.flush();
-        if !rest.is_empty() {
-            on_token(*tokens.last().unwrap_or(&0), &rest);
-            text.push_str(&rest);
-        }
-    }
+    let finish_reason = progress.close(&mut on_token);
+    let Progress { tokens, text, .. } = progress;
     let end = Instant::now();
     let first = first_token_at.unwrap_or(end);
     let prefill = (first - start).as_secs_f64();
@@ -311,7 +360,8 @@ fn decode(
 /// following prompt that starts the same way (the next turn of a chat, a
 /// repeated server request) only runs its new tokens through the model.
 pub struct TokenGenerator {
-    pub loaded: LoadedModel,
+    /// Shared, so that a batch scheduler can run the same model.
+    pub loaded: std::rc::Rc<LoadedModel>,
     cancel: Cancel,
     caches: Vec<KvCache>,
     /// The tokens the caches hold, in order.
@@ -327,7 +377,7 @@ impl TokenGenerator {
     pub fn new(loaded: LoadedModel) -> Self {
         let caches = loaded.model.new_caches();
         TokenGenerator {
-            loaded,
+            loaded: std::rc::Rc::new(loaded),
             cancel: Cancel::new(),
             caches,
             cached: Vec::new(),

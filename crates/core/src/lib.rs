@@ -63,6 +63,7 @@
 //! ```
 
 pub mod array_ext;
+pub mod batch;
 pub mod chat_template;
 pub mod checkpoint;
 #[cfg(feature = "testing")]

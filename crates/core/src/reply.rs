@@ -7,7 +7,7 @@ use mlx_harmony_format::model::Role;
 
 use crate::Result;
 use crate::chat_template::ChatMessage;
-use crate::generate::{FinishReason, GenerateOptions, Generation, TokenGenerator};
+use crate::generate::{FinishReason, GenerateOptions, Generation, LoadedModel, TokenGenerator};
 use crate::sampling::Sampler;
 
 /// A piece of the reply as it streams.
@@ -39,38 +39,36 @@ impl Reply {
     }
 }
 
-/// Generates the assistant's reply to `prompt` (from
-/// [`crate::loaded::LoadedModel::conversation_tokens`]) with
-/// [`TokenGenerator::generate`], streaming it to `on_event`. Harmony output
-/// is split by channel; a GPT-OSS tool call ends the reply (its `<|call|>`
-/// token) with the call in the returned message and
-/// [`FinishReason::ToolCalls`]. With `options.opened`, the last tokens of the
-/// prompt already begin the reply (a forced call's header).
-pub fn reply(
-    generator: &mut TokenGenerator,
-    prompt: &[u32],
-    sampler: &mut Sampler,
-    options: &GenerateOptions,
-    mut on_event: impl FnMut(ReplyEvent),
-) -> Result<Reply> {
-    let Some(encoding) = generator.loaded.harmony.clone() else {
-        let generation = generator.generate(prompt, sampler, options, |_, piece| {
-            if !piece.is_empty() {
-                on_event(ReplyEvent::Answer(piece))
+/// Reads a reply as its tokens arrive: Harmony output split by channel,
+/// plain text for other models. The single-sequence [`reply`] and a batch's
+/// sequences (the server) both use it.
+pub struct ReplyReader {
+    parser: Option<StreamParser>,
+}
+
+impl ReplyReader {
+    /// A reader for `loaded`'s output; `opened` are the prompt's last tokens
+    /// that already begin the reply (a forced call's header), read as the
+    /// model's own.
+    pub fn new(loaded: &LoadedModel, opened: &[u32]) -> Self {
+        let parser = loaded.harmony.as_ref().map(|encoding| {
+            let mut parser = StreamParser::new(encoding, Some(Role::Assistant));
+            for &id in opened {
+                parser.process(id);
             }
-        })?;
-        let message = ChatMessage::new("assistant", &generation.text);
-        return Ok(Reply {
-            message,
-            generation,
+            parser
         });
-    };
-    let mut parser = StreamParser::new(&encoding, Some(Role::Assistant));
-    let opened = options.opened.min(prompt.len());
-    for &id in &prompt[prompt.len() - opened..] {
-        parser.process(id);
+        ReplyReader { parser }
     }
-    let mut generation = generator.generate(prompt, sampler, options, |id, _| {
+
+    /// One generated token and the text it completes.
+    pub fn token(&mut self, id: u32, piece: &str, on_event: &mut impl FnMut(ReplyEvent)) {
+        let Some(parser) = &mut self.parser else {
+            if !piece.is_empty() {
+                on_event(ReplyEvent::Answer(piece));
+            }
+            return;
+        };
         parser.process(id);
         let Some(delta) = parser.last_content_delta().filter(|d| !d.is_empty()) else {
             return;
@@ -87,14 +85,56 @@ pub fn reply(
                 text: delta,
             }),
         }
-    })?;
-    // The end-of-turn token is not passed on; the parser still needs it
-    // to close the last message.
-    parser.finish();
-    let message = harmony_message(&parser, &mut on_event);
-    if message.recipient.is_some() && generation.finish_reason == FinishReason::Stop {
-        generation.finish_reason = FinishReason::ToolCalls;
     }
+
+    /// The reply as a message once the generation ended (`text`: the
+    /// generation's text, the answer of a model without Harmony), and its
+    /// finish reason: a Harmony reply that ends in a tool call is
+    /// [`FinishReason::ToolCalls`].
+    pub fn finish(
+        self,
+        text: &str,
+        reason: FinishReason,
+        on_event: &mut impl FnMut(ReplyEvent),
+    ) -> (ChatMessage, FinishReason) {
+        let Some(mut parser) = self.parser else {
+            return (ChatMessage::new("assistant", text), reason);
+        };
+        // The end-of-turn token is not passed on; the parser still needs it
+        // to close the last message.
+        parser.finish();
+        let message = harmony_message(&parser, on_event);
+        let reason = if message.recipient.is_some() && reason == FinishReason::Stop {
+            FinishReason::ToolCalls
+        } else {
+            reason
+        };
+        (message, reason)
+    }
+}
+
+/// Generates the assistant's reply to `prompt` (from
+/// [`crate::loaded::LoadedModel::conversation_tokens`]) with
+/// [`TokenGenerator::generate`], streaming it to `on_event`. Harmony output
+/// is split by channel; a GPT-OSS tool call ends the reply (its `<|call|>`
+/// token) with the call in the returned message and
+/// [`FinishReason::ToolCalls`]. With `options.opened`, the last tokens of the
+/// prompt already begin the reply (a forced call's header).
+pub fn reply(
+    generator: &mut TokenGenerator,
+    prompt: &[u32],
+    sampler: &mut Sampler,
+    options: &GenerateOptions,
+    mut on_event: impl FnMut(ReplyEvent),
+) -> Result<Reply> {
+    let opened = options.opened.min(prompt.len());
+    let mut reader = ReplyReader::new(&generator.loaded, &prompt[prompt.len() - opened..]);
+    let mut generation = generator.generate(prompt, sampler, options, |id, piece| {
+        reader.token(id, piece, &mut on_event)
+    })?;
+    let (message, reason) =
+        reader.finish(&generation.text, generation.finish_reason, &mut on_event);
+    generation.finish_reason = reason;
     Ok(Reply {
         message,
         generation,

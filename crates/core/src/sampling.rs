@@ -204,6 +204,14 @@ pub fn apply_repetition_penalty(
     Ok(put_along_axis(logits, &ids, &penalized, -1)?)
 }
 
+/// The greedy tokens of a batch's logits (`[rows, vocab]` → `[rows]`), each
+/// row exactly as [`Sampler::sample`] picks it for a plain greedy sampler
+/// (the most likely token of the log-probabilities), in one operation.
+pub fn greedy_rows(logits: &Array) -> Result<Array> {
+    let logprobs = logits.subtract(logits.logsumexp_axis(-1, true)?)?;
+    Ok(argmax_axis(&logprobs, -1, None)?)
+}
+
 /// Picks tokens; holds the random key so that a seed reproduces a run.
 pub struct Sampler {
     settings: SamplingSettings,
@@ -280,6 +288,20 @@ impl Sampler {
 
     pub fn settings(&self) -> &SamplingSettings {
         &self.settings
+    }
+
+    /// Whether this sampler only takes the most likely token of the logits
+    /// as they are (temperature 0, no bias, no penalty, no script): then
+    /// rows of a batch can be sampled together ([`greedy_rows`]).
+    pub fn is_plain_greedy(&self) -> bool {
+        #[cfg(feature = "testing")]
+        if self.script.is_some() {
+            return false;
+        }
+        let s = &self.settings;
+        s.temperature == 0.0
+            && s.logit_bias.is_empty()
+            && (s.repetition_penalty == 1.0 || s.repetition_penalty == 0.0)
     }
 
     fn next_key(&mut self) -> Result<Array> {

@@ -1,13 +1,14 @@
 //! `mlx-harmony-server`'s behaviour: an OpenAI-compatible HTTP API over the
 //! shared `TokenGenerator`.
 //!
-//! One model thread runs one generation at a time; requests wait in a
-//! bounded queue (429 when it is full). Handlers are plain async functions
+//! One model thread decodes up to `--max-concurrency` requests together
+//! (continuous batching); more wait in a bounded queue (429 when it is full). Handlers are plain async functions
 //! over one [`AppState`]: they check the request, queue a job and turn the
 //! model thread's events into an OpenAI response or server-sent events.
 
 pub mod api;
 pub mod error;
+pub mod metrics;
 pub mod serve;
 pub mod worker;
 
@@ -69,6 +70,7 @@ pub fn router(state: Shared, body_limit: usize) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/v1/health", get(health))
+        .route("/metrics", get(metrics))
         .route("/v1/models", get(list_models))
         .route("/v1/models/{id}", get(one_model))
         .route("/v1/chat/completions", post(chat_completions))
@@ -81,7 +83,7 @@ pub fn router(state: Shared, body_limit: usize) -> Router {
 }
 
 async fn require_key(State(state): State<Shared>, request: Request, next: Next) -> Response {
-    let open = matches!(request.uri().path(), "/health" | "/v1/health");
+    let open = matches!(request.uri().path(), "/health" | "/v1/health" | "/metrics");
     if let Some(key) = state.api_key.as_deref().filter(|_| !open) {
         let given = request
             .headers()
@@ -112,10 +114,22 @@ async fn health(State(state): State<Shared>) -> axum::Json<Value> {
         "status": if stats.shutting_down.load(Ordering::SeqCst) { "shutting_down" } else { "ok" },
         "model": state.model_id,
         "generating": stats.generating.load(Ordering::SeqCst),
+        "active": stats.active.load(Ordering::SeqCst),
         "waiting": stats.waiting.load(Ordering::SeqCst),
         "completed_requests": stats.completed.load(Ordering::SeqCst),
         "cancelled_requests": stats.cancelled.load(Ordering::SeqCst),
     }))
+}
+
+async fn metrics(State(state): State<Shared>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        metrics::render(&state.stats),
+    )
+        .into_response()
 }
 
 fn model_object(state: &AppState) -> Value {

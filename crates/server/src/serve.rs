@@ -47,6 +47,16 @@ pub struct ServeArgs {
     #[arg(long)]
     pub system: Option<String>,
 
+    /// Requests decoded together (continuous batching); more wait in the queue.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub max_concurrency: usize,
+
+    /// Bytes of finished requests' KV caches kept, so that a prompt that
+    /// starts like an earlier one (the next turn, a shared system prompt)
+    /// runs only its new tokens; 0 turns it off.
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 30)]
+    pub prompt_cache_bytes: usize,
+
     /// Requests that may wait for the model; more get 429.
     #[arg(long, value_name = "N", default_value_t = 16)]
     pub queue_size: usize,
@@ -161,6 +171,8 @@ fn start_model_thread(
     let mut config = WorkerConfig {
         tools: args.tools.any().then(|| args.tools.clone()),
         max_tool_calls: args.tools.max_tool_calls,
+        max_concurrency: args.max_concurrency.max(1),
+        prompt_cache_bytes: args.prompt_cache_bytes,
         #[cfg(feature = "scripted-replies")]
         script: None,
     };

@@ -1,18 +1,26 @@
-//! The model thread: it owns the `TokenGenerator` and runs one request at a
-//! time from a bounded queue, sending what it generates back as events. A
-//! request whose client has gone is skipped, or cancelled at its next token.
+//! The model thread: it owns the model and decodes up to `--max-concurrency`
+//! requests together in a continuous batch (`mlx_harmony_core::batch`),
+//! taking them from a bounded queue and sending what each generates back as
+//! events. A request whose client has gone is skipped, or cancelled at its
+//! next token without disturbing the others. Requests the server's own tools
+//! may answer (GPT-OSS with `--python`/`--browser`/`--apply-patch`) run their
+//! tool loop alone, between batch steps.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use mlx_harmony_config::settings::GenerationSettings;
+use mlx_harmony_core::batch::{BatchEvent, BatchGenerator, SequenceId, SequenceRequest};
 use mlx_harmony_core::chat_template::ChatMessage;
-use mlx_harmony_core::generate::{FinishReason, GenerateOptions, TokenGenerator};
+use mlx_harmony_core::generate::{
+    Cancel, FinishReason, GenerateOptions, Generation, LoadedModel, TokenGenerator,
+};
 use mlx_harmony_core::prompt::PromptSetup;
-use mlx_harmony_core::reply::ReplyEvent;
+use mlx_harmony_core::reply::{ReplyEvent, ReplyReader};
 use mlx_harmony_core::sampling::Sampler;
 use mlx_harmony_core::tool_parsers;
-use mlx_harmony_core::turn::{self, ToolRunner, TurnEvent, TurnOptions};
+use mlx_harmony_core::turn::{self, ToolRunner, Turn, TurnEvent, TurnOptions};
 use mlx_harmony_frontend::args::ToolArgs;
 use mlx_harmony_frontend::{setup as frontend_setup, tools as frontend_tools};
 use tokio::sync::mpsc::{Receiver, UnboundedSender};
@@ -93,11 +101,15 @@ impl Script {
 #[derive(Default)]
 pub struct Stats {
     pub generating: AtomicBool,
+    /// Sequences decoding now.
+    pub active: AtomicUsize,
     pub completed: AtomicU64,
     /// Requests whose client went away (skipped in the queue or stopped mid-way).
     pub cancelled: AtomicU64,
     pub waiting: AtomicUsize,
     pub shutting_down: AtomicBool,
+    /// What `/metrics` shows.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// How the model thread serves: the server-side tools and, in test builds,
@@ -107,6 +119,10 @@ pub struct WorkerConfig {
     /// The GPT-OSS tools the server runs itself (a fresh set per request).
     pub tools: Option<ToolArgs>,
     pub max_tool_calls: usize,
+    /// Sequences decoded together at most.
+    pub max_concurrency: usize,
+    /// Bytes of finished requests' caches kept for prompts that start the same way.
+    pub prompt_cache_bytes: usize,
     #[cfg(feature = "scripted-replies")]
     pub script: Option<Script>,
 }
@@ -116,14 +132,13 @@ impl WorkerConfig {
     fn sampler(
         &self,
         settings: &GenerationSettings,
-        generator: &TokenGenerator,
+        loaded: &LoadedModel,
     ) -> Result<Sampler, ApiError> {
         #[cfg(feature = "scripted-replies")]
         if let Some(script) = &self.script {
             return script.sampler();
         }
-        frontend_setup::sampler(settings, &generator.loaded)
-            .map_err(|e| ApiError::internal(e.to_string()))
+        frontend_setup::sampler(settings, loaded).map_err(|e| ApiError::internal(e.to_string()))
     }
 
     /// `replies` replies were generated: a script moves on by as many.
@@ -136,6 +151,37 @@ impl WorkerConfig {
     }
 }
 
+/// A request decoding in the batch.
+struct Live {
+    events: tokio::sync::mpsc::UnboundedSender<Event>,
+    cancel: Cancel,
+    gone: bool,
+    kind: LiveKind,
+}
+
+enum LiveKind {
+    Completion,
+    Chat(Box<ChatLive>),
+}
+
+/// A chat request's reply as it streams.
+struct ChatLive {
+    reader: ReplyReader,
+    stream: ChatStream,
+    prompt_tokens: usize,
+    has_functions: bool,
+}
+
+impl Live {
+    fn send(&mut self, event: Event) {
+        if self.events.send(event).is_err() && !self.gone {
+            // The client went away: this sequence stops at its next step.
+            self.gone = true;
+            self.cancel.cancel();
+        }
+    }
+}
+
 /// The model thread's loop: until the queue closes.
 pub fn run(
     mut generator: TokenGenerator,
@@ -143,67 +189,313 @@ pub fn run(
     stats: Arc<Stats>,
     mut config: WorkerConfig,
 ) {
-    let cancel = generator.cancel_handle();
-    while let Some(job) = jobs.blocking_recv() {
-        stats.waiting.fetch_sub(1, Ordering::SeqCst);
-        if stats.shutting_down.load(Ordering::SeqCst) {
-            let _ = job.events.send(Event::Failed(ApiError::unavailable(
-                "the server is shutting down",
-            )));
+    let loaded = generator.loaded.clone();
+    let max = config.max_concurrency.max(1);
+    let mut batch =
+        BatchGenerator::with_prompt_cache(loaded.clone(), max, config.prompt_cache_bytes);
+    let mut live: HashMap<SequenceId, Live> = HashMap::new();
+    loop {
+        // Take requests while there is room: wait for one when idle.
+        while live.len() < max {
+            let job = if live.is_empty() {
+                match jobs.blocking_recv() {
+                    Some(job) => job,
+                    None => return,
+                }
+            } else {
+                match jobs.try_recv() {
+                    Ok(job) => job,
+                    Err(_) => break,
+                }
+            };
+            stats.waiting.fetch_sub(1, Ordering::SeqCst);
+            if stats.shutting_down.load(Ordering::SeqCst) {
+                let _ = job.events.send(Event::Failed(ApiError::unavailable(
+                    "the server is shutting down",
+                )));
+                continue;
+            }
+            if job.events.is_closed() {
+                stats.cancelled.fetch_add(1, Ordering::SeqCst);
+                continue;
+            }
+            if runs_server_tools(&job, &config, &loaded) {
+                stats.generating.store(true, Ordering::SeqCst);
+                run_alone(&mut generator, job, &stats, &mut config);
+                stats.generating.store(!live.is_empty(), Ordering::SeqCst);
+                continue;
+            }
+            let events = job.events.clone();
+            match start(&loaded, &mut batch, &mut config, job) {
+                Ok((id, entry)) => {
+                    live.insert(id, entry);
+                }
+                Err(error) => {
+                    let _ = events.send(Event::Failed(error));
+                }
+            }
+        }
+        if live.is_empty() {
             continue;
         }
-        if job.events.is_closed() {
-            stats.cancelled.fetch_add(1, Ordering::SeqCst);
-            continue;
+        if stats.shutting_down.load(Ordering::SeqCst) {
+            // The answers in progress end now, cleanly (finish_reason "stop").
+            for entry in live.values() {
+                entry.cancel.cancel();
+            }
         }
         stats.generating.store(true, Ordering::SeqCst);
-        let gone = AtomicBool::new(false);
-        let send = |event: Event| {
-            if job.events.send(event).is_err() && !gone.swap(true, Ordering::SeqCst) {
-                // The client went away: stop at the next token.
-                cancel.cancel();
+        stats.active.store(batch.active(), Ordering::SeqCst);
+        match batch.step() {
+            Ok(events) => {
+                for event in events {
+                    route(&mut live, event, &stats, &loaded);
+                }
             }
-            // Checked at every token too: a shutdown that came just as this
-            // generation started (which resets the cancel flag) still stops it.
-            if stats.shutting_down.load(Ordering::SeqCst) {
-                cancel.cancel();
+            Err(error) => {
+                // The batch's state is unknown: every request in it fails.
+                for (_, mut entry) in live.drain() {
+                    stats.metrics.failed.fetch_add(1, Ordering::SeqCst);
+                    entry.send(Event::Failed(ApiError::internal(format!(
+                        "generation failed: {error}"
+                    ))));
+                }
+                batch = BatchGenerator::with_prompt_cache(
+                    loaded.clone(),
+                    max,
+                    config.prompt_cache_bytes,
+                );
             }
-        };
-        let outcome = match job.task {
-            Task::Chat {
-                history,
-                setup,
+        }
+        stats.active.store(batch.active(), Ordering::SeqCst);
+        stats.generating.store(!live.is_empty(), Ordering::SeqCst);
+    }
+}
+
+/// Whether the server's own tools may answer this request: then its tool
+/// loop runs alone.
+fn runs_server_tools(job: &Job, config: &WorkerConfig, loaded: &LoadedModel) -> bool {
+    matches!(job.task, Task::Chat { .. }) && config.tools.is_some() && loaded.harmony.is_some()
+}
+
+/// One request through the single-sequence tool loop.
+fn run_alone(generator: &mut TokenGenerator, job: Job, stats: &Stats, config: &mut WorkerConfig) {
+    let cancel = generator.cancel_handle();
+    let gone = AtomicBool::new(false);
+    let send = |event: Event| {
+        if job.events.send(event).is_err() && !gone.swap(true, Ordering::SeqCst) {
+            // The client went away: stop at the next token.
+            cancel.cancel();
+        }
+        // Checked at every token too: a shutdown that came just as this
+        // generation started (which resets the cancel flag) still stops it.
+        if stats.shutting_down.load(Ordering::SeqCst) {
+            cancel.cancel();
+        }
+    };
+    let outcome = match job.task {
+        Task::Chat {
+            history,
+            setup,
+            buffer_answer,
+        } => chat(
+            generator,
+            config,
+            ChatJob {
+                history: &history,
+                setup: &setup,
+                settings: &job.settings,
                 buffer_answer,
-            } => chat(
-                &mut generator,
-                &mut config,
-                ChatJob {
-                    history: &history,
-                    setup: &setup,
-                    settings: &job.settings,
-                    buffer_answer,
-                },
-                &send,
-            ),
-            Task::Completion { prompt } => {
-                completion(&mut generator, &mut config, &prompt, &job.settings, &send)
+            },
+            &send,
+        ),
+        Task::Completion { .. } => Err(ApiError::internal("completions run in the batch")),
+    };
+    match outcome {
+        Ok(generations) => {
+            for generation in &generations {
+                stats.metrics.record(generation);
             }
-        };
-        if let Err(error) = outcome {
+        }
+        Err(error) => {
+            stats.metrics.failed.fetch_add(1, Ordering::SeqCst);
             send(Event::Failed(error));
         }
-        stats.generating.store(false, Ordering::SeqCst);
-        if gone.load(Ordering::SeqCst) {
-            stats.cancelled.fetch_add(1, Ordering::SeqCst);
-        } else {
-            stats.completed.fetch_add(1, Ordering::SeqCst);
+    }
+    if gone.load(Ordering::SeqCst) {
+        stats.cancelled.fetch_add(1, Ordering::SeqCst);
+    } else {
+        stats.completed.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Renders a request, says it started, and adds it to the batch.
+fn start(
+    loaded: &LoadedModel,
+    batch: &mut BatchGenerator,
+    config: &mut WorkerConfig,
+    job: Job,
+) -> Result<(SequenceId, Live), ApiError> {
+    let (prompt, opened, max_tokens, kind) = match &job.task {
+        Task::Chat {
+            history,
+            setup,
+            buffer_answer,
+        } => {
+            let prompt = loaded.conversation_tokens(setup, history).map_err(|e| {
+                ApiError::invalid(e.to_string()).with_param(Some("messages".into()))
+            })?;
+            let forced = loaded.forced_call_tokens(setup).map_err(|e| {
+                ApiError::invalid(e.to_string()).with_param(Some("tool_choice".into()))
+            })?;
+            let max_tokens = room(loaded, prompt.len() + forced.len(), job.settings.max_tokens)?;
+            let chat = ChatLive {
+                reader: ReplyReader::new(loaded, &forced),
+                stream: ChatStream::new(*buffer_answer, Vec::new()),
+                prompt_tokens: prompt.len() + forced.len(),
+                has_functions: !setup.functions.is_empty(),
+            };
+            let opened = forced.len();
+            let mut prompt = prompt;
+            prompt.extend(forced);
+            (prompt, opened, max_tokens, LiveKind::Chat(Box::new(chat)))
+        }
+        Task::Completion { prompt } => {
+            let ids = loaded
+                .tokenizer
+                .encode(prompt.as_str(), true)
+                .map_err(|e| ApiError::invalid(format!("the prompt cannot be tokenized: {e}")))?
+                .get_ids()
+                .to_vec();
+            if ids.is_empty() {
+                return Err(
+                    ApiError::invalid("`prompt` is empty").with_param(Some("prompt".into()))
+                );
+            }
+            let max_tokens = room(loaded, ids.len(), job.settings.max_tokens)?;
+            (ids, 0, max_tokens, LiveKind::Completion)
+        }
+    };
+    let sampler = config.sampler(&job.settings, loaded)?;
+    config.played(1);
+    let cancel = Cancel::new();
+    let id = batch.add(SequenceRequest {
+        prompt,
+        sampler,
+        options: GenerateOptions {
+            max_tokens,
+            stop: job.settings.stop.clone(),
+            opened,
+        },
+        cancel: cancel.clone(),
+    });
+    let mut entry = Live {
+        events: job.events,
+        cancel,
+        gone: false,
+        kind,
+    };
+    entry.send(Event::Started);
+    Ok((id, entry))
+}
+
+/// Hands one batch event to its request.
+fn route(
+    live: &mut HashMap<SequenceId, Live>,
+    event: BatchEvent,
+    stats: &Stats,
+    loaded: &LoadedModel,
+) {
+    match event {
+        BatchEvent::Token { id, token, text } => {
+            let Some(entry) = live.get_mut(&id) else {
+                return;
+            };
+            let mut out = Vec::new();
+            match &mut entry.kind {
+                LiveKind::Completion => {
+                    if !text.is_empty() {
+                        out.push(Event::Content(text));
+                    }
+                }
+                LiveKind::Chat(chat) => {
+                    let ChatLive { reader, stream, .. } = &mut **chat;
+                    reader.token(token, &text, &mut |event| {
+                        stream.on_event(TurnEvent::Reply(event), &mut |e| out.push(e))
+                    });
+                }
+            }
+            for event in out {
+                entry.send(event);
+            }
+        }
+        BatchEvent::Finished { id, generation } => {
+            let Some(mut entry) = live.remove(&id) else {
+                return;
+            };
+            stats.metrics.record(&generation);
+            let mut out = Vec::new();
+            match std::mem::replace(&mut entry.kind, LiveKind::Completion) {
+                LiveKind::Completion => out.push(Event::Done {
+                    finish_reason: generation.finish_reason.as_openai(),
+                    usage: Usage::new(
+                        generation.prompt_tokens,
+                        generation.tokens.len(),
+                        generation.cached_tokens,
+                    ),
+                    content: generation.text.clone(),
+                    reasoning: None,
+                    calls: Vec::new(),
+                }),
+                LiveKind::Chat(chat) => {
+                    let ChatLive {
+                        reader,
+                        mut stream,
+                        prompt_tokens,
+                        has_functions,
+                    } = *chat;
+                    let (message, reason) =
+                        reader.finish(&generation.text, generation.finish_reason, &mut |event| {
+                            stream.on_event(TurnEvent::Reply(event), &mut |e| out.push(e))
+                        });
+                    let turn = Turn {
+                        pending_call: message.recipient.clone(),
+                        messages: vec![message],
+                        generations: vec![Generation {
+                            finish_reason: reason,
+                            ..generation
+                        }],
+                        hit_call_limit: false,
+                    };
+                    stream.finish(&turn, prompt_tokens, has_functions, &mut |e| out.push(e));
+                }
+            }
+            for event in out {
+                entry.send(event);
+            }
+            let counter = if entry.gone {
+                &stats.cancelled
+            } else {
+                &stats.completed
+            };
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+        BatchEvent::Failed { id, message } => {
+            let Some(mut entry) = live.remove(&id) else {
+                return;
+            };
+            let _ = loaded;
+            entry.send(Event::Failed(ApiError::internal(format!(
+                "generation failed: {message}"
+            ))));
+            stats.metrics.failed.fetch_add(1, Ordering::SeqCst);
         }
     }
 }
 
 /// The room left for the answer, or a 400 when the prompt alone fills the context.
-fn room(generator: &TokenGenerator, prompt: usize, max_tokens: u32) -> Result<usize, ApiError> {
-    let Some(context) = generator.loaded.model.context_length else {
+fn room(loaded: &LoadedModel, prompt: usize, max_tokens: u32) -> Result<usize, ApiError> {
+    let Some(context) = loaded.model.context_length else {
         return Ok(max_tokens as usize);
     };
     if prompt >= context {
@@ -246,7 +538,7 @@ fn chat(
     config: &mut WorkerConfig,
     job: ChatJob,
     send: &dyn Fn(Event),
-) -> Result<(), ApiError> {
+) -> Result<Vec<Generation>, ApiError> {
     let ChatJob {
         history,
         setup,
@@ -273,15 +565,15 @@ fn chat(
         .loaded
         .forced_call_tokens(&setup)
         .map_err(|e| ApiError::invalid(e.to_string()).with_param(Some("tool_choice".into())))?;
-    let max_tokens = room(generator, prompt.len() + forced.len(), settings.max_tokens)?;
-    let mut sampler = config.sampler(settings, generator)?;
+    let max_tokens = room(
+        &generator.loaded,
+        prompt.len() + forced.len(),
+        settings.max_tokens,
+    )?;
+    let mut sampler = config.sampler(settings, &generator.loaded)?;
     send(Event::Started);
-    let mut call: Option<FunctionCall> = None;
-    // Streamed reasoning so far, and the server-side call being streamed:
-    // each such call is announced as "[call NAME]", as the full reply shows it.
-    let mut reasoning_sent = false;
-    let mut announced: Option<String> = None;
     let server_side: Vec<String> = toolbox.as_ref().map(|t| t.names()).unwrap_or_default();
+    let mut stream = ChatStream::new(buffer_answer, server_side);
     let options = TurnOptions {
         generation: GenerateOptions::new(max_tokens).with_stop(&settings.stop),
         max_tool_calls: config.max_tool_calls,
@@ -294,126 +586,173 @@ fn chat(
         &mut sampler,
         &options,
         runner.as_mut().map(|r| r as &mut dyn ToolRunner),
-        |event| match event {
+        |event| stream.on_event(event, &mut |e| send(e)),
+    )
+    .map_err(|e| ApiError::internal(format!("generation failed: {e}")))?;
+    config.played(turn.generations.len());
+    stream.finish(&turn, prompt.len(), !setup.functions.is_empty(), &mut |e| {
+        send(e)
+    });
+    Ok(turn.generations)
+}
+
+/// A chat reply turned into the API's events as it streams, and its
+/// closing `Done`: answer text (held back for template models that may be
+/// writing a call), reasoning, calls for the client, and the server's own
+/// tool calls and results, announced in the reasoning.
+struct ChatStream {
+    buffer_answer: bool,
+    /// The tools the server runs itself.
+    server_side: Vec<String>,
+    /// The call for the client being streamed.
+    call: Option<FunctionCall>,
+    /// Streamed reasoning so far, and the server-side call being streamed:
+    /// each such call is announced as "[call NAME]", as the full reply shows it.
+    reasoning_sent: bool,
+    announced: Option<String>,
+}
+
+impl ChatStream {
+    fn new(buffer_answer: bool, server_side: Vec<String>) -> Self {
+        ChatStream {
+            buffer_answer,
+            server_side,
+            call: None,
+            reasoning_sent: false,
+            announced: None,
+        }
+    }
+
+    fn on_event(&mut self, event: TurnEvent, send: &mut dyn FnMut(Event)) {
+        match event {
             TurnEvent::Reply(ReplyEvent::Answer(text)) => {
-                if !buffer_answer {
+                if !self.buffer_answer {
                     send(Event::Content(text.to_string()))
                 }
             }
             TurnEvent::Reply(ReplyEvent::Reasoning { text, .. }) => {
-                announced = None;
-                reasoning_sent = true;
+                self.announced = None;
+                self.reasoning_sent = true;
                 send(Event::Reasoning(text.to_string()))
             }
             TurnEvent::Reply(ReplyEvent::ToolCall { recipient, text }) => {
-                let runs_here = server_side.iter().any(|n| {
+                let runs_here = self.server_side.iter().any(|n| {
                     recipient == n
                         || recipient.starts_with(&format!("{n}."))
                         || recipient == format!("functions.{n}")
                 });
                 if runs_here {
-                    if announced.as_deref() != Some(recipient) {
-                        let gap = if reasoning_sent { "\n" } else { "" };
+                    if self.announced.as_deref() != Some(recipient) {
+                        let gap = if self.reasoning_sent { "\n" } else { "" };
                         send(Event::Reasoning(format!("{gap}[call {recipient}]\n")));
-                        announced = Some(recipient.to_string());
+                        self.announced = Some(recipient.to_string());
                     }
-                    reasoning_sent = true;
+                    self.reasoning_sent = true;
                     send(Event::Reasoning(text.to_string()));
                     return;
                 }
                 let name = recipient.strip_prefix("functions.").unwrap_or(recipient);
-                if call.as_ref().is_none_or(|c| c.name != name) {
+                if self.call.as_ref().is_none_or(|c| c.name != name) {
                     let started = FunctionCall {
                         id: call_id(),
                         name: name.to_string(),
                         arguments: String::new(),
                     };
                     send(Event::CallStarted(started.clone()));
-                    call = Some(started);
+                    self.call = Some(started);
                 }
                 send(Event::CallArguments(text.to_string()));
             }
             TurnEvent::ToolResult { author, content } => {
-                announced = None;
-                reasoning_sent = true;
+                self.announced = None;
+                self.reasoning_sent = true;
                 send(Event::Reasoning(format!("\n[{author}]\n{content}\n")))
             }
-        },
-    )
-    .map_err(|e| ApiError::internal(format!("generation failed: {e}")))?;
-    config.played(turn.generations.len());
-    let first = turn.generations.first();
-    let prompt_tokens = first.map_or(prompt.len(), |g| g.prompt_tokens);
-    let cached = first.map_or(0, |g| g.cached_tokens);
-    let completion: usize = turn.generations.iter().map(|g| g.tokens.len()).sum();
-    let last = turn
-        .messages
-        .last()
-        .cloned()
-        .unwrap_or_else(|| ChatMessage::new("assistant", ""));
-    // The reasoning, with the server-side tool calls and their results in
-    // order (as they were streamed).
-    let mut reasoning: Vec<String> = Vec::new();
-    for m in &turn.messages {
-        reasoning.extend(m.reasoning_content.clone());
-        match (m.role.as_str(), &m.recipient) {
-            ("assistant", Some(recipient)) if turn.pending_call.as_ref() != Some(recipient) => {
-                reasoning.push(format!("[call {recipient}]\n{}", m.content))
-            }
-            ("tool", _) => reasoning.push(format!(
-                "[{}]\n{}",
-                m.name.as_deref().unwrap_or("tool"),
-                m.content
-            )),
-            _ => {}
         }
     }
-    let mut content = if last.recipient.is_some() {
-        String::new()
-    } else {
-        last.content.clone()
-    };
-    let mut calls = Vec::new();
-    let mut reason = turn
-        .last_generation()
-        .map_or("stop", |g| finish_reason(g.finish_reason));
-    match (&turn.pending_call, call) {
-        (Some(recipient), Some(mut streamed)) if !turn.hit_call_limit => {
-            let name = recipient.strip_prefix("functions.").unwrap_or(recipient);
-            streamed.name = name.to_string();
-            streamed.arguments = last.content.clone();
-            calls.push(streamed);
-            reason = "tool_calls";
-        }
-        _ if buffer_answer && !setup.functions.is_empty() => {
-            // Template models write calls as text; find them.
-            let (text, found) = tool_parsers::parse_tool_calls(&content);
-            if !found.is_empty() {
-                for f in found.into_iter().map(|c| FunctionCall {
-                    id: call_id(),
-                    name: c.name,
-                    arguments: c.arguments,
-                }) {
-                    send(Event::CallStarted(f.clone()));
-                    calls.push(f);
+
+    /// The closing events of a finished turn: a template model's answer
+    /// (and the calls found in it), then `Done`.
+    fn finish(
+        self,
+        turn: &Turn,
+        prompt_len: usize,
+        has_functions: bool,
+        send: &mut dyn FnMut(Event),
+    ) {
+        let buffer_answer = self.buffer_answer;
+        let first = turn.generations.first();
+        let prompt_tokens = first.map_or(prompt_len, |g| g.prompt_tokens);
+        let cached = first.map_or(0, |g| g.cached_tokens);
+        let completion: usize = turn.generations.iter().map(|g| g.tokens.len()).sum();
+        let last = turn
+            .messages
+            .last()
+            .cloned()
+            .unwrap_or_else(|| ChatMessage::new("assistant", ""));
+        // The reasoning, with the server-side tool calls and their results in
+        // order (as they were streamed).
+        let mut reasoning: Vec<String> = Vec::new();
+        for m in &turn.messages {
+            reasoning.extend(m.reasoning_content.clone());
+            match (m.role.as_str(), &m.recipient) {
+                ("assistant", Some(recipient)) if turn.pending_call.as_ref() != Some(recipient) => {
+                    reasoning.push(format!("[call {recipient}]\n{}", m.content))
                 }
-                content = text;
+                ("tool", _) => reasoning.push(format!(
+                    "[{}]\n{}",
+                    m.name.as_deref().unwrap_or("tool"),
+                    m.content
+                )),
+                _ => {}
+            }
+        }
+        let mut content = if last.recipient.is_some() {
+            String::new()
+        } else {
+            last.content.clone()
+        };
+        let mut calls = Vec::new();
+        let mut reason = turn
+            .last_generation()
+            .map_or("stop", |g| finish_reason(g.finish_reason));
+        match (&turn.pending_call, self.call) {
+            (Some(recipient), Some(mut streamed)) if !turn.hit_call_limit => {
+                let name = recipient.strip_prefix("functions.").unwrap_or(recipient);
+                streamed.name = name.to_string();
+                streamed.arguments = last.content.clone();
+                calls.push(streamed);
                 reason = "tool_calls";
             }
+            _ if buffer_answer && has_functions => {
+                // Template models write calls as text; find them.
+                let (text, found) = tool_parsers::parse_tool_calls(&content);
+                if !found.is_empty() {
+                    for f in found.into_iter().map(|c| FunctionCall {
+                        id: call_id(),
+                        name: c.name,
+                        arguments: c.arguments,
+                    }) {
+                        send(Event::CallStarted(f.clone()));
+                        calls.push(f);
+                    }
+                    content = text;
+                    reason = "tool_calls";
+                }
+            }
+            _ => {}
         }
-        _ => {}
+        if buffer_answer && !content.is_empty() {
+            send(Event::Content(content.clone()));
+        }
+        send(Event::Done {
+            finish_reason: reason,
+            usage: Usage::new(prompt_tokens, completion, cached),
+            content,
+            reasoning: (!reasoning.is_empty()).then(|| reasoning.join("\n")),
+            calls,
+        });
     }
-    if buffer_answer && !content.is_empty() {
-        send(Event::Content(content.clone()));
-    }
-    send(Event::Done {
-        finish_reason: reason,
-        usage: Usage::new(prompt_tokens, completion, cached),
-        content,
-        reasoning: (!reasoning.is_empty()).then(|| reasoning.join("\n")),
-        calls,
-    });
-    Ok(())
 }
 
 /// The `finish_reason` of the last reply of a turn, before what the turn
@@ -424,47 +763,4 @@ fn finish_reason(reason: FinishReason) -> &'static str {
         FinishReason::ToolCalls => "stop",
         other => other.as_openai(),
     }
-}
-
-fn completion(
-    generator: &mut TokenGenerator,
-    config: &mut WorkerConfig,
-    prompt: &str,
-    settings: &GenerationSettings,
-    send: &dyn Fn(Event),
-) -> Result<(), ApiError> {
-    let ids = generator
-        .loaded
-        .tokenizer
-        .encode(prompt, true)
-        .map_err(|e| ApiError::invalid(format!("the prompt cannot be tokenized: {e}")))?
-        .get_ids()
-        .to_vec();
-    if ids.is_empty() {
-        return Err(ApiError::invalid("`prompt` is empty").with_param(Some("prompt".into())));
-    }
-    let max_tokens = room(generator, ids.len(), settings.max_tokens)?;
-    let mut sampler = config.sampler(settings, generator)?;
-    send(Event::Started);
-    config.played(1);
-    let options = GenerateOptions::new(max_tokens).with_stop(&settings.stop);
-    let generation = generator
-        .generate(&ids, &mut sampler, &options, |_, piece| {
-            if !piece.is_empty() {
-                send(Event::Content(piece.to_string()))
-            }
-        })
-        .map_err(|e| ApiError::internal(format!("generation failed: {e}")))?;
-    send(Event::Done {
-        finish_reason: generation.finish_reason.as_openai(),
-        usage: Usage::new(
-            generation.prompt_tokens,
-            generation.tokens.len(),
-            generation.cached_tokens,
-        ),
-        content: generation.text.clone(),
-        reasoning: None,
-        calls: Vec::new(),
-    });
-    Ok(())
 }

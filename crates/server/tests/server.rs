@@ -445,6 +445,42 @@ fn the_prompt_cache_is_reused_across_requests() {
             .unwrap(),
         prompt - 1
     );
+
+    // What /metrics says of those two requests (open, in Prometheus' text format).
+    let (status, head, text) = try_request(server.port, "GET", "/metrics", &[], b"").unwrap();
+    assert_eq!(status, 200, "{text}");
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+    };
+    let generated = first["usage"]["completion_tokens"].as_u64().unwrap()
+        + second["usage"]["completion_tokens"].as_u64().unwrap();
+    assert_eq!(
+        value("mlx_harmony_requests_total{status=\"completed\"}"),
+        2.0
+    );
+    assert_eq!(
+        value("mlx_harmony_prompt_tokens_total"),
+        2.0 * prompt as f64
+    );
+    assert_eq!(
+        value("mlx_harmony_generated_tokens_total"),
+        generated as f64
+    );
+    assert_eq!(
+        value("mlx_harmony_cached_prompt_tokens_total"),
+        (prompt - 1) as f64
+    );
+    assert_eq!(value("mlx_harmony_prompt_cache_hits_total"), 1.0);
+    assert_eq!(value("mlx_harmony_time_to_first_token_seconds_count"), 2.0);
+    assert_eq!(
+        value("mlx_harmony_time_to_first_token_seconds_bucket{le=\"+Inf\"}"),
+        2.0
+    );
+    assert_eq!(value("mlx_harmony_active_sequences"), 0.0);
+    assert_eq!(value("mlx_harmony_waiting_requests"), 0.0);
 }
 
 /// Reads a streaming response until `[DONE]`: (status, data lines).
@@ -770,4 +806,61 @@ fn gpt_oss_built_in_tools_run_on_the_server() {
     }
     assert_eq!(streamed_reasoning.trim_end(), reasoning, "{events:?}");
     assert_eq!(streamed_content, "It is 42.", "{events:?}");
+}
+
+#[test]
+fn a_streaming_client_is_answered_while_another_is_still_decoding() {
+    // A long scripted reply (no end token for 600 tokens), so that the first
+    // client's answer is long whatever the random weights would say.
+    let long = "one two three four five six seven eight nine ten ".repeat(60);
+    let (server, _script) = start_scripted(
+        &fixture("llama"),
+        json!([long]),
+        &["--max-concurrency", "4"],
+    );
+    let port = server.port;
+    let first_body = chat(&server, json!({"stream": true, "max_tokens": 500}));
+    let (first_chunk_tx, first_chunk) = std::sync::mpsc::channel();
+    let long_client = std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let text = first_body.to_string();
+        write!(
+            stream,
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
+            text.len()
+        )
+        .unwrap();
+        let mut chunks = 0;
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if line.starts_with("data: ") {
+                chunks += 1;
+                if chunks == 2 {
+                    let _ = first_chunk_tx.send(());
+                }
+                if line == "data: [DONE]" {
+                    break;
+                }
+            }
+        }
+        (Instant::now(), chunks)
+    });
+    first_chunk
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the first client's answer starts");
+    let (status, data) = stream(
+        port,
+        &chat(&server, json!({"stream": true, "max_tokens": 3})),
+    );
+    let short_done = Instant::now();
+    assert_eq!(status, 200);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
+    let (long_done, chunks) = long_client.join().unwrap();
+    assert!(chunks > 400, "the first answer streamed {chunks} chunks");
+    assert!(
+        short_done < long_done,
+        "the second client waited for the first to finish"
+    );
+    let (_, health) = request(port, "GET", "/health", &json!({}));
+    assert_eq!(health["active"], 0, "{health}");
 }

@@ -10,7 +10,7 @@ use mlx_rs::fast::{self, ScaledDotProductAttentionMask};
 use mlx_rs::ops::{self, indexing::IndexOp};
 
 use crate::checkpoint::Checkpoint;
-use crate::models::cache::KvCache;
+use crate::models::cache::{AttentionMask, KvCache, LayerCache};
 use crate::models::fused;
 pub use crate::models::quant_config::QuantConfig;
 pub use crate::models::rope::Rope;
@@ -163,14 +163,36 @@ pub enum Linear {
 impl Linear {
     pub fn forward(&self, x: &Array) -> Result<Array> {
         let (y, bias) = match self {
-            Linear::Dense { weight, bias } => (ops::matmul(x, weight.t())?, bias),
-            Linear::Quantized { weight, bias } => (quant::quantized_matmul(x, weight, true)?, bias),
+            Linear::Dense { weight, bias } => (
+                rows_flattened(x, |x| Ok(ops::matmul(x, weight.t())?))?,
+                bias,
+            ),
+            Linear::Quantized { weight, bias } => (
+                rows_flattened(x, |x| quant::quantized_matmul(x, weight, true))?,
+                bias,
+            ),
         };
         Ok(match bias {
             Some(b) => y.add(b)?,
             None => y,
         })
     }
+}
+
+/// `product(x)` with the rows of a batch (`[B, L, K]`, B > 1) flattened to
+/// `[B·L, K]` and the result shaped back: MLX's CUDA matrix products treat
+/// each batch element of a `[B, 1, K]` input as its own product and read the
+/// weights again for each, while `[B, K]` rows read them once (measured on
+/// an H200: 0.43 against 0.064 ms for a 4096×14336 4-bit layer at B = 16).
+/// One sequence (`B = 1`) is passed as it is.
+pub fn rows_flattened(x: &Array, product: impl FnOnce(&Array) -> Result<Array>) -> Result<Array> {
+    let shape = x.shape();
+    if shape.len() != 3 || shape[0] == 1 {
+        return product(x);
+    }
+    let (batch, length) = (shape[0], shape[1]);
+    let y = product(&x.reshape(&[batch * length, shape[2]])?)?;
+    Ok(y.reshape(&[batch, length, y.dim(-1)])?)
 }
 
 /// Token embeddings, also usable as the output projection (tied weights).
@@ -199,10 +221,10 @@ impl Embedding {
 
     /// `x Eᵀ`: logits from hidden states with the embedding matrix.
     pub fn as_linear(&self, x: &Array) -> Result<Array> {
-        match self {
+        rows_flattened(x, |x| match self {
             Embedding::Dense(table) => Ok(ops::matmul(x, table.t())?),
             Embedding::Quantized(q) => quant::quantized_matmul(x, q, true),
-        }
+        })
     }
 }
 
@@ -331,7 +353,15 @@ impl Decoder {
         })
     }
 
-    fn attention(&self, layer: &Layer, x: &Array, cache: &mut KvCache) -> Result<Array> {
+    /// `mask` carries the mask from the first layer of a forward pass to the
+    /// others: their caches hold the same positions.
+    fn attention<C: LayerCache>(
+        &self,
+        layer: &Layer,
+        x: &Array,
+        cache: &mut C,
+        mask: &mut Option<AttentionMask>,
+    ) -> Result<Array> {
         let s = &self.spec;
         let a = &layer.attention;
         let (batch, seq) = (x.dim(0), x.dim(1));
@@ -346,14 +376,17 @@ impl Decoder {
         let q = heads(a.q_proj.forward(x)?, s.num_heads, a.q_norm.as_ref())?;
         let k = heads(a.k_proj.forward(x)?, s.num_kv_heads, a.k_norm.as_ref())?;
         let v = heads(a.v_proj.forward(x)?, s.num_kv_heads, None)?;
-        let offset = cache.offset();
-        let q = s.rope.apply(&q, offset)?;
-        let k = s.rope.apply(&k, offset)?;
+        let offset = cache.rope_offset()?;
+        let q = s.rope.apply(&q, &offset)?;
+        let k = s.rope.apply(&k, &offset)?;
         let (k, v) = cache.update_and_fetch(&k, &v)?;
         let scale = (s.head_dim as f32).powf(-0.5);
         // MLX aligns the causal mask to the last query, so chunks after the
         // first see every cached position.
-        let mask = (seq > 1).then_some(ScaledDotProductAttentionMask::Causal);
+        if mask.is_none() {
+            *mask = Some(cache.mask(seq, None)?);
+        }
+        let mask = sdpa_mask(mask.as_ref().expect("set above"));
         let out = fast::scaled_dot_product_attention(&q, &k, &v, scale, mask, None)?;
         let out =
             out.transpose_axes(&[0, 2, 1, 3])?
@@ -362,13 +395,14 @@ impl Decoder {
     }
 
     /// Logits `[B, L, vocab]` for token ids `[B, L]`, extending `caches`.
-    pub fn forward(&self, ids: &Array, caches: &mut [KvCache]) -> Result<Array> {
+    pub fn forward<C: LayerCache>(&self, ids: &Array, caches: &mut [C]) -> Result<Array> {
         check_caches(caches.len(), self.layers.len())?;
         let eps = self.spec.rms_norm_eps;
         let mut h = self.embed_tokens.lookup(ids)?;
+        let mut mask = None;
         for (layer, cache) in self.layers.iter().zip(caches.iter_mut()) {
             h = residual(&h, &layer.input_norm, eps, |x| {
-                self.attention(layer, x, cache)
+                self.attention(layer, x, cache, &mut mask)
             })?;
             h = residual(&h, &layer.post_attention_norm, eps, |x| {
                 layer.mlp.forward(x)
@@ -383,6 +417,15 @@ impl Decoder {
 
     pub fn new_caches(&self) -> Vec<KvCache> {
         (0..self.layers.len()).map(|_| KvCache::new()).collect()
+    }
+}
+
+/// The cache's mask as MLX's attention takes it.
+pub fn sdpa_mask(mask: &AttentionMask) -> Option<ScaledDotProductAttentionMask<'_>> {
+    match mask {
+        AttentionMask::None => None,
+        AttentionMask::Causal => Some(ScaledDotProductAttentionMask::Causal),
+        AttentionMask::Array(mask) => Some(ScaledDotProductAttentionMask::Array(mask)),
     }
 }
 

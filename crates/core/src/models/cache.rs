@@ -1,11 +1,16 @@
 //! Key/value caches: the attention keys and values of the tokens seen so far,
 //! so that each new token costs one step, not a rerun of the whole prompt.
+//!
+//! [`KvCache`] holds one sequence (or rows that all sit at the same
+//! position); [`BatchKvCache`] holds the rows of a continuous batch, each at
+//! its own position. Attention asks either through [`LayerCache`]: where the
+//! new tokens are (their RoPE offset), and which keys they may see.
 
 use mlx_rs::Array;
 use mlx_rs::ops;
 
-use crate::Result;
 use crate::array_ext::{slice, slice_update};
+use crate::{Error, Result};
 
 /// How many positions the cache grows by at once: growing per token would
 /// copy the whole cache every step.
@@ -205,6 +210,301 @@ impl KvCache {
     /// The arrays to evaluate together with the model's output.
     pub fn state(&self) -> Vec<&Array> {
         self.keys.iter().chain(self.values.iter()).collect()
+    }
+
+    /// A cache that keeps every position, holding `keys`/`values`
+    /// (`[1, H, positions, D]`) as positions `0..positions`.
+    pub fn from_arrays(keys: Array, values: Array) -> Self {
+        KvCache {
+            offset: keys.dim(2),
+            keys: Some(keys),
+            values: Some(values),
+            ..Self::default()
+        }
+    }
+
+    /// Bytes held by the arrays.
+    pub fn nbytes(&self) -> usize {
+        self.state().iter().map(|a| a.nbytes()).sum()
+    }
+}
+
+/// Where the tokens being added sit, for RoPE: one offset for every row, or
+/// one per row (`[B]`, int32) when the rows of a batch are at different
+/// positions.
+pub enum RopeOffset {
+    Same(i32),
+    PerRow(Array),
+}
+
+/// Which cached keys the new queries may see.
+pub enum AttentionMask {
+    /// All of them (one query, nothing to hide).
+    None,
+    /// Causal over a chunk of several queries.
+    Causal,
+    /// A boolean array broadcast against `[B, heads, queries, keys]`.
+    Array(Array),
+}
+
+/// What attention needs from a layer's cache. The model's layers are
+/// written once against this, so that the same code runs one sequence or a
+/// batch of sequences at different positions.
+pub trait LayerCache {
+    /// The RoPE offset of the tokens about to be added.
+    fn rope_offset(&self) -> Result<RopeOffset>;
+
+    /// Appends `keys`/`values` (`[B, H, L, D]`) and returns the keys and
+    /// values attention runs over.
+    fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<(Array, Array)>;
+
+    /// The mask for the `queries` tokens just added, over what
+    /// `update_and_fetch` returned; with `window`, a query sees no key more
+    /// than `window - 1` positions before it. Every layer of a model with
+    /// the same `window` gets the same mask in one forward pass, so models
+    /// compute it once per pass.
+    fn mask(&self, queries: i32, window: Option<i32>) -> Result<AttentionMask>;
+}
+
+impl LayerCache for KvCache {
+    fn rope_offset(&self) -> Result<RopeOffset> {
+        Ok(RopeOffset::Same(self.offset))
+    }
+
+    fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<(Array, Array)> {
+        KvCache::update_and_fetch(self, keys, values)
+    }
+
+    fn mask(&self, queries: i32, window: Option<i32>) -> Result<AttentionMask> {
+        let keys = self.len();
+        Ok(match window {
+            // A sliding cache holds no more than one query can see.
+            Some(window) if queries > 1 || keys > window => {
+                AttentionMask::Array(sliding_mask(self.offset - queries, queries, keys, window))
+            }
+            _ if queries > 1 => AttentionMask::Causal,
+            _ => AttentionMask::None,
+        })
+    }
+}
+
+/// The mask of a chunk of `queries` new positions (starting at absolute
+/// position `offset`) over the last `keys` positions (the last of which is
+/// the chunk's last): causal, and no further back than `window` positions.
+pub fn sliding_mask(offset: i32, queries: i32, keys: i32, window: i32) -> Array {
+    let first_key = offset + queries - keys;
+    let mut allowed = Vec::with_capacity((queries * keys) as usize);
+    for q in 0..queries {
+        let query = offset + q;
+        for k in 0..keys {
+            let key = first_key + k;
+            allowed.push(key <= query && key > query - window);
+        }
+    }
+    Array::from_slice(&allowed, &[queries, keys])
+}
+
+/// The cache of one attention layer for the rows of a continuous batch,
+/// `[rows, kv_heads, columns, head_dim]`. Rows are right-aligned: every row
+/// writes its next token into the same column, and a row that joined with a
+/// shorter history has `left_padding` empty columns before its first
+/// position (masked out). Decoding adds one token per row per step; prompts
+/// are run one sequence at a time in a [`KvCache`] and then
+/// [`BatchKvCache::join`]ed. Sliding-window layers keep every position here
+/// and rely on the window mask.
+#[derive(Clone, Default)]
+pub struct BatchKvCache {
+    keys: Option<Array>,
+    values: Option<Array>,
+    /// Columns written so far (the column of the next token).
+    end: i32,
+    left_padding: Vec<i32>,
+}
+
+impl BatchKvCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Rows in the batch.
+    pub fn rows(&self) -> usize {
+        self.left_padding.len()
+    }
+
+    /// The position of each row's next token.
+    pub fn positions(&self) -> Vec<i32> {
+        self.left_padding.iter().map(|p| self.end - p).collect()
+    }
+
+    /// Adds a sequence whose prompt ran in `single` (one row, every position
+    /// kept: not a sliding cache) as the last row. The shorter side is padded
+    /// on the left so that both end in the same column.
+    pub fn join(&mut self, single: &KvCache) -> Result<()> {
+        if single.window.is_some() {
+            return Err(Error::Invalid(
+                "a sequence joins a batch from a cache that keeps every position".into(),
+            ));
+        }
+        let (Some(k), Some(v)) = (&single.keys, &single.values) else {
+            return Err(Error::Invalid(
+                "cannot join an empty cache to a batch".into(),
+            ));
+        };
+        let length = single.offset;
+        let used = |a: &Array, columns: i32| -> Result<Array> {
+            slice(a, &[0, 0, 0, 0], &[a.dim(0), a.dim(1), columns, a.dim(3)])
+        };
+        let (new_k, new_v) = (used(k, length)?, used(v, length)?);
+        let (Some(keys), Some(values)) = (self.keys.take(), self.values.take()) else {
+            self.keys = Some(new_k);
+            self.values = Some(new_v);
+            self.end = length;
+            self.left_padding = vec![0];
+            return Ok(());
+        };
+        let end = self.end.max(length);
+        let pad_left = |a: Array, by: i32| -> Result<Array> {
+            if by == 0 {
+                return Ok(a);
+            }
+            let zeros = ops::zeros_dtype(&[a.dim(0), a.dim(1), by, a.dim(3)], a.dtype())?;
+            Ok(ops::concatenate(&[zeros, a], 2)?)
+        };
+        let grow = end - self.end;
+        let keys = pad_left(used(&keys, self.end)?, grow)?;
+        let values = pad_left(used(&values, self.end)?, grow)?;
+        let new_k = pad_left(new_k, end - length)?;
+        let new_v = pad_left(new_v, end - length)?;
+        self.keys = Some(ops::concatenate(&[keys, new_k], 0)?);
+        self.values = Some(ops::concatenate(&[values, new_v], 0)?);
+        for pad in &mut self.left_padding {
+            *pad += grow;
+        }
+        self.left_padding.push(end - length);
+        self.end = end;
+        Ok(())
+    }
+
+    /// Keeps only the rows `keep` (in that order), then drops the leading
+    /// columns no row uses any more.
+    pub fn retain(&mut self, keep: &[usize]) -> Result<()> {
+        if keep.is_empty() {
+            *self = Self::new();
+            return Ok(());
+        }
+        if keep.len() == self.rows() && keep.iter().enumerate().all(|(i, &k)| i == k) {
+            return Ok(());
+        }
+        let index = Array::from_slice(
+            &keep.iter().map(|&k| k as i32).collect::<Vec<_>>(),
+            &[keep.len() as i32],
+        );
+        self.left_padding = keep.iter().map(|&k| self.left_padding[k]).collect();
+        let unused = self.left_padding.iter().copied().min().unwrap_or(0);
+        let rows = |a: &Array| -> Result<Array> {
+            let a = a.take_axis(&index, 0)?;
+            slice(
+                &a,
+                &[0, 0, unused, 0],
+                &[a.dim(0), a.dim(1), self.end, a.dim(3)],
+            )
+        };
+        self.keys = self.keys.as_ref().map(rows).transpose()?;
+        self.values = self.values.as_ref().map(rows).transpose()?;
+        self.end -= unused;
+        for pad in &mut self.left_padding {
+            *pad -= unused;
+        }
+        Ok(())
+    }
+
+    /// The arrays to evaluate together with the model's output.
+    pub fn state(&self) -> Vec<&Array> {
+        self.keys.iter().chain(self.values.iter()).collect()
+    }
+
+    /// Row `row`'s positions as a single sequence's cache (a copy, so that
+    /// it does not keep the batch's arrays alive).
+    pub fn extract(&self, row: usize) -> Result<KvCache> {
+        let (Some(k), Some(v)) = (&self.keys, &self.values) else {
+            return Err(Error::Invalid("the batch has no rows".into()));
+        };
+        let (row, pad) = (row as i32, self.left_padding[row]);
+        let take = |a: &Array| -> Result<Array> {
+            let part = slice(
+                a,
+                &[row, 0, pad, 0],
+                &[row + 1, a.dim(1), self.end, a.dim(3)],
+            )?;
+            // A contiguous copy of its own.
+            Ok(part.multiply(Array::from_int(1).as_dtype(part.dtype())?)?)
+        };
+        Ok(KvCache::from_arrays(take(k)?, take(v)?))
+    }
+}
+
+impl LayerCache for BatchKvCache {
+    fn rope_offset(&self) -> Result<RopeOffset> {
+        if self.left_padding.iter().all(|&p| p == 0) {
+            return Ok(RopeOffset::Same(self.end));
+        }
+        Ok(RopeOffset::PerRow(Array::from_slice(
+            &self.positions(),
+            &[self.rows() as i32],
+        )))
+    }
+
+    fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<(Array, Array)> {
+        if keys.dim(2) != 1 {
+            return Err(Error::Invalid(
+                "a batch cache takes one token per row per step; run prompts in a KvCache".into(),
+            ));
+        }
+        let (Some(k), Some(v)) = (&self.keys, &self.values) else {
+            return Err(Error::Invalid("the batch has no rows".into()));
+        };
+        let end = self.end + 1;
+        let capacity = k.dim(2);
+        let (k, v) = if end > capacity {
+            let grow = |a: &Array| -> Result<Array> {
+                let zeros =
+                    ops::zeros_dtype(&[a.dim(0), a.dim(1), GROWTH_STEP, a.dim(3)], a.dtype())?;
+                Ok(ops::concatenate(&[a.clone(), zeros], 2)?)
+            };
+            (grow(k)?, grow(v)?)
+        } else {
+            (k.clone(), v.clone())
+        };
+        let starts = [0, 0, self.end, 0];
+        let k = slice_update(&k, keys, &starts, &[k.dim(0), k.dim(1), end, k.dim(3)])?;
+        let v = slice_update(&v, values, &starts, &[v.dim(0), v.dim(1), end, v.dim(3)])?;
+        self.end = end;
+        let fetched_k = slice(&k, &[0, 0, 0, 0], &[k.dim(0), k.dim(1), end, k.dim(3)])?;
+        let fetched_v = slice(&v, &[0, 0, 0, 0], &[v.dim(0), v.dim(1), end, v.dim(3)])?;
+        self.keys = Some(k);
+        self.values = Some(v);
+        Ok((fetched_k, fetched_v))
+    }
+
+    fn mask(&self, queries: i32, window: Option<i32>) -> Result<AttentionMask> {
+        if queries != 1 {
+            return Err(Error::Invalid(
+                "a batch cache takes one token per row per step".into(),
+            ));
+        }
+        let first_visible = window.map_or(0, |w| self.end - w);
+        if first_visible <= 0 && self.left_padding.iter().all(|&p| p == 0) {
+            return Ok(AttentionMask::None);
+        }
+        let columns = self.end;
+        let mut allowed = Vec::with_capacity(self.rows() * columns as usize);
+        for &pad in &self.left_padding {
+            allowed.extend((0..columns).map(|j| j >= pad && j >= first_visible));
+        }
+        Ok(AttentionMask::Array(Array::from_slice(
+            &allowed,
+            &[self.rows() as i32, 1, 1, columns],
+        )))
     }
 }
 

@@ -8,7 +8,7 @@
 //! interleaved).
 
 use mlx_rs::Array;
-use mlx_rs::fast::{self, ScaledDotProductAttentionMask};
+use mlx_rs::fast;
 use mlx_rs::ops::{self, argpartition_axis, indexing::take_along_axis};
 use serde::Deserialize;
 use serde_json::Value;
@@ -16,9 +16,9 @@ use serde_json::Value;
 use crate::array_ext::{scalar_like, slice, slice_strided};
 use crate::checkpoint::Checkpoint;
 use crate::models::blocks::{
-    Embedding, Linear, QuantConfig, Rope, Weights, check_caches, residual,
+    Embedding, Linear, QuantConfig, Rope, Weights, check_caches, residual, sdpa_mask,
 };
-use crate::models::cache::KvCache;
+use crate::models::cache::{AttentionMask, KvCache, LayerCache};
 use crate::models::fused;
 use crate::quant::{self, QuantMode, QuantizedWeight};
 use crate::{Error, Result};
@@ -267,15 +267,15 @@ impl GptOss {
             .collect()
     }
 
-    /// `window_mask` carries the sliding-window mask from the first sliding
-    /// layer of a forward pass to the others: their caches hold the same
+    /// `masks` (full, sliding) carry each kind's mask from the first layer of
+    /// that kind in a forward pass to the others: their caches hold the same
     /// positions, so one mask serves them all.
-    fn attention(
+    fn attention<C: LayerCache>(
         &self,
         layer: &MoeLayer,
         x: &Array,
-        cache: &mut KvCache,
-        window_mask: &mut Option<Array>,
+        cache: &mut C,
+        masks: &mut [Option<AttentionMask>; 2],
     ) -> Result<Array> {
         let c = &self.config;
         let (batch, seq) = (x.dim(0), x.dim(1));
@@ -286,21 +286,18 @@ impl GptOss {
         let q = heads(layer.q_proj.forward(x)?, c.num_attention_heads)?;
         let k = heads(layer.k_proj.forward(x)?, c.num_key_value_heads)?;
         let v = heads(layer.v_proj.forward(x)?, c.num_key_value_heads)?;
-        let offset = cache.offset();
-        let q = self.rope.apply(&q, offset)?;
-        let k = self.rope.apply(&k, offset)?;
+        let offset = cache.rope_offset()?;
+        let q = self.rope.apply(&q, &offset)?;
+        let k = self.rope.apply(&k, &offset)?;
         let (k, v) = cache.update_and_fetch(&k, &v)?;
         let scale = (c.head_dim as f32).powf(-0.5);
         let sinks = layer.sinks.as_dtype(q.dtype())?;
-        let mask = if seq == 1 {
-            None
-        } else if layer.sliding {
-            let mask = window_mask
-                .get_or_insert_with(|| sliding_mask(offset, seq, k.dim(2), c.sliding_window));
-            Some(ScaledDotProductAttentionMask::Array(mask))
-        } else {
-            Some(ScaledDotProductAttentionMask::Causal)
-        };
+        let kind = usize::from(layer.sliding);
+        if masks[kind].is_none() {
+            let window = layer.sliding.then_some(c.sliding_window);
+            masks[kind] = Some(cache.mask(seq, window)?);
+        }
+        let mask = sdpa_mask(masks[kind].as_ref().expect("set above"));
         let out = fast::scaled_dot_product_attention(&q, &k, &v, scale, mask, Some(&sinks))?;
         let out = out.transpose_axes(&[0, 2, 1, 3])?.reshape(&[
             batch,
@@ -352,14 +349,14 @@ impl GptOss {
             .sum_axis(-2, None)?)
     }
 
-    pub fn forward(&self, ids: &Array, caches: &mut [KvCache]) -> Result<Array> {
+    pub fn forward<C: LayerCache>(&self, ids: &Array, caches: &mut [C]) -> Result<Array> {
         check_caches(caches.len(), self.layers.len())?;
         let eps = self.config.rms_norm_eps;
         let mut h = self.embed_tokens.lookup(ids)?;
-        let mut window_mask = None;
+        let mut masks = [None, None];
         for (layer, cache) in self.layers.iter().zip(caches.iter_mut()) {
             h = residual(&h, &layer.input_norm, eps, |x| {
-                self.attention(layer, x, cache, &mut window_mask)
+                self.attention(layer, x, cache, &mut masks)
             })?;
             h = residual(&h, &layer.post_attention_norm, eps, |x| {
                 self.experts(layer, x)
@@ -368,23 +365,6 @@ impl GptOss {
         self.lm_head
             .forward(&fast::rms_norm(&h, Some(&self.norm), eps)?)
     }
-}
-
-/// The mask of a chunk of `queries` new positions (starting at absolute
-/// position `offset`) over the `keys` positions a sliding-window cache holds
-/// (the last of which is the chunk's last): causal, and no further back than
-/// `window` positions.
-fn sliding_mask(offset: i32, queries: i32, keys: i32, window: i32) -> Array {
-    let first_key = offset + queries - keys;
-    let mut allowed = Vec::with_capacity((queries * keys) as usize);
-    for q in 0..queries {
-        let query = offset + q;
-        for k in 0..keys {
-            let key = first_key + k;
-            allowed.push(key <= query && key > query - window);
-        }
-    }
-    Array::from_slice(&allowed, &[queries, keys])
 }
 
 /// Whether a config describes GPT-OSS (used by the loader and by format choice).

@@ -117,11 +117,34 @@ impl Model {
         }
     }
 
-    /// Logits `[B, L, vocab]` for `[B, L]` token ids, extending the caches.
-    pub fn forward(&self, ids: &Array, caches: &mut [KvCache]) -> Result<Array> {
+    /// Logits `[B, L, vocab]` for `[B, L]` token ids, extending the caches
+    /// (one sequence's [`KvCache`]s, or a batch's [`cache::BatchKvCache`]s).
+    pub fn forward<C: cache::LayerCache>(&self, ids: &Array, caches: &mut [C]) -> Result<Array> {
         match &self.arch {
             Arch::Decoder(d) => d.forward(ids, caches),
             Arch::GptOss(g) => g.forward(ids, caches),
+        }
+    }
+
+    /// Fresh caches for a batch, one per layer (sliding-window layers keep
+    /// every position there, and masks keep to the window).
+    pub fn new_batch_caches(&self) -> Vec<cache::BatchKvCache> {
+        (0..self.num_layers())
+            .map(|_| cache::BatchKvCache::new())
+            .collect()
+    }
+
+    /// Caches for one sequence's prompt that will join a batch: every
+    /// layer keeps every position (see [`cache::BatchKvCache::join`]).
+    pub fn new_joining_caches(&self) -> Vec<KvCache> {
+        (0..self.num_layers()).map(|_| KvCache::new()).collect()
+    }
+
+    /// Decoder layers.
+    pub fn num_layers(&self) -> usize {
+        match &self.arch {
+            Arch::Decoder(d) => d.spec.num_layers as usize,
+            Arch::GptOss(g) => g.config.num_hidden_layers as usize,
         }
     }
 

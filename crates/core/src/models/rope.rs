@@ -7,6 +7,7 @@ use mlx_rs::fast;
 use serde_json::Value;
 
 use crate::array_ext::scalar_like;
+use crate::models::cache::RopeOffset;
 use crate::{Error, Result};
 
 /// Rotary position embedding: the frequencies come from `base`, or are given
@@ -131,7 +132,9 @@ impl Rope {
         Ok(rope)
     }
 
-    pub fn apply(&self, x: &Array, offset: i32) -> Result<Array> {
+    /// Rotates `x` (`[B, heads, L, head_dim]`) for tokens starting at
+    /// `offset` (one for all rows, or one per row).
+    pub fn apply(&self, x: &Array, offset: &RopeOffset) -> Result<Array> {
         let base = if self.freqs.is_some() {
             None
         } else {
@@ -145,14 +148,25 @@ impl Rope {
         } else {
             x
         };
-        Ok(fast::rope(
-            x,
-            self.dims,
-            self.traditional,
-            base,
-            self.scale,
-            offset,
-            self.freqs.as_ref(),
-        )?)
+        Ok(match offset {
+            RopeOffset::Same(offset) => fast::rope(
+                x,
+                self.dims,
+                self.traditional,
+                base,
+                self.scale,
+                *offset,
+                self.freqs.as_ref(),
+            )?,
+            RopeOffset::PerRow(offsets) => fast::rope_dynamic(
+                x,
+                self.dims,
+                self.traditional,
+                base,
+                self.scale,
+                offsets,
+                self.freqs.as_ref(),
+            )?,
+        })
     }
 }

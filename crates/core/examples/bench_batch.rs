@@ -1,0 +1,131 @@
+//! Our side of scripts/bench-batch: CONCURRENCY sequences of PROMPT_TOKENS
+//! random prompt tokens each, all added at once to the continuous-batching
+//! scheduler, GEN_TOKENS generated each (greedy, no end token). Prints one
+//! JSON line per run: aggregate decode tokens/s (tokens generated once every
+//! sequence is decoding, over that time), end-to-end tokens/s, and the time
+//! to first token's p50/p95.
+//!
+//! `cargo run --release -p mlx-harmony-core --example bench_batch -- MODEL TOKENIZER_JSON PROMPT_TOKENS GEN_TOKENS CONCURRENCY RUNS`
+//!
+//! The model folder need not have a tokenizer (the benchmark models have
+//! none): TOKENIZER_JSON is used to turn tokens into text, as a server would.
+
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Instant;
+
+use mlx_harmony_core::batch::{BatchEvent, BatchGenerator, SequenceRequest};
+use mlx_harmony_core::device::{self, DeviceChoice};
+use mlx_harmony_core::generate::{Cancel, GenerateOptions, LoadedModel};
+use mlx_harmony_core::models::Model;
+use mlx_harmony_core::sampling::{Sampler, SamplingSettings};
+
+/// SplitMix64, for prompts that are the same on every run and machine.
+fn random_tokens(seed: u64, count: usize, vocab: u32) -> Vec<u32> {
+    let mut state = seed;
+    (0..count)
+        .map(|_| {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            1000 + ((z ^ (z >> 31)) % u64::from(vocab - 2000)) as u32
+        })
+        .collect()
+}
+
+fn percentile(values: &mut [f64], p: f64) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    let rank = ((values.len() as f64 - 1.0) * p).round() as usize;
+    values[rank.min(values.len() - 1)]
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [
+        model_dir,
+        tokenizer,
+        prompt_tokens,
+        gen_tokens,
+        concurrency,
+        runs,
+    ] = args.as_slice()
+    else {
+        return Err(
+            "usage: bench_batch MODEL TOKENIZER_JSON PROMPT_TOKENS GEN_TOKENS CONCURRENCY RUNS"
+                .into(),
+        );
+    };
+    let selected = device::select(DeviceChoice::Auto)?;
+    eprintln!("device: {selected}");
+    let (prompt_tokens, gen_tokens): (usize, usize) = (prompt_tokens.parse()?, gen_tokens.parse()?);
+    let (concurrency, runs): (usize, usize) = (concurrency.parse()?, runs.parse()?);
+    let model = Model::load(PathBuf::from(model_dir))?;
+    let vocab = model.vocab_size() as u32;
+    let loaded = Rc::new(LoadedModel {
+        model,
+        tokenizer: tokenizers::Tokenizer::from_file(tokenizer)
+            .map_err(|e| format!("{tokenizer}: {e}"))?,
+        chat_template: None,
+        harmony: None,
+        // No end token: every sequence generates GEN_TOKENS.
+        eos_token_ids: Vec::new(),
+        bos_token: String::new(),
+        eos_token: String::new(),
+    });
+    // The first run warms up (kernels, allocations) and is not printed.
+    for run in 0..runs + 1 {
+        let mut batch = BatchGenerator::new(loaded.clone(), concurrency);
+        let start = Instant::now();
+        for i in 0..concurrency {
+            batch.add(SequenceRequest {
+                prompt: random_tokens((run * 1000 + i) as u64, prompt_tokens, vocab),
+                sampler: Sampler::new(SamplingSettings::default())?,
+                options: GenerateOptions::new(gen_tokens),
+                cancel: Cancel::new(),
+            });
+        }
+        let mut first_token = vec![None; concurrency];
+        let mut generated = 0usize;
+        let mut generated_when_all_started = 0usize;
+        let mut all_started = None;
+        while !batch.is_idle() {
+            for event in batch.step()? {
+                match event {
+                    BatchEvent::Token { id, .. } => {
+                        generated += 1;
+                        first_token[id as usize].get_or_insert_with(|| start.elapsed());
+                    }
+                    BatchEvent::Failed { message, .. } => return Err(message.into()),
+                    BatchEvent::Finished { .. } => {}
+                }
+            }
+            if all_started.is_none() && first_token.iter().all(Option::is_some) {
+                all_started = Some(Instant::now());
+                generated_when_all_started = generated;
+            }
+        }
+        let end = Instant::now();
+        let all_started = all_started.unwrap_or(end);
+        let decode_seconds = (end - all_started).as_secs_f64();
+        let mut ttft: Vec<f64> = first_token
+            .iter()
+            .map(|t| t.map_or(f64::NAN, |t| t.as_secs_f64()))
+            .collect();
+        if run == 0 {
+            continue;
+        }
+        println!(
+            "{{\"impl\": \"mlx-harmony\", \"concurrency\": {concurrency}, \"decode_tps\": {:.2}, \"e2e_tps\": {:.2}, \"ttft_p50_s\": {:.4}, \"ttft_p95_s\": {:.4}, \"generated\": {generated}}}",
+            if decode_seconds > 0.0 {
+                (generated - generated_when_all_started) as f64 / decode_seconds
+            } else {
+                0.0
+            },
+            generated as f64 / (end - start).as_secs_f64(),
+            percentile(&mut ttft, 0.5),
+            percentile(&mut ttft, 0.95),
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,627 @@
+//! Continuous batching: many sequences decoding together, one forward pass
+//! per step for all of them.
+//!
+//! A [`BatchGenerator`] owns the rows of a batch (their caches, samplers and
+//! output so far). Sequences join and leave at step boundaries: a new prompt
+//! is run alone, one chunk of [`PREFILL_CHUNK`] tokens per step so that the
+//! running rows keep flowing, and its cache then joins the batch's
+//! ([`BatchKvCache::join`]); a row that ends (end of turn, length, stop
+//! string, cancelled) is dropped from the batch at the next step. Each
+//! sequence keeps its own sampler, stop strings, token limit and cancel
+//! handle. Decoding is pipelined as in the single-sequence loop: the next
+//! step is queued before the tokens of this one are read.
+
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::time::Instant;
+
+use mlx_rs::Array;
+use mlx_rs::ops;
+use mlx_rs::transforms::{async_eval, eval};
+
+use crate::array_ext::slice;
+use crate::generate::{
+    Cancel, FinishReason, GenerateOptions, Generation, LoadedModel, PREFILL_CHUNK, Progress,
+};
+use crate::models::blocks::last_position;
+use crate::models::cache::{BatchKvCache, KvCache};
+use crate::sampling::{Sampler, greedy_rows};
+use crate::{Error, Result};
+
+/// Names a sequence of a batch.
+pub type SequenceId = u64;
+
+/// One sequence to generate.
+pub struct SequenceRequest {
+    pub prompt: Vec<u32>,
+    pub sampler: Sampler,
+    pub options: GenerateOptions,
+    /// Stops this sequence only.
+    pub cancel: Cancel,
+}
+
+/// What a step produced, sequence by sequence, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum BatchEvent {
+    /// A generated token and the text it completes (often empty: text is
+    /// held back until it is whole UTF-8 or cannot start a stop string).
+    Token {
+        id: SequenceId,
+        token: u32,
+        text: String,
+    },
+    /// The sequence ended; its statistics and why.
+    Finished {
+        id: SequenceId,
+        generation: Generation,
+    },
+    /// The sequence could not run (its prompt failed); the others go on.
+    Failed { id: SequenceId, message: String },
+}
+
+/// A sequence whose prompt is being run.
+struct Prefill {
+    id: SequenceId,
+    request: SequenceRequest,
+    caches: Vec<KvCache>,
+    /// Prompt tokens already in `caches`.
+    done: usize,
+    /// Of those, how many came from the prompt cache.
+    cached: usize,
+    added: Instant,
+}
+
+/// A row of the batch.
+struct Row {
+    id: SequenceId,
+    sampler: Sampler,
+    cancel: Cancel,
+    progress: Progress,
+    prompt_tokens: usize,
+    added: Instant,
+    first_token_at: Instant,
+    prefill_seconds: f64,
+    /// The row's entry of `next` was read already (its first token, read
+    /// when the row joined).
+    first_read: bool,
+    /// What the row's cache holds: the prompt, then every token fed back.
+    history: Vec<u32>,
+    cached_tokens: usize,
+}
+
+/// The batch scheduler; see the module docs.
+pub struct BatchGenerator {
+    loaded: Rc<LoadedModel>,
+    max_rows: usize,
+    next_id: SequenceId,
+    waiting: VecDeque<(SequenceId, SequenceRequest, Instant)>,
+    prefill: Option<Prefill>,
+    rows: Vec<Row>,
+    caches: Vec<BatchKvCache>,
+    /// The tokens the rows feed at the next step (`[rows]`, on the device).
+    next: Option<Array>,
+    prompt_cache: PromptCache,
+}
+
+/// Caches of finished sequences, kept so that a later prompt that starts the
+/// same way (the next turn of a conversation, a repeated system prompt) runs
+/// only its new tokens. The least recently used go first once the total
+/// passes the byte limit.
+struct PromptCache {
+    max_bytes: usize,
+    /// Most recently used last.
+    entries: Vec<CachedPrefix>,
+}
+
+struct CachedPrefix {
+    tokens: Vec<u32>,
+    caches: Vec<KvCache>,
+    bytes: usize,
+}
+
+impl PromptCache {
+    /// The caches of the entry sharing the longest prefix with `prompt`,
+    /// trimmed to it (at least one prompt token is left to run, for the
+    /// logits), and how many tokens they hold.
+    fn lookup(&mut self, prompt: &[u32]) -> Option<(usize, Vec<KvCache>)> {
+        let (index, common) = self
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let common = e
+                    .tokens
+                    .iter()
+                    .zip(prompt)
+                    .take_while(|(a, b)| a == b)
+                    .count();
+                (i, common.min(prompt.len() - 1))
+            })
+            .max_by_key(|&(_, common)| common)?;
+        if common == 0 {
+            return None;
+        }
+        let entry = self.entries.remove(index);
+        let mut caches = entry.caches.clone();
+        let excess = (entry.tokens.len() - common) as i32;
+        for cache in &mut caches {
+            cache.trim(excess);
+        }
+        self.entries.push(entry);
+        Some((common, caches))
+    }
+
+    fn insert(&mut self, tokens: Vec<u32>, caches: Vec<KvCache>) {
+        let bytes = caches.iter().map(KvCache::nbytes).sum();
+        if bytes > self.max_bytes {
+            return;
+        }
+        // An entry this one extends says nothing more.
+        self.entries
+            .retain(|e| !(e.tokens.len() <= tokens.len() && tokens.starts_with(&e.tokens)));
+        self.entries.push(CachedPrefix {
+            tokens,
+            caches,
+            bytes,
+        });
+        let mut total: usize = self.entries.iter().map(|e| e.bytes).sum();
+        while total > self.max_bytes && !self.entries.is_empty() {
+            total -= self.entries.remove(0).bytes;
+        }
+    }
+}
+
+impl BatchGenerator {
+    /// A scheduler over `loaded` that decodes at most `max_rows` sequences
+    /// at once (more wait their turn).
+    pub fn new(loaded: Rc<LoadedModel>, max_rows: usize) -> Self {
+        Self::with_prompt_cache(loaded, max_rows, 0)
+    }
+
+    /// Like [`BatchGenerator::new`], keeping up to `prompt_cache_bytes` of
+    /// finished sequences' caches for prompts that start the same way.
+    pub fn with_prompt_cache(
+        loaded: Rc<LoadedModel>,
+        max_rows: usize,
+        prompt_cache_bytes: usize,
+    ) -> Self {
+        let caches = loaded.model.new_batch_caches();
+        BatchGenerator {
+            loaded,
+            max_rows: max_rows.max(1),
+            next_id: 0,
+            waiting: VecDeque::new(),
+            prefill: None,
+            rows: Vec::new(),
+            caches,
+            next: None,
+            prompt_cache: PromptCache {
+                max_bytes: prompt_cache_bytes,
+                entries: Vec::new(),
+            },
+        }
+    }
+
+    /// Prompt-cache entries and the bytes they hold.
+    pub fn prompt_cache_usage(&self) -> (usize, usize) {
+        let cache = &self.prompt_cache;
+        (
+            cache.entries.len(),
+            cache.entries.iter().map(|e| e.bytes).sum(),
+        )
+    }
+
+    pub fn loaded(&self) -> &LoadedModel {
+        &self.loaded
+    }
+
+    /// Queues a sequence; it joins the batch at a following step.
+    pub fn add(&mut self, request: SequenceRequest) -> SequenceId {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.waiting.push_back((id, request, Instant::now()));
+        id
+    }
+
+    /// Sequences decoding now.
+    pub fn active(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Sequences not decoding yet (queued, or their prompt running).
+    pub fn waiting(&self) -> usize {
+        self.waiting.len() + usize::from(self.prefill.is_some())
+    }
+
+    /// Whether nothing is left to do.
+    pub fn is_idle(&self) -> bool {
+        self.rows.is_empty() && self.waiting.is_empty() && self.prefill.is_none()
+    }
+
+    /// One step: a chunk of a waiting prompt (when there is room), then one
+    /// token for every row. Returns what happened, in order.
+    pub fn step(&mut self) -> Result<Vec<BatchEvent>> {
+        let mut events = Vec::new();
+        // Prompt chunks up to the step's budget: several short prompts can
+        // join in one step, a long one takes a chunk per step.
+        let mut budget = PREFILL_BUDGET;
+        while budget > 0 {
+            let ran = self.prefill_chunk(&mut events)?;
+            if ran == 0 {
+                break;
+            }
+            budget = budget.saturating_sub(ran);
+        }
+        if !self.rows.is_empty() {
+            self.decode(&mut events)?;
+        }
+        Ok(events)
+    }
+
+    /// Runs the next chunk of the prompt being prefilled (starting the next
+    /// waiting one if none is), and joins it to the batch when done. Returns
+    /// how many prompt tokens it ran (0: nothing to do).
+    fn prefill_chunk(&mut self, events: &mut Vec<BatchEvent>) -> Result<usize> {
+        if self.prefill.is_none() {
+            if self.rows.len() >= self.max_rows {
+                return Ok(0);
+            }
+            let Some((id, request, added)) = self.waiting.pop_front() else {
+                return Ok(0);
+            };
+            if request.prompt.is_empty() {
+                events.push(BatchEvent::Failed {
+                    id,
+                    message: "cannot generate from an empty prompt".into(),
+                });
+                return Ok(1);
+            }
+            let (done, caches) = self
+                .prompt_cache
+                .lookup(&request.prompt)
+                .unwrap_or_else(|| (0, self.loaded.model.new_joining_caches()));
+            self.prefill = Some(Prefill {
+                id,
+                request,
+                caches,
+                done,
+                cached: done,
+                added,
+            });
+        }
+        let prefill = self.prefill.as_mut().expect("set above");
+        if prefill.request.cancel.is_cancelled() {
+            let prefill = self.prefill.take().expect("present");
+            events.push(finished_before_decoding(&prefill, FinishReason::Cancelled));
+            return Ok(1);
+        }
+        let model = &self.loaded.model;
+        let prompt = &prefill.request.prompt;
+        // All but the last token in chunks, caches evaluated; the last one
+        // alone, for the logits.
+        let before_last = prompt.len() - 1;
+        let start = prefill.done;
+        if prefill.done < before_last {
+            let end = (prefill.done + PREFILL_CHUNK).min(before_last);
+            let ran = model
+                .forward_tokens(&prompt[prefill.done..end], &mut prefill.caches)
+                .and_then(|_| {
+                    let states: Vec<&Array> =
+                        prefill.caches.iter().flat_map(|c| c.state()).collect();
+                    Ok(eval(states)?)
+                });
+            if let Err(e) = ran {
+                let prefill = self.prefill.take().expect("present");
+                events.push(BatchEvent::Failed {
+                    id: prefill.id,
+                    message: e.to_string(),
+                });
+                return Ok(end - start);
+            }
+            prefill.done = end;
+            if end < before_last {
+                return Ok(end - start);
+            }
+        }
+        let prefill = self.prefill.take().expect("present");
+        let id = prefill.id;
+        let ran = prompt_len_of(&prefill) - start;
+        match self.join(prefill, events) {
+            Ok(()) => Ok(ran),
+            Err(e) => {
+                events.push(BatchEvent::Failed {
+                    id,
+                    message: e.to_string(),
+                });
+                // A failed join may have left the batch's caches half
+                // extended: the rows cannot go on.
+                self.fail_all(events, &e);
+                Ok(ran)
+            }
+        }
+    }
+
+    /// The prompt's last token, the first sampled token (read now, so that
+    /// the first token is not held back a step), and the row's place in the
+    /// batch.
+    fn join(&mut self, prefill: Prefill, events: &mut Vec<BatchEvent>) -> Result<()> {
+        let Prefill {
+            id,
+            request,
+            mut caches,
+            added,
+            cached,
+            ..
+        } = prefill;
+        let SequenceRequest {
+            prompt,
+            mut sampler,
+            options,
+            cancel,
+        } = request;
+        let last = prompt[prompt.len() - 1];
+        let logits = self.loaded.model.forward_tokens(&[last], &mut caches)?;
+        let first = sampler.sample(&last_position(&logits)?, &[])?;
+        eval([&first])?;
+        let token = first.item_exact::<u32>();
+        let now = Instant::now();
+        let mut progress = Progress::new(&options);
+        let goes_on = options.max_tokens > 0
+            && progress.accept(&self.loaded, token, &mut |token, text| {
+                events.push(BatchEvent::Token {
+                    id,
+                    token,
+                    text: text.to_string(),
+                })
+            });
+        let row = Row {
+            id,
+            sampler,
+            cancel,
+            progress,
+            prompt_tokens: prompt.len(),
+            added,
+            first_token_at: now,
+            prefill_seconds: (now - added).as_secs_f64(),
+            first_read: true,
+            history: prompt.clone(),
+            cached_tokens: cached,
+        };
+        if !goes_on {
+            // The caches hold the prompt: keep them for the next prompt.
+            let done = row_done(row);
+            self.prompt_cache.insert(prompt, caches);
+            finish(&done, events);
+            return Ok(());
+        }
+        for (batch, single) in self.caches.iter_mut().zip(&caches) {
+            batch.join(single)?;
+        }
+        self.next = Some(match self.next.take() {
+            Some(next) => ops::concatenate(&[next, first], 0)?,
+            None => first,
+        });
+        self.rows.push(row);
+        Ok(())
+    }
+
+    /// One token for every row: the next step is queued, then this step's
+    /// tokens are read and handed on, and the rows that ended leave.
+    fn decode(&mut self, events: &mut Vec<BatchEvent>) -> Result<()> {
+        let Some(current) = self.next.take() else {
+            return Ok(());
+        };
+        let rows = self.rows.len() as i32;
+        // The repetition penalty needs each row's newest token on the host
+        // before the next step: then this step is read first.
+        let pipelined = self
+            .rows
+            .iter()
+            .all(|r| r.sampler.settings().repetition_penalty == 1.0);
+        let following = if pipelined {
+            Some(self.queue_step(&current, rows)?)
+        } else {
+            None
+        };
+        let tokens: Vec<u32> = {
+            eval([&current])?;
+            current.as_slice::<u32>().to_vec()
+        };
+        let mut keep = Vec::with_capacity(self.rows.len());
+        let mut ended = Vec::new();
+        for (index, (row, &token)) in self.rows.iter_mut().zip(&tokens).enumerate() {
+            // Read or not, the token was fed to the model at this step.
+            row.history.push(token);
+            if row.first_read {
+                row.first_read = false;
+            } else if !row.cancel.is_cancelled() {
+                let id = row.id;
+                row.progress
+                    .accept(&self.loaded, token, &mut |token, text| {
+                        events.push(BatchEvent::Token {
+                            id,
+                            token,
+                            text: text.to_string(),
+                        })
+                    });
+            }
+            if row.progress.finish.is_none() && row.cancel.is_cancelled() {
+                row.progress.finish = Some(FinishReason::Cancelled);
+            }
+            match row.progress.finish {
+                None => keep.push(index),
+                Some(_) => ended.push(index),
+            }
+        }
+        let following = match following {
+            Some(f) => f,
+            None => self.queue_step(&current, rows)?,
+        };
+        if ended.is_empty() {
+            self.next = Some(following);
+            return Ok(());
+        }
+        // Rows leave: their caches go to the prompt cache, their entries of
+        // the queued step are dropped.
+        if self.prompt_cache.max_bytes > 0 {
+            for &index in &ended {
+                let caches = self
+                    .caches
+                    .iter()
+                    .map(|c| c.extract(index))
+                    .collect::<Result<Vec<_>>>()?;
+                let states: Vec<&Array> = caches.iter().flat_map(|c| c.state()).collect();
+                eval(states)?;
+                let tokens = self.rows[index].history.clone();
+                self.prompt_cache.insert(tokens, caches);
+            }
+        }
+        let mut finished = Vec::new();
+        let mut kept_rows = Vec::with_capacity(keep.len());
+        for (index, row) in std::mem::take(&mut self.rows).into_iter().enumerate() {
+            if keep.contains(&index) {
+                kept_rows.push(row);
+            } else {
+                finished.push(row);
+            }
+        }
+        for row in finished {
+            finish(&row_done(row), events);
+        }
+        self.rows = kept_rows;
+        for cache in &mut self.caches {
+            cache.retain(&keep)?;
+        }
+        self.next = if keep.is_empty() {
+            None
+        } else {
+            let index = Array::from_slice(
+                &keep.iter().map(|&k| k as i32).collect::<Vec<_>>(),
+                &[keep.len() as i32],
+            );
+            Some(following.take_axis(&index, 0)?)
+        };
+        Ok(())
+    }
+
+    /// The forward pass of `tokens` (`[rows]`) and each row's sample, queued.
+    /// Plain greedy rows (the common case for benchmarks and tools) are
+    /// sampled together in one operation; the others each by their sampler.
+    fn queue_step(&mut self, tokens: &Array, rows: i32) -> Result<Array> {
+        let logits = self
+            .loaded
+            .model
+            .forward(&tokens.reshape(&[rows, 1])?, &mut self.caches)?;
+        let last = last_position(&logits)?;
+        let next = if self.rows.iter().all(|r| r.sampler.is_plain_greedy()) {
+            greedy_rows(&last)?
+        } else {
+            let mut sampled = Vec::with_capacity(self.rows.len());
+            for (index, row) in self.rows.iter_mut().enumerate() {
+                let row_logits =
+                    slice(&last, &[index as i32, 0], &[index as i32 + 1, last.dim(-1)])?;
+                sampled.push(row.sampler.sample(&row_logits, &row.progress.tokens)?);
+            }
+            ops::concatenate(&sampled, 0)?
+        };
+        let mut outputs: Vec<&Array> = vec![&next];
+        outputs.extend(self.caches.iter().flat_map(|c| c.state()));
+        async_eval(outputs)?;
+        Ok(next)
+    }
+
+    /// Every row fails (the batch's caches are in an unknown state).
+    fn fail_all(&mut self, events: &mut Vec<BatchEvent>, error: &Error) {
+        for row in self.rows.drain(..) {
+            events.push(BatchEvent::Failed {
+                id: row.id,
+                message: error.to_string(),
+            });
+        }
+        self.caches = self.loaded.model.new_batch_caches();
+        self.next = None;
+    }
+}
+
+/// How many prompt tokens a step may run (in chunks of [`PREFILL_CHUNK`]
+/// for one prompt at a time) before the rows decode their next token.
+pub const PREFILL_BUDGET: usize = 2048;
+
+fn prompt_len_of(prefill: &Prefill) -> usize {
+    prefill.request.prompt.len()
+}
+
+/// A row that ended, closed: its text complete, its statistics taken.
+struct Done {
+    id: SequenceId,
+    generation: Generation,
+    /// Text held back for a stop string that never came, handed on last.
+    rest: Option<(u32, String)>,
+}
+
+fn row_done(mut row: Row) -> Done {
+    let mut rest = None;
+    let finish_reason = row.progress.close(&mut |token, text: &str| {
+        rest = Some((token, text.to_string()));
+    });
+    let end = Instant::now();
+    let decode = (end - row.first_token_at).as_secs_f64();
+    let generated = row.progress.tokens.len();
+    Done {
+        id: row.id,
+        rest,
+        generation: Generation {
+            prompt_tokens: row.prompt_tokens,
+            cached_tokens: row.cached_tokens,
+            tokens: std::mem::take(&mut row.progress.tokens),
+            text: std::mem::take(&mut row.progress.text),
+            finish_reason,
+            time_to_first_token_seconds: (row.first_token_at - row.added).as_secs_f64(),
+            peak_memory_bytes: mlx_rs::memory::peak_memory().unwrap_or(0),
+            prefill_tokens_per_second: if row.prefill_seconds > 0.0 {
+                row.prompt_tokens as f64 / row.prefill_seconds
+            } else {
+                0.0
+            },
+            decode_tokens_per_second: if decode > 0.0 && generated > 1 {
+                (generated - 1) as f64 / decode
+            } else {
+                0.0
+            },
+        },
+    }
+}
+
+/// A finished row's last events: the held-back text, then `Finished`.
+fn finish(done: &Done, events: &mut Vec<BatchEvent>) {
+    if let Some((token, text)) = &done.rest {
+        events.push(BatchEvent::Token {
+            id: done.id,
+            token: *token,
+            text: text.clone(),
+        });
+    }
+    events.push(BatchEvent::Finished {
+        id: done.id,
+        generation: done.generation.clone(),
+    });
+}
+
+/// The event of a sequence that ended before it joined the batch.
+fn finished_before_decoding(prefill: &Prefill, reason: FinishReason) -> BatchEvent {
+    let now = Instant::now();
+    BatchEvent::Finished {
+        id: prefill.id,
+        generation: Generation {
+            prompt_tokens: prefill.request.prompt.len(),
+            cached_tokens: 0,
+            tokens: Vec::new(),
+            text: String::new(),
+            finish_reason: reason,
+            time_to_first_token_seconds: (now - prefill.added).as_secs_f64(),
+            peak_memory_bytes: 0,
+            prefill_tokens_per_second: 0.0,
+            decode_tokens_per_second: 0.0,
+        },
+    }
+}

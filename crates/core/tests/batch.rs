@@ -1,0 +1,314 @@
+//! Continuous batching against one-by-one generation: greedy batched outputs
+//! equal the single-sequence loop's token for token (float32 parity
+//! checkpoints: a Llama, and GPT-OSS with its sliding windows of 8, sinks
+//! and experts), with prompts of mixed lengths, sequences joining while
+//! others decode, leaving early, stop strings and a cancelled row.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use mlx_harmony_core::batch::{BatchEvent, BatchGenerator, SequenceId, SequenceRequest};
+use mlx_harmony_core::generate::{
+    Cancel, FinishReason, GenerateOptions, Generation, LoadedModel, generate,
+};
+use mlx_harmony_core::sampling::{Sampler, SamplingSettings};
+
+fn fixture(name: &str) -> PathBuf {
+    mlx_harmony_testkit::parity_fixture(name)
+}
+
+fn greedy() -> Sampler {
+    Sampler::new(SamplingSettings::default()).unwrap()
+}
+
+/// Prompts of very different lengths (a few tokens to several chunks of
+/// the sliding window).
+fn prompts(loaded: &LoadedModel) -> Vec<Vec<u32>> {
+    [
+        "Hi",
+        "The quick brown fox jumps over the lazy dog.",
+        "Once upon a time, in a land far away, there lived a king who had three daughters, \
+         each more curious than the last, and a garden full of strange machines.",
+        "1 2 3 4 5 6 7 8 9 10 11 12",
+    ]
+    .iter()
+    .map(|text| loaded.encode(text).unwrap())
+    .collect()
+}
+
+fn one_by_one(loaded: &LoadedModel, prompt: &[u32], options: &GenerateOptions) -> Generation {
+    generate(loaded, prompt, &mut greedy(), options, |_, _| {}).unwrap()
+}
+
+/// Runs the batch until it is idle, adding `later[i]` after `at[i]` steps;
+/// returns each sequence's generation and the text its token events carried.
+fn run(
+    batch: &mut BatchGenerator,
+    later: Vec<(usize, SequenceRequest)>,
+) -> HashMap<SequenceId, (Generation, String)> {
+    let mut later: Vec<(usize, SequenceRequest)> = later;
+    later.sort_by_key(|(at, _)| *at);
+    let mut later = later.into_iter().peekable();
+    let mut streamed: HashMap<SequenceId, String> = HashMap::new();
+    let mut done = HashMap::new();
+    let mut step = 0;
+    loop {
+        while later.peek().is_some_and(|(at, _)| *at <= step) {
+            let (_, request) = later.next().unwrap();
+            batch.add(request);
+        }
+        if batch.is_idle() && later.peek().is_none() {
+            break;
+        }
+        for event in batch.step().unwrap() {
+            match event {
+                BatchEvent::Token { id, text, .. } => {
+                    streamed.entry(id).or_default().push_str(&text)
+                }
+                BatchEvent::Finished { id, generation } => {
+                    let text = streamed.remove(&id).unwrap_or_default();
+                    done.insert(id, (generation, text));
+                }
+                BatchEvent::Failed { id, message } => panic!("sequence {id} failed: {message}"),
+            }
+        }
+        step += 1;
+        assert!(step < 10_000, "the batch never went idle");
+    }
+    done
+}
+
+fn request(prompt: &[u32], options: GenerateOptions) -> SequenceRequest {
+    SequenceRequest {
+        prompt: prompt.to_vec(),
+        sampler: greedy(),
+        options,
+        cancel: Cancel::new(),
+    }
+}
+
+fn batched_equals_one_by_one(model: &str) {
+    let loaded = Rc::new(LoadedModel::load(&fixture(model)).unwrap());
+    let prompts = prompts(&loaded);
+    // Different lengths, so that rows leave at different steps.
+    let limits = [12, 20, 7, 16];
+    let expected: Vec<Generation> = prompts
+        .iter()
+        .zip(limits)
+        .map(|(p, n)| one_by_one(&loaded, p, &GenerateOptions::new(n)))
+        .collect();
+
+    // All at once.
+    let mut batch = BatchGenerator::new(loaded.clone(), 8);
+    let ids: Vec<SequenceId> = prompts
+        .iter()
+        .zip(limits)
+        .map(|(p, n)| batch.add(request(p, GenerateOptions::new(n))))
+        .collect();
+    let done = run(&mut batch, Vec::new());
+    for (i, id) in ids.iter().enumerate() {
+        let (generation, streamed) = &done[id];
+        assert_eq!(
+            generation.tokens, expected[i].tokens,
+            "{model}: sequence {i} differs when batched"
+        );
+        assert_eq!(generation.text, expected[i].text);
+        assert_eq!(
+            streamed, &generation.text,
+            "the events carry the whole text"
+        );
+        assert_eq!(generation.finish_reason, expected[i].finish_reason);
+        assert_eq!(generation.prompt_tokens, prompts[i].len());
+    }
+
+    // Joining while others decode (after 3, 5 and 9 steps).
+    let mut batch = BatchGenerator::new(loaded.clone(), 8);
+    let first = batch.add(request(&prompts[0], GenerateOptions::new(limits[0])));
+    let later = (1..prompts.len())
+        .map(|i| {
+            (
+                [0, 3, 5, 9][i],
+                request(&prompts[i], GenerateOptions::new(limits[i])),
+            )
+        })
+        .collect();
+    let done = run(&mut batch, later);
+    assert_eq!(done.len(), prompts.len());
+    assert_eq!(done[&first].0.tokens, expected[0].tokens);
+    for (i, expected) in expected.iter().enumerate().skip(1) {
+        let id = first + i as SequenceId;
+        assert_eq!(
+            done[&id].0.tokens, expected.tokens,
+            "{model}: sequence {i}, joining late, differs"
+        );
+    }
+}
+
+#[test]
+fn batched_greedy_equals_one_by_one_on_llama() {
+    batched_equals_one_by_one("llama");
+}
+
+#[test]
+fn batched_greedy_equals_one_by_one_on_gpt_oss_with_sliding_windows() {
+    batched_equals_one_by_one("gpt-oss");
+}
+
+#[test]
+fn more_sequences_than_rows_wait_their_turn() {
+    let loaded = Rc::new(LoadedModel::load(&fixture("llama")).unwrap());
+    let prompts = prompts(&loaded);
+    let expected: Vec<Generation> = prompts
+        .iter()
+        .map(|p| one_by_one(&loaded, p, &GenerateOptions::new(6)))
+        .collect();
+    let mut batch = BatchGenerator::new(loaded.clone(), 2);
+    let ids: Vec<SequenceId> = prompts
+        .iter()
+        .map(|p| batch.add(request(p, GenerateOptions::new(6))))
+        .collect();
+    let mut most = 0;
+    let mut done = HashMap::new();
+    while !batch.is_idle() {
+        for event in batch.step().unwrap() {
+            if let BatchEvent::Finished { id, generation } = event {
+                done.insert(id, generation);
+            }
+        }
+        most = most.max(batch.active());
+    }
+    assert_eq!(most, 2, "at most two rows decode at once");
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(done[id].tokens, expected[i].tokens);
+    }
+}
+
+#[test]
+fn stop_strings_and_cancellation_end_one_row_only() {
+    let loaded = Rc::new(LoadedModel::load(&fixture("llama")).unwrap());
+    let prompts = prompts(&loaded);
+    let reference = one_by_one(&loaded, &prompts[1], &GenerateOptions::new(20));
+    // A stop string from the middle of the reference text.
+    let chars: Vec<char> = reference.text.chars().collect();
+    assert!(chars.len() > 10, "{:?}", reference.text);
+    let stop: String = chars[chars.len() / 2..chars.len() / 2 + 3].iter().collect();
+    let options = GenerateOptions::new(20).with_stop(std::slice::from_ref(&stop));
+    let stopped_alone = one_by_one(&loaded, &prompts[1], &options);
+    assert_eq!(stopped_alone.finish_reason, FinishReason::StopString);
+
+    let mut batch = BatchGenerator::new(loaded.clone(), 8);
+    let stopped = batch.add(request(&prompts[1], options));
+    let cancel = Cancel::new();
+    let cancelled = batch.add(SequenceRequest {
+        cancel: cancel.clone(),
+        ..request(&prompts[2], GenerateOptions::new(50))
+    });
+    let full = batch.add(request(&prompts[0], GenerateOptions::new(20)));
+    let mut done = HashMap::new();
+    let mut steps = 0;
+    while !batch.is_idle() {
+        for event in batch.step().unwrap() {
+            if let BatchEvent::Finished { id, generation } = event {
+                done.insert(id, generation);
+            }
+        }
+        steps += 1;
+        if steps == 6 {
+            cancel.cancel();
+        }
+    }
+    assert_eq!(done[&stopped].text, stopped_alone.text);
+    assert_eq!(done[&stopped].finish_reason, FinishReason::StopString);
+    assert!(!done[&stopped].text.contains(&stop));
+    assert_eq!(done[&cancelled].finish_reason, FinishReason::Cancelled);
+    assert!(done[&cancelled].tokens.len() < 50);
+    assert_eq!(
+        done[&full].tokens,
+        one_by_one(&loaded, &prompts[0], &GenerateOptions::new(20)).tokens
+    );
+}
+
+#[test]
+fn a_prompt_that_starts_like_a_finished_one_reuses_its_cache() {
+    for model in ["llama", "gpt-oss"] {
+        let loaded = Rc::new(LoadedModel::load(&fixture(model)).unwrap());
+        let prompts = prompts(&loaded);
+        let mut batch = BatchGenerator::with_prompt_cache(loaded.clone(), 4, 64 << 20);
+        let first = batch.add(request(&prompts[2], GenerateOptions::new(8)));
+        let done = run(&mut batch, Vec::new());
+        assert_eq!(done[&first].0.cached_tokens, 0);
+        let (entries, bytes) = batch.prompt_cache_usage();
+        assert!(
+            entries == 1 && bytes > 0,
+            "{entries} entries, {bytes} bytes"
+        );
+
+        // The same prompt again: all but its last token come from the cache.
+        let again = batch.add(request(&prompts[2], GenerateOptions::new(8)));
+        // The conversation going on: the first answer and a new question.
+        let mut longer = prompts[2].clone();
+        longer.extend(&done[&first].0.tokens);
+        longer.extend(&prompts[1]);
+        let next_turn = batch.add(request(&longer, GenerateOptions::new(8)));
+        let done_again = run(&mut batch, Vec::new());
+        assert_eq!(
+            done_again[&again].0.cached_tokens,
+            prompts[2].len() - 1,
+            "{model}"
+        );
+        assert!(
+            done_again[&next_turn].0.cached_tokens >= prompts[2].len(),
+            "{model}"
+        );
+        assert_eq!(
+            done_again[&again].0.tokens,
+            one_by_one(&loaded, &prompts[2], &GenerateOptions::new(8)).tokens,
+            "{model}: the cache changed the answer"
+        );
+        assert_eq!(
+            done_again[&next_turn].0.tokens,
+            one_by_one(&loaded, &longer, &GenerateOptions::new(8)).tokens,
+            "{model}: the cache changed the next turn's answer"
+        );
+    }
+}
+
+#[test]
+fn seeded_sampling_draws_the_same_tokens_batched() {
+    let loaded = Rc::new(LoadedModel::load(&fixture("llama")).unwrap());
+    let prompts = prompts(&loaded);
+    let sampler = |seed| {
+        Sampler::new(SamplingSettings {
+            temperature: 0.9,
+            top_p: 0.95,
+            seed: Some(seed),
+            ..SamplingSettings::default()
+        })
+        .unwrap()
+    };
+    let options = GenerateOptions::new(12);
+    let mut batch = BatchGenerator::new(loaded.clone(), 8);
+    let ids: Vec<SequenceId> = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            batch.add(SequenceRequest {
+                sampler: sampler(i as u64),
+                ..request(p, options.clone())
+            })
+        })
+        .collect();
+    let done = run(&mut batch, Vec::new());
+    for (i, id) in ids.iter().enumerate() {
+        let alone = generate(
+            &loaded,
+            &prompts[i],
+            &mut sampler(i as u64),
+            &options,
+            |_, _| {},
+        )
+        .unwrap();
+        assert_eq!(done[id].0.tokens, alone.tokens, "sequence {i}");
+    }
+}

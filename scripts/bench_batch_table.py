@@ -1,0 +1,42 @@
+#!/usr/bin/env python3
+"""Medians (with min–max) and ratios of scripts/bench-batch's result lines,
+one table row per concurrency. Usage: bench_batch_table.py RESULTS_FILE"""
+
+import json
+import statistics
+import sys
+
+rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip().startswith("{")]
+groups = {}
+for row in rows:
+    groups.setdefault((row["concurrency"], row["impl"]), []).append(row)
+
+
+def stat(group, key):
+    values = [r[key] for r in group]
+    return statistics.median(values), min(values), max(values)
+
+
+def cell(group, key, digits):
+    median, low, high = stat(group, key)
+    return f"{median:.{digits}f} [{low:.{digits}f}-{high:.{digits}f}]"
+
+
+print("| sequences | metric | mlx-harmony | mlx-lm | ratio |")
+print("| --- | --- | --- | --- | --- |")
+for n in sorted({c for c, _ in groups}):
+    ours, theirs = groups.get((n, "mlx-harmony"), []), groups.get((n, "mlx-lm"), [])
+    if not ours or not theirs:
+        continue
+    for key, name, digits, higher_is_better in [
+        ("decode_tps", "decode tok/s (all)", 1, True),
+        ("e2e_tps", "end-to-end tok/s", 1, True),
+        ("ttft_p50_s", "first token p50 s", 3, False),
+        ("ttft_p95_s", "first token p95 s", 3, False),
+    ]:
+        a, b = stat(ours, key)[0], stat(theirs, key)[0]
+        ratio = (a / b if higher_is_better else b / a) if a and b else float("nan")
+        print(f"| {n} | {name} | {cell(ours, key, digits)} | {cell(theirs, key, digits)} | {ratio:.2f}x |")
+print()
+print(f"{len(rows)} runs; ratio: ours over mlx-lm's for speeds, mlx-lm's over ours for times"
+      " (above 1 is better for us)")
