@@ -10,7 +10,7 @@ use mlx_harmony_server::serve::{self, ServeArgs};
 ///
 /// Endpoints: POST /v1/chat/completions (streaming, tools, reasoning_content
 /// for GPT-OSS), POST /v1/completions, GET /v1/models, GET /health (also
-/// /v1/health). Up to --max-concurrency requests decode together
+/// /v1/health), GET /metrics (Prometheus). Up to --max-concurrency requests decode together
 /// (continuous batching); others wait in a bounded queue (429 when it is
 /// full). See docs/SERVER.md.
 #[derive(Parser, Debug)]
