@@ -129,8 +129,18 @@ fn a_fork_bomb_is_contained() {
         out.contains("Resource temporarily unavailable") || out.contains("did not finish"),
         "{out}"
     );
-    let after = python.run("print('alive')").unwrap();
-    assert_eq!(after, "alive");
+    // The bomb's processes die with the sandbox, but on a loaded 2-core
+    // machine that can outlast one call's timeout: the session gets a few
+    // calls (each restarting it) to come back, and must.
+    let after: Vec<String> = (0..3)
+        .map(|_| python.run("print('alive')").unwrap())
+        .scan(false, |done, out| {
+            let first = !*done;
+            *done = out == "alive";
+            first.then_some(out)
+        })
+        .collect();
+    assert_eq!(after.last().map(String::as_str), Some("alive"), "{after:?}");
 }
 
 #[test]
