@@ -16,6 +16,9 @@ use crate::{ToolError, truncate_output};
 
 const DRIVER: &str = include_str!("python_driver.py");
 
+/// The driver's first line, once its limits are set and it reads requests.
+const READY: &str = r#"{"ready": true}"#;
+
 /// The tool's description for the model, in the system message.
 pub const DESCRIPTION: &str = "Runs Python code and shows what it printed, what it wrote to \
 stderr and the value of a trailing expression. The session is stateful: variables, imports and \
@@ -109,15 +112,51 @@ struct Worker {
     answers: mpsc::Receiver<std::io::Result<String>>,
 }
 
+/// How long Python may take to start (bubblewrap, the interpreter, the
+/// driver's set-up) before the first call's own time limit starts: on a busy
+/// machine start-up alone can take seconds, which must not count against the
+/// model's code.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a stopped session's processes (a fork bomb's, say) are waited for
+/// before the next session starts beside whatever is left.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl Worker {
-    fn kill(&mut self) {
-        // The worker leads its own process group: everything it started goes too.
+    /// Kills the worker and everything it started, and waits until they are
+    /// gone, so that a restarted session does not compete with the remains of
+    /// the old one for the CPU or the process allowance.
+    fn kill(&mut self) -> (std::process::ExitStatus, bool) {
+        // The worker leads its own process group (outside bubblewrap); inside
+        // it, bubblewrap's PID namespace ends with its first process, which
+        // `--die-with-parent` takes down with the child we hold.
         let pid = self.child.id() as i32;
         unsafe {
             libc::kill(-pid, libc::SIGKILL);
         }
         let _ = self.child.kill();
-        let _ = self.child.wait();
+        let status = self.child.wait();
+        let gone = self.wait_until_gone();
+        (
+            status.unwrap_or_else(|_| std::process::ExitStatus::from_raw(0)),
+            gone,
+        )
+    }
+
+    /// Every process of the session inherits the write end of the answers
+    /// pipe (forked children keep it even when they drop standard output), so
+    /// the reader sees the end of the pipe only once the last of them is gone.
+    /// False when some were still running at [`CLEANUP_TIMEOUT`].
+    fn wait_until_gone(&self) -> bool {
+        let deadline = std::time::Instant::now() + CLEANUP_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.answers.recv_timeout(left) {
+                Ok(_) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return true,
+                Err(mpsc::RecvTimeoutError::Timeout) => return false,
+            }
+        }
     }
 }
 
@@ -175,9 +214,13 @@ impl PythonSession {
 
     /// Ends the Python process: the next call starts with no variables.
     pub fn reset(&mut self) {
-        if let Some(mut worker) = self.worker.take() {
-            worker.kill();
-        }
+        self.stop_worker();
+    }
+
+    /// Stops the Python process; false when some of its processes were
+    /// still running after [`CLEANUP_TIMEOUT`].
+    fn stop_worker(&mut self) -> bool {
+        self.worker.take().is_none_or(|mut worker| worker.kill().1)
     }
 
     /// Runs `code`; the text is what the model is shown. Errors in the code,
@@ -207,17 +250,21 @@ impl PythonSession {
                 }
             },
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                self.reset();
+                let gone = self.stop_worker();
                 Ok(format!(
                     "Error: the code did not finish within {} seconds and was stopped. The \
-                     Python session was restarted: variables from earlier calls are gone.",
-                    self.config.timeout.as_secs_f64()
+                     Python session was restarted: variables from earlier calls are gone.{}",
+                    self.config.timeout.as_secs_f64(),
+                    if gone {
+                        ""
+                    } else {
+                        " Some processes it started were still ending; the next call may be slow."
+                    }
                 ))
             }
             Ok(Err(_)) | Err(mpsc::RecvTimeoutError::Disconnected) => {
                 let mut worker = self.worker.take().expect("present");
-                let _ = worker.child.kill();
-                let status = worker.child.wait().ok();
+                let status = Some(worker.kill().0);
                 // bubblewrap passes a signal death on as exit code 128 + signal.
                 let signal = status.and_then(|s| {
                     s.signal()
@@ -263,6 +310,8 @@ impl PythonSession {
             "file_bytes": self.config.file_bytes,
             "cpu_seconds": self.config.cpu_seconds,
             "capture_bytes": (self.config.output_chars * 4).max(4096),
+            // Unused by the driver: it names the session in `ps`.
+            "session": self.workdir,
         })
         .to_string();
         let (python, prefix) = &self.interpreter;
@@ -318,11 +367,37 @@ impl PythonSession {
                 }
             }
         });
-        Ok(Worker {
+        let mut worker = Worker {
             child,
             stdin,
             answers,
-        })
+        };
+        // The driver says when it is ready to take code.
+        match worker.answers.recv_timeout(STARTUP_TIMEOUT) {
+            Ok(Ok(line)) if line.trim() == READY => Ok(worker),
+            other => {
+                let (status, _) = worker.kill();
+                let mut stderr = String::new();
+                if let Some(mut e) = worker.child.stderr.take() {
+                    use std::io::Read;
+                    let _ = (&mut e).take(4000).read_to_string(&mut stderr);
+                }
+                let why = match other {
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        format!("it did not start within {} s", STARTUP_TIMEOUT.as_secs())
+                    }
+                    Ok(Ok(line)) => format!("it said {:?} instead of being ready", line),
+                    _ => format!("it ended ({status})"),
+                };
+                Err(ToolError::Setup(format!(
+                    "cannot start the Python session: {why}{}",
+                    match stderr.trim() {
+                        "" => String::new(),
+                        text => format!("\n{text}"),
+                    }
+                )))
+            }
+        }
     }
 }
 

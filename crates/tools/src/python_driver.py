@@ -108,6 +108,8 @@ def read_capped(f):
 
 
 namespace = {"__name__": "__main__", "__builtins__": __builtins__}
+answers.write(json.dumps({"ready": True}) + "\n")
+answers.flush()
 
 for line in requests:
     request = json.loads(line)

@@ -82,6 +82,42 @@ fn a_runaway_loop_is_stopped_at_the_timeout_and_the_session_restarts() {
     );
 }
 
+/// Processes whose command line names this session's working folder (the
+/// driver's arguments do, and forked children keep them).
+fn processes_of(python: &PythonSession) -> Vec<u32> {
+    let marker = python.workdir().display().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(&marker))
+        })
+        .collect()
+}
+
+#[test]
+fn a_stopped_session_leaves_no_process_behind() {
+    let _serial = one_at_a_time();
+    let mut python = session(|c| c.timeout = Duration::from_secs(2));
+    python.run("started = True").unwrap();
+    assert!(
+        !processes_of(&python).is_empty(),
+        "the marker finds the session"
+    );
+    // Children that spin, then a parent that never answers.
+    let out = python
+        .run("import os\nfor _ in range(8):\n    if os.fork() == 0:\n        while True:\n            pass\nwhile True:\n    pass")
+        .unwrap();
+    assert!(out.contains("did not finish within 2 seconds"), "{out}");
+    let left = processes_of(&python);
+    assert!(
+        left.is_empty(),
+        "still running after the call returned: {left:?}"
+    );
+    assert_eq!(python.run("print('alive')").unwrap(), "alive");
+}
+
 #[test]
 fn cpu_time_is_limited_per_call() {
     let _serial = one_at_a_time();
