@@ -325,7 +325,7 @@ impl BatchGenerator {
         }
         let prefill = self.prefill.take().expect("present");
         let id = prefill.id;
-        let ran = prompt_len_of(&prefill) - start;
+        let ran = prefill.request.prompt.len() - start;
         match self.join(prefill, events) {
             Ok(()) => Ok(ran),
             Err(e) => {
@@ -359,8 +359,9 @@ impl BatchGenerator {
             options,
             cancel,
         } = request;
-        let last = prompt[prompt.len() - 1];
-        let logits = self.loaded.model.forward_tokens(&[last], &mut caches)?;
+        let (head, last) = prompt.split_at(prompt.len() - 1);
+        self.share_with_waiting(head, &caches);
+        let logits = self.loaded.model.forward_tokens(last, &mut caches)?;
         let first = sampler.sample(&last_position(&logits)?, &[])?;
         eval([&first])?;
         let token = first.item_exact::<u32>();
@@ -391,7 +392,7 @@ impl BatchGenerator {
             // The caches hold the prompt: keep them for the next prompt.
             let done = row_done(row);
             self.prompt_cache.insert(prompt, caches);
-            finish(&done, events);
+            finish(done, events);
             return Ok(());
         }
         for (batch, single) in self.caches.iter_mut().zip(&caches) {
@@ -403,6 +404,24 @@ impl BatchGenerator {
         });
         self.rows.push(row);
         Ok(())
+    }
+
+    /// When a waiting sequence starts the way this prompt does (the other
+    /// choices of an `n > 1` request, clients sending one system prompt), the
+    /// prompt's caches go to the prompt cache now rather than when the
+    /// sequence ends, so that the waiting one runs only what differs. The
+    /// arrays are shared, not copied: MLX's updates make new ones.
+    fn share_with_waiting(&mut self, head: &[u32], caches: &[KvCache]) {
+        let shared = |prompt: &[u32]| prompt.iter().zip(head).take_while(|(a, b)| a == b).count();
+        let worth = head.len().min(MIN_SHARED_PREFIX);
+        if worth > 0
+            && self
+                .waiting
+                .iter()
+                .any(|(_, waiting, _)| shared(&waiting.prompt) >= worth)
+        {
+            self.prompt_cache.insert(head.to_vec(), caches.to_vec());
+        }
     }
 
     /// One token for every row: the next step is queued, then this step's
@@ -476,17 +495,11 @@ impl BatchGenerator {
                 self.prompt_cache.insert(tokens, caches);
             }
         }
-        let mut finished = Vec::new();
-        let mut kept_rows = Vec::with_capacity(keep.len());
-        for (index, row) in std::mem::take(&mut self.rows).into_iter().enumerate() {
-            if keep.contains(&index) {
-                kept_rows.push(row);
-            } else {
-                finished.push(row);
-            }
-        }
+        let (kept_rows, finished): (Vec<Row>, Vec<Row>) = std::mem::take(&mut self.rows)
+            .into_iter()
+            .partition(|row| row.progress.finish.is_none());
         for row in finished {
-            finish(&row_done(row), events);
+            finish(row_done(row), events);
         }
         self.rows = kept_rows;
         for cache in &mut self.caches {
@@ -547,9 +560,9 @@ impl BatchGenerator {
 /// for one prompt at a time) before the rows decode their next token.
 pub const PREFILL_BUDGET: usize = 2048;
 
-fn prompt_len_of(prefill: &Prefill) -> usize {
-    prefill.request.prompt.len()
-}
+/// The shortest common start (in tokens) for which a prompt's caches are
+/// handed to a waiting sequence; a whole shorter prompt is handed on too.
+const MIN_SHARED_PREFIX: usize = 32;
 
 /// A row that ended, closed: its text complete, its statistics taken.
 struct Done {
@@ -593,17 +606,17 @@ fn row_done(mut row: Row) -> Done {
 }
 
 /// A finished row's last events: the held-back text, then `Finished`.
-fn finish(done: &Done, events: &mut Vec<BatchEvent>) {
-    if let Some((token, text)) = &done.rest {
+fn finish(done: Done, events: &mut Vec<BatchEvent>) {
+    if let Some((token, text)) = done.rest {
         events.push(BatchEvent::Token {
             id: done.id,
-            token: *token,
-            text: text.clone(),
+            token,
+            text,
         });
     }
     events.push(BatchEvent::Finished {
         id: done.id,
-        generation: done.generation.clone(),
+        generation: done.generation,
     });
 }
 

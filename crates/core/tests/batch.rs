@@ -275,6 +275,48 @@ fn a_prompt_that_starts_like_a_finished_one_reuses_its_cache() {
 }
 
 #[test]
+fn sequences_queued_together_with_one_prompt_run_it_once() {
+    // The choices of an `n > 1` request, and a client whose prompt extends
+    // theirs, all queued before the first step.
+    for model in ["llama", "gpt-oss"] {
+        let loaded = Rc::new(LoadedModel::load(&fixture(model)).unwrap());
+        let prompts = prompts(&loaded);
+        let mut batch = BatchGenerator::with_prompt_cache(loaded.clone(), 4, 64 << 20);
+        let shared = &prompts[2];
+        let choices: Vec<SequenceId> = (0..3)
+            .map(|_| batch.add(request(shared, GenerateOptions::new(6))))
+            .collect();
+        let mut extended = shared.clone();
+        extended.extend(&prompts[1]);
+        let extension = batch.add(request(&extended, GenerateOptions::new(6)));
+        let done = run(&mut batch, Vec::new());
+        let cached: Vec<usize> = choices.iter().map(|id| done[id].0.cached_tokens).collect();
+        assert_eq!(
+            cached,
+            vec![0, shared.len() - 1, shared.len() - 1],
+            "{model}: the first choice runs the prompt, the others find it"
+        );
+        assert_eq!(
+            done[&extension].0.cached_tokens,
+            shared.len() - 1,
+            "{model}"
+        );
+        let expected = one_by_one(&loaded, shared, &GenerateOptions::new(6)).tokens;
+        for id in &choices {
+            assert_eq!(
+                done[id].0.tokens, expected,
+                "{model}: sharing changed an answer"
+            );
+        }
+        assert_eq!(
+            done[&extension].0.tokens,
+            one_by_one(&loaded, &extended, &GenerateOptions::new(6)).tokens,
+            "{model}"
+        );
+    }
+}
+
+#[test]
 fn seeded_sampling_draws_the_same_tokens_batched() {
     let loaded = Rc::new(LoadedModel::load(&fixture("llama")).unwrap());
     let prompts = prompts(&loaded);

@@ -221,6 +221,10 @@ request_body! {
     }
 }
 
+/// The most choices (`n`) one request may ask for: each is a sequence of
+/// the batch, so more would only queue behind each other.
+pub const MAX_CHOICES: usize = 16;
+
 /// What chat and completion requests share, as [`SharedFields::accept`] and
 /// [`SharedFields::hyperparameters`] check it.
 #[derive(Clone, Copy, Debug)]
@@ -269,13 +273,21 @@ pub fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError>
 impl SharedFields<'_> {
     /// The request is for the model served here and asks for nothing this
     /// server refuses (instead of silently ignoring it).
-    pub fn accept(&self, served: &str) -> Result<(), ApiError> {
+    /// Returns how many choices (`n`) to generate.
+    pub fn accept(&self, served: &str) -> Result<usize, ApiError> {
         if self.model != served {
             return Err(ApiError::model_not_found(self.model, served));
         }
-        if self.n.is_some_and(|n| n != 1) {
-            return Err(ApiError::invalid("only n = 1 is supported").with_param(Some("n".into())));
-        }
+        let n = match self.n {
+            None => 1,
+            Some(n) if (1..=MAX_CHOICES as i64).contains(&n) => n as usize,
+            Some(n) => {
+                return Err(ApiError::invalid(format!(
+                    "`n` must be between 1 and {MAX_CHOICES} (got {n})"
+                ))
+                .with_param(Some("n".into())));
+            }
+        };
         for (name, value) in [
             ("frequency_penalty", self.frequency_penalty),
             ("presence_penalty", self.presence_penalty),
@@ -287,7 +299,7 @@ impl SharedFields<'_> {
                 .with_param(Some(name.into())));
             }
         }
-        Ok(())
+        Ok(n)
     }
 
     /// The sampling settings the request asks for, checked against the

@@ -29,6 +29,7 @@ use crate::api::Usage;
 use crate::error::ApiError;
 
 /// What a request asks the model to do.
+#[derive(Clone)]
 pub enum Task {
     Chat {
         history: Vec<ChatMessage>,
@@ -219,12 +220,15 @@ pub fn run(
                 stats.cancelled.fetch_add(1, Ordering::SeqCst);
                 continue;
             }
-            if runs_server_tools(&job, &config, &loaded) {
-                stats.generating.store(true, Ordering::SeqCst);
-                run_alone(&mut generator, job, &stats, &mut config);
-                stats.generating.store(!live.is_empty(), Ordering::SeqCst);
-                continue;
-            }
+            let job = match placement(job, &config, &loaded) {
+                Placement::Alone(alone) => {
+                    stats.generating.store(true, Ordering::SeqCst);
+                    run_alone(&mut generator, *alone, &stats, &mut config);
+                    stats.generating.store(!live.is_empty(), Ordering::SeqCst);
+                    continue;
+                }
+                Placement::Batch(job) => job,
+            };
             let events = job.events.clone();
             match start(&loaded, &mut batch, &mut config, job) {
                 Ok((id, entry)) => {
@@ -249,7 +253,7 @@ pub fn run(
         match batch.step() {
             Ok(events) => {
                 for event in events {
-                    route(&mut live, event, &stats, &loaded);
+                    route(&mut live, event, &stats);
                 }
             }
             Err(error) => {
@@ -272,14 +276,51 @@ pub fn run(
     }
 }
 
-/// Whether the server's own tools may answer this request: then its tool
-/// loop runs alone.
-fn runs_server_tools(job: &Job, config: &WorkerConfig, loaded: &LoadedModel) -> bool {
-    matches!(job.task, Task::Chat { .. }) && config.tools.is_some() && loaded.harmony.is_some()
+/// A chat request the server's own tools may answer: its tool loop runs
+/// alone, on the single-sequence path.
+struct AloneJob {
+    history: Vec<ChatMessage>,
+    setup: Box<PromptSetup>,
+    buffer_answer: bool,
+    settings: GenerationSettings,
+    events: UnboundedSender<Event>,
+}
+
+/// Where a request runs.
+enum Placement {
+    Batch(Job),
+    Alone(Box<AloneJob>),
+}
+
+/// Alone when the server's tools may answer the request (a chat, GPT-OSS,
+/// server tools on), else in the batch.
+fn placement(job: Job, config: &WorkerConfig, loaded: &LoadedModel) -> Placement {
+    if config.tools.is_none() || loaded.harmony.is_none() {
+        return Placement::Batch(job);
+    }
+    match job.task {
+        Task::Chat {
+            history,
+            setup,
+            buffer_answer,
+        } => Placement::Alone(Box::new(AloneJob {
+            history,
+            setup,
+            buffer_answer,
+            settings: job.settings,
+            events: job.events,
+        })),
+        task => Placement::Batch(Job { task, ..job }),
+    }
 }
 
 /// One request through the single-sequence tool loop.
-fn run_alone(generator: &mut TokenGenerator, job: Job, stats: &Stats, config: &mut WorkerConfig) {
+fn run_alone(
+    generator: &mut TokenGenerator,
+    job: AloneJob,
+    stats: &Stats,
+    config: &mut WorkerConfig,
+) {
     let cancel = generator.cancel_handle();
     let gone = AtomicBool::new(false);
     let send = |event: Event| {
@@ -293,24 +334,17 @@ fn run_alone(generator: &mut TokenGenerator, job: Job, stats: &Stats, config: &m
             cancel.cancel();
         }
     };
-    let outcome = match job.task {
-        Task::Chat {
-            history,
-            setup,
-            buffer_answer,
-        } => chat(
-            generator,
-            config,
-            ChatJob {
-                history: &history,
-                setup: &setup,
-                settings: &job.settings,
-                buffer_answer,
-            },
-            &send,
-        ),
-        Task::Completion { .. } => Err(ApiError::internal("completions run in the batch")),
-    };
+    let outcome = chat(
+        generator,
+        config,
+        ChatJob {
+            history: &job.history,
+            setup: &job.setup,
+            settings: &job.settings,
+            buffer_answer: job.buffer_answer,
+        },
+        &send,
+    );
     match outcome {
         Ok(generations) => {
             for generation in &generations {
@@ -400,12 +434,7 @@ fn start(
 }
 
 /// Hands one batch event to its request.
-fn route(
-    live: &mut HashMap<SequenceId, Live>,
-    event: BatchEvent,
-    stats: &Stats,
-    loaded: &LoadedModel,
-) {
+fn route(live: &mut HashMap<SequenceId, Live>, event: BatchEvent, stats: &Stats) {
     match event {
         BatchEvent::Token { id, token, text } => {
             let Some(entry) = live.get_mut(&id) else {
@@ -484,7 +513,6 @@ fn route(
             let Some(mut entry) = live.remove(&id) else {
                 return;
             };
-            let _ = loaded;
             entry.send(Event::Failed(ApiError::internal(format!(
                 "generation failed: {message}"
             ))));

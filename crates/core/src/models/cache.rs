@@ -436,7 +436,12 @@ impl BatchKvCache {
                 &[row, 0, pad, 0],
                 &[row + 1, a.dim(1), self.end, a.dim(3)],
             )?;
-            // A contiguous copy of its own.
+            // A copy of its own: a slice would keep the whole batch buffer
+            // alive in the prompt cache (and its byte count would be wrong),
+            // and would stop MLX from donating that buffer to the next
+            // step's update. mlx-rs 0.33 does not wrap `mlx_copy`, and
+            // `contiguous` may hand back the same buffer, so one elementwise
+            // pass makes the copy.
             Ok(part.multiply(Array::from_int(1).as_dtype(part.dtype())?)?)
         };
         Ok(KvCache::from_arrays(take(k)?, take(v)?))

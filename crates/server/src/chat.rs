@@ -1,0 +1,217 @@
+//! `POST /v1/chat/completions`: the request checked and turned into a
+//! conversation for the model thread, and its choices' events turned into a
+//! `chat.completion` or a stream of `chat.completion.chunk`s.
+
+use std::convert::Infallible;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::response::sse::{Event as SseEvent, Sse};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::api::{self, ChatRequest, Usage};
+use crate::choices::{self, Choices};
+use crate::error::ApiError;
+use crate::worker::{Event, Task};
+use crate::{Shared, body_bytes, now, now_nanos, resolve};
+
+pub async fn chat_completions(
+    State(state): State<Shared>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body_bytes(body)?;
+    let request: ChatRequest = api::parse(&body)?;
+    let mut shared = request.shared();
+    let n = shared.accept(&state.model_id)?;
+    if request.logprobs == Some(true) {
+        return Err(
+            ApiError::invalid("logprobs are not supported").with_param(Some("logprobs".into()))
+        );
+    }
+    shared.max_tokens = request.max_completion_tokens.or(shared.max_tokens);
+    let hyper = shared.hyperparameters()?;
+    let history = api::history(&request.messages)?;
+    let (functions, forced_call) = api::functions(&request.tools, &request.tool_choice)?;
+    if forced_call.is_some() && !state.harmony {
+        return Err(ApiError::invalid(
+            "tool_choice \"required\" or a named function needs a GPT-OSS (Harmony) model: \
+             other models' chat templates cannot be made to call a tool; use \"auto\"",
+        )
+        .with_param(Some("tool_choice".into())));
+    }
+    let effort = api::reasoning_effort(&request.reasoning_effort)?;
+    let wants_json = api::wants_json(&request.response_format)?;
+    let mut setup = state.setup.clone();
+    if let Some(effort) = effort {
+        setup.reasoning_effort = Some(effort);
+    }
+    if wants_json {
+        let schema = request
+            .response_format
+            .as_ref()
+            .and_then(|f| f.json_schema.as_ref())
+            .and_then(|s| s.get("schema"))
+            .map(|s| format!(" It must match this JSON Schema: {s}"))
+            .unwrap_or_default();
+        let rule = format!("Answer with one JSON object and nothing else.{schema}");
+        setup.instructions = Some(match setup.instructions.take() {
+            Some(i) => format!("{i}\n\n{rule}"),
+            None => rule,
+        });
+    }
+    let buffer_answer = !state.harmony && !functions.is_empty();
+    setup.functions = functions;
+    setup.forced_call = forced_call;
+    let settings = resolve(&state, hyper);
+    let (stream, include_usage) = request.streaming();
+    let task = Task::Chat {
+        history,
+        setup: Box::new(setup),
+        buffer_answer,
+    };
+    let choices = choices::submit(&state, task, settings, n).await?;
+    let id = format!("chatcmpl-{:x}", now_nanos());
+    if stream {
+        Ok(stream_chat(state.clone(), choices, n, id, include_usage).into_response())
+    } else {
+        Ok(collect_chat(&state, choices, n, id).await?.into_response())
+    }
+}
+
+async fn collect_chat(
+    state: &crate::AppState,
+    choices: Choices,
+    n: usize,
+    id: String,
+) -> Result<axum::Json<Value>, ApiError> {
+    let finished = choices::collect(choices, n).await?;
+    let usage =
+        choices::combined_usage(&finished.iter().map(|f| f.usage.clone()).collect::<Vec<_>>());
+    let choices: Vec<Value> = finished
+        .into_iter()
+        .enumerate()
+        .map(|(index, done)| {
+            let mut message = json!({"role": "assistant", "content": done.content});
+            if let Some(reasoning) = done.reasoning {
+                message["reasoning_content"] = json!(reasoning);
+            }
+            if !done.calls.is_empty() {
+                if done.content.is_empty() {
+                    message["content"] = Value::Null;
+                }
+                message["tool_calls"] = json!(
+                    done.calls
+                        .iter()
+                        .map(|c| json!({
+                            "id": c.id, "type": "function",
+                            "function": {"name": c.name, "arguments": c.arguments},
+                        }))
+                        .collect::<Vec<_>>()
+                );
+            }
+            json!({"index": index, "message": message, "logprobs": null, "finish_reason": done.finish_reason})
+        })
+        .collect();
+    Ok(axum::Json(json!({
+        "id": id,
+        "object": "chat.completion",
+        "created": now(),
+        "model": state.model_id,
+        "system_fingerprint": null,
+        "choices": choices,
+        "usage": usage,
+    })))
+}
+
+/// Turns the choices' events into OpenAI chunks, in a task of its own: when
+/// the client goes away the chunk channel closes, the task drops the event
+/// channels, and the model thread stops those sequences at their next token.
+fn stream_chat(
+    state: Shared,
+    mut choices: Choices,
+    n: usize,
+    id: String,
+    include_usage: bool,
+) -> Sse<tokio_stream::wrappers::ReceiverStream<Result<SseEvent, Infallible>>> {
+    let (chunks, body) = mpsc::channel::<Result<SseEvent, Infallible>>(64);
+    tokio::spawn(async move {
+        let created = now();
+        let chunk = |index: usize, delta: Value, finish: Option<&str>| {
+            let data = json!({
+                "id": id, "object": "chat.completion.chunk", "created": created,
+                "model": state.model_id, "system_fingerprint": null,
+                "choices": [{"index": index, "delta": delta, "logprobs": null, "finish_reason": finish}],
+            });
+            Ok(SseEvent::default().data(data.to_string()))
+        };
+        for index in 0..n {
+            let opening = chunk(index, json!({"role": "assistant", "content": ""}), None);
+            if chunks.send(opening).await.is_err() {
+                return;
+            }
+        }
+        // Per choice: the function calls started so far.
+        let mut calls = vec![0usize; n];
+        let mut usages: Vec<Usage> = Vec::with_capacity(n);
+        while let Some((index, event)) = choices.recv().await {
+            let out = match event {
+                Event::Content(text) => chunk(index, json!({"content": text}), None),
+                Event::Reasoning(text) => chunk(index, json!({"reasoning_content": text}), None),
+                Event::CallStarted(call) => {
+                    calls[index] += 1;
+                    chunk(
+                        index,
+                        json!({"tool_calls": [{"index": calls[index] - 1, "id": call.id, "type": "function",
+                            "function": {"name": call.name, "arguments": ""}}]}),
+                        None,
+                    )
+                }
+                Event::CallArguments(text) => chunk(
+                    index,
+                    json!({"tool_calls": [{"index": calls[index].saturating_sub(1), "function": {"arguments": text}}]}),
+                    None,
+                ),
+                Event::Done {
+                    finish_reason,
+                    usage,
+                    ..
+                } => {
+                    usages.push(usage);
+                    let _ = chunks
+                        .send(chunk(index, json!({}), Some(finish_reason)))
+                        .await;
+                    if usages.len() < n {
+                        continue;
+                    }
+                    if include_usage {
+                        let data = json!({
+                            "id": id, "object": "chat.completion.chunk", "created": created,
+                            "model": state.model_id, "system_fingerprint": null,
+                            "choices": [], "usage": choices::combined_usage(&usages),
+                        });
+                        let _ = chunks
+                            .send(Ok(SseEvent::default().data(data.to_string())))
+                            .await;
+                    }
+                    break;
+                }
+                Event::Failed(error) => {
+                    let _ = chunks
+                        .send(Ok(SseEvent::default().data(error.body().to_string())))
+                        .await;
+                    break;
+                }
+                Event::Started => continue,
+            };
+            if chunks.send(out).await.is_err() {
+                // The client is gone; dropping `choices` stops the model.
+                return;
+            }
+        }
+        let _ = chunks.send(Ok(SseEvent::default().data("[DONE]"))).await;
+    });
+    Sse::new(tokio_stream::wrappers::ReceiverStream::new(body))
+}

@@ -1,0 +1,144 @@
+//! Queuing a request's `n` choices and reading their events back as one
+//! stream. Each choice is a sequence of its own in the batch; the model
+//! thread runs their shared prompt once (`BatchGenerator` hands a prompt's
+//! cache to waiting sequences that start the same way).
+
+use std::sync::atomic::Ordering;
+
+use mlx_harmony_config::settings::GenerationSettings;
+use tokio::sync::mpsc;
+
+use crate::AppState;
+use crate::api::Usage;
+use crate::error::ApiError;
+use crate::worker::{Event, Job, Task};
+
+/// A choice's events, tagged with its index, in order within each choice.
+pub type Choices = mpsc::UnboundedReceiver<(usize, Event)>;
+
+/// Queues `n` jobs for `task` and waits until the model thread accepted
+/// every one (their prompts checked) or refused one. Choice `i` samples with
+/// the request's seed plus `i`, so that seeded choices differ from each other
+/// and are each reproducible.
+///
+/// Dropping the returned receiver cancels every choice still decoding: the
+/// forwarding tasks end, and with them the channels the model thread writes.
+pub async fn submit(
+    state: &AppState,
+    task: Task,
+    settings: GenerationSettings,
+    n: usize,
+) -> Result<Choices, ApiError> {
+    if state.stats.shutting_down.load(Ordering::SeqCst) {
+        return Err(ApiError::unavailable("the server is shutting down"));
+    }
+    let mut receivers = Vec::with_capacity(n);
+    for index in 0..n {
+        let (events, receiver) = mpsc::unbounded_channel();
+        let mut settings = settings.clone();
+        settings.seed = settings.seed.map(|seed| seed.wrapping_add(index as u64));
+        let job = Job {
+            task: task.clone(),
+            settings,
+            events,
+        };
+        state.stats.waiting.fetch_add(1, Ordering::SeqCst);
+        if let Err(e) = state.jobs.try_send(job) {
+            state.stats.waiting.fetch_sub(1, Ordering::SeqCst);
+            // The choices queued already are skipped: their receivers go now.
+            return Err(match e {
+                mpsc::error::TrySendError::Full(_) => ApiError::busy(state.queue_size),
+                mpsc::error::TrySendError::Closed(_) => {
+                    ApiError::unavailable("the model thread has stopped")
+                }
+            });
+        }
+        receivers.push(receiver);
+    }
+    for receiver in &mut receivers {
+        match receiver.recv().await {
+            Some(Event::Started) => {}
+            Some(Event::Failed(error)) => return Err(error),
+            Some(_) => return Err(ApiError::internal("the model thread answered out of order")),
+            None => {
+                return Err(ApiError::unavailable(
+                    "the request was dropped (the server is stopping)",
+                ));
+            }
+        }
+    }
+    let (merged, choices) = mpsc::unbounded_channel();
+    for (index, mut receiver) in receivers.into_iter().enumerate() {
+        let merged = merged.clone();
+        tokio::spawn(async move {
+            while let Some(event) = receiver.recv().await {
+                if merged.send((index, event)).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    Ok(choices)
+}
+
+/// The usage of several choices of one prompt: the prompt counted once, with
+/// the cached tokens of the choice that ran most of it (the others found it
+/// cached), the completions summed.
+pub fn combined_usage(usages: &[Usage]) -> Usage {
+    let Some(first) = usages.first() else {
+        return Usage::new(0, 0, 0);
+    };
+    Usage::new(
+        first.prompt_tokens,
+        usages.iter().map(|u| u.completion_tokens).sum(),
+        usages
+            .iter()
+            .map(|u| u.prompt_tokens_details.cached_tokens)
+            .min()
+            .unwrap_or(0),
+    )
+}
+
+/// What one choice ended with (its `Done`).
+pub struct Finished {
+    pub finish_reason: &'static str,
+    pub usage: Usage,
+    pub content: String,
+    pub reasoning: Option<String>,
+    pub calls: Vec<crate::worker::FunctionCall>,
+}
+
+/// Reads every choice to its end (non-streaming answers), in index order;
+/// the first `Failed` ends it all with that error.
+pub async fn collect(mut choices: Choices, n: usize) -> Result<Vec<Finished>, ApiError> {
+    let mut done: Vec<Option<Finished>> = (0..n).map(|_| None).collect();
+    let mut left = n;
+    while let Some((index, event)) = choices.recv().await {
+        match event {
+            Event::Done {
+                finish_reason,
+                usage,
+                content,
+                reasoning,
+                calls,
+            } => {
+                done[index] = Some(Finished {
+                    finish_reason,
+                    usage,
+                    content,
+                    reasoning,
+                    calls,
+                });
+                left -= 1;
+                if left == 0 {
+                    return Ok(done.into_iter().flatten().collect());
+                }
+            }
+            Event::Failed(error) => return Err(error),
+            _ => {}
+        }
+    }
+    Err(ApiError::unavailable(
+        "the generation was stopped (the server is stopping)",
+    ))
+}
