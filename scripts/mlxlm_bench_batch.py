@@ -6,6 +6,8 @@ the same figures as crates/core/examples/bench_batch.rs: aggregate decode tokens
 once every sequence is decoding, end-to-end tokens/s, time to first token p50/p95.
 
 Usage: mlxlm_bench_batch.py MODEL PROMPT_TOKENS GEN_TOKENS CONCURRENCY RUNS
+CONCURRENCY may be a list (1,4,16): the model is loaded once, and each
+concurrency warms up with a run of its own.
 """
 
 import json
@@ -40,10 +42,10 @@ def percentile(values, p):
 def main():
     model_dir, prompt_tokens, gen_tokens, concurrency, runs = sys.argv[1:6]
     prompt_tokens, gen_tokens = int(prompt_tokens), int(gen_tokens)
-    concurrency, runs = int(concurrency), int(runs)
+    concurrencies, runs = [int(c) for c in concurrency.split(",")], int(runs)
     model, config = load_model(Path(model_dir))
     vocab = config["vocab_size"]
-    for run in range(runs + 1):
+    for concurrency, run in ((c, r) for c in concurrencies for r in range(runs + 1)):
         gen = BatchGenerator(model, max_tokens=gen_tokens, stop_tokens=[],
                              completion_batch_size=max(concurrency, 32))
         start = time.perf_counter()

@@ -194,11 +194,15 @@ fn check(name: &str, kind: Kind, value: &Value) -> Result<Value, String> {
             Ok(value.clone())
         }
         Kind::Whole { min, max } => {
-            let v = value.as_i64().ok_or_else(wrong)?;
-            if v < min || v > max {
-                return Err(wrong());
+            // Too large says the largest allowed, not only the smallest.
+            let too_large = || format!("must be at most {max}, got {shown}");
+            match value.as_i64() {
+                Some(v) if v > max => Err(too_large()),
+                Some(v) if v < min => Err(wrong()),
+                Some(_) => Ok(value.clone()),
+                None if value.as_u64().is_some() => Err(too_large()),
+                None => Err(wrong()),
             }
-            Ok(value.clone())
         }
         Kind::Strings => match value {
             Value::String(s) => Ok(Value::Array(vec![Value::String(s.clone())])),

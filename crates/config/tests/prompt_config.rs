@@ -159,6 +159,14 @@ fn out_of_range_and_wrong_type_name_the_key_and_the_range() {
             "max_tokens: must be a whole number of at least 1",
         ),
         (
+            r#"{"max_tokens": 4294967296}"#,
+            "max_tokens: must be at most 4294967295, got 4294967296",
+        ),
+        (
+            r#"{"seed": 18446744073709551615}"#,
+            "seed: must be at most 9223372036854775807",
+        ),
+        (
             r#"{"repetition_penalty": 0}"#,
             "repetition_penalty: must be a number above 0",
         ),

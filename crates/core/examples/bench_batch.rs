@@ -3,7 +3,8 @@
 //! scheduler, GEN_TOKENS generated each (greedy, no end token). Prints one
 //! JSON line per run: aggregate decode tokens/s (tokens generated once every
 //! sequence is decoding, over that time), end-to-end tokens/s, and the time
-//! to first token's p50/p95.
+//! to first token's p50/p95. CONCURRENCY may be a list (`1,4,16`): the
+//! model is loaded once, and each concurrency warms up with a run of its own.
 //!
 //! `cargo run --release -p mlx-harmony-core --example bench_batch -- MODEL TOKENIZER_JSON PROMPT_TOKENS GEN_TOKENS CONCURRENCY RUNS`
 //!
@@ -59,7 +60,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let selected = device::select(DeviceChoice::Auto)?;
     eprintln!("device: {selected}");
     let (prompt_tokens, gen_tokens): (usize, usize) = (prompt_tokens.parse()?, gen_tokens.parse()?);
-    let (concurrency, runs): (usize, usize) = (concurrency.parse()?, runs.parse()?);
+    let concurrencies: Vec<usize> = concurrency
+        .split(',')
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    let runs: usize = runs.parse()?;
     let model = Model::load(PathBuf::from(model_dir))?;
     let vocab = model.vocab_size() as u32;
     let loaded = Rc::new(LoadedModel {
@@ -73,8 +78,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         bos_token: String::new(),
         eos_token: String::new(),
     });
-    // The first run warms up (kernels, allocations) and is not printed.
-    for run in 0..runs + 1 {
+    // The first run of each concurrency warms up (kernels for its shapes,
+    // allocations) and is not printed.
+    for (concurrency, run) in concurrencies
+        .iter()
+        .flat_map(|&c| (0..runs + 1).map(move |run| (c, run)))
+    {
         let mut batch = BatchGenerator::new(loaded.clone(), concurrency);
         let start = Instant::now();
         for i in 0..concurrency {

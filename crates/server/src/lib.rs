@@ -89,12 +89,28 @@ async fn require_key(State(state): State<Shared>, request: Request, next: Next) 
             .headers()
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(key) {
+            .and_then(bearer_token);
+        if !given.is_some_and(|given| same_secret(given.as_bytes(), key.as_bytes())) {
             return ApiError::unauthorized().into_response();
         }
     }
     next.run(request).await
+}
+
+/// The token of an `Authorization: Bearer <token>` header; the scheme's
+/// name is case-insensitive (RFC 9110).
+fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start())
+}
+
+/// Compares a given key with the server's in time that does not depend on
+/// where they differ, so that response times do not reveal the key.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    given.ct_eq(expected).into()
 }
 
 async fn not_found(uri: Uri) -> ApiError {
@@ -112,7 +128,9 @@ async fn health(State(state): State<Shared>) -> axum::Json<Value> {
     let stats = &state.stats;
     axum::Json(json!({
         "status": if stats.shutting_down.load(Ordering::SeqCst) { "shutting_down" } else { "ok" },
-        "model": state.model_id,
+        // /health needs no key: with one set, the model's name (by default
+        // its path) is only for those who have it (GET /v1/models).
+        "model": if state.api_key.is_some() { Value::Null } else { json!(state.model_id) },
         "generating": stats.generating.load(Ordering::SeqCst),
         "active": stats.active.load(Ordering::SeqCst),
         "waiting": stats.waiting.load(Ordering::SeqCst),
@@ -183,4 +201,27 @@ pub(crate) fn now_nanos() -> u128 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("BEARER  abc"), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("abc"), None);
+    }
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret(b"s3cret", b"s3cret"));
+        assert!(!same_secret(b"s3cre", b"s3cret"));
+        assert!(!same_secret(b"s3cret!", b"s3cret"));
+        assert!(!same_secret(b"x3cret", b"s3cret"));
+        assert!(!same_secret(b"", b"s3cret"));
+    }
 }

@@ -259,6 +259,12 @@ fn every_bad_request_gets_an_openai_error_and_the_server_stays_up() {
             None,
         ),
         (
+            chat(&server, json!({"max_tokens": 4294967296u64})),
+            400,
+            Some("max_tokens"),
+            None,
+        ),
+        (
             chat(&server, json!({"top_k": -1})),
             400,
             Some("top_k"),
@@ -417,9 +423,12 @@ fn the_api_key_is_required_when_set() {
     for headers in [
         vec![],
         vec![("Authorization", "Bearer wrong")],
+        vec![("Authorization", "Bearer s3cre")],
+        vec![("Authorization", "Bearer s3cret2")],
         vec![("Authorization", "s3cret")],
+        vec![("Authorization", "Basic s3cret")],
     ] {
-        let (status, _, text) = try_request(
+        let (status, head, text) = try_request(
             server.port,
             "POST",
             "/v1/chat/completions",
@@ -429,7 +438,22 @@ fn the_api_key_is_required_when_set() {
         .unwrap();
         let answer: Value = serde_json::from_str(&text).unwrap();
         assert_error(status, &answer, 401, None, Some("invalid_api_key"));
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("www-authenticate: bearer"),
+            "{head}"
+        );
     }
+    // The scheme's name is case-insensitive.
+    let (status, _, text) = try_request(
+        server.port,
+        "GET",
+        "/v1/models",
+        &[("Authorization", "bearer s3cret")],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{text}");
     let (status, _, _) = try_request(
         server.port,
         "GET",
@@ -448,13 +472,13 @@ fn the_api_key_is_required_when_set() {
     )
     .unwrap();
     assert_eq!(status, 200, "{text}");
-    // Health stays open for load balancers.
-    assert_eq!(
-        try_request(server.port, "GET", "/health", &[], b"")
-            .unwrap()
-            .0,
-        200
-    );
+    // Health stays open for load balancers, without naming the model (by
+    // default its path) to those without the key.
+    let (status, _, text) = try_request(server.port, "GET", "/health", &[], b"").unwrap();
+    assert_eq!(status, 200);
+    let health: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(health["status"], "ok");
+    assert!(health["model"].is_null(), "{health}");
 }
 
 #[test]

@@ -501,7 +501,7 @@ fn commit(planned: &BTreeMap<PathBuf, Option<String>>) -> Result<(), PatchError>
             Some(contents) => path
                 .parent()
                 .map_or(Ok(()), std::fs::create_dir_all)
-                .and_then(|_| std::fs::write(path, contents)),
+                .and_then(|_| write_new_file(path, contents.as_bytes())),
             None => std::fs::remove_file(path),
         };
         match step {
@@ -515,12 +515,33 @@ fn commit(planned: &BTreeMap<PathBuf, Option<String>>) -> Result<(), PatchError>
     if result.is_err() {
         for (path, original) in undo.into_iter().rev() {
             let _ = match original {
-                Some(bytes) => std::fs::write(&path, bytes),
+                Some(bytes) => write_new_file(&path, &bytes),
                 None => std::fs::remove_file(&path),
             };
         }
     }
     result
+}
+
+/// Writes `contents` to a new file beside `path` and renames it over
+/// `path`: a file of the root that is a hard link to one outside it (or a
+/// symbolic link) is replaced, never written through, and a reader never sees
+/// a half-written file. An existing file's permissions are kept.
+fn write_new_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut file = tempfile::Builder::new()
+        .prefix(".apply_patch.")
+        .tempfile_in(dir)?;
+    file.write_all(contents)?;
+    if let Ok(meta) = std::fs::symlink_metadata(path)
+        && meta.is_file()
+    {
+        file.as_file().set_permissions(meta.permissions())?;
+    }
+    file.as_file().sync_all()?;
+    file.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 #[cfg(test)]

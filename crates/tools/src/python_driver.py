@@ -8,6 +8,7 @@
 # child processes are captured too, and cannot corrupt the answers.
 import ast
 import json
+import math
 import os
 import resource
 import signal
@@ -75,14 +76,18 @@ def cpu_used():
 
 def arm_cpu_limit():
     # The limit is per call: the session's earlier CPU time does not count.
+    # Only the soft limit moves (SIGXCPU, raised as CpuTimeExceeded): a
+    # process cannot raise its hard limit again once lowered, so a finite hard
+    # limit set here would leave later calls only what remains of the first
+    # one's allowance. The wall-clock timeout stops code that ignores SIGXCPU.
+    # RLIMIT_CPU counts whole seconds: rounding the time used up gives each
+    # call at least CPU_SECONDS of its own.
     if CPU_SECONDS is None:
         return
-    soft = int(cpu_used()) + int(CPU_SECONDS)
+    soft = math.ceil(cpu_used()) + int(CPU_SECONDS)
     _, hard = resource.getrlimit(resource.RLIMIT_CPU)
-    if hard != resource.RLIM_INFINITY and soft + 5 > hard:
-        soft = max(hard - 5, 1)
-    else:
-        hard = soft + 5
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
     resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
 
 

@@ -316,3 +316,34 @@ fn the_parser_reads_every_operation() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_file_hard_linked_to_one_outside_the_root_is_replaced_not_written_through() {
+    let dir = project();
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("secret.txt");
+    std::fs::write(&secret, "outside\n").unwrap();
+    std::fs::hard_link(&secret, dir.path().join("linked.txt")).unwrap();
+    let patch = "*** Begin Patch
+*** Update File: linked.txt
+@@
+-outside
++changed inside
+*** End Patch
+";
+    apply_patch(dir.path(), patch, false).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("linked.txt")).unwrap(),
+        "changed inside\n"
+    );
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "outside\n");
+    // No temporary file is left behind.
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.starts_with(".apply_patch")),
+        "{names:?}"
+    );
+}

@@ -134,7 +134,17 @@ fn cpu_time_is_limited_per_call() {
         started.elapsed()
     );
     assert!(out.contains("CPU time limit"), "{out}");
-    // The limit is per call: the next call has its own second.
+    // The limit is per call: the next call has its own second, and so does
+    // every later one (each of these would exceed the first call's).
+    assert_eq!(python.run("w").unwrap(), "5");
+    for _ in 0..3 {
+        let busy = python
+            .run("import time\nend = time.process_time() + 0.6\nwhile time.process_time() < end:\n    pass\nw")
+            .unwrap();
+        assert_eq!(busy, "5", "a call within its own second was stopped");
+    }
+    let again = python.run("while True:\n    pass").unwrap();
+    assert!(again.contains("CPU time limit"), "{again}");
     assert_eq!(python.run("w").unwrap(), "5");
 }
 
