@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use anyhow::Context;
 use mlx_harmony_config::prompt_config::PromptConfig;
@@ -65,6 +66,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "MIB", default_value_t = 8)]
     pub max_body_mb: usize,
 
+    /// After SIGTERM or Ctrl-C: seconds to wait for open connections (a
+    /// client still sending its request, say) before closing them.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub shutdown_timeout: u64,
+
     /// Print loading notes.
     #[arg(long)]
     pub verbose: bool,
@@ -84,7 +90,7 @@ pub struct ServeArgs {
     pub tools: ToolArgs,
 }
 
-async fn shutdown_signal(state: Arc<AppState>) {
+async fn shutdown_signal(state: Arc<AppState>, signalled: Arc<tokio::sync::Notify>) {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -107,6 +113,7 @@ async fn shutdown_signal(state: Arc<AppState>) {
     state.stats.shutting_down.store(true, Ordering::SeqCst);
     // The answer being generated ends now, cleanly (finish_reason "stop").
     state.cancel.cancel();
+    signalled.notify_one();
 }
 
 /// What the model thread reports once the model is loaded.
@@ -163,8 +170,11 @@ fn start_model_thread(
     choice: ModelChoice,
     queue: tokio::sync::mpsc::Receiver<worker::Job>,
     stats: Arc<Stats>,
-) -> anyhow::Result<Loaded> {
+) -> anyhow::Result<(Loaded, std::sync::mpsc::Receiver<()>)> {
     let (ready, loaded) = std::sync::mpsc::channel();
+    // Said once the worker's loop has returned (the queue closed) and the
+    // model, and with it every MLX array of the thread, is dropped.
+    let (finished, model_done) = std::sync::mpsc::channel();
     let model_args = args.model.clone();
     let verbose = args.verbose;
     #[allow(unused_mut)]
@@ -206,11 +216,13 @@ fn start_model_thread(
                 cancel: opened.generator.cancel_handle(),
             }));
             worker::run(opened.generator, queue, stats, config);
+            let _ = finished.send(());
         })
         .context("cannot start the model thread")?;
-    loaded
+    let loaded = loaded
         .recv()
-        .context("the model thread stopped while loading")?
+        .context("the model thread stopped while loading")??;
+    Ok((loaded, model_done))
 }
 
 /// Runs `mlx-harmony-server` until SIGTERM or Ctrl-C.
@@ -236,13 +248,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     // The model lives on its own thread, which loads it and then serves jobs.
     let (jobs, queue) = tokio::sync::mpsc::channel(args.queue_size.max(1));
     let stats = Arc::new(Stats::default());
-    let Loaded {
-        device,
-        harmony,
-        prompt_config,
-        generation_config,
-        cancel,
-    } = start_model_thread(&args, choice, queue, stats.clone())?;
+    let (
+        Loaded {
+            device,
+            harmony,
+            prompt_config,
+            generation_config,
+            cancel,
+        },
+        model_done,
+    ) = start_model_thread(&args, choice, queue, stats.clone())?;
     eprintln!("device: {device}");
     let setup =
         frontend_setup::prompt_setup(prompt_config.as_ref(), args.system.as_deref(), harmony);
@@ -272,11 +287,41 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             ""
         }
     );
-    runtime.block_on(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal(state))
-            .await
+    let signalled = Arc::new(tokio::sync::Notify::new());
+    let deadline = Duration::from_secs(args.shutdown_timeout);
+    let served = runtime.block_on(async move {
+        let server = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal(state, signalled.clone()));
+        let overdue = async {
+            signalled.notified().await;
+            tokio::time::sleep(deadline).await;
+        };
+        tokio::select! {
+            served = server => served.map(|()| true),
+            () = overdue => Ok(false),
+        }
     })?;
-    eprintln!("stopped");
-    Ok(())
+    if !served {
+        eprintln!(
+            "shutting down: connections still open after {} s are closed",
+            deadline.as_secs()
+        );
+    }
+    // Dropping the runtime drops every connection and task, and with them
+    // the last senders of the job queue: the model thread's loop returns once
+    // its sequences have ended. The process must not exit while that thread
+    // is still inside MLX (exit-time destructors would race it).
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match model_done.recv_timeout(deadline + Duration::from_secs(5)) {
+        Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            eprintln!("stopped");
+            Ok(())
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            // A tool call or a long prompt pass that does not end: leave
+            // without running exit-time destructors under the model thread.
+            eprintln!("stopped (the model thread was still busy)");
+            unsafe { libc::_exit(0) }
+        }
+    }
 }

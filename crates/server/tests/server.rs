@@ -716,6 +716,94 @@ fn sigterm_ends_the_stream_in_progress_cleanly_and_exits() {
     }
 }
 
+/// A connection that sent half a request and then nothing.
+fn half_sent_request(port: u16) -> TcpStream {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 400\r\n\r\n{{\"model\": "
+    )
+    .unwrap();
+    stream
+}
+
+fn wait_for_exit(server: &mut Server, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server did not exit within {within:?} of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigterm_with_a_half_sent_request_exits_at_the_shutdown_deadline() {
+    let mut server = start(&fixture("llama"), &["--shutdown-timeout", "1"]);
+    let _held = half_sent_request(server.port);
+    std::thread::sleep(Duration::from_millis(200));
+    unsafe {
+        libc_kill(server.child.id() as i32, 15);
+    }
+    let status = wait_for_exit(&mut server, Duration::from_secs(8));
+    assert!(status.success(), "{status}");
+}
+
+/// The fault suite's shutdown part: SIGTERM while clients stream, one
+/// holds a half-sent request and another's request waits in the queue; every
+/// time the server exits with status 0 within the deadline and no client is
+/// left hanging.
+#[test]
+fn sigterm_under_load_exits_cleanly_every_time() {
+    for round in 0..20 {
+        let mut server = start(
+            &fixture("llama"),
+            &["--shutdown-timeout", "1", "--max-concurrency", "2"],
+        );
+        let port = server.port;
+        let body = chat(&server, json!({"stream": true, "max_tokens": 3000}));
+        let clients: Vec<_> = (0..3)
+            .map(|_| {
+                let body = body.clone();
+                std::thread::spawn(move || stream(port, &body))
+            })
+            .collect();
+        let _held = half_sent_request(port);
+        let started = Instant::now();
+        loop {
+            let (_, health) = request(port, "GET", "/health", &json!({}));
+            if health["active"] == 2 {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "{health}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        unsafe {
+            libc_kill(server.child.id() as i32, 15);
+        }
+        let killed = Instant::now();
+        let status = wait_for_exit(&mut server, Duration::from_secs(10));
+        assert!(status.success(), "round {round}: {status}");
+        for client in clients {
+            let (status, data) = client.join().unwrap();
+            // Streams in progress end with [DONE]; the queued one gets 503.
+            assert!(
+                (status == 200 && data.last().map(String::as_str) == Some("[DONE]"))
+                    || status == 503,
+                "round {round}: {status} {data:?}"
+            );
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "round {round}: a client hung past the deadline"
+        );
+    }
+}
+
 unsafe extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, signal: i32) -> i32;
