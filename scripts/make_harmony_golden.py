@@ -7,8 +7,10 @@ ends with assistant messages, those messages as a completion parsed token by tok
 messages and, after every token, the parser's role, channel, recipient, content type and delta.
 
 Runs offline: TIKTOKEN_ENCODINGS_BASE points at the o200k_base.tiktoken that the tiktoken-rs
-crate ships. Needs scripts/fixtures-env (openai-harmony==0.0.8). The tool descriptions below are
-this project's own wording, not the reference's built-in text.
+crate ships. Needs scripts/fixtures-env (openai-harmony==0.0.8). The tool descriptions of the
+cases are this project's own wording; builtin_tools.json beside cases.json holds the reference's
+built-in browser and python namespaces (`ToolNamespaceConfig.browser()` / `.python()`), which
+crates/tools declares byte for byte (its tests compare).
 """
 
 import glob
@@ -19,6 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "crates" / "harmony" / "tests" / "golden" / "cases.json"
+BUILTIN = OUT.parent / "builtin_tools.json"
 
 if "TIKTOKEN_ENCODINGS_BASE" not in os.environ:
     home = Path(os.environ.get("CARGO_HOME", Path.home() / ".cargo"))
@@ -222,12 +225,18 @@ def main():
     body = ",\n".join(json.dumps(c, ensure_ascii=False) for c in cases)
     text = f'{head}, "cases": [\n{body}\n]}}\n'
     with_parse = sum(1 for c in cases if "parse" in c)
+    builtin = json.dumps({"generator": "openai-harmony 0.0.8 (scripts/make_harmony_golden.py)",
+                          "browser": ToolNamespaceConfig.browser().model_dump(),
+                          "python": ToolNamespaceConfig.python().model_dump()},
+                         ensure_ascii=False, indent=1) + "\n"
     if "--check" in sys.argv:
-        if OUT.read_text() != text:
-            sys.exit(f"error: {OUT.relative_to(ROOT)} differs from what openai-harmony gives now; "
-                     "run scripts/make-harmony-golden and review the change")
+        for path, expected in ((OUT, text), (BUILTIN, builtin)):
+            if not path.exists() or path.read_text() != expected:
+                sys.exit(f"error: {path.relative_to(ROOT)} differs from what openai-harmony gives "
+                         "now; run scripts/make-harmony-golden and review the change")
         print(f"[golden] {OUT.relative_to(ROOT)} matches openai-harmony ({len(cases)} cases)")
         return
+    BUILTIN.write_text(builtin)
     OUT.write_text(text)
     print(f"[golden] {len(cases)} cases ({with_parse} with streaming parse) -> {OUT.relative_to(ROOT)}")
 

@@ -156,7 +156,15 @@ fn stream_chat(
         // Per choice: the function calls started so far.
         let mut calls = vec![0usize; n];
         let mut usages: Vec<Usage> = Vec::with_capacity(n);
-        while let Some((index, event)) = choices.recv().await {
+        loop {
+            // The client's leaving is noticed even while no event comes.
+            let (index, event) = tokio::select! {
+                next = choices.recv() => match next {
+                    Some(next) => next,
+                    None => break,
+                },
+                () = chunks.closed() => return,
+            };
             let out = match event {
                 Event::Content(text) => chunk(index, json!({"content": text}), None),
                 Event::Reasoning(text) => chunk(index, json!({"reasoning_content": text}), None),

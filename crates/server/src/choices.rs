@@ -71,9 +71,18 @@ pub async fn submit(
     for (index, mut receiver) in receivers.into_iter().enumerate() {
         let merged = merged.clone();
         tokio::spawn(async move {
-            while let Some(event) = receiver.recv().await {
-                if merged.send((index, event)).is_err() {
-                    return;
+            loop {
+                // Also woken when the reader goes away, so that the model
+                // thread learns of it while nothing is being generated (a
+                // server-side tool running, say).
+                tokio::select! {
+                    event = receiver.recv() => {
+                        let Some(event) = event else { return };
+                        if merged.send((index, event)).is_err() {
+                            return;
+                        }
+                    }
+                    () = merged.closed() => return,
                 }
             }
         });

@@ -65,7 +65,15 @@ pub async fn completions(
             Ok(SseEvent::default().data(data.to_string()))
         };
         let mut usages: Vec<Usage> = Vec::with_capacity(n);
-        while let Some((index, event)) = choices.recv().await {
+        loop {
+            // The client's leaving is noticed even while no event comes.
+            let (index, event) = tokio::select! {
+                next = choices.recv() => match next {
+                    Some(next) => next,
+                    None => break,
+                },
+                () = chunks.closed() => return,
+            };
             let out = match event {
                 Event::Content(text) => chunk(index, &text, None),
                 Event::Done {

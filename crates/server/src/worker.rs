@@ -318,10 +318,14 @@ fn placement(job: Job, config: &WorkerConfig, loaded: &LoadedModel) -> Placement
 fn run_alone(
     generator: &mut TokenGenerator,
     job: AloneJob,
-    stats: &Stats,
+    stats: &Arc<Stats>,
     config: &mut WorkerConfig,
 ) {
     let cancel = generator.cancel_handle();
+    let stop: mlx_harmony_tools::StopCheck = {
+        let (events, stats) = (job.events.clone(), stats.clone());
+        Arc::new(move || events.is_closed() || stats.shutting_down.load(Ordering::SeqCst))
+    };
     let gone = AtomicBool::new(false);
     let send = |event: Event| {
         if job.events.send(event).is_err() && !gone.swap(true, Ordering::SeqCst) {
@@ -342,6 +346,7 @@ fn run_alone(
             setup: &job.setup,
             settings: &job.settings,
             buffer_answer: job.buffer_answer,
+            stop,
         },
         &send,
     );
@@ -559,6 +564,9 @@ struct ChatJob<'a> {
     /// Template models: hold the answer back until it is known whether it
     /// is a tool call.
     buffer_answer: bool,
+    /// Asked while a server-side tool runs: the client went away or the
+    /// server is stopping.
+    stop: mlx_harmony_tools::StopCheck,
 }
 
 fn chat(
@@ -572,6 +580,7 @@ fn chat(
         setup,
         settings,
         buffer_answer,
+        stop,
     } = job;
     let harmony = generator.loaded.harmony.is_some();
     // Server-side tools: a fresh set per request (no state shared between clients).
@@ -582,7 +591,8 @@ fn chat(
         None => None,
     };
     let mut setup = setup.clone();
-    if let Some(tools) = &toolbox {
+    if let Some(tools) = &mut toolbox {
+        tools.stop_when(stop);
         frontend_tools::declare(&mut setup, tools);
     }
     let prompt = generator

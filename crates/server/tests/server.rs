@@ -753,6 +753,37 @@ fn sigterm_with_a_half_sent_request_exits_at_the_shutdown_deadline() {
     assert!(status.success(), "{status}");
 }
 
+#[test]
+fn sigterm_during_a_server_side_tool_call_exits_cleanly() {
+    let (mut server, _script) = start_scripted(
+        &fixture("gpt-oss"),
+        json!(["<|channel|>analysis to=python code<|message|>while True:\n    pass<|call|>"]),
+        &["--python", "--python-timeout", "60", "--shutdown-timeout", "2"],
+    );
+    let port = server.port;
+    let body = chat(&server, json!({"max_tokens": 64, "stream": true}));
+    let client = std::thread::spawn(move || stream(port, &body));
+    let started = Instant::now();
+    loop {
+        let (_, health) = request(port, "GET", "/health", &json!({}));
+        if health["generating"] == true {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{health}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Let the python call start.
+    std::thread::sleep(Duration::from_millis(800));
+    unsafe {
+        libc_kill(server.child.id() as i32, 15);
+    }
+    let status = wait_for_exit(&mut server, Duration::from_secs(10));
+    assert!(status.success(), "{status}");
+    let (status, data) = client.join().unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
+}
+
 /// The fault suite's shutdown part: SIGTERM while clients stream, one
 /// holds a half-sent request and another's request waits in the queue; every
 /// time the server exits with status 0 within the deadline and no client is
@@ -898,6 +929,55 @@ fn tool_choice_required_or_named_makes_gpt_oss_reply_with_a_call() {
     assert_error(status, &body, 400, Some("tool_choice.function.name"), None);
     let (status, body) = ask(json!("sometimes"));
     assert_error(status, &body, 400, Some("tool_choice"), None);
+}
+
+#[test]
+fn a_client_that_leaves_during_a_tool_call_stops_the_tool() {
+    // The model's first reply runs a python loop that would take the whole
+    // 60 s timeout; the second client is answered by the same model thread.
+    let (server, _script) = start_scripted(
+        &fixture("gpt-oss"),
+        json!([
+            "<|channel|>analysis to=python code<|message|>while True:\n    pass<|call|>",
+            "<|channel|>final<|message|>Done.<|return|>"
+        ]),
+        &["--python", "--python-timeout", "60"],
+    );
+    let port = server.port;
+    let body = chat(&server, json!({"max_tokens": 64, "stream": true})).to_string();
+    let mut leaving = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        leaving,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    // Read until the call is announced: the tool is running.
+    let mut reader = BufReader::new(leaving.try_clone().unwrap());
+    let started = Instant::now();
+    let mut line = String::new();
+    while !line.contains("[call python]") {
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "the stream ended");
+        assert!(started.elapsed() < Duration::from_secs(30));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    drop(reader);
+    leaving.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(leaving);
+    let left = Instant::now();
+    let (status, answer) = request(
+        port,
+        "POST",
+        "/v1/completions",
+        &json!({"model": "tiny", "prompt": "x", "max_tokens": 2}),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        left.elapsed() < Duration::from_secs(15),
+        "the next request waited {:?} for the abandoned tool call",
+        left.elapsed()
+    );
 }
 
 #[test]

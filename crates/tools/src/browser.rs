@@ -41,12 +41,16 @@ impl Default for BrowserConfig {
     }
 }
 
-/// How pages are to be cited, for the system message.
-const DESCRIPTION: &str = "Searches the web and reads pages.
-Every page is shown with a cursor in brackets, like `[3]`, and numbered lines, like `L12:`; \
-links look like `【7†text】` and can be opened by their number.
-Cite what you use as `【{cursor}†L{first line}(-L{last line})?】`, e.g. `【3†L12-L15】`.
-Quote at most ten words from a page.";
+/// The browser namespace as GPT-OSS was trained on it: openai-harmony's
+/// `ToolNamespaceConfig.browser()`, byte for byte (checked against
+/// openai-harmony in crates/harmony's golden tests). Everything it says holds
+/// here: `source` accepts only the web.
+const DESCRIPTION: &str = "Tool for browsing.
+The `cursor` appears in brackets before each browsing display: `[{cursor}]`.
+Cite information from the tool using the following format:
+`【{cursor}†L{line_start}(-L{line_end})?】`, for example: `【6†L9-L11】` or `【8†L3】`.
+Do not quote more than 10 words directly from the tool output.
+sources=web (default: web)";
 
 /// The namespace declared in the system message.
 pub fn namespace() -> ToolNamespaceConfig {
@@ -57,21 +61,27 @@ pub fn namespace() -> ToolNamespaceConfig {
         vec![
             ToolDescription::new(
                 "search",
-                "Searches the web for `query` and shows the results as a page of links.",
+                "Searches for information related to `query` and displays `topn` results.",
                 Some(json!({
                     "type": "object",
                     "properties": {
                         "query": {"type": "string"},
                         "topn": number(10),
+                        "source": {"type": "string"},
                     },
                     "required": ["query"],
                 })),
             ),
             ToolDescription::new(
                 "open",
-                "Opens link `id` of the page at `cursor` (default: the current page), or a URL \
-                 given as `id`; with no `id`, shows the page at `cursor` again. `loc` is the \
-                 first line to show, `num_lines` how many.",
+                "Opens the link `id` from the page indicated by `cursor` starting at line number \
+                 `loc`, showing `num_lines` lines.\nValid link ids are displayed with the \
+                 formatting: `【{id}†.*】`.\nIf `cursor` is not provided, the most recent page is \
+                 implied.\nIf `id` is a string, it is treated as a fully qualified URL associated \
+                 with `source`.\nIf `loc` is not provided, the viewport will be positioned at the \
+                 beginning of the document or centered on the most relevant passage, if \
+                 available.\nUse this function without `id` to scroll to a new location of an \
+                 opened page.",
                 Some(json!({
                     "type": "object",
                     "properties": {
@@ -79,13 +89,15 @@ pub fn namespace() -> ToolNamespaceConfig {
                         "cursor": number(-1),
                         "loc": number(-1),
                         "num_lines": number(-1),
+                        "view_source": {"type": "boolean", "default": false},
+                        "source": {"type": "string"},
                     },
                 })),
             ),
             ToolDescription::new(
                 "find",
-                "Finds the text `pattern` (case does not matter) in the page at `cursor` \
-                 (default: the current page).",
+                "Finds exact matches of `pattern` in the current page, or the page given by \
+                 `cursor`.",
                 Some(json!({
                     "type": "object",
                     "properties": {
@@ -197,12 +209,41 @@ impl Browser {
                 let cursor = int("cursor", -1)?;
                 let loc = int("loc", -1)?;
                 let num_lines = int("num_lines", -1)?;
+                let view_source = match args.get("view_source") {
+                    None | Some(Value::Null) => false,
+                    Some(Value::Bool(b)) => *b,
+                    Some(v) => return Err(format!("`view_source` must be true or false, not {v}")),
+                };
                 match args.get("id") {
                     Some(Value::String(s)) if s.parse::<i64>().is_err() => {
-                        self.open_url(s, loc, num_lines)
+                        self.open_url(s, loc, num_lines, view_source)
                     }
                     _ => {
                         let id = int("id", -1)?;
+                        if view_source {
+                            // The source of the link's page, or of the page itself.
+                            let at = self.page_at(cursor)?;
+                            let page = &self.pages[at];
+                            let url = match id {
+                                id if id < 0 && page.kind == PageKind::Web => page.url.clone(),
+                                id if id < 0 => {
+                                    return Err(
+                                        "`view_source` needs a web page or a link `id`".into()
+                                    );
+                                }
+                                id => page
+                                    .links
+                                    .get(id as usize)
+                                    .map(|l| l.url.clone())
+                                    .ok_or_else(|| {
+                                        format!(
+                                            "page [{at}] has no link {id} (it has {} links)",
+                                            page.links.len()
+                                        )
+                                    })?,
+                            };
+                            return self.open_url(&url, loc, num_lines, true);
+                        }
                         self.open_link(id, cursor, loc, num_lines)
                     }
                 }
@@ -338,8 +379,8 @@ impl Browser {
         self.show(self.pages.len() - 1, loc, num_lines)
     }
 
-    fn open_url(&mut self, url: &str, loc: i64, num_lines: i64) -> Outcome {
-        let page = self.fetch(url)?;
+    fn open_url(&mut self, url: &str, loc: i64, num_lines: i64, source: bool) -> Outcome {
+        let page = self.fetch_as(url, source)?;
         self.pages.push(page);
         self.show(self.pages.len() - 1, loc.max(0) as usize, num_lines)
     }
@@ -425,6 +466,12 @@ impl Browser {
     }
 
     fn fetch(&self, address: &str) -> Result<Page, String> {
+        self.fetch_as(address, false)
+    }
+
+    /// The page at `address`, rendered, or with `source` its text as sent
+    /// (HTML markup included), for `open` with `view_source`.
+    fn fetch_as(&self, address: &str, source: bool) -> Result<Page, String> {
         let url = Url::parse(address.trim())
             .map_err(|e| format!("`{address}` is not a URL ({e}); give a full http(s) URL"))?;
         if url.scheme() != "http" && url.scheme() != "https" {
@@ -442,16 +489,24 @@ impl Browser {
         let content_type = response.content_type().to_ascii_lowercase();
         let body = read_limited(response, self.config.max_page_bytes)?;
         let base = Url::parse(&final_url).unwrap_or(url);
-        if content_type.contains("html") || content_type.is_empty() && looks_like_html(&body) {
+        let html =
+            content_type.contains("html") || content_type.is_empty() && looks_like_html(&body);
+        if html && !source {
             Ok(html_page(&base, &body))
-        } else if content_type.starts_with("text/")
+        } else if html
+            || content_type.starts_with("text/")
             || content_type.contains("json")
             || content_type.contains("xml")
         {
             let text = String::from_utf8_lossy(&body);
+            let name = base.path().rsplit('/').next().unwrap_or("").to_string();
             Ok(Page {
                 url: base.to_string(),
-                title: base.path().rsplit('/').next().unwrap_or("").to_string(),
+                title: if source {
+                    format!("Source of {base}")
+                } else {
+                    name
+                },
                 lines: text.lines().flat_map(|l| wrap(l, 100)).collect(),
                 links: Vec::new(),
                 kind: PageKind::Web,

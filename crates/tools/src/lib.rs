@@ -66,6 +66,9 @@ pub struct ToolOutput {
 
 /// The enabled tools of one conversation, with their state (the Python
 /// session, the browser's pages).
+/// Asked while a tool runs; true stops it (see [`ToolBox::stop_when`]).
+pub type StopCheck = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
+
 pub struct ToolBox {
     python: Option<PythonSession>,
     patch: Option<PatchConfig>,
@@ -92,6 +95,15 @@ impl ToolBox {
 
     pub fn is_empty(&self) -> bool {
         self.python.is_none() && self.patch.is_none() && self.browser.is_none()
+    }
+
+    /// A check the long-running tools ask while they run: once it answers
+    /// true (the client went away, the server is stopping), the python call
+    /// is stopped and its session restarted.
+    pub fn stop_when(&mut self, stop: StopCheck) {
+        if let Some(python) = &mut self.python {
+            python.stop_when(stop);
+        }
     }
 
     /// The enabled tools' names, as conversation files list them.
@@ -142,10 +154,10 @@ impl ToolBox {
         if self.browser.is_some() {
             namespaces.push(browser::namespace());
         }
-        if self.python.is_some() {
+        if let Some(python) = &self.python {
             namespaces.push(ToolNamespaceConfig::new(
                 "python",
-                Some(python::DESCRIPTION.to_string()),
+                Some(python.description()),
                 Vec::new(),
             ));
         }

@@ -19,12 +19,15 @@ const DRIVER: &str = include_str!("python_driver.py");
 /// The driver's first line, once its limits are set and it reads requests.
 const READY: &str = r#"{"ready": true}"#;
 
-/// The tool's description for the model, in the system message.
-pub const DESCRIPTION: &str = "Runs Python code and shows what it printed, what it wrote to \
-stderr and the value of a trailing expression. The session is stateful: variables, imports and \
-files in the working folder persist between calls. There is no network access; a call times out \
-and is stopped after a time limit, memory and output are limited. Send only the code, as plain \
-text.";
+/// openai-harmony's `ToolNamespaceConfig.python()` description, the text
+/// GPT-OSS was trained on, split where this session's facts go in: the
+/// timeout, the working folder, and whether the network is reachable.
+const DESCRIPTION_HEAD: &str = "Use this tool to execute Python code in your chain of thought. \
+The code will not be shown to the user. This tool should be used for internal reasoning, but not \
+for code that is intended to be visible to the user (e.g. when creating plots, tables, or \
+files).\n\nWhen you send a message containing Python code to python, it will be executed in a \
+stateful Jupyter notebook environment. python will respond with the output of the execution or \
+time out after ";
 
 /// Limits and placement of the Python session.
 #[derive(Clone, Debug)]
@@ -73,7 +76,8 @@ pub enum Isolation {
     /// bubblewrap: no network, own PID/IPC/UTS namespaces, system folders
     /// read-only, only the working folder writable, home folders hidden.
     Bubblewrap,
-    /// macOS `sandbox-exec`: network denied; the file system is not restricted.
+    /// macOS `sandbox-exec`: network denied, writes only in the working
+    /// folder, home folders unreadable but for it and the interpreter.
     SandboxExec,
     /// Resource limits only: the code can reach the network and the user's files.
     LimitsOnly(String),
@@ -88,7 +92,8 @@ impl std::fmt::Display for Isolation {
             ),
             Isolation::SandboxExec => write!(
                 f,
-                "sandbox-exec: no network; files are not restricted; resource limits"
+                "sandbox-exec: no network, only the working folder writable, home folders \
+                 unreadable, resource limits"
             ),
             Isolation::LimitsOnly(why) => write!(
                 f,
@@ -171,7 +176,12 @@ pub struct PythonSession {
     /// venv would not work inside the sandbox).
     interpreter: (PathBuf, PathBuf),
     worker: Option<Worker>,
+    /// Asked while a call runs; true stops it.
+    stop: Option<crate::StopCheck>,
 }
+
+/// How often a running call asks its stop check.
+const STOP_POLL: Duration = Duration::from_millis(100);
 
 impl PythonSession {
     /// Finds the interpreter, makes the working folder and decides on the
@@ -201,7 +211,35 @@ impl PythonSession {
             isolation,
             interpreter,
             worker: None,
+            stop: None,
         })
+    }
+
+    /// While a call runs, `stop` is asked every 100 ms; once it answers
+    /// true the call is stopped and the session restarted.
+    pub fn stop_when(&mut self, stop: crate::StopCheck) {
+        self.stop = Some(stop);
+    }
+
+    /// The namespace's description for the system message: the reference
+    /// text with this session's timeout, folder and network access.
+    pub fn description(&self) -> String {
+        let seconds = self.config.timeout.as_secs_f64();
+        // As Python prints a float ("120.0"), the way the reference says it.
+        let seconds = if seconds.fract() == 0.0 {
+            format!("{seconds:.1}")
+        } else {
+            format!("{seconds}")
+        };
+        let network = match self.isolation {
+            Isolation::LimitsOnly(_) => "enabled",
+            Isolation::Bubblewrap | Isolation::SandboxExec => "disabled",
+        };
+        format!(
+            "{DESCRIPTION_HEAD}{seconds} seconds. The drive at '{}' can be used to save and \
+             persist user files. Internet access for this session is {network}.",
+            self.workdir.display()
+        )
     }
 
     pub fn isolation(&self) -> &Isolation {
@@ -234,10 +272,37 @@ impl PythonSession {
         let worker = self.worker.as_mut().expect("just started");
         let request = serde_json::json!({ "code": code }).to_string();
         let sent = writeln!(worker.stdin, "{request}").and_then(|_| worker.stdin.flush());
+        let deadline = std::time::Instant::now() + self.config.timeout;
+        let mut stopped = false;
         let reply = match sent {
-            Ok(()) => worker.answers.recv_timeout(self.config.timeout),
+            Ok(()) => loop {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                let wait = if self.stop.is_some() {
+                    left.min(STOP_POLL)
+                } else {
+                    left
+                };
+                match worker.answers.recv_timeout(wait) {
+                    Err(mpsc::RecvTimeoutError::Timeout) if !left.is_zero() => {
+                        if self.stop.as_ref().is_some_and(|stop| stop()) {
+                            stopped = true;
+                            break Err(mpsc::RecvTimeoutError::Timeout);
+                        }
+                    }
+                    other => break other,
+                }
+            },
             Err(_) => Err(mpsc::RecvTimeoutError::Disconnected),
         };
+        if stopped {
+            self.stop_worker();
+            return Ok(
+                "Error: the call was stopped before it finished (the request was \
+                       cancelled). The Python session was restarted: variables from earlier \
+                       calls are gone."
+                    .to_string(),
+            );
+        }
         let limit = self.config.output_chars;
         match reply {
             Ok(Ok(line)) => match serde_json::from_str::<Answer>(&line) {
@@ -331,9 +396,20 @@ impl PythonSession {
                 c
             }
             Isolation::SandboxExec => {
+                let scratch = self.workdir.join(".tmp");
+                std::fs::create_dir_all(&scratch).map_err(|e| {
+                    ToolError::Setup(format!(
+                        "cannot create the python scratch folder {}: {e}",
+                        scratch.display()
+                    ))
+                })?;
                 let mut c = Command::new("sandbox-exec");
-                c.args(["-p", "(version 1)(allow default)(deny network*)"])
-                    .arg(python);
+                c.arg("-p")
+                    .arg(sandbox_exec_profile(&self.workdir, &self.interpreter))
+                    .arg(python)
+                    // Temporary files (the driver's output capture too) go
+                    // to the session's own folder, the one place it writes.
+                    .env("TMPDIR", &scratch);
                 c
             }
             Isolation::LimitsOnly(_) => Command::new(python),
@@ -533,6 +609,34 @@ fn bubblewrap_args(workdir: &Path, prefix: &Path) -> Vec<String> {
     args
 }
 
+/// The macOS sandbox profile, as close to the bubblewrap sandbox as
+/// `sandbox-exec` allows: no network; writes only in the working folder (and
+/// the terminal devices); nothing under /Users readable but the working
+/// folder and the interpreter's own files. Later rules override earlier ones.
+fn sandbox_exec_profile(workdir: &Path, interpreter: &(PathBuf, PathBuf)) -> String {
+    let quoted = |path: &Path| {
+        // Sandbox rules see resolved paths (/var is /private/var).
+        let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        let text = path.display().to_string();
+        format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+    };
+    let (executable, prefix) = interpreter;
+    let executable_dir = executable.parent().unwrap_or(Path::new("/"));
+    let work = quoted(workdir);
+    format!(
+        "(version 1)\n\
+         (allow default)\n\
+         (deny network*)\n\
+         (deny file-write*)\n\
+         (allow file-write* (subpath {work}) (literal \"/dev/null\") (literal \"/dev/zero\") \
+         (literal \"/dev/tty\") (regex #\"^/dev/fd/\"))\n\
+         (deny file-read* (subpath \"/Users\") (subpath \"/private/var/root\"))\n\
+         (allow file-read* (subpath {work}) (subpath {}) (subpath {}))\n",
+        quoted(prefix),
+        quoted(executable_dir),
+    )
+}
+
 /// bubblewrap when asked for, installed and working (user namespaces can be
 /// switched off, e.g. in containers); macOS's sandbox-exec; else limits only.
 fn choose_isolation(sandbox: bool, interpreter: &(PathBuf, PathBuf)) -> Isolation {
@@ -569,5 +673,46 @@ fn choose_isolation(sandbox: bool, interpreter: &(PathBuf, PathBuf)) -> Isolatio
         Err(_) => Isolation::LimitsOnly(
             "bubblewrap is not installed; on Debian/Ubuntu: apt install bubblewrap".into(),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_macos_profile_confines_writes_and_home_reads() {
+        let dir = std::env::temp_dir().join("mlx harmony \"quoted\"");
+        std::fs::create_dir_all(&dir).unwrap();
+        let profile = sandbox_exec_profile(
+            &dir,
+            &(PathBuf::from("/usr/bin/python3"), PathBuf::from("/usr")),
+        );
+        let dir = dir.canonicalize().unwrap().display().to_string();
+        let quoted = format!("\"{}\"", dir.replace('"', "\\\""));
+        assert!(profile.contains("(deny network*)"), "{profile}");
+        assert!(profile.contains("(deny file-write*)"), "{profile}");
+        assert!(
+            profile.contains(&format!("(allow file-write* (subpath {quoted})")),
+            "{profile}"
+        );
+        assert!(
+            profile.contains("(deny file-read* (subpath \"/Users\")"),
+            "{profile}"
+        );
+        assert!(
+            profile.contains(&format!(
+                "(allow file-read* (subpath {quoted}) (subpath \"/usr\")"
+            )),
+            "{profile}"
+        );
+        // Each rule is balanced.
+        for line in profile.lines() {
+            assert_eq!(
+                line.matches('(').count(),
+                line.matches(')').count(),
+                "{line}"
+            );
+        }
     }
 }

@@ -169,6 +169,30 @@ fn urls_redirects_plain_text_and_what_cannot_be_shown() {
         .call("open", &format!(r#"{{"id": "{base}/notes.txt"}}"#))
         .unwrap();
     assert!(text.contains("L1: plain line 2"), "{text}");
+    // view_source: the page as sent, markup included; of a URL, and of the
+    // page opened last.
+    let source = browser
+        .call(
+            "open",
+            &format!(r#"{{"id": "{base}/second.html", "view_source": true}}"#),
+        )
+        .unwrap();
+    assert!(source.contains("<title>Second</title>"), "{source}");
+    assert!(source.contains("Source of"), "{source}");
+    browser
+        .call("open", &format!(r#"{{"id": "{base}/second.html"}}"#))
+        .unwrap();
+    let again = browser.call("open", r#"{"view_source": true}"#).unwrap();
+    assert!(
+        again.contains("<p>The second page says hello.</p>"),
+        "{again}"
+    );
+    assert!(
+        browser
+            .call("open", r#"{"view_source": "yes"}"#)
+            .unwrap_err()
+            .contains("view_source")
+    );
     let binary = browser
         .call("open", &format!(r#"{{"id": "{base}/binary"}}"#))
         .unwrap_err();

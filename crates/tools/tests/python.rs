@@ -232,6 +232,28 @@ fn in_the_sandbox_there_is_no_network_and_the_system_is_read_only() {
                 "{write}"
             );
         }
+        Isolation::SandboxExec => {
+            assert!(!connect.contains("'connected'"), "{connect}");
+            assert!(
+                write.contains("Operation not permitted")
+                    || write.contains("Permission denied")
+                    || write.contains("Read-only file system"),
+                "{write}"
+            );
+            // Home folders are not readable, the working folder is.
+            let home = std::env::var("HOME").unwrap_or_default();
+            let listing = python
+                .run(&format!("import os\nos.listdir({home:?})"))
+                .unwrap();
+            assert!(
+                listing.contains("PermissionError") || listing.contains("not permitted"),
+                "{listing}"
+            );
+            let own = python
+                .run("open('mine.txt', 'w').write('x')\nopen('mine.txt').read()")
+                .unwrap();
+            assert_eq!(own, "'x'");
+        }
         other => {
             // Without a sandbox the user is told that the network is reachable.
             assert!(other.to_string().contains("can use the network"), "{other}");
