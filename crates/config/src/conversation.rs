@@ -196,17 +196,17 @@ impl Conversation {
     /// conversation, so that nothing the user has is lost.
     pub fn save(&mut self, path: impl AsRef<Path>) -> Result<(), ConfigError> {
         let path = path.as_ref();
-        if path.exists() {
-            if let Err(err) = Self::load(path) {
-                return Err(ConfigError::Content {
-                    file: path.to_owned(),
-                    line: None,
-                    message: format!(
-                        "exists but is not a conversation file this program can read ({err}); \
+        if path.exists()
+            && let Err(err) = Self::load(path)
+        {
+            return Err(ConfigError::Content {
+                file: path.to_owned(),
+                line: None,
+                message: format!(
+                    "exists but is not a conversation file this program can read ({err}); \
                          not overwriting it: move it away or save to another file"
-                    ),
-                });
-            }
+                ),
+            });
         }
         self.metadata.format_version = FORMAT_VERSION;
         self.metadata.updated_at = Some(timestamp_now());

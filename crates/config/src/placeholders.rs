@@ -140,27 +140,27 @@ impl Expander {
             } else {
                 ("", "")
             };
-            if !open.is_empty() {
-                if let Some(end) = tail[open.len()..].find(close) {
-                    let name = &tail[open.len()..open.len() + end];
-                    let whole = &tail[..open.len() + end + close.len()];
-                    if is_name(name) {
-                        let replacement = if open == "<|" {
-                            built_in(name, &self.moment)
-                                .or_else(|| self.user_case_insensitive(name).cloned())
-                        } else {
-                            self.user.get(name).cloned()
-                        };
-                        match replacement {
-                            Some(value) => out.push_str(&value),
-                            None => {
-                                out.push_str(whole);
-                                unknown.push(whole.to_string());
-                            }
+            if !open.is_empty()
+                && let Some(end) = tail[open.len()..].find(close)
+            {
+                let name = &tail[open.len()..open.len() + end];
+                let whole = &tail[..open.len() + end + close.len()];
+                if is_name(name) {
+                    let replacement = if open == "<|" {
+                        built_in(name, &self.moment)
+                            .or_else(|| self.user_case_insensitive(name).cloned())
+                    } else {
+                        self.user.get(name).cloned()
+                    };
+                    match replacement {
+                        Some(value) => out.push_str(&value),
+                        None => {
+                            out.push_str(whole);
+                            unknown.push(whole.to_string());
                         }
-                        rest = &tail[whole.len()..];
-                        continue;
                     }
+                    rest = &tail[whole.len()..];
+                    continue;
                 }
             }
             // Not a placeholder: keep the character and go on after it.

@@ -50,10 +50,10 @@ pub fn resolve_path(text: &str, base: &Path) -> PathBuf {
     if text == "~" {
         return home().unwrap_or_else(|| PathBuf::from("~"));
     }
-    if let Some(rest) = text.strip_prefix("~/") {
-        if let Some(home) = home() {
-            return home.join(rest);
-        }
+    if let Some(rest) = text.strip_prefix("~/")
+        && let Some(home) = home()
+    {
+        return home.join(rest);
     }
     let path = Path::new(text);
     if path.is_absolute() {

@@ -324,13 +324,12 @@ impl PromptConfig {
         };
         if let (Some(limit), Some(margin)) =
             (config.max_context_tokens, config.max_context_tokens_margin)
+            && margin >= limit
         {
-            if margin >= limit {
-                return Err(r.err(
-                    "max_context_tokens_margin",
-                    format!("({margin}) must be smaller than max_context_tokens ({limit})"),
-                ));
-            }
+            return Err(r.err(
+                "max_context_tokens_margin",
+                format!("({margin}) must be smaller than max_context_tokens ({limit})"),
+            ));
         }
         Ok(config)
     }

@@ -275,16 +275,16 @@ impl Hyperparameters {
                 "min_p",
                 "repetition_penalty",
             ] {
-                if let Some(value) = object.get(name) {
-                    if check(name, kind_of(name).unwrap(), value).is_ok() {
-                        map.insert(name.into(), value.clone());
-                    }
+                if let Some(value) = object.get(name)
+                    && check(name, kind_of(name).unwrap(), value).is_ok()
+                {
+                    map.insert(name.into(), value.clone());
                 }
             }
-            if let Some(value) = object.get("max_new_tokens") {
-                if check("max_tokens", kind_of("max_tokens").unwrap(), value).is_ok() {
-                    map.insert("max_tokens".into(), value.clone());
-                }
+            if let Some(value) = object.get("max_new_tokens")
+                && check("max_tokens", kind_of("max_tokens").unwrap(), value).is_ok()
+            {
+                map.insert("max_tokens".into(), value.clone());
             }
         }
         Self::from_json_map(&map, Path::new("generation_config.json")).unwrap_or_default()

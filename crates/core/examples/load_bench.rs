@@ -15,7 +15,6 @@
 //! (`posix_fadvise(DONTNEED)`, which needs no root), so the weights come off
 //! the disk; "warm" reads them once beforehand so they are all in the cache.
 
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -26,7 +25,9 @@ use mlx_harmony_core::models::Model;
 use mlx_rs::Array;
 use mlx_rs::transforms::eval;
 
+#[cfg(target_os = "linux")]
 fn drop_from_page_cache(file: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    use std::os::fd::AsRawFd;
     let handle = std::fs::File::open(file)?;
     // SAFETY: a valid open descriptor; offset 0 and length 0 mean the whole file.
     let status =
@@ -35,6 +36,16 @@ fn drop_from_page_cache(file: &Path) -> Result<(), Box<dyn std::error::Error>> {
         return Err(format!("posix_fadvise({}) failed: {status}", file.display()).into());
     }
     Ok(())
+}
+
+/// Only Linux can drop one file from the page cache without root.
+#[cfg(not(target_os = "linux"))]
+fn drop_from_page_cache(_file: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    Err(
+        "cold-cache runs need Linux (posix_fadvise); on macOS run `sudo purge` before a \
+         warm-cache run instead"
+            .into(),
+    )
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -372,12 +372,12 @@ impl HarmonyEncoding {
         config: RenderConfig,
     ) -> Result<Vec<u32>, HarmonyError> {
         let mut out = self.render_conversation(messages, config)?;
-        if let Some(last) = messages.last() {
-            if last.author.role == Role::Assistant && last.channel.as_deref() == Some("final") {
-                if let Some(end) = out.last_mut() {
-                    *end = self.special(Special::Return);
-                }
-            }
+        if let Some(last) = messages.last()
+            && last.author.role == Role::Assistant
+            && last.channel.as_deref() == Some("final")
+            && let Some(end) = out.last_mut()
+        {
+            *end = self.special(Special::Return);
         }
         Ok(out)
     }

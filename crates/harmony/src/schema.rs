@@ -131,17 +131,17 @@ fn object_to_typescript(schema: &Value, indent: &str) -> String {
                 out.push_str(&format!("{indent}// {title}\n{indent}//\n"));
             }
             let variants = property.get("oneOf").and_then(Value::as_array);
-            if property.get("oneOf").is_none() {
-                if let Some(description) = text(property, "description") {
-                    out.push_str(&format!("{indent}// {description}\n"));
-                }
+            if property.get("oneOf").is_none()
+                && let Some(description) = text(property, "description")
+            {
+                out.push_str(&format!("{indent}// {description}\n"));
             }
-            if let Some(examples) = property.get("examples").and_then(Value::as_array) {
-                if !examples.is_empty() {
-                    out.push_str(&format!("{indent}// Examples:\n"));
-                    for example in examples.iter().filter_map(Value::as_str) {
-                        out.push_str(&format!("{indent}// - \"{example}\"\n"));
-                    }
+            if let Some(examples) = property.get("examples").and_then(Value::as_array)
+                && !examples.is_empty()
+            {
+                out.push_str(&format!("{indent}// Examples:\n"));
+                for example in examples.iter().filter_map(Value::as_str) {
+                    out.push_str(&format!("{indent}// - \"{example}\"\n"));
                 }
             }
             if let Some(variants) = variants {
@@ -197,12 +197,11 @@ fn one_of_property(
             to_typescript(variant, &format!("{indent}   ")),
         ));
         let mut notes = Vec::new();
-        if !(index == 0 && described_above) {
-            if let Some(variant_description) = text(variant, "description") {
-                if Some(variant_description) != description {
-                    notes.push(variant_description.to_string());
-                }
-            }
+        if !(index == 0 && described_above)
+            && let Some(variant_description) = text(variant, "description")
+            && Some(variant_description) != description
+        {
+            notes.push(variant_description.to_string());
         }
         if let Some(default) = variant.get("default") {
             notes.push(default_text(variant, default, false));

@@ -570,14 +570,22 @@ fn stream(port: u16, body: &Value) -> (u16, Vec<String>) {
     (status, data)
 }
 
+/// The server's resident memory: /proc on Linux, `ps` elsewhere (macOS).
 fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap()
+    if cfg!(target_os = "linux") {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        return status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+    }
+    let out = Command::new("ps")
+        .args(["-o", "rss=", "-p", &pid.to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
 #[test]
@@ -758,7 +766,13 @@ fn sigterm_during_a_server_side_tool_call_exits_cleanly() {
     let (mut server, _script) = start_scripted(
         &fixture("gpt-oss"),
         json!(["<|channel|>analysis to=python code<|message|>while True:\n    pass<|call|>"]),
-        &["--python", "--python-timeout", "60", "--shutdown-timeout", "2"],
+        &[
+            "--python",
+            "--python-timeout",
+            "60",
+            "--shutdown-timeout",
+            "2",
+        ],
     );
     let port = server.port;
     let body = chat(&server, json!({"max_tokens": 64, "stream": true}));

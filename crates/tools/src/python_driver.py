@@ -39,20 +39,31 @@ def set_limit(kind, value):
 set_limit(resource.RLIMIT_AS, LIMITS.get("memory_bytes"))
 def own_process_count():
     # RLIMIT_NPROC counts every process of the user, not only ours: the
-    # allowance is on top of what the user already runs.
+    # allowance is on top of what the user already runs. /proc where there
+    # is one (Linux), else `ps` (macOS, where a desktop user runs hundreds);
+    # None when neither answers, and then no process limit is set rather
+    # than one that would stop every subprocess.
     uid = os.getuid()
-    count = 0
-    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
-        try:
-            if entry.isdigit() and os.stat(f"/proc/{entry}").st_uid == uid:
-                count += 1
-        except OSError:
-            pass
-    return count
+    if os.path.isdir("/proc"):
+        count = 0
+        for entry in os.listdir("/proc"):
+            try:
+                if entry.isdigit() and os.stat(f"/proc/{entry}").st_uid == uid:
+                    count += 1
+            except OSError:
+                pass
+        return count
+    try:
+        import subprocess
+        listed = subprocess.run(["ps", "-A", "-o", "uid="], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.split()
+        return sum(1 for u in listed if u.strip() == str(uid))
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
-if LIMITS.get("processes") is not None:
-    set_limit(resource.RLIMIT_NPROC, own_process_count() + LIMITS["processes"])
+if LIMITS.get("processes") is not None and (running := own_process_count()) is not None:
+    set_limit(resource.RLIMIT_NPROC, running + LIMITS["processes"])
 set_limit(resource.RLIMIT_FSIZE, LIMITS.get("file_bytes"))
 CPU_SECONDS = LIMITS.get("cpu_seconds")
 CAPTURE_BYTES = LIMITS.get("capture_bytes", 1 << 20)

@@ -83,9 +83,21 @@ fn a_runaway_loop_is_stopped_at_the_timeout_and_the_session_restarts() {
 }
 
 /// Processes whose command line names this session's working folder (the
-/// driver's arguments do, and forked children keep them).
+/// driver's arguments do, and forked children keep them): from /proc on
+/// Linux, from `ps` elsewhere (macOS).
 fn processes_of(python: &PythonSession) -> Vec<u32> {
     let marker = python.workdir().display().to_string();
+    if !cfg!(target_os = "linux") {
+        let out = std::process::Command::new("ps")
+            .args(["-A", "-o", "pid=,command="])
+            .output()
+            .unwrap();
+        return String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|line| line.contains(&marker))
+            .filter_map(|line| line.split_whitespace().next()?.parse().ok())
+            .collect();
+    }
     std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
@@ -149,6 +161,11 @@ fn cpu_time_is_limited_per_call() {
 }
 
 #[test]
+#[cfg_attr(
+    target_os = "macos",
+    ignore = "macOS does not enforce RLIMIT_AS, so the memory limit does not hold there \
+              (docs/TOOLS.md); the test would allocate until the system stops it"
+)]
 fn a_memory_hog_gets_a_memory_error() {
     let _serial = one_at_a_time();
     let mut python = session(|c| c.memory_bytes = 512 << 20);

@@ -1,0 +1,64 @@
+//! The set-up scripts' checks, run under a fake `uname` and fake
+//! interpreters: what a Mac with only Apple's Python 3.9 is told.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+fn fake(dir: &Path, name: &str, body: &str) {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn find_python(path_dir: &Path, python: Option<&str>) -> std::process::Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/find-python");
+    let mut command = Command::new("bash");
+    command
+        .arg(script)
+        .env("PATH", format!("{}:/usr/bin:/bin", path_dir.display()))
+        .env_remove("PYTHON");
+    if let Some(python) = python {
+        command.env("PYTHON", python);
+    }
+    command.output().unwrap()
+}
+
+#[test]
+fn an_old_python_is_refused_with_what_to_install() {
+    let dir = tempfile::tempdir().unwrap();
+    // Every candidate answers as Python 3.9 does: the version check fails.
+    for name in [
+        "python3",
+        "python3.10",
+        "python3.11",
+        "python3.12",
+        "python3.13",
+    ] {
+        fake(
+            dir.path(),
+            name,
+            r#"case "$*" in *platform*) echo 3.9.6 ;; *) exit 1 ;; esac"#,
+        );
+    }
+    fake(dir.path(), "uname", "echo Darwin");
+    let out = find_python(dir.path(), None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("Python 3.10 or newer (python3 is 3.9.6)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("brew install python@3.12"), "{stderr}");
+    // PYTHON chooses one; a wrong one is said to be wrong.
+    let refused = find_python(dir.path(), Some("/nonexistent/python"));
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("PYTHON=/nonexistent/python"));
+    fake(dir.path(), "good-python", "exit 0");
+    let chosen = find_python(
+        dir.path(),
+        Some(dir.path().join("good-python").to_str().unwrap()),
+    );
+    assert!(chosen.status.success(), "{chosen:?}");
+    assert!(String::from_utf8_lossy(&chosen.stdout).contains("good-python"));
+}
