@@ -329,6 +329,9 @@ pub struct GenerationSettings {
     /// `None`: a fresh random seed.
     pub seed: Option<u64>,
     pub stop: Vec<String>,
+    /// Added to the logits of these token ids: a request's own (the API's
+    /// `logit_bias`), never from a prompt config; empty after `resolve`.
+    pub logit_bias: Vec<(u32, f32)>,
 }
 
 /// The built-in defaults. `max_tokens` is 1024 for Harmony (GPT-OSS)
@@ -403,6 +406,7 @@ pub fn resolve(
         xtc_threshold: h.xtc_threshold.unwrap(),
         seed: h.seed.and_then(|s| u64::try_from(s).ok()),
         stop: h.stop.unwrap(),
+        logit_bias: Vec::new(),
     };
     Resolved { settings, sources }
 }

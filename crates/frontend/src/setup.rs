@@ -90,7 +90,7 @@ pub fn sampler(
         xtc_special_tokens: loaded.eos_token_ids.clone(),
         repetition_penalty: settings.repetition_penalty as f32,
         repetition_context_size: settings.repetition_context_size,
-        logit_bias: Vec::new(),
+        logit_bias: settings.logit_bias.clone(),
         seed: settings.seed,
     })
 }

@@ -80,6 +80,14 @@ pub struct RequestMessage {
     pub reasoning_content: Option<String>,
     #[serde(default)]
     pub refusal: Option<String>,
+    /// What the SDK's `message.model_dump()` carries back: URL citations
+    /// (ignored), audio (refused unless null), the legacy single call.
+    #[serde(default)]
+    pub annotations: Option<Value>,
+    #[serde(default)]
+    pub audio: Option<Value>,
+    #[serde(default)]
+    pub function_call: Option<RequestFunctionCall>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -149,6 +157,8 @@ macro_rules! request_body {
             pub frequency_penalty: Option<f64>,
             #[serde(default)]
             pub presence_penalty: Option<f64>,
+            #[serde(default)]
+            pub logit_bias: Option<std::collections::BTreeMap<String, f64>>,
         }
 
         impl $name {
@@ -167,6 +177,7 @@ macro_rules! request_body {
                     n: self.n,
                     frequency_penalty: self.frequency_penalty,
                     presence_penalty: self.presence_penalty,
+                    logit_bias: &self.logit_bias,
                 }
             }
 
@@ -204,6 +215,33 @@ request_body! {
         pub metadata: Option<Value>,
         #[serde(default)]
         pub store: Option<bool>,
+        #[serde(default)]
+        pub top_logprobs: Option<i64>,
+        /// Legacy function calling: `functions` are tools, `function_call`
+        /// is `tool_choice`.
+        #[serde(default)]
+        pub functions: Option<Vec<FunctionSpec>>,
+        #[serde(default)]
+        pub function_call: Option<Value>,
+        #[serde(default)]
+        pub modalities: Option<Vec<String>>,
+        #[serde(default)]
+        pub audio: Option<Value>,
+        #[serde(default)]
+        pub web_search_options: Option<Value>,
+        /// Accepted and ignored (documented in docs/SERVER.md): the prompt
+        /// cache is automatic, there is one service tier, and the answer's
+        /// length follows max_tokens.
+        #[serde(default)]
+        pub service_tier: Option<Value>,
+        #[serde(default)]
+        pub prompt_cache_key: Option<Value>,
+        #[serde(default)]
+        pub safety_identifier: Option<Value>,
+        #[serde(default)]
+        pub verbosity: Option<Value>,
+        #[serde(default)]
+        pub prediction: Option<Value>,
     }
 }
 
@@ -218,6 +256,10 @@ request_body! {
         pub echo: Option<bool>,
         #[serde(default)]
         pub logprobs: Option<Value>,
+        #[serde(default)]
+        pub suffix: Option<Value>,
+        #[serde(default)]
+        pub best_of: Option<i64>,
     }
 }
 
@@ -241,6 +283,7 @@ pub struct SharedFields<'a> {
     pub n: Option<i64>,
     pub frequency_penalty: Option<f64>,
     pub presence_penalty: Option<f64>,
+    pub logit_bias: &'a Option<std::collections::BTreeMap<String, f64>>,
 }
 
 /// Reads a request body: invalid JSON, a field of the wrong type or an
@@ -300,6 +343,30 @@ impl SharedFields<'_> {
             }
         }
         Ok(n)
+    }
+
+    /// `logit_bias` as token ids and biases: ids are whole numbers, biases
+    /// from -100 to 100 (OpenAI's range). Whether an id is in the model's
+    /// vocabulary is checked by the model thread, which knows it.
+    pub fn logit_bias(&self) -> Result<Vec<(u32, f32)>, ApiError> {
+        let mut out = Vec::new();
+        for (token, bias) in self.logit_bias.iter().flatten() {
+            let param = Some(format!("logit_bias.{token}"));
+            let Ok(id) = token.trim().parse::<u32>() else {
+                return Err(ApiError::invalid(format!(
+                    "logit_bias keys are token ids (whole numbers as strings), not {token:?}"
+                ))
+                .with_param(param));
+            };
+            if !(-100.0..=100.0).contains(bias) {
+                return Err(ApiError::invalid(format!(
+                    "logit_bias values are from -100 to 100, got {bias} for token {id}"
+                ))
+                .with_param(param));
+            }
+            out.push((id, *bias as f32));
+        }
+        Ok(out)
     }
 
     /// The sampling settings the request asks for, checked against the
@@ -388,8 +455,43 @@ pub fn history(messages: &[RequestMessage]) -> Result<Vec<ChatMessage>, ApiError
             Some(c) => c.text(&format!("{field}.content"))?,
             None => String::new(),
         };
-        let mut message = ChatMessage::new(&m.role, &content);
+        if m.audio.as_ref().is_some_and(|a| !a.is_null()) {
+            return Err(ApiError::invalid(format!(
+                "{field}: audio is not supported; send the text of the message"
+            ))
+            .with_param(Some(format!("{field}.audio"))));
+        }
+        // Legacy function calling: a `function` message answers the latest
+        // `function_call` of that name, as a tool message answers its call.
+        let role = if m.role == "function" {
+            "tool"
+        } else {
+            m.role.as_str()
+        };
+        let mut message = ChatMessage::new(role, &content);
         match m.role.as_str() {
+            "function" => {
+                let Some(name) = &m.name else {
+                    return Err(ApiError::invalid(format!(
+                        "{field} (function) needs the `name` of the function it answers"
+                    ))
+                    .with_param(Some(format!("{field}.name"))));
+                };
+                let answered = (0..i).rev().find(|&j| {
+                    messages[j]
+                        .function_call
+                        .as_ref()
+                        .is_some_and(|c| &c.name == name)
+                });
+                let Some(j) = answered else {
+                    return Err(ApiError::invalid(format!(
+                        "{field}: no earlier assistant message has a function_call to {name:?}"
+                    ))
+                    .with_param(Some(format!("{field}.name"))));
+                };
+                message.tool_call_id = Some(legacy_call_id(j));
+                message.name = Some(name.clone());
+            }
             "system" | "developer" | "user" => {
                 if m.content.is_none() {
                     return Err(
@@ -400,6 +502,18 @@ pub fn history(messages: &[RequestMessage]) -> Result<Vec<ChatMessage>, ApiError
             }
             "assistant" => {
                 message.reasoning_content = m.reasoning_content.clone();
+                if let Some(call) = &m.function_call {
+                    let arguments = serde_json::from_str(&call.arguments)
+                        .unwrap_or_else(|_| Value::String(call.arguments.clone()));
+                    message.tool_calls.push(ToolCall {
+                        id: legacy_call_id(i),
+                        kind: "function".into(),
+                        function: FunctionCall {
+                            name: call.name.clone(),
+                            arguments,
+                        },
+                    });
+                }
                 for call in m.tool_calls.iter().flatten() {
                     let arguments = serde_json::from_str(&call.function.arguments)
                         .unwrap_or_else(|_| Value::String(call.function.arguments.clone()));
@@ -441,7 +555,8 @@ pub fn history(messages: &[RequestMessage]) -> Result<Vec<ChatMessage>, ApiError
             }
             other => {
                 return Err(ApiError::invalid(format!(
-                    "{field}: unknown role {other:?}; use system, developer, user, assistant or tool"
+                    "{field}: unknown role {other:?}; use system, developer, user, assistant or \
+                     tool (or the legacy function)"
                 ))
                 .with_param(Some(format!("{field}.role"))));
             }
@@ -449,6 +564,67 @@ pub fn history(messages: &[RequestMessage]) -> Result<Vec<ChatMessage>, ApiError
         out.push(message);
     }
     Ok(out)
+}
+
+/// The id given to a legacy `function_call` of message `index`.
+fn legacy_call_id(index: usize) -> String {
+    format!("call_legacy_{index}")
+}
+
+/// Legacy function calling (`functions`, `function_call`) as `tools` and
+/// `tool_choice`; both styles at once is a 400.
+pub fn legacy_functions(
+    tools: &Option<Vec<ToolSpec>>,
+    tool_choice: &Option<Value>,
+    functions: &Option<Vec<FunctionSpec>>,
+    function_call: &Option<Value>,
+) -> Result<(Option<Vec<ToolSpec>>, Option<Value>), ApiError> {
+    if functions.is_none() && function_call.is_none() {
+        return Ok((tools.clone(), tool_choice.clone()));
+    }
+    if tools.is_some() || tool_choice.is_some() {
+        return Err(ApiError::invalid(
+            "send `tools`/`tool_choice` or the legacy `functions`/`function_call`, not both",
+        )
+        .with_param(Some("functions".into())));
+    }
+    let tools = functions.as_ref().map(|functions| {
+        functions
+            .iter()
+            .map(|f| ToolSpec {
+                kind: "function".into(),
+                function: f.clone(),
+            })
+            .collect()
+    });
+    let choice = match function_call {
+        None => None,
+        Some(Value::String(s)) if s == "auto" || s == "none" => Some(json!(s)),
+        Some(Value::Object(o)) if o.get("name").is_some_and(Value::is_string) => {
+            Some(json!({"type": "function", "function": {"name": o["name"]}}))
+        }
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "function_call must be \"auto\", \"none\" or {{\"name\": \"…\"}}, not {other}"
+            ))
+            .with_param(Some("function_call".into())));
+        }
+    };
+    Ok((tools, choice))
+}
+
+/// Request fields with no meaning here that are refused unless they ask for
+/// nothing (`null`, text only): audio, web search, insertion.
+pub fn refuse_unsupported(fields: &[(&str, Option<&Value>, &str)]) -> Result<(), ApiError> {
+    for (name, value, why) in fields {
+        if value.is_some_and(|v| !v.is_null()) {
+            return Err(
+                ApiError::invalid(format!("`{name}` is not supported: {why}"))
+                    .with_param(Some((*name).into())),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The request's tools as function descriptions, and the call `tool_choice`

@@ -26,15 +26,36 @@ pub async fn chat_completions(
     let request: ChatRequest = api::parse(&body)?;
     let mut shared = request.shared();
     let n = shared.accept(&state.model_id)?;
-    if request.logprobs == Some(true) {
+    if request.logprobs == Some(true) || request.top_logprobs.is_some_and(|n| n > 0) {
         return Err(
             ApiError::invalid("logprobs are not supported").with_param(Some("logprobs".into()))
         );
     }
+    if let Some(modalities) = &request.modalities
+        && modalities.iter().any(|m| m != "text")
+    {
+        return Err(ApiError::invalid("only the \"text\" modality is supported")
+            .with_param(Some("modalities".into())));
+    }
+    api::refuse_unsupported(&[
+        ("audio", request.audio.as_ref(), "the answer is text"),
+        (
+            "web_search_options",
+            request.web_search_options.as_ref(),
+            "start the server with --browser for a GPT-OSS model's own browsing",
+        ),
+    ])?;
     shared.max_tokens = request.max_completion_tokens.or(shared.max_tokens);
     let hyper = shared.hyperparameters()?;
+    let logit_bias = shared.logit_bias()?;
     let history = api::history(&request.messages)?;
-    let (functions, forced_call) = api::functions(&request.tools, &request.tool_choice)?;
+    let (tools, tool_choice) = api::legacy_functions(
+        &request.tools,
+        &request.tool_choice,
+        &request.functions,
+        &request.function_call,
+    )?;
+    let (functions, forced_call) = api::functions(&tools, &tool_choice)?;
     if forced_call.is_some() && !state.harmony {
         return Err(ApiError::invalid(
             "tool_choice \"required\" or a named function needs a GPT-OSS (Harmony) model: \
@@ -65,7 +86,8 @@ pub async fn chat_completions(
     let buffer_answer = !state.harmony && !functions.is_empty();
     setup.functions = functions;
     setup.forced_call = forced_call;
-    let settings = resolve(&state, hyper);
+    let mut settings = resolve(&state, hyper);
+    settings.logit_bias = logit_bias;
     let (stream, include_usage) = request.streaming();
     let task = Task::Chat {
         history,

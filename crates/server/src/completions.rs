@@ -28,9 +28,21 @@ pub async fn completions(
     if request.echo == Some(true) || request.logprobs.as_ref().is_some_and(|l| !l.is_null()) {
         return Err(ApiError::invalid("echo and logprobs are not supported"));
     }
+    api::refuse_unsupported(&[(
+        "suffix",
+        request.suffix.as_ref(),
+        "text is only continued, not inserted",
+    )])?;
+    if request.best_of.is_some_and(|b| b != 1 && b != n as i64) {
+        return Err(ApiError::invalid(
+            "`best_of` other than 1 (or n) is not supported: ask for `n` choices instead",
+        )
+        .with_param(Some("best_of".into())));
+    }
     let prompt = request.prompt.text("prompt")?;
     let hyper = shared.hyperparameters()?;
-    let settings = resolve(&state, hyper);
+    let mut settings = resolve(&state, hyper);
+    settings.logit_bias = shared.logit_bias()?;
     let (stream, include_usage) = request.streaming();
     let mut choices = choices::submit(&state, Task::Completion { prompt }, settings, n).await?;
     let id = format!("cmpl-{:x}", now_nanos());

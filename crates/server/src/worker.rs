@@ -135,6 +135,17 @@ impl WorkerConfig {
         settings: &GenerationSettings,
         loaded: &LoadedModel,
     ) -> Result<Sampler, ApiError> {
+        // Checked here, where the vocabulary is known: a bad id would
+        // otherwise fail at sampling time, inside a batch step shared with
+        // other requests.
+        let vocab = loaded.model.vocab_size().max(0) as u32;
+        if let Some((id, _)) = settings.logit_bias.iter().find(|(id, _)| *id >= vocab) {
+            return Err(ApiError::invalid(format!(
+                "logit_bias: token {id} is not in the model's vocabulary (ids 0 to {})",
+                vocab.saturating_sub(1)
+            ))
+            .with_param(Some(format!("logit_bias.{id}"))));
+        }
         #[cfg(feature = "scripted-replies")]
         if let Some(script) = &self.script {
             return script.sampler();

@@ -40,12 +40,17 @@ check(json.loads(call.function.arguments) == {"city": "Oslo"}, f"arguments {call
 check(choice.message.model_extra.get("reasoning_content") == "Need the weather.", f"reasoning {choice.message}")
 check(first.usage.prompt_tokens > 0 and first.usage.completion_tokens > 0, f"usage {first.usage}")
 
-# The tool's answer goes back; the model answers.
+# The tool's answer goes back; the model answers. The assistant message goes
+# back as the SDK dumps it (annotations, audio, function_call, refusal: null),
+# and the request carries fields of the current schema this server ignores.
 followup = question + [
-    {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+    choice.message.model_dump(),
     {"role": "tool", "tool_call_id": call.id, "content": json.dumps({"sky": "sunny", "c": 21})},
 ]
-second = client.chat.completions.create(model=model, messages=followup, tools=tools)
+second = client.chat.completions.create(
+    model=model, messages=followup, tools=tools, service_tier="auto", prompt_cache_key="weather",
+    safety_identifier="user-1", verbosity="low", modalities=["text"], logit_bias={"0": -1},
+    top_logprobs=0, store=False, metadata={"run": "sdk-test"}, parallel_tool_calls=True)
 check(second.choices[0].finish_reason == "stop", f"finish {second.choices[0].finish_reason}")
 check(second.choices[0].message.content == "Sunny, 21 °C in Oslo.", f"content {second.choices[0].message}")
 check(second.usage.prompt_tokens > first.usage.prompt_tokens, "the tool round trip made the prompt longer")

@@ -272,6 +272,57 @@ fn every_bad_request_gets_an_openai_error_and_the_server_stays_up() {
         ),
         (chat(&server, json!({"stop": 7})), 400, Some("stop"), None),
         (chat(&server, json!({"n": 0})), 400, Some("n"), None),
+        (
+            chat(&server, json!({"logit_bias": {"9999999": 5}})),
+            400,
+            Some("logit_bias.9999999"),
+            None,
+        ),
+        (
+            chat(&server, json!({"logit_bias": {"5": 200}})),
+            400,
+            Some("logit_bias.5"),
+            None,
+        ),
+        (
+            chat(&server, json!({"logit_bias": {"five": 1}})),
+            400,
+            Some("logit_bias.five"),
+            None,
+        ),
+        (
+            chat(&server, json!({"modalities": ["text", "audio"]})),
+            400,
+            Some("modalities"),
+            None,
+        ),
+        (
+            chat(
+                &server,
+                json!({"audio": {"voice": "alloy", "format": "wav"}}),
+            ),
+            400,
+            Some("audio"),
+            None,
+        ),
+        (
+            chat(
+                &server,
+                json!({"functions": [{"name": "f"}], "tools": [{"type": "function", "function": {"name": "g"}}]}),
+            ),
+            400,
+            Some("functions"),
+            None,
+        ),
+        (
+            chat(
+                &server,
+                json!({"messages": [{"role": "function", "name": "f", "content": "1"}]}),
+            ),
+            400,
+            Some("messages[0].name"),
+            None,
+        ),
         (chat(&server, json!({"n": 17})), 400, Some("n"), None),
         (
             chat(&server, json!({"frequency_penalty": 0.5})),
@@ -388,6 +439,13 @@ fn every_bad_request_gets_an_openai_error_and_the_server_stays_up() {
     assert_error(status, &answer, 400, Some("max_tokens"), None);
     let (status, answer) = request(port, "POST", "/v1/completions", &json!({"model": "tiny"}));
     assert_error(status, &answer, 400, None, None);
+    let (status, answer) = request(
+        port,
+        "POST",
+        "/v1/completions",
+        &json!({"model": "tiny", "prompt": "x", "suffix": "y"}),
+    );
+    assert_error(status, &answer, 400, Some("suffix"), None);
 
     // Too large a body, a wrong method, an unknown path.
     let big =
@@ -414,6 +472,56 @@ fn every_bad_request_gets_an_openai_error_and_the_server_stays_up() {
     assert_eq!(answer["choices"][0]["finish_reason"], "length");
     let (status, health) = request(port, "GET", "/health", &json!({}));
     assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
+}
+
+#[test]
+fn legacy_functions_and_logit_bias_are_honoured() {
+    let server = start(&fixture("llama"), &[]);
+    let port = server.port;
+    // A conversation in the legacy style: functions, an assistant
+    // function_call and the function's answer.
+    let (status, answer) = request(
+        port,
+        "POST",
+        "/v1/chat/completions",
+        &chat(
+            &server,
+            json!({
+                "functions": [{"name": "get_time", "parameters": {"type": "object"}}],
+                "function_call": "auto",
+                "messages": [
+                    {"role": "user", "content": "What time is it?"},
+                    {"role": "assistant", "content": null,
+                     "function_call": {"name": "get_time", "arguments": "{}"}},
+                    {"role": "function", "name": "get_time", "content": "12:00"},
+                ],
+                "max_tokens": 4,
+            }),
+        ),
+    );
+    assert_eq!(status, 200, "{answer}");
+    // logit_bias moves greedy decoding: +100 on one token makes it the
+    // answer, so two different tokens give two different answers, each
+    // different from the unbiased one and each the same when asked again.
+    let complete = |bias: Value| {
+        let (status, answer) = request(
+            port,
+            "POST",
+            "/v1/completions",
+            &json!({"model": "tiny", "prompt": "Once", "max_tokens": 3, "temperature": 0,
+                    "logit_bias": bias}),
+        );
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["usage"]["completion_tokens"], 3, "{answer}");
+        answer["choices"][0]["text"].as_str().unwrap().to_string()
+    };
+    let plain = complete(json!({}));
+    let a = complete(json!({"1000": 100}));
+    let b = complete(json!({"2000": 100}));
+    assert_ne!(a, plain);
+    assert_ne!(b, plain);
+    assert_ne!(a, b);
+    assert_eq!(complete(json!({"1000": 100})), a);
 }
 
 #[test]
