@@ -62,3 +62,43 @@ fn an_old_python_is_refused_with_what_to_install() {
     assert!(chosen.status.success(), "{chosen:?}");
     assert!(String::from_utf8_lossy(&chosen.stdout).contains("good-python"));
 }
+
+fn bootstrap_on_a_fake_mac(dir: &Path) -> std::process::Output {
+    fake(dir, "uname", "echo Darwin");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bootstrap");
+    Command::new("bash")
+        .arg(script)
+        .env("PATH", format!("{}:/usr/bin:/bin", dir.display()))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn bootstrap_on_a_mac_names_each_missing_prerequisite_and_its_command() {
+    let dir = tempfile::tempdir().unwrap();
+    // macOS 13, an old cmake, Command Line Tools without Metal.
+    fake(dir.path(), "sw_vers", "echo 13.6");
+    fake(dir.path(), "cmake", "echo 'cmake version 3.22.1'");
+    fake(dir.path(), "xcrun", "exit 1");
+    let out = bootstrap_on_a_fake_mac(dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("macOS 14 or newer is needed (this is 13.6)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("cmake 3.22.1 is too old"), "{stderr}");
+    assert!(stderr.contains("brew upgrade cmake"), "{stderr}");
+    assert!(
+        stderr.contains("xcodebuild -downloadComponent MetalToolchain"),
+        "{stderr}"
+    );
+
+    // All present: it says what the first build costs and succeeds.
+    fake(dir.path(), "sw_vers", "echo 15.1");
+    fake(dir.path(), "cmake", "echo 'cmake version 3.31.6'");
+    fake(dir.path(), "xcrun", "echo /usr/bin/metal");
+    let out = bootstrap_on_a_fake_mac(dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+}
