@@ -136,12 +136,44 @@ fn metal_working_set() -> Option<usize> {
     }
 }
 
+/// The macOS version (`sw_vers -productVersion`), `None` elsewhere.
+fn macos_version() -> Option<String> {
+    if !cfg!(target_os = "macos") {
+        return None;
+    }
+    let out = std::process::Command::new("sw_vers")
+        .arg("-productVersion")
+        .output()
+        .ok()?;
+    let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !version.is_empty()).then_some(version)
+}
+
+/// Whether MLX's Metal wired limit takes effect on this macOS version (15+).
+fn wired_limit_supported(version: &str) -> bool {
+    version
+        .split('.')
+        .next()
+        .and_then(|major| major.parse::<u32>().ok())
+        .is_some_and(|major| major >= 15)
+}
+
 /// Keeps `weight_bytes` of model weights resident: on Metal by raising MLX's
 /// wired limit (the weights must fit in 90% of the GPU's recommended working
 /// set); on the CPU back end by locking the process's pages; on CUDA there
 /// is nothing to do (weights live in GPU memory, which is never paged out).
 pub fn wire_weights(weight_bytes: usize, on_gpu: bool) -> Result<Wired> {
     if on_gpu && metal_available() {
+        // MLX keeps wired memory through Metal residency sets, which macOS
+        // has from version 15; before, setting the limit does nothing.
+        if let Some(version) = macos_version()
+            && !wired_limit_supported(&version)
+        {
+            return Ok(Wired::NotSupported(format!(
+                "Metal's wired-memory limit needs macOS 15 or newer (residency sets); on macOS \
+                 {version} the weights stay pageable"
+            )));
+        }
         let Some(working_set) = metal_working_set() else {
             return Ok(Wired::NotSupported(
                 "MLX did not report Metal's working-set size; memory left unwired".into(),
@@ -184,6 +216,15 @@ fn lock_process_memory() -> Result<Wired> {
         Ok(Wired::Locked)
     } else {
         let error = std::io::Error::last_os_error();
+        if error.raw_os_error() == Some(libc::ENOSYS) {
+            // macOS has no mlockall: no limit to raise.
+            return Err(Error::Invalid(
+                "--mlock: this system cannot lock a whole process's memory (mlockall; macOS \
+                 has none); on a Mac run on the GPU (the default), where --mlock sets Metal's \
+                 wired-memory limit, or run without --mlock"
+                    .into(),
+            ));
+        }
         Err(Error::Invalid(format!(
             "--mlock: cannot lock memory ({error}); raise the locked-memory limit (ulimit -l, or memlock in /etc/security/limits.conf) or run without --mlock"
         )))
@@ -242,4 +283,18 @@ pub fn open(
         on_note(&wired.to_string());
     }
     Ok((generator, path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wired_limit_needs_macos_15() {
+        assert!(!wired_limit_supported("14.7.1"));
+        assert!(!wired_limit_supported("13.0"));
+        assert!(wired_limit_supported("15.0"));
+        assert!(wired_limit_supported("26.1"));
+        assert!(!wired_limit_supported("unknown"));
+    }
 }
