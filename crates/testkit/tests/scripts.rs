@@ -102,3 +102,52 @@ fn bootstrap_on_a_mac_names_each_missing_prerequisite_and_its_command() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
 }
+
+#[test]
+fn a_mac_package_carries_the_metallib_beside_the_programs() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    fake(
+        &bin,
+        "uname",
+        r#"case "$1" in -m) echo arm64 ;; *) echo Darwin ;; esac"#,
+    );
+    // A release build's programs and the metallib the build left in ~/.mlx.
+    let target = dir.path().join("target");
+    std::fs::create_dir_all(target.join("release")).unwrap();
+    for program in [
+        "mlx-harmony-chat",
+        "mlx-harmony-generate",
+        "mlx-harmony-server",
+        "mlx-harmony-convert-dialogue",
+    ] {
+        std::fs::write(target.join("release").join(program), "binary").unwrap();
+    }
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(home.join(".mlx/lib/0123abcd")).unwrap();
+    std::fs::write(home.join(".mlx/lib/0123abcd/mlx.metallib"), "kernels").unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = Command::new("bash")
+        .arg(repo.join("scripts/package"))
+        .arg("--no-build")
+        .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+        .env("HOME", &home)
+        .env("CARGO_TARGET_DIR", &target)
+        .env_remove("MLX_RS_METAL_PATH")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let folder = repo.join(String::from_utf8_lossy(&out.stdout).trim());
+    assert!(
+        folder.to_string_lossy().ends_with("-darwin-arm64"),
+        "{}",
+        folder.display()
+    );
+    assert_eq!(
+        std::fs::read_to_string(folder.join("mlx.metallib")).unwrap(),
+        "kernels"
+    );
+    assert!(folder.join("mlx-harmony-server").exists());
+    std::fs::remove_dir_all(&folder).unwrap();
+}
