@@ -3,19 +3,19 @@
 
 mlx-rs 0.33 builds out of the box on macOS only: its mlx-sys 0.7.0 build script
 clones and compiles MLX and links Apple frameworks. On Linux we instead use the
-prebuilt MLX 0.32.2 that PyPI publishes (headers, CMake config and libmlx.so)
+prebuilt MLX 0.32.4 that PyPI publishes (headers, CMake config and libmlx.so)
 and a locally patched copy of mlx-sys that builds only mlx-c against it.
 
 What this script does, each step skipped when it is already done:
-  1. downloads `mlx-cpu==0.32.2` (always: it is what we compile and link against)
-     and, with `--backend cuda`, `mlx-cuda-13==0.32.2` with its NVIDIA runtime
+  1. downloads `mlx-cpu==0.32.4` (always: it is what we compile and link against)
+     and, with `--backend cuda`, `mlx-cuda-13==0.32.4` with its NVIDIA runtime
      wheels, unpacked under `.mlx/` (git-ignored);
   2. copies mlx-sys 0.7.0 out of cargo's registry cache into `.mlx/mlx-sys-0.7.0`
      and patches it for Linux (nothing of it is ever committed);
   3. writes `.cargo/config.toml` (git-ignored): the `[patch.crates-io]` entry,
      `MLX_DIR`, and an rpath so binaries find libmlx.so without LD_LIBRARY_PATH.
 
-The CPU and CUDA builds of libmlx 0.32.2 export the same C++ API, so one build
+The CPU and CUDA builds of libmlx 0.32.4 export the same C++ API, so one build
 runs on both: the back end is picked at run time by which libmlx.so the loader
 finds (the rpath written here, or LD_LIBRARY_PATH, which takes precedence).
 
@@ -35,13 +35,13 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-MLX_VERSION = "0.32.2"
+MLX_VERSION = "0.32.4"
 MLX_SYS_VERSION = "0.7.0"
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".mlx"
 
 # Bumped whenever the patch below changes, so old patched copies are remade.
-PATCH_REVISION = "4"
+PATCH_REVISION = "5"
 
 
 def say(message: str) -> None:
@@ -244,6 +244,14 @@ def make_patched_mlx_sys(dest: Path) -> None:
         "bindgen::Builder::default()\n"
         "            .new_type_alias(\"float16_t\")\n"
         "            .derive_default(true)\n",
+    )
+    # mlx-c 0.7.0 was written for MLX 0.32.2; 0.32.4 gave gather_qmm a
+    # `global_scale` argument before `sorted_indices`. The C function keeps its
+    # signature (no global scale, as before).
+    patch_text(
+        dest / "src/mlx-c/mlx/c/ops.cpp",
+        "            std::string(mode),\n            sorted_indices,\n",
+        "            std::string(mode),\n            std::nullopt,\n            sorted_indices,\n",
     )
     (dest / "std_format_fallback.h").write_text(FORMAT_FALLBACK_HEADER)
     marker.write_text(PATCH_REVISION + "\n")

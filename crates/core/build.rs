@@ -13,7 +13,7 @@ fn main() {
     if target_os != "macos" && !ready {
         eprintln!(
             "\nerror: MLX is not set up for this checkout.\n\
-             \n  On Linux, mlx-harmony builds against the prebuilt MLX 0.32.2 from PyPI.\n\
+             \n  On Linux, mlx-harmony builds against the prebuilt MLX 0.32.4 from PyPI.\n\
              \n  Run once:   python3 scripts/setup-mlx.py            (CPU)\n\
              \n         or:  python3 scripts/setup-mlx.py --backend cuda   (NVIDIA GPU)\n\
              \n  then build again. See README.md, \"Building on Linux\".\n"

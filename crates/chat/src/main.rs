@@ -22,5 +22,5 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    report::exit_code(repl::run(Args::parse().chat))
+    report::exit_code(repl::run(mlx_harmony_frontend::args::parse::<Args>().chat))
 }

@@ -53,6 +53,28 @@ impl fmt::Display for SelectedDevice {
     }
 }
 
+/// The version of the MLX library this process runs on (the libmlx the
+/// loader found, which on Linux may be the CPU or the CUDA build), e.g. "0.32.4".
+pub fn mlx_version() -> String {
+    // SAFETY: a string handle made, filled and freed here; its data is read
+    // while it lives.
+    unsafe {
+        let mut text = mlx_sys::mlx_string_new();
+        let version = if mlx_sys::mlx_version(&mut text) == 0 {
+            let data = mlx_sys::mlx_string_data(text);
+            (!data.is_null()).then(|| {
+                std::ffi::CStr::from_ptr(data)
+                    .to_string_lossy()
+                    .into_owned()
+            })
+        } else {
+            None
+        };
+        mlx_sys::mlx_string_free(text);
+        version.unwrap_or_else(|| "unknown".to_string())
+    }
+}
+
 /// True when the loaded libmlx has a usable GPU back end.
 pub fn gpu_available() -> bool {
     crate::quant::ensure_mlx_error_handler();

@@ -353,3 +353,20 @@ impl ToolArgs {
         Ok(Some(ToolBox::new(config)?))
     }
 }
+
+/// What `--version` says: this program's version and the MLX it runs on.
+pub fn version() -> &'static str {
+    let text = format!(
+        "{} (MLX {})",
+        env!("CARGO_PKG_VERSION"),
+        mlx_harmony_core::device::mlx_version()
+    );
+    // Asked once per process, before the arguments are parsed.
+    Box::leak(text.into_boxed_str())
+}
+
+/// Parses the program's arguments, with [`version`] as its `--version`.
+pub fn parse<T: clap::Parser>() -> T {
+    let matches = T::command().version(version()).get_matches();
+    T::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}

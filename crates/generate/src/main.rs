@@ -25,5 +25,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    report::exit_code(oneshot::run(&Args::parse().generate))
+    report::exit_code(oneshot::run(
+        &mlx_harmony_frontend::args::parse::<Args>().generate,
+    ))
 }

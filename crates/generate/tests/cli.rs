@@ -10,6 +10,27 @@ fn generate() -> Command {
 }
 
 #[test]
+fn version_names_the_mlx_it_runs_on() {
+    let out = generate().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    // e.g. "mlx-harmony-generate 0.1.0 (MLX 0.32.4)": the library loaded, not a constant.
+    let mlx = text
+        .split("(MLX ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_else(|| panic!("no MLX version in {text:?}"));
+    assert!(
+        mlx.split('.').count() == 3 && mlx.split('.').all(|p| p.parse::<u32>().is_ok()),
+        "{text:?}"
+    );
+    assert!(text.starts_with(&format!(
+        "mlx-harmony-generate {}",
+        env!("CARGO_PKG_VERSION")
+    )));
+}
+
+#[test]
 fn help_lists_the_flags_with_defaults() {
     let out = generate().arg("--help").output().unwrap();
     assert!(out.status.success());

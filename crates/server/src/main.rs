@@ -21,5 +21,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    report::exit_code(serve::run(Args::parse().serve))
+    report::exit_code(serve::run(
+        mlx_harmony_frontend::args::parse::<Args>().serve,
+    ))
 }
