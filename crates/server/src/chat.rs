@@ -2,15 +2,11 @@
 //! conversation for the model thread, and its choices' events turned into a
 //! `chat.completion` or a stream of `chat.completion.chunk`s.
 
-use std::convert::Infallible;
-
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
 use crate::api::{self, ChatRequest, Usage};
 use crate::choices::{self, Choices};
@@ -148,100 +144,74 @@ async fn collect_chat(
     })))
 }
 
-/// Turns the choices' events into OpenAI chunks, in a task of its own: when
-/// the client goes away the chunk channel closes, the task drops the event
-/// channels, and the model thread stops those sequences at their next token.
+/// `chat.completion.chunk`s: a delta per event, the function calls of each
+/// choice numbered as they start.
+struct ChatChunks {
+    id: String,
+    model: String,
+    created: u64,
+    /// Per choice: the function calls started so far.
+    calls: Vec<usize>,
+}
+
+impl ChatChunks {
+    fn chunk(&self, index: usize, delta: Value, finish: Option<&str>) -> Value {
+        json!({
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created,
+            "model": self.model, "system_fingerprint": null,
+            "choices": [{"index": index, "delta": delta, "logprobs": null, "finish_reason": finish}],
+        })
+    }
+}
+
+impl choices::ChunkWriter for ChatChunks {
+    fn opening(&mut self, n: usize) -> Vec<Value> {
+        (0..n)
+            .map(|index| self.chunk(index, json!({"role": "assistant", "content": ""}), None))
+            .collect()
+    }
+
+    fn piece(&mut self, index: usize, event: Event) -> Option<Value> {
+        let delta = match event {
+            Event::Content(text) => json!({"content": text}),
+            Event::Reasoning(text) => json!({"reasoning_content": text}),
+            Event::CallStarted(call) => {
+                self.calls[index] += 1;
+                json!({"tool_calls": [{"index": self.calls[index] - 1, "id": call.id, "type": "function",
+                    "function": {"name": call.name, "arguments": ""}}]})
+            }
+            Event::CallArguments(text) => {
+                json!({"tool_calls": [{"index": self.calls[index].saturating_sub(1), "function": {"arguments": text}}]})
+            }
+            Event::Started | Event::Done { .. } | Event::Failed(_) => return None,
+        };
+        Some(self.chunk(index, delta, None))
+    }
+
+    fn finish(&mut self, index: usize, finish_reason: &'static str) -> Value {
+        self.chunk(index, json!({}), Some(finish_reason))
+    }
+
+    fn usage(&mut self, usage: Usage) -> Value {
+        json!({
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created,
+            "model": self.model, "system_fingerprint": null, "choices": [], "usage": usage,
+        })
+    }
+}
+
 fn stream_chat(
     state: Shared,
-    mut choices: Choices,
+    choices: Choices,
     n: usize,
     id: String,
     include_usage: bool,
-) -> Sse<tokio_stream::wrappers::ReceiverStream<Result<SseEvent, Infallible>>> {
-    let (chunks, body) = mpsc::channel::<Result<SseEvent, Infallible>>(64);
-    tokio::spawn(async move {
-        let created = now();
-        let chunk = |index: usize, delta: Value, finish: Option<&str>| {
-            let data = json!({
-                "id": id, "object": "chat.completion.chunk", "created": created,
-                "model": state.model_id, "system_fingerprint": null,
-                "choices": [{"index": index, "delta": delta, "logprobs": null, "finish_reason": finish}],
-            });
-            Ok(SseEvent::default().data(data.to_string()))
-        };
-        for index in 0..n {
-            let opening = chunk(index, json!({"role": "assistant", "content": ""}), None);
-            if chunks.send(opening).await.is_err() {
-                return;
-            }
-        }
-        // Per choice: the function calls started so far.
-        let mut calls = vec![0usize; n];
-        let mut usages: Vec<Usage> = Vec::with_capacity(n);
-        loop {
-            // The client's leaving is noticed even while no event comes.
-            let (index, event) = tokio::select! {
-                next = choices.recv() => match next {
-                    Some(next) => next,
-                    None => break,
-                },
-                () = chunks.closed() => return,
-            };
-            let out = match event {
-                Event::Content(text) => chunk(index, json!({"content": text}), None),
-                Event::Reasoning(text) => chunk(index, json!({"reasoning_content": text}), None),
-                Event::CallStarted(call) => {
-                    calls[index] += 1;
-                    chunk(
-                        index,
-                        json!({"tool_calls": [{"index": calls[index] - 1, "id": call.id, "type": "function",
-                            "function": {"name": call.name, "arguments": ""}}]}),
-                        None,
-                    )
-                }
-                Event::CallArguments(text) => chunk(
-                    index,
-                    json!({"tool_calls": [{"index": calls[index].saturating_sub(1), "function": {"arguments": text}}]}),
-                    None,
-                ),
-                Event::Done {
-                    finish_reason,
-                    usage,
-                    ..
-                } => {
-                    usages.push(usage);
-                    let _ = chunks
-                        .send(chunk(index, json!({}), Some(finish_reason)))
-                        .await;
-                    if usages.len() < n {
-                        continue;
-                    }
-                    if include_usage {
-                        let data = json!({
-                            "id": id, "object": "chat.completion.chunk", "created": created,
-                            "model": state.model_id, "system_fingerprint": null,
-                            "choices": [], "usage": choices::combined_usage(&usages),
-                        });
-                        let _ = chunks
-                            .send(Ok(SseEvent::default().data(data.to_string())))
-                            .await;
-                    }
-                    break;
-                }
-                Event::Failed(error) => {
-                    let _ = chunks
-                        .send(Ok(SseEvent::default().data(error.body().to_string())))
-                        .await;
-                    break;
-                }
-                Event::Started => continue,
-            };
-            if chunks.send(out).await.is_err() {
-                // The client is gone; dropping `choices` stops the model.
-                return;
-            }
-        }
-        let _ = chunks.send(Ok(SseEvent::default().data("[DONE]"))).await;
-    });
-    Sse::new(tokio_stream::wrappers::ReceiverStream::new(body))
+) -> choices::EventStream {
+    let writer = ChatChunks {
+        id,
+        model: state.model_id.clone(),
+        created: now(),
+        calls: vec![0; n],
+    };
+    choices::stream(choices, n, include_usage, writer)
 }

@@ -3,9 +3,12 @@
 //! thread runs their shared prompt once (`BatchGenerator` hands a prompt's
 //! cache to waiting sequences that start the same way).
 
+use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 
+use axum::response::sse::Event as SseEvent;
 use mlx_harmony_config::settings::GenerationSettings;
+use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::AppState;
@@ -150,4 +153,85 @@ pub async fn collect(mut choices: Choices, n: usize) -> Result<Vec<Finished>, Ap
     Err(ApiError::unavailable(
         "the generation was stopped (the server is stopping)",
     ))
+}
+
+/// A stream of server-sent events, as the handlers return it.
+pub type EventStream =
+    axum::response::sse::Sse<tokio_stream::wrappers::ReceiverStream<Result<SseEvent, Infallible>>>;
+
+/// How one API writes its stream's chunks (chat and completions differ).
+pub trait ChunkWriter: Send + 'static {
+    /// The chunks that open the stream, before any event.
+    fn opening(&mut self, n: usize) -> Vec<Value>;
+    /// The chunk for one of choice `index`'s events (`None`: nothing to send).
+    fn piece(&mut self, index: usize, event: Event) -> Option<Value>;
+    /// The chunk that ends choice `index`.
+    fn finish(&mut self, index: usize, finish_reason: &'static str) -> Value;
+    /// The closing chunk with the usage of every choice.
+    fn usage(&mut self, usage: Usage) -> Value;
+}
+
+/// Turns the choices' events into server-sent events, in a task of its own:
+/// the writer's chunks as they come, each choice's end, after the last one
+/// the usage chunk (with `include_usage`) and `[DONE]`; a failure sends the
+/// API's error body and ends the stream. When the client goes away the chunk
+/// channel closes, the task drops `choices`, and the model thread stops those
+/// sequences at their next token (or their python call).
+pub fn stream(
+    mut choices: Choices,
+    n: usize,
+    include_usage: bool,
+    mut writer: impl ChunkWriter,
+) -> EventStream {
+    let (chunks, body) = mpsc::channel::<Result<SseEvent, Infallible>>(64);
+    let data = |value: Value| Ok(SseEvent::default().data(value.to_string()));
+    tokio::spawn(async move {
+        for opening in writer.opening(n) {
+            if chunks.send(data(opening)).await.is_err() {
+                return;
+            }
+        }
+        let mut usages: Vec<Usage> = Vec::with_capacity(n);
+        loop {
+            // The client's leaving is noticed even while no event comes.
+            let (index, event) = tokio::select! {
+                next = choices.recv() => match next {
+                    Some(next) => next,
+                    None => break,
+                },
+                () = chunks.closed() => return,
+            };
+            let out = match event {
+                Event::Done {
+                    finish_reason,
+                    usage,
+                    ..
+                } => {
+                    usages.push(usage);
+                    let _ = chunks.send(data(writer.finish(index, finish_reason))).await;
+                    if usages.len() < n {
+                        continue;
+                    }
+                    if include_usage {
+                        let usage = writer.usage(combined_usage(&usages));
+                        let _ = chunks.send(data(usage)).await;
+                    }
+                    break;
+                }
+                Event::Failed(error) => {
+                    let _ = chunks.send(data(error.body())).await;
+                    break;
+                }
+                other => match writer.piece(index, other) {
+                    Some(chunk) => chunk,
+                    None => continue,
+                },
+            };
+            if chunks.send(data(out)).await.is_err() {
+                return;
+            }
+        }
+        let _ = chunks.send(Ok(SseEvent::default().data("[DONE]"))).await;
+    });
+    axum::response::sse::Sse::new(tokio_stream::wrappers::ReceiverStream::new(body))
 }

@@ -1,15 +1,11 @@
 //! `POST /v1/completions`: plain text continued, as `text_completion`
 //! objects or a stream of them.
 
-use std::convert::Infallible;
-
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
 use crate::api::{self, CompletionRequest, Usage};
 use crate::choices;
@@ -44,7 +40,7 @@ pub async fn completions(
     let mut settings = resolve(&state, hyper);
     settings.logit_bias = shared.logit_bias()?;
     let (stream, include_usage) = request.streaming();
-    let mut choices = choices::submit(&state, Task::Completion { prompt }, settings, n).await?;
+    let choices = choices::submit(&state, Task::Completion { prompt }, settings, n).await?;
     let id = format!("cmpl-{:x}", now_nanos());
     let created = now();
     let model = state.model_id.clone();
@@ -67,59 +63,44 @@ pub async fn completions(
         }))
         .into_response());
     }
-    let (chunks, body) = mpsc::channel::<Result<SseEvent, Infallible>>(64);
-    tokio::spawn(async move {
-        let chunk = |index: usize, text: &str, finish: Option<&str>| {
-            let data = json!({
-                "id": id, "object": "text_completion", "created": created, "model": model,
-                "choices": [{"index": index, "text": text, "logprobs": null, "finish_reason": finish}],
-            });
-            Ok(SseEvent::default().data(data.to_string()))
-        };
-        let mut usages: Vec<Usage> = Vec::with_capacity(n);
-        loop {
-            // The client's leaving is noticed even while no event comes.
-            let (index, event) = tokio::select! {
-                next = choices.recv() => match next {
-                    Some(next) => next,
-                    None => break,
-                },
-                () = chunks.closed() => return,
-            };
-            let out = match event {
-                Event::Content(text) => chunk(index, &text, None),
-                Event::Done {
-                    finish_reason,
-                    usage,
-                    ..
-                } => {
-                    usages.push(usage);
-                    let _ = chunks.send(chunk(index, "", Some(finish_reason))).await;
-                    if usages.len() < n {
-                        continue;
-                    }
-                    if include_usage {
-                        let data = json!({"id": id, "object": "text_completion", "created": created,
-                            "model": model, "choices": [], "usage": choices::combined_usage(&usages)});
-                        let _ = chunks
-                            .send(Ok(SseEvent::default().data(data.to_string())))
-                            .await;
-                    }
-                    break;
-                }
-                Event::Failed(error) => {
-                    let _ = chunks
-                        .send(Ok(SseEvent::default().data(error.body().to_string())))
-                        .await;
-                    break;
-                }
-                _ => continue,
-            };
-            if chunks.send(out).await.is_err() {
-                return;
-            }
+    let writer = CompletionChunks { id, model, created };
+    Ok(choices::stream(choices, n, include_usage, writer).into_response())
+}
+
+/// `text_completion` chunks: the text of each event.
+struct CompletionChunks {
+    id: String,
+    model: String,
+    created: u64,
+}
+
+impl CompletionChunks {
+    fn chunk(&self, index: usize, text: &str, finish: Option<&str>) -> Value {
+        json!({
+            "id": self.id, "object": "text_completion", "created": self.created, "model": self.model,
+            "choices": [{"index": index, "text": text, "logprobs": null, "finish_reason": finish}],
+        })
+    }
+}
+
+impl choices::ChunkWriter for CompletionChunks {
+    fn opening(&mut self, _n: usize) -> Vec<Value> {
+        Vec::new()
+    }
+
+    fn piece(&mut self, index: usize, event: Event) -> Option<Value> {
+        match event {
+            Event::Content(text) => Some(self.chunk(index, &text, None)),
+            _ => None,
         }
-        let _ = chunks.send(Ok(SseEvent::default().data("[DONE]"))).await;
-    });
-    Ok(Sse::new(tokio_stream::wrappers::ReceiverStream::new(body)).into_response())
+    }
+
+    fn finish(&mut self, index: usize, finish_reason: &'static str) -> Value {
+        self.chunk(index, "", Some(finish_reason))
+    }
+
+    fn usage(&mut self, usage: Usage) -> Value {
+        json!({"id": self.id, "object": "text_completion", "created": self.created,
+            "model": self.model, "choices": [], "usage": usage})
+    }
 }

@@ -156,21 +156,7 @@ fn the_openai_sdk_chats_streams_and_round_trips_a_tool_call() {
         ]),
         &["--api-key", "test-key"],
     );
-    let python = repo().join(".venv-fixtures/bin/python");
-    assert!(
-        python.exists(),
-        "run scripts/fixtures-env (scripts/test does) for the openai SDK"
-    );
-    let output = Command::new(python)
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openai_sdk.py"))
-        .arg(format!("http://127.0.0.1:{}/v1", server.port))
-        .arg(&server.model)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.contains("all checks passed"), "{stdout}");
+    run_sdk_script(&server, "openai_sdk.py");
 }
 
 #[test]
@@ -184,13 +170,23 @@ fn the_openai_sdk_gets_n_choices_plain_and_streamed() {
         ]),
         &[],
     );
+    run_sdk_script(&server, "openai_choices.py");
+}
+
+/// Runs `tests/SCRIPT` (the official openai SDK, in .venv-fixtures) against
+/// the server; it prints "all checks passed" when every check held.
+fn run_sdk_script(server: &Server, script: &str) {
     let python = repo().join(".venv-fixtures/bin/python");
     assert!(
         python.exists(),
         "run scripts/fixtures-env (scripts/test does) for the openai SDK"
     );
     let output = Command::new(python)
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openai_choices.py"))
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests")
+                .join(script),
+        )
         .arg(format!("http://127.0.0.1:{}/v1", server.port))
         .arg(&server.model)
         .output()
