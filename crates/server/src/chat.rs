@@ -105,9 +105,7 @@ async fn collect_chat(
     n: usize,
     id: String,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let finished = choices::collect(choices, n).await?;
-    let usage =
-        choices::combined_usage(&finished.iter().map(|f| f.usage.clone()).collect::<Vec<_>>());
+    let (finished, usage) = choices::collect(choices, n).await?;
     let choices: Vec<Value> = finished
         .into_iter()
         .enumerate()

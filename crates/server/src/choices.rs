@@ -120,9 +120,16 @@ pub struct Finished {
     pub calls: Vec<crate::worker::FunctionCall>,
 }
 
-/// Reads every choice to its end (non-streaming answers), in index order;
-/// the first `Failed` ends it all with that error.
-pub async fn collect(mut choices: Choices, n: usize) -> Result<Vec<Finished>, ApiError> {
+/// Reads every choice to its end (non-streaming answers): their ends in
+/// index order and their usage together; the first `Failed` ends it all with
+/// that error.
+pub async fn collect(choices: Choices, n: usize) -> Result<(Vec<Finished>, Usage), ApiError> {
+    let finished = collect_each(choices, n).await?;
+    let usage = combined_usage(&finished.iter().map(|f| f.usage.clone()).collect::<Vec<_>>());
+    Ok((finished, usage))
+}
+
+async fn collect_each(mut choices: Choices, n: usize) -> Result<Vec<Finished>, ApiError> {
     let mut done: Vec<Option<Finished>> = (0..n).map(|_| None).collect();
     let mut left = n;
     while let Some((index, event)) = choices.recv().await {

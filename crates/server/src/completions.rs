@@ -45,9 +45,7 @@ pub async fn completions(
     let created = now();
     let model = state.model_id.clone();
     if !stream {
-        let finished = choices::collect(choices, n).await?;
-        let usage =
-            choices::combined_usage(&finished.iter().map(|f| f.usage.clone()).collect::<Vec<_>>());
+        let (finished, usage) = choices::collect(choices, n).await?;
         let choices: Vec<Value> = finished
             .into_iter()
             .enumerate()
