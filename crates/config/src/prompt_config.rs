@@ -352,6 +352,22 @@ impl PromptConfig {
         self.prewarm_cache.unwrap_or(false)
     }
 
+    /// What the user is told when the file is loaded: keys this version
+    /// does not know, and keys it reads but does not apply yet.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings: Vec<String> = self
+            .unknown_keys
+            .iter()
+            .map(|key| format!("unknown key `{key}` (ignored; a typo, or a newer version's key?)"))
+            .collect();
+        if self.max_kv_size.is_some() {
+            warnings.push(
+                "`max_kv_size` is not applied yet: the KV cache grows with the context".into(),
+            );
+        }
+        warnings
+    }
+
     /// Loading defaults: no wired-memory limit unless asked.
     pub fn mlock_or_default(&self) -> bool {
         self.mlock.unwrap_or(false)

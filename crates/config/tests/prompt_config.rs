@@ -247,6 +247,10 @@ fn null_means_unset_and_unknown_keys_are_reported() {
     assert_eq!(c.sampling.temperature, None);
     assert_eq!(c.sampling.max_tokens, Some(5));
     assert_eq!(c.unknown_keys, vec!["temprature".to_string()]);
+    assert_eq!(
+        c.warnings(),
+        vec!["unknown key `temprature` (ignored; a typo, or a newer version's key?)".to_string()]
+    );
 }
 
 #[test]

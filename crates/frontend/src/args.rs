@@ -211,6 +211,11 @@ impl ModelArgs {
             .map(PromptConfig::load)
             .transpose()
             .map_err(flat)?;
+        if let (Some(config), Some(path)) = (&prompt_config, &choice.prompt_config_path) {
+            for warning in config.warnings() {
+                eprintln!("warning: {}: {warning}", path.display());
+            }
+        }
         let options = LoadOptions {
             hub: HubOptions {
                 revision: self.revision.clone(),

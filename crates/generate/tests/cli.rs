@@ -375,6 +375,28 @@ fn debug_shows_the_rendered_prompt_and_raw_completion() {
 }
 
 #[test]
+fn a_prompt_config_with_unknown_or_unapplied_keys_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.json");
+    std::fs::write(&config, r#"{"temprature": 0.5, "max_kv_size": 512}"#).unwrap();
+    let out = generate()
+        .arg("--model")
+        .arg(parity_fixture("llama"))
+        .arg("--prompt-config")
+        .arg(&config)
+        .args(["--prompt", "Hi", "--max-tokens", "1", "--device", "cpu"])
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning:") && err.contains("unknown key `temprature`"),
+        "{err}"
+    );
+    assert!(err.contains("`max_kv_size` is not applied yet"), "{err}");
+}
+
+#[test]
 fn profiles_give_the_model_and_prompt_config_and_unknown_names_are_listed() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("short.json");
