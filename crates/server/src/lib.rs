@@ -34,7 +34,8 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::error::ApiError;
-use crate::worker::{Job, Stats};
+use crate::metrics::Stats;
+use crate::worker::Job;
 
 /// Everything the handlers share.
 pub struct AppState {

@@ -1,13 +1,27 @@
 //! `GET /metrics`: the server's counters in Prometheus' text format —
 //! requests by outcome, tokens in and out, prompt-cache hits, time to first
-//! token and per-token latency histograms, active and waiting requests.
+//! token and per-token latency histograms, active and waiting requests —
+//! and [`Stats`], the counters the model thread keeps for it and `/health`.
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use mlx_harmony_core::generate::Generation;
 
-use crate::worker::Stats;
+/// Counters for `/health` and the tests.
+#[derive(Default)]
+pub struct Stats {
+    pub generating: AtomicBool,
+    /// Sequences decoding now.
+    pub active: AtomicUsize,
+    pub completed: AtomicU64,
+    /// Requests whose client went away (skipped in the queue or stopped mid-way).
+    pub cancelled: AtomicU64,
+    pub waiting: AtomicUsize,
+    pub shutting_down: AtomicBool,
+    /// What `/metrics` shows.
+    pub metrics: Metrics,
+}
 
 /// Fixed buckets (upper bounds in seconds), counted as Prometheus does:
 /// each bucket counts every observation at or below its bound.

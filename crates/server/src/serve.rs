@@ -14,7 +14,8 @@ use mlx_harmony_core::generate::LoadedModel;
 use mlx_harmony_frontend::args::{ModelArgs, ModelChoice, SamplingArgs, ToolArgs};
 use mlx_harmony_frontend::setup as frontend_setup;
 
-use crate::worker::{self, Stats, WorkerConfig};
+use crate::metrics::Stats;
+use crate::worker::{self, WorkerConfig};
 use crate::{AppState, router};
 
 /// The flags of `mlx-harmony-server`.

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use mlx_harmony_config::settings::GenerationSettings;
 use mlx_harmony_core::batch::{BatchEvent, BatchGenerator, SequenceId, SequenceRequest};
@@ -27,6 +27,7 @@ use tokio::sync::mpsc::{Receiver, UnboundedSender};
 
 use crate::api::Usage;
 use crate::error::ApiError;
+use crate::metrics::Stats;
 
 /// What a request asks the model to do.
 #[derive(Clone)]
@@ -96,21 +97,6 @@ impl Script {
             .collect();
         Sampler::scripted(order).map_err(|e| ApiError::internal(e.to_string()))
     }
-}
-
-/// Counters for `/health` and the tests.
-#[derive(Default)]
-pub struct Stats {
-    pub generating: AtomicBool,
-    /// Sequences decoding now.
-    pub active: AtomicUsize,
-    pub completed: AtomicU64,
-    /// Requests whose client went away (skipped in the queue or stopped mid-way).
-    pub cancelled: AtomicU64,
-    pub waiting: AtomicUsize,
-    pub shutting_down: AtomicBool,
-    /// What `/metrics` shows.
-    pub metrics: crate::metrics::Metrics,
 }
 
 /// How the model thread serves: the server-side tools and, in test builds,
