@@ -202,6 +202,97 @@ impl BatchGenerator {
         }
     }
 
+    /// Writes the prompt cache to `path` (safetensors: each entry's layers'
+    /// keys and values, its tokens in the metadata), labelled with `model`
+    /// so that it is only loaded back for the same model. Returns the
+    /// entries written.
+    pub fn save_prompt_cache(&self, path: &std::path::Path, model: &str) -> Result<usize> {
+        let mut arrays: Vec<(String, Array)> = Vec::new();
+        let mut metadata = std::collections::HashMap::new();
+        let mut saved = 0;
+        for entry in &self.prompt_cache.entries {
+            let mut layers = Vec::with_capacity(entry.caches.len());
+            for cache in &entry.caches {
+                match cache.positions()? {
+                    Some(kv) => layers.push(kv),
+                    None => break,
+                }
+            }
+            if layers.len() != entry.caches.len() {
+                continue; // a sliding-window entry: not saved
+            }
+            for (layer, (k, v)) in layers.into_iter().enumerate() {
+                arrays.push((format!("{saved}.{layer}.keys"), k));
+                arrays.push((format!("{saved}.{layer}.values"), v));
+            }
+            metadata.insert(
+                format!("{saved}.tokens"),
+                serde_json::to_string(&entry.tokens).expect("a list of numbers"),
+            );
+            saved += 1;
+        }
+        metadata.insert("model".to_string(), model.to_string());
+        metadata.insert("entries".to_string(), saved.to_string());
+        metadata.insert(
+            "layers".to_string(),
+            self.loaded.model.new_caches().len().to_string(),
+        );
+        Array::save_safetensors(arrays.iter().map(|(k, a)| (k, a)), &metadata, path)
+            .map_err(|e| Error::Invalid(format!("cannot write {}: {e}", path.display())))?;
+        Ok(saved)
+    }
+
+    /// Loads a prompt cache written by [`BatchGenerator::save_prompt_cache`]
+    /// for the same `model`; returns the entries loaded (they count against
+    /// the byte limit like any other).
+    pub fn load_prompt_cache(&mut self, path: &std::path::Path, model: &str) -> Result<usize> {
+        let unreadable = |why: String| Error::Invalid(format!("{}: {why}", path.display()));
+        let (arrays, metadata) = Array::load_safetensors_with_metadata(path)
+            .map_err(|e| unreadable(format!("not a prompt-cache file ({e})")))?;
+        let field = |name: &str| {
+            metadata
+                .get(name)
+                .ok_or_else(|| unreadable(format!("no `{name}` in its metadata")))
+        };
+        if field("model")? != model {
+            return Err(unreadable(format!(
+                "it was saved for model {:?}, not {model:?}",
+                field("model")?
+            )));
+        }
+        let layers = self.loaded.model.new_caches().len();
+        if field("layers")?.parse::<usize>().ok() != Some(layers) {
+            return Err(unreadable("its layer count is not this model's".into()));
+        }
+        let entries: usize = field("entries")?
+            .parse()
+            .map_err(|_| unreadable("a bad entry count".into()))?;
+        for entry in 0..entries {
+            let tokens: Vec<u32> = serde_json::from_str(field(&format!("{entry}.tokens"))?)
+                .map_err(|e| unreadable(format!("entry {entry}'s tokens: {e}")))?;
+            let mut caches = Vec::with_capacity(layers);
+            for layer in 0..layers {
+                let get = |kind: &str| {
+                    arrays
+                        .get(&format!("{entry}.{layer}.{kind}"))
+                        .cloned()
+                        .ok_or_else(|| unreadable(format!("entry {entry} lacks layer {layer}")))
+                };
+                let (keys, values) = (get("keys")?, get("values")?);
+                if keys.dim(2) as usize != tokens.len() {
+                    return Err(unreadable(format!(
+                        "entry {entry}: layer {layer} holds {} positions for {} tokens",
+                        keys.dim(2),
+                        tokens.len()
+                    )));
+                }
+                caches.push(KvCache::from_arrays(keys, values));
+            }
+            self.prompt_cache.insert(tokens, caches);
+        }
+        Ok(entries)
+    }
+
     /// Prompt-cache entries and the bytes they hold.
     pub fn prompt_cache_usage(&self) -> (usize, usize) {
         let cache = &self.prompt_cache;

@@ -317,6 +317,38 @@ fn sequences_queued_together_with_one_prompt_run_it_once() {
 }
 
 #[test]
+fn a_saved_prompt_cache_serves_a_new_scheduler() {
+    let loaded = Rc::new(LoadedModel::load(&fixture("llama")).unwrap());
+    let prompts = prompts(&loaded);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("prompts.safetensors");
+    let mut first = BatchGenerator::with_prompt_cache(loaded.clone(), 4, 64 << 20);
+    first.add(request(&prompts[2], GenerateOptions::new(8)));
+    run(&mut first, Vec::new());
+    assert_eq!(first.save_prompt_cache(&file, "tiny-llama").unwrap(), 1);
+
+    // Another model's name is refused, and nothing is loaded.
+    let mut other = BatchGenerator::with_prompt_cache(loaded.clone(), 4, 64 << 20);
+    let refused = other.load_prompt_cache(&file, "another").unwrap_err();
+    assert!(refused.to_string().contains("saved for model"), "{refused}");
+    assert_eq!(other.prompt_cache_usage().0, 0);
+
+    // A new scheduler (a restarted server) finds the prompt.
+    let mut second = BatchGenerator::with_prompt_cache(loaded.clone(), 4, 64 << 20);
+    assert_eq!(second.load_prompt_cache(&file, "tiny-llama").unwrap(), 1);
+    let again = second.add(request(&prompts[2], GenerateOptions::new(8)));
+    let done = run(&mut second, Vec::new());
+    assert_eq!(done[&again].0.cached_tokens, prompts[2].len() - 1);
+    assert_eq!(
+        done[&again].0.tokens,
+        one_by_one(&loaded, &prompts[2], &GenerateOptions::new(8)).tokens,
+        "the loaded cache changed the answer"
+    );
+    std::fs::write(&file, b"not safetensors").unwrap();
+    assert!(second.load_prompt_cache(&file, "tiny-llama").is_err());
+}
+
+#[test]
 fn seeded_sampling_draws_the_same_tokens_batched() {
     let loaded = Rc::new(LoadedModel::load(&fixture("llama")).unwrap());
     let prompts = prompts(&loaded);

@@ -59,6 +59,13 @@ pub struct ServeArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 1 << 30)]
     pub prompt_cache_bytes: usize,
 
+    /// Keep the prompt cache across restarts in this file (safetensors):
+    /// loaded at start when it exists and was written for the same --model,
+    /// written at shutdown. Agents that resend a long system prompt then find
+    /// it cached after a restart.
+    #[arg(long, value_name = "PATH")]
+    pub prompt_cache_file: Option<std::path::PathBuf>,
+
     /// Requests that may wait for the model; more get 429.
     #[arg(long, value_name = "N", default_value_t = 16)]
     pub queue_size: usize,
@@ -184,6 +191,10 @@ fn start_model_thread(
         max_tool_calls: args.tools.max_tool_calls,
         max_concurrency: args.max_concurrency.max(1),
         prompt_cache_bytes: args.prompt_cache_bytes,
+        prompt_cache_file: args
+            .prompt_cache_file
+            .clone()
+            .map(|path| (path, choice.spec.clone())),
         #[cfg(feature = "scripted-replies")]
         script: None,
     };

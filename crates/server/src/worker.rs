@@ -110,6 +110,9 @@ pub struct WorkerConfig {
     pub max_concurrency: usize,
     /// Bytes of finished requests' caches kept for prompts that start the same way.
     pub prompt_cache_bytes: usize,
+    /// Where the prompt cache is kept across restarts, and the model's name
+    /// it is saved under (`--prompt-cache-file`).
+    pub prompt_cache_file: Option<(std::path::PathBuf, String)>,
     #[cfg(feature = "scripted-replies")]
     pub script: Option<Script>,
 }
@@ -191,14 +194,22 @@ pub fn run(
     let max = config.max_concurrency.max(1);
     let mut batch =
         BatchGenerator::with_prompt_cache(loaded.clone(), max, config.prompt_cache_bytes);
+    if let Some((path, model)) = &config.prompt_cache_file
+        && path.exists()
+    {
+        match batch.load_prompt_cache(path, model) {
+            Ok(entries) => eprintln!("prompt cache: {entries} entries from {}", path.display()),
+            Err(e) => eprintln!("warning: the prompt cache was not loaded: {e}"),
+        }
+    }
     let mut live: HashMap<SequenceId, Live> = HashMap::new();
-    loop {
+    'serve: loop {
         // Take requests while there is room: wait for one when idle.
         while live.len() < max {
             let job = if live.is_empty() {
                 match jobs.blocking_recv() {
                     Some(job) => job,
-                    None => return,
+                    None => break 'serve,
                 }
             } else {
                 match jobs.try_recv() {
@@ -270,6 +281,16 @@ pub fn run(
         }
         stats.active.store(batch.active(), Ordering::SeqCst);
         stats.generating.store(!live.is_empty(), Ordering::SeqCst);
+    }
+    // The queue has closed (shutdown): keep the prompt cache for the next start.
+    if let Some((path, model)) = &config.prompt_cache_file {
+        match batch.save_prompt_cache(path, model) {
+            Ok(entries) => eprintln!(
+                "prompt cache: {entries} entries written to {}",
+                path.display()
+            ),
+            Err(e) => eprintln!("warning: the prompt cache was not written: {e}"),
+        }
     }
 }
 

@@ -521,6 +521,44 @@ fn legacy_functions_and_logit_bias_are_honoured() {
 }
 
 #[test]
+fn the_prompt_cache_file_carries_prompts_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("prompts.safetensors");
+    let file_arg = file.to_str().unwrap();
+    let body = |server: &Server| {
+        chat(
+            server,
+            json!({"messages": [{"role": "system", "content": "You are terse and exact."},
+                                {"role": "user", "content": "Name three colours."}],
+                   "max_tokens": 4, "temperature": 0}),
+        )
+    };
+    let mut first = start(&fixture("llama"), &["--prompt-cache-file", file_arg]);
+    let (status, answer) = request(first.port, "POST", "/v1/chat/completions", &body(&first));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+    unsafe {
+        libc_kill(first.child.id() as i32, 15);
+    }
+    assert!(wait_for_exit(&mut first, Duration::from_secs(10)).success());
+    assert!(file.exists(), "the cache was not written at shutdown");
+
+    let second = start(&fixture("llama"), &["--prompt-cache-file", file_arg]);
+    let (status, again) = request(second.port, "POST", "/v1/chat/completions", &body(&second));
+    assert_eq!(status, 200, "{again}");
+    let prompt = again["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert_eq!(
+        again["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64(),
+        Some(prompt - 1),
+        "{again}"
+    );
+    assert_eq!(
+        again["choices"][0]["message"]["content"],
+        answer["choices"][0]["message"]["content"]
+    );
+}
+
+#[test]
 fn the_api_key_is_required_when_set() {
     let server = start(&fixture("llama"), &["--api-key", "s3cret"]);
     let body = chat(&server, json!({})).to_string();

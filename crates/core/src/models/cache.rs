@@ -227,6 +227,25 @@ impl KvCache {
     pub fn nbytes(&self) -> usize {
         self.state().iter().map(|a| a.nbytes()).sum()
     }
+
+    /// The keys and values of positions `0..offset`, for a cache that keeps
+    /// every position (`None` for a sliding window or an empty cache).
+    pub fn positions(&self) -> Result<Option<(Array, Array)>> {
+        let (Some(k), Some(v)) = (&self.keys, &self.values) else {
+            return Ok(None);
+        };
+        if self.window.is_some() {
+            return Ok(None);
+        }
+        let upto = |a: &Array| {
+            slice(
+                a,
+                &[0, 0, 0, 0],
+                &[a.dim(0), a.dim(1), self.offset, a.dim(3)],
+            )
+        };
+        Ok(Some((upto(k)?, upto(v)?)))
+    }
 }
 
 /// Where the tokens being added sit, for RoPE: one offset for every row, or
