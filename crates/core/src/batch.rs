@@ -233,10 +233,8 @@ impl BatchGenerator {
         }
         metadata.insert("model".to_string(), model.to_string());
         metadata.insert("entries".to_string(), saved.to_string());
-        metadata.insert(
-            "layers".to_string(),
-            self.loaded.model.new_caches().len().to_string(),
-        );
+        // One batch cache per layer.
+        metadata.insert("layers".to_string(), self.caches.len().to_string());
         Array::save_safetensors(arrays.iter().map(|(k, a)| (k, a)), &metadata, path)
             .map_err(|e| Error::Invalid(format!("cannot write {}: {e}", path.display())))?;
         Ok(saved)
@@ -260,13 +258,16 @@ impl BatchGenerator {
                 field("model")?
             )));
         }
-        let layers = self.loaded.model.new_caches().len();
+        let layers = self.caches.len();
         if field("layers")?.parse::<usize>().ok() != Some(layers) {
             return Err(unreadable("its layer count is not this model's".into()));
         }
         let entries: usize = field("entries")?
             .parse()
             .map_err(|_| unreadable("a bad entry count".into()))?;
+        // Every entry is read and checked before any is kept: a bad file
+        // adds nothing.
+        let mut loaded = Vec::with_capacity(entries);
         for entry in 0..entries {
             let tokens: Vec<u32> = serde_json::from_str(field(&format!("{entry}.tokens"))?)
                 .map_err(|e| unreadable(format!("entry {entry}'s tokens: {e}")))?;
@@ -288,6 +289,9 @@ impl BatchGenerator {
                 }
                 caches.push(KvCache::from_arrays(keys, values));
             }
+            loaded.push((tokens, caches));
+        }
+        for (tokens, caches) in loaded {
             self.prompt_cache.insert(tokens, caches);
         }
         Ok(entries)

@@ -151,6 +151,20 @@ impl Worker {
     /// Every process of the session inherits the write end of the answers
     /// pipe (forked children keep it even when they drop standard output), so
     /// the reader sees the end of the pipe only once the last of them is gone.
+    /// What the ended process wrote to stderr (its first 4000 bytes), as a
+    /// line to append to a message, or nothing.
+    fn stderr_tail(&mut self) -> String {
+        use std::io::Read;
+        let mut text = String::new();
+        if let Some(stderr) = self.child.stderr.take() {
+            let _ = stderr.take(4000).read_to_string(&mut text);
+        }
+        match text.trim() {
+            "" => String::new(),
+            text => format!("\n{text}"),
+        }
+    }
+
     /// False when some were still running at [`CLEANUP_TIMEOUT`].
     fn wait_until_gone(&self) -> bool {
         let deadline = std::time::Instant::now() + CLEANUP_TIMEOUT;
@@ -349,20 +363,10 @@ impl PythonSession {
                     (Some(s), None) => format!("exited ({s})"),
                     (None, None) => "ended".to_string(),
                 };
-                let mut stderr = String::new();
-                if let Some(mut e) = worker.child.stderr.take() {
-                    use std::io::Read;
-                    let _ = (&mut e).take(4000).read_to_string(&mut stderr);
-                }
-                let stderr = stderr.trim();
                 Ok(format!(
                     "Error: the Python process {how}. The session was restarted: variables \
                      from earlier calls are gone.{}",
-                    if stderr.is_empty() {
-                        String::new()
-                    } else {
-                        format!("\n{stderr}")
-                    }
+                    worker.stderr_tail()
                 ))
             }
         }
@@ -453,11 +457,6 @@ impl PythonSession {
             Ok(Ok(line)) if line.trim() == READY => Ok(worker),
             other => {
                 let (status, _) = worker.kill();
-                let mut stderr = String::new();
-                if let Some(mut e) = worker.child.stderr.take() {
-                    use std::io::Read;
-                    let _ = (&mut e).take(4000).read_to_string(&mut stderr);
-                }
                 let why = match other {
                     Err(mpsc::RecvTimeoutError::Timeout) => {
                         format!("it did not start within {} s", STARTUP_TIMEOUT.as_secs())
@@ -467,10 +466,7 @@ impl PythonSession {
                 };
                 Err(ToolError::Setup(format!(
                     "cannot start the Python session: {why}{}",
-                    match stderr.trim() {
-                        "" => String::new(),
-                        text => format!("\n{text}"),
-                    }
+                    worker.stderr_tail()
                 )))
             }
         }

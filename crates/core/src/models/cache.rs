@@ -180,12 +180,9 @@ impl KvCache {
             self.values = Some(extend(&self.values, values)?);
         }
         let (k, v) = (self.keys.as_ref().unwrap(), self.values.as_ref().unwrap());
-        let starts = [0, 0, self.offset, 0];
-        let k = slice_update(k, keys, &starts, &[k.dim(0), k.dim(1), end, k.dim(3)])?;
-        let v = slice_update(v, values, &starts, &[v.dim(0), v.dim(1), end, v.dim(3)])?;
+        let (k, fetched_k) = write_columns(k, keys, self.offset, end)?;
+        let (v, fetched_v) = write_columns(v, values, self.offset, end)?;
         self.offset = end;
-        let fetched_k = slice(&k, &[0, 0, 0, 0], &[k.dim(0), k.dim(1), end, k.dim(3)])?;
-        let fetched_v = slice(&v, &[0, 0, 0, 0], &[v.dim(0), v.dim(1), end, v.dim(3)])?;
         self.keys = Some(k);
         self.values = Some(v);
         Ok((fetched_k, fetched_v))
@@ -246,6 +243,15 @@ impl KvCache {
         };
         Ok(Some((upto(k)?, upto(v)?)))
     }
+}
+
+/// Writes `update` (`[B, H, L, D]`) into `buffer`'s columns `start..end`;
+/// returns the new buffer and its columns `0..end` (what attention runs over).
+fn write_columns(buffer: &Array, update: &Array, start: i32, end: i32) -> Result<(Array, Array)> {
+    let shape = |columns: i32| [buffer.dim(0), buffer.dim(1), columns, buffer.dim(3)];
+    let written = slice_update(buffer, update, &[0, 0, start, 0], &shape(end))?;
+    let used = slice(&written, &[0, 0, 0, 0], &shape(end))?;
+    Ok((written, used))
 }
 
 /// Where the tokens being added sit, for RoPE: one offset for every row, or
@@ -364,7 +370,7 @@ impl BatchKvCache {
                 "a sequence joins a batch from a cache that keeps every position".into(),
             ));
         }
-        let (Some(k), Some(v)) = (&single.keys, &single.values) else {
+        let Some((new_k, new_v)) = single.positions()? else {
             return Err(Error::Invalid(
                 "cannot join an empty cache to a batch".into(),
             ));
@@ -373,7 +379,6 @@ impl BatchKvCache {
         let used = |a: &Array, columns: i32| -> Result<Array> {
             slice(a, &[0, 0, 0, 0], &[a.dim(0), a.dim(1), columns, a.dim(3)])
         };
-        let (new_k, new_v) = (used(k, length)?, used(v, length)?);
         let (Some(keys), Some(values)) = (self.keys.take(), self.values.take()) else {
             self.keys = Some(new_k);
             self.values = Some(new_v);
@@ -499,12 +504,9 @@ impl LayerCache for BatchKvCache {
         } else {
             (k.clone(), v.clone())
         };
-        let starts = [0, 0, self.end, 0];
-        let k = slice_update(&k, keys, &starts, &[k.dim(0), k.dim(1), end, k.dim(3)])?;
-        let v = slice_update(&v, values, &starts, &[v.dim(0), v.dim(1), end, v.dim(3)])?;
+        let (k, fetched_k) = write_columns(&k, keys, self.end, end)?;
+        let (v, fetched_v) = write_columns(&v, values, self.end, end)?;
         self.end = end;
-        let fetched_k = slice(&k, &[0, 0, 0, 0], &[k.dim(0), k.dim(1), end, k.dim(3)])?;
-        let fetched_v = slice(&v, &[0, 0, 0, 0], &[v.dim(0), v.dim(1), end, v.dim(3)])?;
         self.keys = Some(k);
         self.values = Some(v);
         Ok((fetched_k, fetched_v))
