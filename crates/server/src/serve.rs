@@ -178,7 +178,11 @@ fn start_model_thread(
     choice: ModelChoice,
     queue: tokio::sync::mpsc::Receiver<worker::Job>,
     stats: Arc<Stats>,
-) -> anyhow::Result<(Loaded, std::sync::mpsc::Receiver<()>)> {
+) -> anyhow::Result<(
+    Loaded,
+    std::sync::mpsc::Receiver<()>,
+    std::thread::JoinHandle<()>,
+)> {
     let (ready, loaded) = std::sync::mpsc::channel();
     // Said once the worker's loop has returned (the queue closed) and the
     // model, and with it every MLX array of the thread, is dropped.
@@ -200,7 +204,7 @@ fn start_model_thread(
     };
     #[cfg(feature = "scripted-replies")]
     let script_texts = read_script(args.scripted_replies.as_deref())?;
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("model".into())
         .spawn(move || {
             let opened = match model_args.open(&choice, verbose) {
@@ -234,7 +238,7 @@ fn start_model_thread(
     let loaded = loaded
         .recv()
         .context("the model thread stopped while loading")??;
-    Ok((loaded, model_done))
+    Ok((loaded, model_done, thread))
 }
 
 /// Runs `mlx-harmony-server` until SIGTERM or Ctrl-C.
@@ -269,6 +273,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             cancel,
         },
         model_done,
+        model_thread,
     ) = start_model_thread(&args, choice, queue, stats.clone())?;
     eprintln!("device: {device}");
     let setup =
@@ -326,6 +331,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     runtime.shutdown_timeout(Duration::from_secs(1));
     match model_done.recv_timeout(deadline + Duration::from_secs(5)) {
         Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            // Its loop has returned; joining waits for the rest of its end,
+            // the thread-local MLX state it frees as it exits, which must
+            // not race the process's own exit (a SIGABRT was seen in CI when
+            // main returned first).
+            let _ = model_thread.join();
             eprintln!("stopped");
             Ok(())
         }
