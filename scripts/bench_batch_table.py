@@ -22,10 +22,15 @@ def cell(group, key, digits):
     return f"{median:.{digits}f} [{low:.{digits}f}-{high:.{digits}f}]"
 
 
-print("| sequences | metric | mlx-harmony | mlx-lm | ratio |")
-print("| --- | --- | --- | --- | --- |")
+# "mlx-harmony-mlxqmm": our engine with MLX's quantized products
+# (MLX_HARMONY_QMM=mlx), when the run measured it too.
+compare = any(impl == "mlx-harmony-mlxqmm" for _, impl in groups)
+extra = " ours with MLX's qmm | ours over it |" if compare else ""
+print("| sequences | metric | mlx-harmony | mlx-lm | ratio |" + extra)
+print("| --- | --- | --- | --- | --- |" + (" --- | --- |" if compare else ""))
 for n in sorted({c for c, _ in groups}):
     ours, theirs = groups.get((n, "mlx-harmony"), []), groups.get((n, "mlx-lm"), [])
+    plain = groups.get((n, "mlx-harmony-mlxqmm"), [])
     if not ours or not theirs:
         continue
     for key, name, digits, higher_is_better in [
@@ -36,7 +41,14 @@ for n in sorted({c for c, _ in groups}):
     ]:
         a, b = stat(ours, key)[0], stat(theirs, key)[0]
         ratio = (a / b if higher_is_better else b / a) if a and b else float("nan")
-        print(f"| {n} | {name} | {cell(ours, key, digits)} | {cell(theirs, key, digits)} | {ratio:.2f}x |")
+        line = f"| {n} | {name} | {cell(ours, key, digits)} | {cell(theirs, key, digits)} | {ratio:.2f}x |"
+        if compare and plain:
+            c = stat(plain, key)[0]
+            versus = (a / c if higher_is_better else c / a) if a and c else float("nan")
+            line += f" {cell(plain, key, digits)} | {versus:.2f}x |"
+        elif compare:
+            line += " | |"
+        print(line)
 print()
 print(f"{len(rows)} runs; ratio: ours over mlx-lm's for speeds, mlx-lm's over ours for times"
       " (above 1 is better for us)")

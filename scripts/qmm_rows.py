@@ -3,7 +3,9 @@
 step hands MLX (#23): `quantized_matmul` with the rows shaped as a model passes
 one-token sequences, (B, 1, K), against the same rows flattened to (B, K) (what
 our engine does), for each layer shape of a model, with the time it takes to
-read the layer's weights once at the device's memory bandwidth printed beside.
+read the layer's weights once at the device's memory bandwidth printed beside,
+and on CUDA our own kernel (crates/core/src/kernels/qmm_rows_*, the one the
+engine picks for these shapes) on the same flattened rows.
 Medians of RUNS timed calls after a warm-up; each call is evaluated alone, and
 weight copies are cycled so that a small layer is not served from cache.
 
@@ -16,6 +18,7 @@ when MLX has one (the H200 through scripts/gpu-bench-bundle), else the CPU.
 import argparse
 import statistics
 import time
+from pathlib import Path
 
 import mlx.core as mx
 
@@ -26,6 +29,37 @@ SHAPES = {
     "gpt-oss-20b": [("qkv", 2880, 5120), ("o_proj", 4096, 2880), ("router", 2880, 32),
                     ("lm_head", 2880, 201088)],
 }
+
+
+KERNELS = Path(__file__).resolve().parent.parent / "crates" / "core" / "src" / "kernels"
+WARPS = 8  # as crates/core/src/qmm_rows.rs
+
+
+def our_kernel():
+    """The engine's qmm_rows kernel, from the same sources the Rust side embeds."""
+    return mx.fast.cuda_kernel(
+        name="mlx_harmony_qmm_rows",
+        input_names=["x", "w", "scales", "biases"],
+        output_names=["out"],
+        source=(KERNELS / "qmm_rows_body.cu").read_text(),
+        header=(KERNELS / "qmm_rows_header.cuh").read_text(),
+    )
+
+
+def our_product(kernel, x, wq, scales, biases, group, bits):
+    """x [R, K] @ w^T with the template arguments crates/core/src/qmm_rows.rs picks."""
+    rows, k = x.shape
+    n = wq.shape[0]
+    row_tiles = next(t for t in (1, 2, 4, 8) if rows <= 8 * t)
+    return kernel(
+        inputs=[x, wq, scales, biases],
+        template=[("T", x.dtype), ("BITS", bits), ("GROUP", group),
+                  ("V", 4 if k % 128 == 0 else 1), ("NT", row_tiles), ("WARPS", WARPS)],
+        grid=(n // 16 * WARPS * 32, 1, 1),
+        threadgroup=(WARPS * 32, 1, 1),
+        output_shapes=[(rows, n)],
+        output_dtypes=[x.dtype],
+    )[0]
 
 
 def time_call(fn, runs):
@@ -51,8 +85,11 @@ def main():
     print(f"MLX {mx.__version__} on {mx.default_device()}; {args.shape}, {args.bits}-bit, "
           f"group {args.group}; medians of {args.runs} (ms); bound = weights read once at "
           f"{args.bandwidth_gbs:.0f} GB/s")
-    print("| layer | K x N | rows | (B,1,K) ms | (B,K) ms | (B,1,K)/(B,K) | bound ms | (B,K)/bound |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    cuda = getattr(mx, "cuda", None)
+    kernel = our_kernel() if mx.default_device() == mx.gpu and cuda and cuda.is_available() else None
+    extra = " ours ms | (B,K)/ours | ours/bound | ours max rel. diff |" if kernel else ""
+    print("| layer | K x N | rows | (B,1,K) ms | (B,K) ms | (B,1,K)/(B,K) | bound ms | (B,K)/bound |" + extra)
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |" + (" ---: | ---: | ---: | ---: |" if kernel else ""))
     for name, k, n in SHAPES[args.shape]:
         # Enough copies of the weights that together they pass any cache.
         copies = []
@@ -76,9 +113,24 @@ def main():
 
             batched, _, _ = time_call(lambda: call(x), args.runs)
             flattened, _, _ = time_call(lambda: call(flat), args.runs)
-            print(f"| {name} | {k}x{n} | {rows} | {batched * 1e3:.3f} | {flattened * 1e3:.3f} | "
-                  f"{batched / flattened:.2f} | {bound:.4f} | {flattened * 1e3 / bound:.1f} |",
-                  flush=True)
+            line = (f"| {name} | {k}x{n} | {rows} | {batched * 1e3:.3f} | {flattened * 1e3:.3f} | "
+                    f"{batched / flattened:.2f} | {bound:.4f} | {flattened * 1e3 / bound:.1f} |")
+            if kernel and rows <= 64 and n % 16 == 0:
+                def ours_call():
+                    wq, scales, biases = copies[turn["i"] % len(copies)]
+                    turn["i"] += 1
+                    return our_product(kernel, flat, wq, scales, biases, args.group, args.bits)
+
+                ours, _, _ = time_call(ours_call, args.runs)
+                wq, scales, biases = copies[0]
+                mine = our_product(kernel, flat, wq, scales, biases, args.group, args.bits)
+                theirs = mx.quantized_matmul(flat, wq, scales, biases, transpose=True,
+                                             group_size=args.group, bits=args.bits)
+                diff = (mx.abs(mine.astype(mx.float32) - theirs.astype(mx.float32)).max()
+                        / mx.abs(theirs.astype(mx.float32)).max()).item()
+                line += (f" {ours * 1e3:.3f} | {flattened / ours:.2f} | {ours * 1e3 / bound:.1f} | "
+                         f"{diff:.1e} |")
+            print(line, flush=True)
 
 
 if __name__ == "__main__":

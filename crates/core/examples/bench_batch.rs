@@ -125,7 +125,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             continue;
         }
         println!(
-            "{{\"impl\": \"mlx-harmony\", \"concurrency\": {concurrency}, \"decode_tps\": {:.2}, \"e2e_tps\": {:.2}, \"ttft_p50_s\": {:.4}, \"ttft_p95_s\": {:.4}, \"generated\": {generated}}}",
+            "{{\"impl\": \"{}\", \"concurrency\": {concurrency}, \"decode_tps\": {:.2}, \"e2e_tps\": {:.2}, \"ttft_p50_s\": {:.4}, \"ttft_p95_s\": {:.4}, \"generated\": {generated}}}",
+            // MLX_HARMONY_QMM=mlx: the same engine with MLX's quantized products.
+            if mlx_harmony_core::qmm_rows::enabled() {
+                "mlx-harmony"
+            } else {
+                "mlx-harmony-mlxqmm"
+            },
             if decode_seconds > 0.0 {
                 (generated - generated_when_all_started) as f64 / decode_seconds
             } else {

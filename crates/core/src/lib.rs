@@ -77,6 +77,7 @@ pub mod loaded;
 pub mod loading;
 pub mod models;
 pub mod prompt;
+pub mod qmm_rows;
 pub mod quant;
 pub mod reply;
 pub mod sampling;
