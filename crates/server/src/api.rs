@@ -746,11 +746,18 @@ pub struct Usage {
     pub completion_tokens: usize,
     pub total_tokens: usize,
     pub prompt_tokens_details: PromptTokensDetails,
+    pub completion_tokens_details: CompletionTokensDetails,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct PromptTokensDetails {
     pub cached_tokens: usize,
+}
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct CompletionTokensDetails {
+    /// Tokens the model generated as reasoning (a GPT-OSS analysis channel).
+    pub reasoning_tokens: usize,
 }
 
 impl Usage {
@@ -762,6 +769,12 @@ impl Usage {
             prompt_tokens_details: PromptTokensDetails {
                 cached_tokens: cached,
             },
+            completion_tokens_details: CompletionTokensDetails::default(),
         }
+    }
+
+    pub fn with_reasoning_tokens(mut self, reasoning: usize) -> Self {
+        self.completion_tokens_details.reasoning_tokens = reasoning;
+        self
     }
 }

@@ -109,6 +109,12 @@ pub fn combined_usage(usages: &[Usage]) -> Usage {
             .min()
             .unwrap_or(0),
     )
+    .with_reasoning_tokens(
+        usages
+            .iter()
+            .map(|u| u.completion_tokens_details.reasoning_tokens)
+            .sum(),
+    )
 }
 
 /// What one choice ended with (its `Done`).

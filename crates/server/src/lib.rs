@@ -12,6 +12,7 @@ pub mod choices;
 pub mod completions;
 pub mod error;
 pub mod metrics;
+pub mod responses;
 pub mod serve;
 pub mod worker;
 
@@ -55,6 +56,8 @@ pub struct AppState {
     pub cli_settings: Hyperparameters,
     pub prompt_config_settings: Option<Hyperparameters>,
     pub generation_config: Option<Hyperparameters>,
+    /// Responses kept for `previous_response_id` (the Responses API).
+    pub responses: responses::ResponseStore,
 }
 
 pub type Shared = Arc<AppState>;
@@ -76,6 +79,11 @@ pub fn router(state: Shared, body_limit: usize) -> Router {
         .route("/v1/models/{id}", get(one_model))
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/completions", post(completions::completions))
+        .route("/v1/responses", post(responses::create_response))
+        .route(
+            "/v1/responses/{id}",
+            get(responses::get_response).delete(responses::delete_response),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -294,6 +294,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         cli_settings,
         prompt_config_settings: prompt_config.map(|c| c.sampling),
         generation_config,
+        responses: Default::default(),
     });
     let app = router(state.clone(), args.max_body_mb.max(1) << 20);
     eprintln!(

@@ -666,6 +666,9 @@ struct ChatStream {
     /// each such call is announced as "[call NAME]", as the full reply shows it.
     reasoning_sent: bool,
     announced: Option<String>,
+    /// Pieces of the model's own reasoning streamed: one per generated token
+    /// (a token that ends mid-character is held and sent with the next).
+    reasoning_tokens: usize,
 }
 
 impl ChatStream {
@@ -676,6 +679,7 @@ impl ChatStream {
             call: None,
             reasoning_sent: false,
             announced: None,
+            reasoning_tokens: 0,
         }
     }
 
@@ -689,6 +693,7 @@ impl ChatStream {
             TurnEvent::Reply(ReplyEvent::Reasoning { text, .. }) => {
                 self.announced = None;
                 self.reasoning_sent = true;
+                self.reasoning_tokens += 1;
                 send(Event::Reasoning(text.to_string()))
             }
             TurnEvent::Reply(ReplyEvent::ToolCall { recipient, text }) => {
@@ -803,7 +808,8 @@ impl ChatStream {
         }
         send(Event::Done {
             finish_reason: reason,
-            usage: Usage::new(prompt_tokens, completion, cached),
+            usage: Usage::new(prompt_tokens, completion, cached)
+                .with_reasoning_tokens(self.reasoning_tokens),
             content,
             reasoning: (!reasoning.is_empty()).then(|| reasoning.join("\n")),
             calls,

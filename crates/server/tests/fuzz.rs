@@ -50,6 +50,7 @@ fn app() -> axum::Router {
         cli_settings: Default::default(),
         prompt_config_settings: None,
         generation_config: None,
+        responses: Default::default(),
     });
     router(state, 1 << 20)
 }

@@ -173,9 +173,57 @@ fn the_openai_sdk_gets_n_choices_plain_and_streamed() {
     run_sdk_script(&server, "openai_choices.py");
 }
 
+#[test]
+fn the_openai_sdk_speaks_the_responses_api_to_gpt_oss() {
+    let (server, _script) = start_scripted(
+        &fixture("gpt-oss"),
+        json!([
+            "<|channel|>analysis<|message|>Need the weather.<|end|><|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{\"city\": \"Oslo\"}<|call|>",
+            "<|channel|>final<|message|>Sunny, 21 °C in Oslo.<|return|>"
+        ]),
+        &["--api-key", "test-key"],
+    );
+    run_sdk_script_with(&server, "openai_responses.py", &["tools"]);
+}
+
+#[test]
+fn the_openai_sdk_speaks_the_responses_api_to_a_template_model() {
+    // SmolLM2 (the real checkpoint) with scripted replies: a Hermes-style
+    // call as a template model writes it, then the answer.
+    let (server, _script) = start_scripted(
+        &smollm2(),
+        json!([
+            "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}\n</tool_call>",
+            "Sunny, 21 °C in Oslo."
+        ]),
+        &[],
+    );
+    run_sdk_script_with(&server, "openai_responses.py", &["tools"]);
+}
+
+#[test]
+fn the_openai_sdk_gets_free_answers_from_smollm2_through_the_responses_api() {
+    let server = start(&smollm2(), &[]);
+    run_sdk_script_with(&server, "openai_responses.py", &["plain"]);
+}
+
+/// The real trained model (scripts/fetch-default-model; scripts/test sets
+/// MLX_HARMONY_SMOLLM2).
+fn smollm2() -> PathBuf {
+    let path = std::env::var_os("MLX_HARMONY_SMOLLM2").expect(
+        "MLX_HARMONY_SMOLLM2 names SmolLM2-135M-Instruct's GGUF file; run scripts/test, or set it \
+         to the path scripts/fetch-default-model prints",
+    );
+    PathBuf::from(path)
+}
+
+fn run_sdk_script(server: &Server, script: &str) {
+    run_sdk_script_with(server, script, &[]);
+}
+
 /// Runs `tests/SCRIPT` (the official openai SDK, in .venv-fixtures) against
 /// the server; it prints "all checks passed" when every check held.
-fn run_sdk_script(server: &Server, script: &str) {
+fn run_sdk_script_with(server: &Server, script: &str, args: &[&str]) {
     let python = repo().join(".venv-fixtures/bin/python");
     assert!(
         python.exists(),
@@ -189,6 +237,7 @@ fn run_sdk_script(server: &Server, script: &str) {
         )
         .arg(format!("http://127.0.0.1:{}/v1", server.port))
         .arg(&server.model)
+        .args(args)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
