@@ -6,6 +6,7 @@
 //! over one [`AppState`]: they check the request, queue a job and turn the
 //! model thread's events into an OpenAI response or server-sent events.
 
+pub mod anthropic;
 pub mod api;
 pub mod chat;
 pub mod choices;
@@ -80,6 +81,9 @@ pub fn router(state: Shared, body_limit: usize) -> Router {
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/completions", post(completions::completions))
         .route("/v1/responses", post(responses::create_response))
+        .route("/", get(anthropic::root))
+        .route("/v1/messages", post(anthropic::create_message))
+        .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route(
             "/v1/responses/{id}",
             get(responses::get_response).delete(responses::delete_response),
@@ -92,14 +96,28 @@ pub fn router(state: Shared, body_limit: usize) -> Router {
 }
 
 async fn require_key(State(state): State<Shared>, request: Request, next: Next) -> Response {
-    let open = matches!(request.uri().path(), "/health" | "/v1/health" | "/metrics");
+    let open = matches!(
+        request.uri().path(),
+        "/" | "/health" | "/v1/health" | "/metrics"
+    );
     if let Some(key) = state.api_key.as_deref().filter(|_| !open) {
-        let given = request
-            .headers()
+        let headers = request.headers();
+        // OpenAI clients send `Authorization: Bearer`, Anthropic's `x-api-key`.
+        let given = headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(bearer_token);
+            .and_then(bearer_token)
+            .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()));
         if !given.is_some_and(|given| same_secret(given.as_bytes(), key.as_bytes())) {
+            if request.uri().path().starts_with("/v1/messages") {
+                return anthropic::AnthropicError(ApiError {
+                    message: "missing or wrong API key: send `x-api-key: <key>` with the key the \
+                              server was started with (--api-key)"
+                        .into(),
+                    ..ApiError::unauthorized()
+                })
+                .into_response();
+            }
             return ApiError::unauthorized().into_response();
         }
     }

@@ -42,6 +42,13 @@ pub enum Task {
     Completion {
         prompt: String,
     },
+    /// Only the prompt's length in tokens (Anthropic's count_tokens): the
+    /// model thread renders it, answers `Started` and a `Done` whose usage
+    /// has the count, and generates nothing.
+    CountTokens {
+        history: Vec<ChatMessage>,
+        setup: Box<PromptSetup>,
+    },
 }
 
 pub struct Job {
@@ -226,6 +233,26 @@ pub fn run(
             }
             if job.events.is_closed() {
                 stats.cancelled.fetch_add(1, Ordering::SeqCst);
+                continue;
+            }
+            if let Task::CountTokens { history, setup } = &job.task {
+                let _ = job
+                    .events
+                    .send(match loaded.conversation_tokens(setup, history) {
+                        Ok(tokens) => {
+                            let _ = job.events.send(Event::Started);
+                            Event::Done {
+                                finish_reason: "stop",
+                                usage: Usage::new(tokens.len(), 0, 0),
+                                content: String::new(),
+                                reasoning: None,
+                                calls: Vec::new(),
+                            }
+                        }
+                        Err(e) => Event::Failed(
+                            ApiError::invalid(e.to_string()).with_param(Some("messages".into())),
+                        ),
+                    });
                 continue;
             }
             let job = match placement(job, &config, &loaded) {
@@ -416,6 +443,11 @@ fn start(
             let mut prompt = prompt;
             prompt.extend(forced);
             (prompt, opened, max_tokens, LiveKind::Chat(Box::new(chat)))
+        }
+        Task::CountTokens { .. } => {
+            return Err(ApiError::internal(
+                "a token count reached the batch (it is answered before)",
+            ));
         }
         Task::Completion { prompt } => {
             let ids = loaded

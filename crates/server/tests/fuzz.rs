@@ -217,7 +217,7 @@ proptest! {
     fn random_bytes_and_cut_bodies_get_a_4xx(
         bytes in prop::collection::vec(any::<u8>(), 0..300),
         cut in 0usize..200,
-        path in prop::sample::select(vec!["/v1/chat/completions", "/v1/completions"]),
+        path in prop::sample::select(vec!["/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages", "/v1/messages/count_tokens"]),
     ) {
         let (rt, app) = (runtime(), app());
         let (status, answer) = post(&rt, &app, path, bytes.clone());
@@ -228,6 +228,54 @@ proptest! {
         let (status, answer) = post(&rt, &app, path, cut.clone());
         prop_assert!(status.is_client_error(), "{status} for {}", String::from_utf8_lossy(&cut));
         check(status, &answer, &String::from_utf8_lossy(&cut))?;
+    }
+
+    #[test]
+    fn mutated_responses_requests_get_an_answer_or_a_4xx(
+        changes in prop::collection::vec((prop::sample::select(vec!["model", "input", "instructions", "tools", "tool_choice", "reasoning", "max_output_tokens", "text", "store", "previous_response_id", "stream", "include", "temperature", "unknown_field"]), any_json()), 0..4),
+        items in prop::collection::vec((prop::sample::select(vec!["message", "function_call", "function_call_output", "reasoning", "input_image", ""]), any_json()), 0..4),
+    ) {
+        let (rt, app) = (runtime(), app());
+        let input: Vec<Value> = items.into_iter().map(|(kind, extra)| {
+            let mut item = json!({"type": kind, "role": "user", "content": "Hi", "call_id": "c", "name": "f", "arguments": "{}", "output": "x"});
+            if let Value::Object(extra) = extra {
+                for (k, v) in extra { item[k] = v; }
+            }
+            item
+        }).collect();
+        let mut body = json!({"model": "tiny", "input": input, "max_output_tokens": 4,
+            "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}}]});
+        for (field, value) in changes {
+            body[field] = value;
+        }
+        let text = body.to_string();
+        let (status, answer) = post(&rt, &app, "/v1/responses", text.clone().into_bytes());
+        check(status, &answer, &text)?;
+    }
+
+    #[test]
+    fn mutated_messages_requests_get_an_answer_or_a_4xx(
+        changes in prop::collection::vec((prop::sample::select(vec!["model", "messages", "system", "max_tokens", "tools", "tool_choice", "thinking", "stop_sequences", "stream", "output_config", "temperature"]), any_json()), 0..4),
+        blocks in prop::collection::vec((prop::sample::select(vec!["text", "tool_use", "tool_result", "thinking", "image", ""]), any_json()), 0..4),
+        path in prop::sample::select(vec!["/v1/messages", "/v1/messages/count_tokens"]),
+    ) {
+        let (rt, app) = (runtime(), app());
+        let content: Vec<Value> = blocks.into_iter().map(|(kind, extra)| {
+            let mut block = json!({"type": kind, "text": "Hi", "id": "t", "name": "f", "input": {}, "tool_use_id": "t", "thinking": "hm"});
+            if let Value::Object(extra) = extra {
+                for (k, v) in extra { block[k] = v; }
+            }
+            block
+        }).collect();
+        let mut body = json!({"model": "tiny", "max_tokens": 4, "messages": [
+            {"role": "assistant", "content": content.clone()}, {"role": "user", "content": content}],
+            "tools": [{"name": "f", "input_schema": {"type": "object"}}]});
+        for (field, value) in changes {
+            body[field] = value;
+        }
+        let text = body.to_string();
+        let (status, answer) = post(&rt, &app, path, text.clone().into_bytes());
+        check(status, &answer, &text)?;
     }
 
     #[test]

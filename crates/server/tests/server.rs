@@ -207,6 +207,38 @@ fn the_openai_sdk_gets_free_answers_from_smollm2_through_the_responses_api() {
     run_sdk_script_with(&server, "openai_responses.py", &["plain"]);
 }
 
+#[test]
+fn the_anthropic_sdk_speaks_the_messages_api_to_gpt_oss() {
+    let (server, _script) = start_scripted(
+        &fixture("gpt-oss"),
+        json!([
+            "<|channel|>analysis<|message|>Need the weather.<|end|><|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{\"city\": \"Oslo\"}<|call|>",
+            "<|channel|>final<|message|>Sunny, 21 °C in Oslo.<|return|>"
+        ]),
+        &["--api-key", "test-key"],
+    );
+    run_sdk_script_with(&server, "anthropic_sdk.py", &["tools"]);
+}
+
+#[test]
+fn the_anthropic_sdk_speaks_the_messages_api_to_a_template_model() {
+    let (server, _script) = start_scripted(
+        &smollm2(),
+        json!([
+            "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}\n</tool_call>",
+            "Sunny, 21 °C in Oslo."
+        ]),
+        &["--api-key", "test-key"],
+    );
+    run_sdk_script_with(&server, "anthropic_sdk.py", &["tools"]);
+}
+
+#[test]
+fn the_anthropic_sdk_gets_free_answers_from_smollm2() {
+    let server = start(&smollm2(), &[]);
+    run_sdk_script_with(&server, "anthropic_sdk.py", &["plain"]);
+}
+
 /// The real trained model (scripts/fetch-default-model; scripts/test sets
 /// MLX_HARMONY_SMOLLM2).
 fn smollm2() -> PathBuf {
