@@ -323,6 +323,23 @@ pub fn history(
                 reply.reasoning_content = (!reasoning.is_empty()).then(|| reasoning.join("\n"));
                 out.push(reply);
             }
+            // Not in Anthropic's schema, but Claude Code sends system
+            // reminders this way: text, taken as system text where it is.
+            "system" => {
+                let mut text = String::new();
+                for (j, block) in blocks.iter().enumerate() {
+                    match (block.get("type").and_then(Value::as_str), block.get("text")) {
+                        (Some("text"), Some(Value::String(t))) => text.push_str(t),
+                        _ => {
+                            return Err(invalid(
+                                "a system message's content is text",
+                                format!("{field}.content[{j}]"),
+                            ));
+                        }
+                    }
+                }
+                out.push(ChatMessage::new("system", &text));
+            }
             other => {
                 return Err(invalid(
                     format!(

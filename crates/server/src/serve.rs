@@ -298,7 +298,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     });
     let app = router(state.clone(), args.max_body_mb.max(1) << 20);
     eprintln!(
-        "serving {model_id} on http://{address}/v1 (chat/completions, completions, models; health at /health){}",
+        "serving {model_id} on http://{address}/v1 (chat/completions, completions, responses, messages, models; health at /health){}",
         if args.api_key.is_some() {
             "; API key required"
         } else {

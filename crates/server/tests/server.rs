@@ -239,6 +239,153 @@ fn the_anthropic_sdk_gets_free_answers_from_smollm2() {
     run_sdk_script_with(&server, "anthropic_sdk.py", &["plain"]);
 }
 
+/// A coding agent's command (scripts/agent-clients installs them; scripts/test
+/// runs it and sets MLX_HARMONY_AGENTS).
+fn agent(name: &str) -> PathBuf {
+    let dir = std::env::var_os("MLX_HARMONY_AGENTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".agent-clients/node_modules/.bin"));
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/agent-clients (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+/// Runs `command` to its end (at most `limit`): exit success, stdout, stderr.
+fn run_with_limit(mut command: Command, limit: Duration) -> (bool, String, String) {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let out = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = out.read_to_string(&mut text);
+        text
+    });
+    let err = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = err.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let (out, err) = (out.join().unwrap(), err.join().unwrap());
+    assert!(status.is_some(), "ran past {limit:?}\n{out}\n{err}");
+    (status.unwrap().success(), out, err)
+}
+
+/// A GPT-OSS reply that calls `tool` with `arguments`, then the answer.
+fn agent_script(tool: &str, arguments: Value, answer: &str) -> Value {
+    json!([
+        format!(
+            "<|channel|>analysis<|message|>Run the command.<|end|><|start|>assistant<|channel|>commentary to=functions.{tool} <|constrain|>json<|message|>{arguments}<|call|>"
+        ),
+        format!("<|channel|>final<|message|>{answer}<|return|>")
+    ])
+}
+
+#[test]
+fn codex_runs_a_shell_command_and_answers_through_the_responses_api() {
+    // Codex CLI in `codex exec` mode, configured through its documented
+    // provider settings, against a GPT-OSS checkpoint whose scripted reply
+    // calls Codex's shell tool (exec_command) and then answers.
+    let answer = "The file proof.txt now says codex-ran-this.";
+    let (server, _script) = start_scripted(
+        &fixture("gpt-oss"),
+        agent_script(
+            "exec_command",
+            json!({"cmd": "echo codex-ran-this > proof.txt"}),
+            answer,
+        ),
+        &[],
+    );
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let base_url = format!("http://127.0.0.1:{}/v1", server.port);
+    let mut codex = Command::new(agent("codex"));
+    codex
+        .current_dir(work.path())
+        .env("CODEX_HOME", home.path())
+        .args(["exec", "--skip-git-repo-check"])
+        // The container runs as root without the namespaces Codex's sandbox needs.
+        .arg("--dangerously-bypass-approvals-and-sandbox")
+        .args([
+            "-c",
+            "model_provider=local",
+            "-c",
+            "model_providers.local.name=local",
+        ])
+        .arg("-c")
+        .arg(format!("model_providers.local.base_url={base_url}"))
+        .args(["-c", "model_providers.local.wire_api=responses"])
+        .arg("-c")
+        .arg(format!("model={}", server.model))
+        .args(["-c", "model_providers.local.request_max_retries=0"])
+        .args(["-c", "model_providers.local.stream_max_retries=0"])
+        .arg("Write codex-ran-this into proof.txt");
+    let (ok, out, err) = run_with_limit(codex, Duration::from_secs(300));
+    assert!(ok, "codex failed\n{out}\n{err}");
+    let proof = std::fs::read_to_string(work.path().join("proof.txt"))
+        .unwrap_or_else(|e| panic!("the command did not run ({e})\n{out}\n{err}"));
+    assert_eq!(proof, "codex-ran-this\n");
+    assert!(out.contains(answer), "no final answer\n{out}\n{err}");
+}
+
+#[test]
+fn claude_code_runs_a_shell_command_and_answers_through_the_messages_api() {
+    // Claude Code in print mode (`claude -p`) against the same kind of
+    // checkpoint: its Bash tool is called, then the answer comes.
+    let answer = "The file proof.txt now says claude-ran-this.";
+    let (server, _script) = start_scripted(
+        &fixture("gpt-oss"),
+        agent_script(
+            "Bash",
+            json!({"command": "echo claude-ran-this > proof.txt", "description": "Write the proof"}),
+            answer,
+        ),
+        &["--api-key", "agent-key"],
+    );
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let mut claude = Command::new(agent("claude"));
+    claude
+        .current_dir(work.path())
+        .env("HOME", home.path())
+        .env(
+            "ANTHROPIC_BASE_URL",
+            format!("http://127.0.0.1:{}", server.port),
+        )
+        .env("ANTHROPIC_API_KEY", "agent-key")
+        .env("DISABLE_TELEMETRY", "1")
+        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+        .args(["-p", "Write claude-ran-this into proof.txt"])
+        .args(["--model", &server.model])
+        // Bash pre-approved (print mode cannot ask; root may not skip permissions).
+        .args(["--allowedTools", "Bash"]);
+    let (ok, out, err) = run_with_limit(claude, Duration::from_secs(300));
+    assert!(ok, "claude failed\n{out}\n{err}");
+    let proof = std::fs::read_to_string(work.path().join("proof.txt"))
+        .unwrap_or_else(|e| panic!("the command did not run ({e})\n{out}\n{err}"));
+    assert_eq!(proof, "claude-ran-this\n");
+    assert!(out.contains(answer), "no final answer\n{out}\n{err}");
+}
+
 /// The real trained model (scripts/fetch-default-model; scripts/test sets
 /// MLX_HARMONY_SMOLLM2).
 fn smollm2() -> PathBuf {
