@@ -722,8 +722,9 @@ fn stream(
                 },
                 () = writer.sender.closed() => return,
             };
-            let ok = match event {
-                Event::Started => true,
+            // The server's own tool calls show in the thinking.
+            let ok = match event.as_reasoning() {
+                Event::Started | Event::ServerCall { .. } | Event::ServerResult { .. } => true,
                 Event::Reasoning(text) => {
                     match writer
                         .ensure(

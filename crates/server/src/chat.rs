@@ -170,7 +170,8 @@ impl choices::ChunkWriter for ChatChunks {
     }
 
     fn piece(&mut self, index: usize, event: Event) -> Option<Value> {
-        let delta = match event {
+        // The server's own tool calls show in the reasoning.
+        let delta = match event.as_reasoning() {
             Event::Content(text) => json!({"content": text}),
             Event::Reasoning(text) => json!({"reasoning_content": text}),
             Event::CallStarted(call) => {
@@ -181,7 +182,11 @@ impl choices::ChunkWriter for ChatChunks {
             Event::CallArguments(text) => {
                 json!({"tool_calls": [{"index": self.calls[index].saturating_sub(1), "function": {"arguments": text}}]})
             }
-            Event::Started | Event::Done { .. } | Event::Failed(_) => return None,
+            Event::Started
+            | Event::Done { .. }
+            | Event::Failed(_)
+            | Event::ServerCall { .. }
+            | Event::ServerResult { .. } => return None,
         };
         Some(self.chunk(index, delta, None))
     }

@@ -124,6 +124,8 @@ pub struct Finished {
     pub content: String,
     pub reasoning: Option<String>,
     pub calls: Vec<crate::worker::FunctionCall>,
+    /// The reasoning and the server's own tool calls and results, in order.
+    pub steps: Vec<crate::worker::Step>,
 }
 
 /// Reads every choice to its end (non-streaming answers): their ends in
@@ -146,6 +148,7 @@ async fn collect_each(mut choices: Choices, n: usize) -> Result<Vec<Finished>, A
                 content,
                 reasoning,
                 calls,
+                steps,
             } => {
                 done[index] = Some(Finished {
                     finish_reason,
@@ -153,6 +156,7 @@ async fn collect_each(mut choices: Choices, n: usize) -> Result<Vec<Finished>, A
                     content,
                     reasoning,
                     calls,
+                    steps,
                 });
                 left -= 1;
                 if left == 0 {

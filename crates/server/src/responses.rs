@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use crate::api::{self, FunctionSpec, ResponseFormat, SharedFields, ToolSpec, Usage};
 use crate::choices::{self, Choices};
 use crate::error::ApiError;
-use crate::worker::{Event, FunctionCall, Task};
+use crate::worker::{Event, FunctionCall, Step, Task};
 use crate::{Shared, body_bytes, now, now_nanos, resolve};
 
 /// `POST /v1/responses`.
@@ -701,7 +701,7 @@ pub async fn create_response(
         let (mut finished, usage) = choices::collect(choices, 1).await?;
         let done = finished.remove(0);
         let mut reply = reply;
-        reply.finish_from(&done.reasoning, &done.content, &done.calls);
+        reply.finish_from(&done.steps, &done.content, &done.calls);
         let response = reply.response(&state.model_id, "completed", done.finish_reason, &usage);
         keep(&state, &reply, &response, history);
         Ok(Json(response).into_response())
@@ -722,15 +722,51 @@ fn keep(state: &crate::AppState, reply: &Reply, response: &Value, mut history: V
 /// One output item as it is built.
 #[derive(Clone, Debug)]
 enum Item {
-    Reasoning { id: String, text: String },
-    Message { id: String, text: String },
-    Call { id: String, call: FunctionCall },
+    Reasoning {
+        id: String,
+        text: String,
+    },
+    Message {
+        id: String,
+        text: String,
+    },
+    Call {
+        id: String,
+        call: FunctionCall,
+    },
+    /// A call the server ran itself: python as a `code_interpreter_call`,
+    /// browser as a `web_search_call`.
+    Tool {
+        id: String,
+        recipient: String,
+        code: String,
+        output: Option<String>,
+    },
+}
+
+/// Whether a server-side call has an item of its own (python, browser);
+/// others (apply_patch) stay in the reasoning text.
+fn has_item(recipient: &str) -> bool {
+    recipient == "python" || recipient == "browser" || recipient.starts_with("browser.")
+}
+
+/// A browser call's `action`: what it searched, opened or looked for.
+fn browser_action(recipient: &str, code: &str) -> Value {
+    let args: Value = serde_json::from_str(code).unwrap_or(Value::Null);
+    match recipient.strip_prefix("browser.").unwrap_or("") {
+        "open" => json!({"type": "open_page", "url": args.get("id").filter(|v| v.is_string())}),
+        "find" => json!({"type": "find", "pattern": args.get("pattern"), "url": null}),
+        _ => json!({"type": "search", "query": args.get("query").cloned().unwrap_or(json!(code))}),
+    }
 }
 
 impl Item {
     fn id(&self) -> &str {
         match self {
-            Item::Reasoning { id, .. } | Item::Message { id, .. } | Item::Call { id, .. } => id,
+            Item::Reasoning { id, .. }
+            | Item::Message { id, .. }
+            | Item::Call { id, .. }
+            | Item::Tool { id, .. } => id,
         }
     }
 
@@ -756,6 +792,25 @@ impl Item {
             Item::Call { id, call } => json!({
                 "type": "function_call", "id": id, "call_id": call.id, "name": call.name,
                 "arguments": call.arguments, "status": status,
+            }),
+            Item::Tool {
+                id,
+                recipient,
+                code,
+                output,
+            } if recipient == "python" => json!({
+                "type": "code_interpreter_call", "id": id, "status": status, "code": code,
+                "container_id": "local",
+                "outputs": output.as_ref().map(|logs| json!([{"type": "logs", "logs": logs}])),
+            }),
+            Item::Tool {
+                id,
+                recipient,
+                code,
+                ..
+            } => json!({
+                "type": "web_search_call", "id": id, "status": status,
+                "action": browser_action(recipient, code),
             }),
         }
     }
@@ -783,14 +838,42 @@ impl Reply {
         }
     }
 
-    /// The items of a reply read whole (not streamed): reasoning, then the
-    /// message, then the calls.
-    fn finish_from(&mut self, reasoning: &Option<String>, content: &str, calls: &[FunctionCall]) {
-        if let Some(text) = reasoning {
-            self.items.push(Item::Reasoning {
-                id: item_id("rs"),
-                text: text.clone(),
-            });
+    /// The items of a reply read whole (not streamed): its steps in order
+    /// (reasoning, the server's own calls), then the message, then the calls.
+    fn finish_from(&mut self, steps: &[Step], content: &str, calls: &[FunctionCall]) {
+        for step in steps {
+            let text = match step {
+                Step::Reasoning(text) => text.clone(),
+                Step::ServerCall { recipient, code } if has_item(recipient) => {
+                    self.items.push(Item::Tool {
+                        id: item_id(if recipient == "python" { "ci" } else { "ws" }),
+                        recipient: recipient.clone(),
+                        code: code.clone(),
+                        output: None,
+                    });
+                    continue;
+                }
+                Step::ServerCall { recipient, code } => format!("[call {recipient}]\n{code}"),
+                Step::ServerResult { author, content } => {
+                    if let Some(Item::Tool { output, .. }) = self.items.last_mut()
+                        && output.is_none()
+                    {
+                        *output = Some(content.clone());
+                        continue;
+                    }
+                    format!("[{author}]\n{content}")
+                }
+            };
+            match self.items.last_mut() {
+                Some(Item::Reasoning { text: all, .. }) => {
+                    all.push('\n');
+                    all.push_str(&text);
+                }
+                _ => self.items.push(Item::Reasoning {
+                    id: item_id("rs"),
+                    text,
+                }),
+            }
         }
         if !content.is_empty() || calls.is_empty() {
             self.items.push(Item::Message {
@@ -814,6 +897,8 @@ impl Reply {
             match item {
                 Item::Reasoning { text, .. } => reasoning.push(text.clone()),
                 Item::Message { text, .. } => message.content.push_str(text),
+                // The server's own calls belonged to this turn's reasoning.
+                Item::Tool { .. } => {}
                 Item::Call { call, .. } => message.tool_calls.push(ToolCall {
                     id: call.id.clone(),
                     kind: "function".into(),
@@ -992,6 +1077,62 @@ fn stream(
                 Event::CallArguments(text) => {
                     delta(&mut events, &mut reply, &mut open, Kind::Call, &text, None).await
                 }
+                Event::ServerCall {
+                    recipient,
+                    text,
+                    announce,
+                } if has_item(&recipient) => {
+                    let same = open.is_some_and(|i| {
+                        matches!(&reply.items[i], Item::Tool { recipient: r, output: None, .. } if *r == recipient)
+                    });
+                    if (announce.is_some() || !same)
+                        && !open_tool(&mut events, &mut reply, &mut open, &recipient).await
+                    {
+                        return;
+                    }
+                    delta(&mut events, &mut reply, &mut open, Kind::Tool, &text, None).await
+                }
+                Event::ServerResult { content, shown, .. } => {
+                    let tool = open.filter(|&i| matches!(reply.items[i], Item::Tool { .. }));
+                    match tool {
+                        Some(index) => {
+                            if let Item::Tool {
+                                output, recipient, ..
+                            } = &mut reply.items[index]
+                                && recipient == "python"
+                            {
+                                *output = Some(content);
+                            }
+                            close(&mut events, &mut reply, &mut open).await
+                        }
+                        None => {
+                            delta(
+                                &mut events,
+                                &mut reply,
+                                &mut open,
+                                Kind::Reasoning,
+                                &shown,
+                                None,
+                            )
+                            .await
+                        }
+                    }
+                }
+                // A server-side call without an item of its own: reasoning text.
+                server @ Event::ServerCall { .. } => {
+                    let Event::Reasoning(text) = server.as_reasoning() else {
+                        unreachable!("as_reasoning turns a server call into reasoning")
+                    };
+                    delta(
+                        &mut events,
+                        &mut reply,
+                        &mut open,
+                        Kind::Reasoning,
+                        &text,
+                        None,
+                    )
+                    .await
+                }
                 Event::Done {
                     finish_reason,
                     usage,
@@ -1058,6 +1199,7 @@ enum Kind {
     Reasoning,
     Message,
     Call,
+    Tool,
 }
 
 fn kind_of(item: &Item) -> Kind {
@@ -1065,6 +1207,7 @@ fn kind_of(item: &Item) -> Kind {
         Item::Reasoning { .. } => Kind::Reasoning,
         Item::Message { .. } => Kind::Message,
         Item::Call { .. } => Kind::Call,
+        Item::Tool { .. } => Kind::Tool,
     }
 }
 
@@ -1106,6 +1249,7 @@ async fn delta(
                     id: item_id("msg"),
                     text: String::new(),
                 },
+                Kind::Tool => unreachable!("server calls open through open_tool"),
                 Kind::Call => Item::Call {
                     id: item_id("fc"),
                     call: new_call.unwrap_or_else(|| FunctionCall {
@@ -1129,7 +1273,7 @@ async fn delta(
                 Kind::Message => Some(
                     json!({"type": "output_text", "text": "", "annotations": [], "logprobs": []}),
                 ),
-                Kind::Call => None,
+                Kind::Call | Kind::Tool => None,
             };
             if let Some(part) = part {
                 let data = json!({"item_id": reply.items[index].id(), "output_index": index,
@@ -1171,8 +1315,59 @@ async fn delta(
                 json!({"item_id": id, "output_index": index, "delta": text}),
             )
         }
+        Item::Tool {
+            code, recipient, ..
+        } => {
+            code.push_str(text);
+            if recipient != "python" {
+                // A web search's arguments are not streamed.
+                return true;
+            }
+            (
+                "response.code_interpreter_call_code.delta",
+                json!({"item_id": id, "output_index": index, "delta": text}),
+            )
+        }
     };
     events.send(event, fields(data)).await
+}
+
+/// Opens the item of a server-side call (closing the open one).
+async fn open_tool(
+    events: &mut Events,
+    reply: &mut Reply,
+    open: &mut Option<usize>,
+    recipient: &str,
+) -> bool {
+    if !close(events, reply, open).await {
+        return false;
+    }
+    let python = recipient == "python";
+    let item = Item::Tool {
+        id: item_id(if python { "ci" } else { "ws" }),
+        recipient: recipient.to_string(),
+        code: String::new(),
+        output: None,
+    };
+    let index = reply.items.len();
+    let id = item.id().to_string();
+    let added = json!({"output_index": index, "item": item.json("in_progress")});
+    reply.items.push(item);
+    *open = Some(index);
+    let progress = if python {
+        "response.code_interpreter_call.in_progress"
+    } else {
+        "response.web_search_call.in_progress"
+    };
+    events
+        .send("response.output_item.added", fields(added))
+        .await
+        && events
+            .send(
+                progress,
+                fields(json!({"item_id": id, "output_index": index})),
+            )
+            .await
 }
 
 /// Closes the open item: its text's `done`, its part's `done`, the item's.
@@ -1210,6 +1405,22 @@ async fn close(events: &mut Events, reply: &mut Reply, open: &mut Option<usize>)
             "response.function_call_arguments.done",
             json!({"item_id": id, "output_index": index, "arguments": call.arguments, "name": call.name}),
         )),
+        Item::Tool {
+            recipient, code, ..
+        } => {
+            let at = json!({"item_id": id, "output_index": index});
+            if recipient == "python" {
+                steps.push((
+                    "response.code_interpreter_call_code.done",
+                    json!({"item_id": id, "output_index": index, "code": code}),
+                ));
+                steps.push(("response.code_interpreter_call.interpreting", at.clone()));
+                steps.push(("response.code_interpreter_call.completed", at));
+            } else {
+                steps.push(("response.web_search_call.searching", at.clone()));
+                steps.push(("response.web_search_call.completed", at));
+            }
+        }
     }
     steps.push((
         "response.output_item.done",

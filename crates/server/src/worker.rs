@@ -76,13 +76,53 @@ pub enum Event {
     /// A function call begins (streamed as its first `tool_calls` delta).
     CallStarted(FunctionCall),
     CallArguments(String),
+    /// A piece of a call the server runs itself (python, browser). The first
+    /// piece of each call has `announce`: the reasoning text that shows its
+    /// start where the API has no item for it (chat: "[call python]").
+    ServerCall {
+        recipient: String,
+        text: String,
+        announce: Option<String>,
+    },
+    /// What such a call returned, and the reasoning text that shows it.
+    ServerResult {
+        author: String,
+        content: String,
+        shown: String,
+    },
     Done {
         finish_reason: &'static str,
         usage: Usage,
         content: String,
+        /// The reasoning as one text, with the server's tool calls and
+        /// results in it.
         reasoning: Option<String>,
         calls: Vec<FunctionCall>,
+        /// The same in order, apart: reasoning, server calls, results.
+        steps: Vec<Step>,
     },
+}
+
+/// One part of a reply before its answer, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    Reasoning(String),
+    ServerCall { recipient: String, code: String },
+    ServerResult { author: String, content: String },
+}
+
+impl Event {
+    /// Server-side calls and results as reasoning text, for APIs that have
+    /// no items for them (chat completions, Anthropic messages).
+    pub fn as_reasoning(self) -> Event {
+        match self {
+            Event::ServerCall { text, announce, .. } => {
+                Event::Reasoning(format!("{}{text}", announce.unwrap_or_default()))
+            }
+            Event::ServerResult { shown, .. } => Event::Reasoning(shown),
+            other => other,
+        }
+    }
 }
 
 /// Fixed replies played back instead of sampling (`--scripted-replies`):
@@ -247,6 +287,7 @@ pub fn run(
                                 content: String::new(),
                                 reasoning: None,
                                 calls: Vec::new(),
+                                steps: Vec::new(),
                             }
                         }
                         Err(e) => Event::Failed(
@@ -530,6 +571,7 @@ fn route(live: &mut HashMap<SequenceId, Live>, event: BatchEvent, stats: &Stats)
                     content: generation.text.clone(),
                     reasoning: None,
                     calls: Vec::new(),
+                    steps: Vec::new(),
                 }),
                 LiveKind::Chat(chat) => {
                     let ChatLive {
@@ -735,13 +777,17 @@ impl ChatStream {
                         || recipient == format!("functions.{n}")
                 });
                 if runs_here {
-                    if self.announced.as_deref() != Some(recipient) {
+                    let announce = (self.announced.as_deref() != Some(recipient)).then(|| {
                         let gap = if self.reasoning_sent { "\n" } else { "" };
-                        send(Event::Reasoning(format!("{gap}[call {recipient}]\n")));
                         self.announced = Some(recipient.to_string());
-                    }
+                        format!("{gap}[call {recipient}]\n")
+                    });
                     self.reasoning_sent = true;
-                    send(Event::Reasoning(text.to_string()));
+                    send(Event::ServerCall {
+                        recipient: recipient.to_string(),
+                        text: text.to_string(),
+                        announce,
+                    });
                     return;
                 }
                 let name = recipient.strip_prefix("functions.").unwrap_or(recipient);
@@ -759,7 +805,11 @@ impl ChatStream {
             TurnEvent::ToolResult { author, content } => {
                 self.announced = None;
                 self.reasoning_sent = true;
-                send(Event::Reasoning(format!("\n[{author}]\n{content}\n")))
+                send(Event::ServerResult {
+                    author: author.to_string(),
+                    content: content.to_string(),
+                    shown: format!("\n[{author}]\n{content}\n"),
+                })
             }
         }
     }
@@ -786,17 +836,26 @@ impl ChatStream {
         // The reasoning, with the server-side tool calls and their results in
         // order (as they were streamed).
         let mut reasoning: Vec<String> = Vec::new();
+        let mut steps: Vec<Step> = Vec::new();
         for m in &turn.messages {
             reasoning.extend(m.reasoning_content.clone());
+            steps.extend(m.reasoning_content.clone().map(Step::Reasoning));
             match (m.role.as_str(), &m.recipient) {
                 ("assistant", Some(recipient)) if turn.pending_call.as_ref() != Some(recipient) => {
-                    reasoning.push(format!("[call {recipient}]\n{}", m.content))
+                    reasoning.push(format!("[call {recipient}]\n{}", m.content));
+                    steps.push(Step::ServerCall {
+                        recipient: recipient.clone(),
+                        code: m.content.clone(),
+                    });
                 }
-                ("tool", _) => reasoning.push(format!(
-                    "[{}]\n{}",
-                    m.name.as_deref().unwrap_or("tool"),
-                    m.content
-                )),
+                ("tool", _) => {
+                    let author = m.name.as_deref().unwrap_or("tool");
+                    reasoning.push(format!("[{author}]\n{}", m.content));
+                    steps.push(Step::ServerResult {
+                        author: author.to_string(),
+                        content: m.content.clone(),
+                    });
+                }
                 _ => {}
             }
         }
@@ -845,6 +904,7 @@ impl ChatStream {
             content,
             reasoning: (!reasoning.is_empty()).then(|| reasoning.join("\n")),
             calls,
+            steps,
         });
     }
 }

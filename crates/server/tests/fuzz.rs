@@ -34,6 +34,7 @@ fn app() -> axum::Router {
                 content: "ok".into(),
                 reasoning: None,
                 calls: Vec::new(),
+                steps: Vec::new(),
             });
         }
     });

@@ -2,7 +2,9 @@
 tests/server.rs). MODE "tools": the model's replies are scripted, a get_weather
 call (with reasoning on GPT-OSS) then the answer "Sunny, 21 °C in Oslo.", in a
 cycle. MODE "plain": a real model (SmolLM2) answers freely.
-Usage: python openai_responses.py BASE_URL MODEL tools|plain"""
+MODE "python": the server runs python itself (--python); the scripted model
+calls it with print(6*7), then answers "It is 42.".
+Usage: python openai_responses.py BASE_URL MODEL tools|plain|python"""
 
 import json
 import sys
@@ -139,6 +141,29 @@ if mode == "tools":
         check(False, "a deleted response was still there")
     except openai.NotFoundError:
         pass
+elif mode == "python":
+    # The server's own python call is an item of its own, with its output.
+    answer = client.responses.create(model=model, input="What is 6*7?")
+    kinds = [item.type for item in answer.output]
+    check(kinds == ["reasoning", "code_interpreter_call", "message"], f"items {kinds}")
+    call = answer.output[1]
+    check(call.code == "print(6*7)" and call.status == "completed", f"call {call}")
+    check(call.outputs and "42" in call.outputs[0].logs, f"outputs {call.outputs}")
+    check(answer.output_text == "It is 42.", f"answer {answer.output_text!r}")
+    events, code = [], ""
+    with client.responses.stream(model=model, input="What is 6*7?") as stream:
+        for event in stream:
+            events.append(event.type)
+            if event.type == "response.code_interpreter_call_code.delta":
+                code += event.delta
+        final = stream.get_final_response()
+    for kind in ["response.code_interpreter_call.in_progress", "response.code_interpreter_call_code.done",
+                 "response.code_interpreter_call.interpreting", "response.code_interpreter_call.completed"]:
+        check(kind in events, f"{kind} missing from {events}")
+    check(code == "print(6*7)", f"streamed code {code!r}")
+    check([item.type for item in final.output] == kinds, f"streamed items {final.output}")
+    check("42" in final.output[1].outputs[0].logs, f"streamed outputs {final.output[1]}")
+    check(final.output_text == "It is 42.", f"streamed answer {final.output_text!r}")
 else:
     # A real model's free answer, plain and streamed, and a continuation.
     first = client.responses.create(model=model, input="Say hello.", instructions="You are brief.",

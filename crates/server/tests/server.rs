@@ -187,6 +187,19 @@ fn the_openai_sdk_speaks_the_responses_api_to_gpt_oss() {
 }
 
 #[test]
+fn the_servers_own_python_call_is_a_code_interpreter_item_in_the_responses_api() {
+    let (server, _script) = start_scripted(
+        &fixture("gpt-oss"),
+        json!([
+            "<|channel|>analysis<|message|>Compute it.<|end|><|start|>assistant<|channel|>analysis to=python code<|message|>print(6*7)<|call|>",
+            "<|channel|>final<|message|>It is 42.<|return|>"
+        ]),
+        &["--python"],
+    );
+    run_sdk_script_with(&server, "openai_responses.py", &["python"]);
+}
+
+#[test]
 fn the_openai_sdk_speaks_the_responses_api_to_a_template_model() {
     // SmolLM2 (the real checkpoint) with scripted replies: a Hermes-style
     // call as a template model writes it, then the answer.
