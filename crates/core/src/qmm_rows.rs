@@ -124,6 +124,20 @@ pub fn takes(x: &Array, q: &QuantizedWeight) -> bool {
         && n % 16 == 0
 }
 
+/// `x @ wᵀ` (with `transpose`) or `x @ w` as the models compute their
+/// quantized projections: our kernel where it applies (see [`try_product`]),
+/// MLX's `quantized_matmul` otherwise.
+pub fn matmul(x: &Array, q: &QuantizedWeight, transpose: bool) -> Result<Array> {
+    if transpose {
+        crate::quant::ensure_mlx_error_handler();
+        let stream = Stream::thread_local_or_default();
+        if let Some(y) = try_product(x, q, &stream)? {
+            return Ok(y);
+        }
+    }
+    crate::quant::quantized_matmul(x, q, transpose)
+}
+
 /// `x @ wᵀ` with our kernel when it applies here (CUDA stream, shapes of
 /// [`takes`], not turned off, its self-check passed); `None` otherwise, and
 /// the caller uses MLX's product.

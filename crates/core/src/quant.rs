@@ -164,21 +164,9 @@ pub fn dequantize(q: &QuantizedWeight) -> Result<Array> {
 }
 
 /// `x @ wᵀ` (with `transpose`) or `x @ w`, with `w` quantized in any mode:
-/// our few-row kernel where it applies (CUDA, see [`crate::qmm_rows`]),
-/// MLX's `quantized_matmul` otherwise.
+/// MLX's `quantized_matmul`, whatever the shapes and device. The models call
+/// [`crate::qmm_rows::matmul`], which picks our few-row kernel where it applies.
 pub fn quantized_matmul(x: &Array, q: &QuantizedWeight, transpose: bool) -> Result<Array> {
-    ensure_mlx_error_handler();
-    if transpose {
-        let stream = Stream::thread_local_or_default();
-        if let Some(y) = crate::qmm_rows::try_product(x, q, &stream)? {
-            return Ok(y);
-        }
-    }
-    mlx_quantized_matmul(x, q, transpose)
-}
-
-/// MLX's own `quantized_matmul`, whatever the shapes and device.
-pub fn mlx_quantized_matmul(x: &Array, q: &QuantizedWeight, transpose: bool) -> Result<Array> {
     ensure_mlx_error_handler();
     let stream = Stream::thread_local_or_default();
     // SAFETY: as in `quantize`.

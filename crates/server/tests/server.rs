@@ -146,14 +146,28 @@ fn assert_error(
     assert_eq!(error["code"].as_str(), code, "{body}");
 }
 
+/// The SDK scripts' scripted model: a get_weather call for Oslo (with
+/// reasoning), then the answer, as GPT-OSS writes them.
+fn weather_replies_gpt_oss() -> Value {
+    json!([
+        "<|channel|>analysis<|message|>Need the weather.<|end|><|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{\"city\": \"Oslo\"}<|call|>",
+        "<|channel|>final<|message|>Sunny, 21 °C in Oslo.<|return|>"
+    ])
+}
+
+/// The same as a template model writes it (a Hermes-style call).
+fn weather_replies_template() -> Value {
+    json!([
+        "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}\n</tool_call>",
+        "Sunny, 21 °C in Oslo."
+    ])
+}
+
 #[test]
 fn the_openai_sdk_chats_streams_and_round_trips_a_tool_call() {
     let (server, _script) = start_scripted(
         &fixture("gpt-oss"),
-        json!([
-            "<|channel|>analysis<|message|>Need the weather.<|end|><|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{\"city\": \"Oslo\"}<|call|>",
-            "<|channel|>final<|message|>Sunny, 21 °C in Oslo.<|return|>"
-        ]),
+        weather_replies_gpt_oss(),
         &["--api-key", "test-key"],
     );
     run_sdk_script(&server, "openai_sdk.py");
@@ -177,10 +191,7 @@ fn the_openai_sdk_gets_n_choices_plain_and_streamed() {
 fn the_openai_sdk_speaks_the_responses_api_to_gpt_oss() {
     let (server, _script) = start_scripted(
         &fixture("gpt-oss"),
-        json!([
-            "<|channel|>analysis<|message|>Need the weather.<|end|><|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{\"city\": \"Oslo\"}<|call|>",
-            "<|channel|>final<|message|>Sunny, 21 °C in Oslo.<|return|>"
-        ]),
+        weather_replies_gpt_oss(),
         &["--api-key", "test-key"],
     );
     run_sdk_script_with(&server, "openai_responses.py", &["tools"]);
@@ -203,14 +214,7 @@ fn the_servers_own_python_call_is_a_code_interpreter_item_in_the_responses_api()
 fn the_openai_sdk_speaks_the_responses_api_to_a_template_model() {
     // SmolLM2 (the real checkpoint) with scripted replies: a Hermes-style
     // call as a template model writes it, then the answer.
-    let (server, _script) = start_scripted(
-        &smollm2(),
-        json!([
-            "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}\n</tool_call>",
-            "Sunny, 21 °C in Oslo."
-        ]),
-        &[],
-    );
+    let (server, _script) = start_scripted(&smollm2(), weather_replies_template(), &[]);
     run_sdk_script_with(&server, "openai_responses.py", &["tools"]);
 }
 
@@ -224,10 +228,7 @@ fn the_openai_sdk_gets_free_answers_from_smollm2_through_the_responses_api() {
 fn the_anthropic_sdk_speaks_the_messages_api_to_gpt_oss() {
     let (server, _script) = start_scripted(
         &fixture("gpt-oss"),
-        json!([
-            "<|channel|>analysis<|message|>Need the weather.<|end|><|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{\"city\": \"Oslo\"}<|call|>",
-            "<|channel|>final<|message|>Sunny, 21 °C in Oslo.<|return|>"
-        ]),
+        weather_replies_gpt_oss(),
         &["--api-key", "test-key"],
     );
     run_sdk_script_with(&server, "anthropic_sdk.py", &["tools"]);
@@ -237,10 +238,7 @@ fn the_anthropic_sdk_speaks_the_messages_api_to_gpt_oss() {
 fn the_anthropic_sdk_speaks_the_messages_api_to_a_template_model() {
     let (server, _script) = start_scripted(
         &smollm2(),
-        json!([
-            "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}\n</tool_call>",
-            "Sunny, 21 °C in Oslo."
-        ]),
+        weather_replies_template(),
         &["--api-key", "test-key"],
     );
     run_sdk_script_with(&server, "anthropic_sdk.py", &["tools"]);

@@ -168,7 +168,7 @@ impl Linear {
                 bias,
             ),
             Linear::Quantized { weight, bias } => (
-                rows_flattened(x, |x| quant::quantized_matmul(x, weight, true))?,
+                rows_flattened(x, |x| crate::qmm_rows::matmul(x, weight, true))?,
                 bias,
             ),
         };
@@ -223,7 +223,7 @@ impl Embedding {
     pub fn as_linear(&self, x: &Array) -> Result<Array> {
         rows_flattened(x, |x| match self {
             Embedding::Dense(table) => Ok(ops::matmul(x, table.t())?),
-            Embedding::Quantized(q) => quant::quantized_matmul(x, q, true),
+            Embedding::Quantized(q) => crate::qmm_rows::matmul(x, q, true),
         })
     }
 }
