@@ -8,6 +8,9 @@ reference.safetensors with what mlx-lm computes after loading that folder with i
   prompt  int32 [64]       a fixed random prompt
   logits  f32   [64, V]    logits at every position, one pass
   greedy  int32 [48]       48 greedy tokens after the prompt (KV cache, mlx_lm generate_step)
+  greedy_rotating int32 [48]  the same with a cache bounded to 24 positions: mlx-lm's
+                              RotatingKVCache(max_size=24, keep=4) per layer, what its
+                              make_prompt_cache(model, max_kv_size) makes (GPT-OSS: its own caches)
 
 Runs in the reference environment of scripts/reference-env (mlx[cpu]==0.32.4, mlx-lm==0.32.2).
 Usage: make_parity_models.py [--force]
@@ -22,12 +25,14 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 from mlx_lm.generate import generate_step
+from mlx_lm.models.cache import RotatingKVCache
 from mlx_lm.models import gpt_oss, llama, qwen2, qwen3
 from mlx_lm.utils import load_model
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "fixtures" / "parity"
-VERSION = "5"  # bump to remake every fixture
+VERSION = "7"  # bump to remake every fixture
+ROTATING_MAX_KV_SIZE = 24  # crates/core/tests/parity.rs uses the same
 
 # The Llama-family cases carry SmolLM2's real tokenizer (49152 tokens), the GPT-OSS ones the
 # real o200k_harmony tokenizer (201088), so that their vocabularies are real ones.
@@ -227,8 +232,21 @@ def make(name, spec, seed, force):
     greedy = []
     for token, _ in generate_step(prompt, loaded, max_tokens=48, sampler=lambda x: mx.argmax(x, axis=-1)):
         greedy.append(int(token))
+    rotating = []
+    # make_prompt_cache(model, max_kv_size) would defer to a model's own
+    # make_cache, which mlx-lm 0.32.2's llama has (for sliding layers), and
+    # so ignore the bound: the rotating caches are made as it makes them
+    # for models without one.
+    if model_type == "gpt_oss":
+        bounded = loaded.make_cache()
+    else:
+        bounded = [RotatingKVCache(max_size=ROTATING_MAX_KV_SIZE, keep=4) for _ in loaded.layers]
+    for token, _ in generate_step(prompt, loaded, max_tokens=48, sampler=lambda x: mx.argmax(x, axis=-1),
+                                  prompt_cache=bounded):
+        rotating.append(int(token))
     mx.save_safetensors(str(folder / "reference.safetensors"),
-                        {"prompt": prompt, "logits": logits, "greedy": mx.array(greedy, dtype=mx.int32)},
+                        {"prompt": prompt, "logits": logits, "greedy": mx.array(greedy, dtype=mx.int32),
+                         "greedy_rotating": mx.array(rotating, dtype=mx.int32)},
                         metadata={"mlx": mx.__version__, "generator": "scripts/make_parity_models.py"})
     stamp.write_text(VERSION)
     return True

@@ -353,19 +353,12 @@ impl PromptConfig {
     }
 
     /// What the user is told when the file is loaded: keys this version
-    /// does not know, and keys it reads but does not apply yet.
+    /// does not know.
     pub fn warnings(&self) -> Vec<String> {
-        let mut warnings: Vec<String> = self
-            .unknown_keys
+        self.unknown_keys
             .iter()
             .map(|key| format!("unknown key `{key}` (ignored; a typo, or a newer version's key?)"))
-            .collect();
-        if self.max_kv_size.is_some() {
-            warnings.push(
-                "`max_kv_size` is not applied yet: the KV cache grows with the context".into(),
-            );
-        }
-        warnings
+            .collect()
     }
 
     /// Loading defaults: no wired-memory limit unless asked.

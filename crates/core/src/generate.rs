@@ -371,6 +371,8 @@ pub struct TokenGenerator {
     /// next chat turn usually drops what came after the prompt (Harmony
     /// leaves the reasoning out), so they are restored from here instead.
     after_prompt: Option<(usize, Vec<Option<KvCache>>)>,
+    /// `--max-kv-size`: the caches hold at most this many positions.
+    max_kv_size: Option<i32>,
 }
 
 impl TokenGenerator {
@@ -382,7 +384,33 @@ impl TokenGenerator {
             caches,
             cached: Vec::new(),
             after_prompt: None,
+            max_kv_size: None,
         }
+    }
+
+    /// Bounds the KV cache to `max_kv_size` positions (`None`: unbounded):
+    /// past the bound the first positions and the newest are kept, as
+    /// mlx-lm's `--max-kv-size` does (Llama family; GPT-OSS's sliding layers
+    /// are bounded already). Forgets the prompt cache.
+    pub fn set_max_kv_size(&mut self, max_kv_size: Option<u32>) -> Result<()> {
+        let bound = match max_kv_size {
+            None => None,
+            Some(n) if (1..=i32::MAX as u32).contains(&n) => Some(n as i32),
+            Some(n) => {
+                return Err(Error::Invalid(format!(
+                    "max_kv_size must be from 1 to {}, not {n}",
+                    i32::MAX
+                )));
+            }
+        };
+        self.max_kv_size = bound;
+        self.clear_cache();
+        Ok(())
+    }
+
+    /// The bound set by [`TokenGenerator::set_max_kv_size`].
+    pub fn max_kv_size(&self) -> Option<i32> {
+        self.max_kv_size
     }
 
     /// Loads a model (see [`LoadedModel::load`]).
@@ -403,7 +431,7 @@ impl TokenGenerator {
 
     /// Forgets the prompt cache.
     pub fn clear_cache(&mut self) {
-        self.caches = self.loaded.model.new_caches();
+        self.caches = self.loaded.model.new_caches_bounded(self.max_kv_size);
         self.cached.clear();
         self.after_prompt = None;
     }
@@ -437,7 +465,12 @@ impl TokenGenerator {
         // such a model goes back to where the last prompt ended if the new
         // prompt starts with it (the next turn of a chat), else starts afresh.
         let sliding_model = self.caches.iter().any(|c| c.window().is_some());
-        let trimmable = excess == 0 || !sliding_model;
+        // A bounded cache gives positions back only until it has dropped one.
+        let bound_passed = self
+            .caches
+            .iter()
+            .any(|c| c.max_size().is_some_and(|max| c.offset() >= max));
+        let trimmable = excess == 0 || (!sliding_model && !bound_passed);
         let saved = self
             .after_prompt
             .take()

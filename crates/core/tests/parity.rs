@@ -51,8 +51,28 @@ fn worst_relative_error(ours: &[f32], theirs: &[f32], vocab: usize) -> (f32, usi
 /// log-probabilities, computed in the model's dtype (in half precision the
 /// subtraction can tie two logits, and the first index wins on both sides).
 fn greedy(model: &Model, prompt: &[u32], count: usize) -> Vec<u32> {
-    let mut caches = model.new_caches();
+    greedy_with(model, model.new_caches(), prompt, count, false)
+}
+
+/// The cache bound of the reference's `greedy_rotating` (scripts/make_parity_models.py).
+const ROTATING_MAX_KV_SIZE: i32 = 24;
+
+/// Greedy decoding over `caches`. With `last_alone`, the prompt's last token
+/// goes in a step of its own, as mlx-lm's `generate_step` runs it (which a
+/// bounded cache sees: a chunk and a single token are cached differently).
+fn greedy_with(
+    model: &Model,
+    mut caches: Vec<mlx_harmony_core::models::cache::KvCache>,
+    prompt: &[u32],
+    count: usize,
+    last_alone: bool,
+) -> Vec<u32> {
     let mut input = prompt.to_vec();
+    if last_alone {
+        let (head, last) = prompt.split_at(prompt.len() - 1);
+        model.forward_tokens(head, &mut caches).unwrap();
+        input = last.to_vec();
+    }
     let mut out = Vec::new();
     for _ in 0..count {
         let logits = model.forward_tokens(&input, &mut caches).unwrap();
@@ -134,7 +154,27 @@ fn every_architecture_and_layout_matches_mlx_lm() {
             expected_greedy,
             "{name}: greedy tokens differ from mlx-lm"
         );
-        println!("{name}: logits within {err:.1e} of mlx-lm, 48 greedy tokens equal");
+        // A cache bounded to 24 positions (--max-kv-size): 64 prompt tokens
+        // and 48 more go past it, as mlx-lm's RotatingKVCache takes them.
+        let expected_rotating: Vec<u32> = reference["greedy_rotating"]
+            .as_slice::<i32>()
+            .iter()
+            .map(|&t| t as u32)
+            .collect();
+        assert_eq!(
+            greedy_with(
+                &model,
+                model.new_caches_bounded(Some(ROTATING_MAX_KV_SIZE)),
+                &prompt,
+                48,
+                true
+            ),
+            expected_rotating,
+            "{name}: greedy tokens with a cache bounded to {ROTATING_MAX_KV_SIZE} differ from mlx-lm"
+        );
+        println!(
+            "{name}: logits within {err:.1e} of mlx-lm, 48 greedy tokens equal, also with a bounded cache"
+        );
     }
 }
 

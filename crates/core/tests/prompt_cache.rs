@@ -176,3 +176,43 @@ fn a_gpt_oss_chat_turn_reuses_the_previous_prompt_though_the_reasoning_is_droppe
         "the restored cache changed the answer"
     );
 }
+
+#[test]
+fn a_bounded_cache_reuses_turns_until_its_bound_then_starts_afresh() {
+    let turn = |generator: &mut TokenGenerator, prompt: &[u32]| {
+        generator
+            .generate(prompt, &mut greedy(), &up_to(8), |_, _| {})
+            .unwrap()
+    };
+    let mut bounded = TokenGenerator::load(&fixture("llama")).unwrap();
+    bounded.set_max_kv_size(Some(200)).unwrap();
+    let first_prompt = bounded
+        .loaded
+        .prompt_tokens(&PromptSetup::default(), "Hello there")
+        .unwrap();
+    let first = turn(&mut bounded, &first_prompt);
+    // Within the bound the next prompt reuses the cache.
+    let mut second_prompt = first_prompt.clone();
+    second_prompt.extend(&first.tokens);
+    second_prompt.extend(&first_prompt[first_prompt.len() - 3..]);
+    let second = turn(&mut bounded, &second_prompt);
+    assert!(
+        second.cached_tokens >= first_prompt.len(),
+        "{}",
+        second.cached_tokens
+    );
+
+    // Past the bound positions are gone: a prompt that diverges from the
+    // cache runs afresh, and answers as a fresh generator with the same bound.
+    bounded.set_max_kv_size(Some(16)).unwrap();
+    let long: Vec<u32> = second_prompt.iter().copied().cycle().take(40).collect();
+    turn(&mut bounded, &long);
+    let mut diverging = long[..20].to_vec();
+    diverging.extend(&first_prompt);
+    let warm = turn(&mut bounded, &diverging);
+    assert_eq!(warm.cached_tokens, 0);
+    let mut fresh = TokenGenerator::load(&fixture("llama")).unwrap();
+    fresh.set_max_kv_size(Some(16)).unwrap();
+    assert_eq!(turn(&mut fresh, &diverging).tokens, warm.tokens);
+    assert_eq!(fresh.max_kv_size(), Some(16));
+}

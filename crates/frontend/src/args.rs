@@ -59,6 +59,13 @@ pub struct ModelArgs {
     #[arg(long)]
     pub mlock: bool,
 
+    /// Bound the KV cache to N positions: past it the first 4 and the newest
+    /// are kept (as mlx-lm's --max-kv-size), so memory stays flat in long
+    /// generations. Llama-family models; GPT-OSS's sliding layers are bounded
+    /// already. Overrides the prompt config's "max_kv_size".
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_kv_size: Option<u32>,
+
     /// Where to run: gpu (Metal or CUDA), cpu, or auto (the GPU when MLX has one).
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,
@@ -229,11 +236,15 @@ impl ModelArgs {
             mlock: self.mlock || prompt_config.as_ref().is_some_and(|c| c.mlock_or_default()),
             on_gpu: device.kind == DeviceKind::Gpu,
         };
-        let (generator, path) = loading::open(&choice.spec, &options, |note| {
+        let (mut generator, path) = loading::open(&choice.spec, &options, |note| {
             if verbose {
                 eprintln!("{note}");
             }
         })?;
+        let max_kv_size = self
+            .max_kv_size
+            .or(prompt_config.as_ref().and_then(|c| c.max_kv_size));
+        generator.set_max_kv_size(max_kv_size)?;
         let generation_config = read_generation_config(&path);
         Ok(Opened {
             generator,

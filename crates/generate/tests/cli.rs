@@ -393,7 +393,55 @@ fn a_prompt_config_with_unknown_or_unapplied_keys_is_warned_about() {
         err.contains("warning:") && err.contains("unknown key `temprature`"),
         "{err}"
     );
-    assert!(err.contains("`max_kv_size` is not applied yet"), "{err}");
+    // max_kv_size is applied now (a bounded cache), so not warned about.
+    assert!(!err.contains("max_kv_size"), "{err}");
+}
+
+#[test]
+fn max_kv_size_generates_past_the_bound() {
+    // 60 tokens through a cache bounded to 16 positions: the prompt and the
+    // first tokens are dropped as it fills (the first 4 kept), and the run
+    // goes on to the end; the bound also comes from a prompt config.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.json");
+    std::fs::write(&config, r#"{"max_kv_size": 16}"#).unwrap();
+    for bound in [
+        &["--max-kv-size", "16"][..],
+        &["--prompt-config", config.to_str().unwrap()],
+    ] {
+        let out = generate()
+            .arg("--model")
+            .arg(parity_fixture("llama"))
+            .args(bound)
+            .args([
+                "--prompt",
+                "Hi there",
+                "--max-tokens",
+                "60",
+                "--temperature",
+                "0",
+            ])
+            .args(["--device", "cpu", "--json"])
+            .output()
+            .unwrap();
+        assert_success(&out);
+        let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let generated = answer["stats"]["generated_tokens"].as_u64().unwrap();
+        // Past the bound: the prompt (about 10 tokens) and 60 more pass 16;
+        // the random weights may end the turn early, but not before it.
+        assert!(
+            generated == 60 || (answer["finish_reason"] == "stop" && generated > 16),
+            "{answer}"
+        );
+    }
+    let out = generate()
+        .arg("--model")
+        .arg(parity_fixture("llama"))
+        .args(["--max-kv-size", "0", "--prompt", "Hi"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--max-kv-size"));
 }
 
 #[test]

@@ -34,11 +34,160 @@ pub struct KvCache {
     /// position `p` in slot `(p - ring_base) mod window`, and each step
     /// writes one slot in place instead of copying the window.
     ring_base: Option<i32>,
+    /// For a bounded cache (`--max-kv-size`): see [`KvCache::rotating`].
+    rotation: Option<Rotation>,
 }
+
+/// mlx-lm's `RotatingKVCache`: the first `keep` positions stay, and the
+/// newest fill the rest of `max_size` slots, a token at a time in a ring
+/// that starts after the kept ones.
+#[derive(Clone, Copy, Debug)]
+struct Rotation {
+    max_size: i32,
+    keep: i32,
+    /// The next slot written (mlx-lm's `_idx`).
+    next: i32,
+}
+
+/// The positions a bounded cache keeps from the start, as mlx-lm's
+/// `make_prompt_cache(model, max_kv_size)` does.
+pub const KEEP_FIRST: i32 = 4;
 
 impl KvCache {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A cache that holds at most `max_size` positions: the first
+    /// [`KEEP_FIRST`] and the newest (mlx-lm's `RotatingKVCache`, with the
+    /// same order of keys and the same masks, so that outputs agree).
+    pub fn rotating(max_size: i32) -> Self {
+        KvCache {
+            rotation: Some(Rotation {
+                max_size,
+                keep: KEEP_FIRST.min(max_size - 1).max(0),
+                next: 0,
+            }),
+            ..Self::default()
+        }
+    }
+
+    /// The bound of a rotating cache.
+    pub fn max_size(&self) -> Option<i32> {
+        self.rotation.map(|r| r.max_size)
+    }
+
+    /// `v` without the positions `keep..keep + count` (the oldest after the
+    /// kept ones), then `append`.
+    fn drop_oldest(v: &Array, keep: i32, count: i32, append: Option<&Array>) -> Result<Array> {
+        let (b, h, len, d) = (v.dim(0), v.dim(1), v.dim(2), v.dim(3));
+        let mut parts = Vec::new();
+        if count > 0 {
+            if keep > 0 {
+                parts.push(slice(v, &[0, 0, 0, 0], &[b, h, keep, d])?);
+            }
+            parts.push(slice(v, &[0, 0, keep + count, 0], &[b, h, len, d])?);
+        } else {
+            parts.push(v.clone());
+        }
+        parts.extend(append.cloned());
+        Ok(if parts.len() == 1 {
+            parts.pop().expect("one part")
+        } else {
+            ops::concatenate(&parts, 2)?
+        })
+    }
+
+    /// A rotating cache's slots in temporal order: the kept positions, then
+    /// oldest to newest.
+    fn temporal(&self, v: &Array, r: Rotation) -> Result<Array> {
+        let (b, h, len, d) = (v.dim(0), v.dim(1), v.dim(2), v.dim(3));
+        if r.next == len {
+            Ok(v.clone())
+        } else if r.next < self.offset {
+            let kept = slice(v, &[0, 0, 0, 0], &[b, h, r.keep, d])?;
+            let older = slice(v, &[0, 0, r.next, 0], &[b, h, len, d])?;
+            let newer = slice(v, &[0, 0, r.keep, 0], &[b, h, r.next, d])?;
+            Ok(ops::concatenate(&[kept, older, newer], 2)?)
+        } else {
+            slice(v, &[0, 0, 0, 0], &[b, h, r.next, d])
+        }
+    }
+
+    fn update_rotating(&mut self, keys: &Array, values: &Array) -> Result<(Array, Array)> {
+        let mut r = self.rotation.expect("a rotating cache");
+        let new = keys.dim(2);
+        if new > 1 {
+            // A chunk: back to temporal order, the oldest dropped so that
+            // each new token still sees `max_size - 1` before it.
+            let (k, v) = match (&self.keys, &self.values) {
+                (Some(k), Some(v)) => {
+                    let (k, v) = (self.temporal(k, r)?, self.temporal(v, r)?);
+                    let excess = k.dim(2) - r.max_size + 1;
+                    (
+                        Self::drop_oldest(&k, r.keep, excess, Some(keys))?,
+                        Self::drop_oldest(&v, r.keep, excess, Some(values))?,
+                    )
+                }
+                _ => (keys.clone(), values.clone()),
+            };
+            self.offset += new;
+            r.next = k.dim(2);
+            self.rotation = Some(r);
+            self.keys = Some(k.clone());
+            self.values = Some(v.clone());
+            return Ok((k, v));
+        }
+        let previous = self.offset;
+        let capacity = self.capacity();
+        if self.keys.is_none() || (previous >= capacity && capacity < r.max_size) {
+            let grow = GROWTH_STEP.min(r.max_size - previous);
+            let extend = |existing: &Option<Array>, like: &Array| -> Result<Array> {
+                let zeros =
+                    ops::zeros_dtype(&[like.dim(0), like.dim(1), grow, like.dim(3)], like.dtype())?;
+                Ok(match existing {
+                    Some(old) => ops::concatenate(&[old.clone(), zeros], 2)?,
+                    None => zeros,
+                })
+            };
+            self.keys = Some(extend(&self.keys, keys)?);
+            self.values = Some(extend(&self.values, values)?);
+            r.next = previous;
+        }
+        let excess = self.capacity() - r.max_size;
+        if excess > 0 {
+            let k = Self::drop_oldest(self.keys.as_ref().expect("set"), r.keep, excess, None)?;
+            let v = Self::drop_oldest(self.values.as_ref().expect("set"), r.keep, excess, None)?;
+            self.keys = Some(k);
+            self.values = Some(v);
+            r.next = r.max_size;
+        }
+        if r.next == r.max_size {
+            r.next = r.keep;
+        }
+        let write = |buffer: &Array, update: &Array| {
+            let mut ends = buffer.shape().to_vec();
+            ends[2] = r.next + 1;
+            slice_update(buffer, update, &[0, 0, r.next, 0], &ends)
+        };
+        let k = write(self.keys.as_ref().expect("set"), keys)?;
+        let v = write(self.values.as_ref().expect("set"), values)?;
+        self.offset += 1;
+        r.next += 1;
+        self.rotation = Some(r);
+        self.keys = Some(k.clone());
+        self.values = Some(v.clone());
+        if self.offset < k.dim(2) {
+            let upto = |a: &Array| {
+                slice(
+                    a,
+                    &[0, 0, 0, 0],
+                    &[a.dim(0), a.dim(1), self.offset, a.dim(3)],
+                )
+            };
+            return Ok((upto(&k)?, upto(&v)?));
+        }
+        Ok((k, v))
     }
 
     /// A cache for a layer that attends to the last `window` positions only.
@@ -130,7 +279,9 @@ impl KvCache {
 
     /// Positions currently held (all of them, except in a sliding window).
     pub fn len(&self) -> i32 {
-        if self.window.is_some() {
+        if let Some(r) = self.rotation {
+            self.offset.min(r.max_size)
+        } else if self.window.is_some() {
             self.kept
         } else {
             self.offset
@@ -154,6 +305,9 @@ impl KvCache {
     /// Appends `keys`/`values` (`[B, H, L, D]`) and returns all cached
     /// positions including them.
     pub fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<(Array, Array)> {
+        if self.rotation.is_some() {
+            return self.update_rotating(keys, values);
+        }
         if let Some(window) = self.window {
             return self.update_sliding(window, keys, values);
         }
@@ -196,6 +350,16 @@ impl KvCache {
             // A ring's slots no longer say which positions are newest.
             return 0;
         }
+        if let Some(r) = &mut self.rotation {
+            // Only before anything was dropped (as mlx-lm).
+            if self.offset >= r.max_size {
+                return 0;
+            }
+            let trimmed = count.min(self.offset);
+            self.offset -= trimmed;
+            r.next -= trimmed;
+            return trimmed;
+        }
         let trimmed = count.min(self.len());
         self.offset -= trimmed;
         if self.window.is_some() {
@@ -231,7 +395,7 @@ impl KvCache {
         let (Some(k), Some(v)) = (&self.keys, &self.values) else {
             return Ok(None);
         };
-        if self.window.is_some() {
+        if self.window.is_some() || self.rotation.is_some() {
             return Ok(None);
         }
         let upto = |a: &Array| {
@@ -301,6 +465,20 @@ impl LayerCache for KvCache {
     }
 
     fn mask(&self, queries: i32, window: Option<i32>) -> Result<AttentionMask> {
+        if let Some(r) = self.rotation {
+            // mlx-lm's mask for a rotating cache: a chunk's keys are the
+            // (at most `max_size - 1`) kept before it and the chunk, masked
+            // as a window of `max_size` over their order.
+            if queries == 1 {
+                return Ok(AttentionMask::None);
+            }
+            let before = (self.offset - queries).min(r.max_size - 1);
+            return Ok(if before + queries > r.max_size {
+                AttentionMask::Array(sliding_mask(before, queries, before + queries, r.max_size))
+            } else {
+                AttentionMask::Causal
+            });
+        }
         let keys = self.len();
         Ok(match window {
             // A sliding cache holds no more than one query can see.

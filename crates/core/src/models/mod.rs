@@ -117,6 +117,19 @@ impl Model {
         }
     }
 
+    /// Fresh caches bounded to `max_kv_size` positions (rotating, keeping
+    /// the first ones, as mlx-lm's `--max-kv-size`), for the Llama family;
+    /// GPT-OSS's sliding layers already rotate and its full layers keep
+    /// every position, so it gets its usual caches. `None`: unbounded.
+    pub fn new_caches_bounded(&self, max_kv_size: Option<i32>) -> Vec<KvCache> {
+        match (&self.arch, max_kv_size) {
+            (Arch::Decoder(d), Some(max)) => (0..d.spec.num_layers)
+                .map(|_| KvCache::rotating(max))
+                .collect(),
+            _ => self.new_caches(),
+        }
+    }
+
     /// Logits `[B, L, vocab]` for `[B, L]` token ids, extending the caches
     /// (one sequence's [`KvCache`]s, or a batch's [`cache::BatchKvCache`]s).
     pub fn forward<C: cache::LayerCache>(&self, ids: &Array, caches: &mut [C]) -> Result<Array> {
