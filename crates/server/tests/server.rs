@@ -255,7 +255,7 @@ fn the_anthropic_sdk_gets_free_answers_from_smollm2() {
 fn agent(name: &str) -> PathBuf {
     let dir = std::env::var_os("MLX_HARMONY_AGENTS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".agent-clients/node_modules/.bin"));
+        .unwrap_or_else(|| repo().join(".agent-clients/bin"));
     let path = dir.join(name);
     assert!(
         path.exists(),
