@@ -684,6 +684,7 @@ fn row_done(mut row: Row) -> Done {
             tokens: std::mem::take(&mut row.progress.tokens),
             text: std::mem::take(&mut row.progress.text),
             finish_reason,
+            stop_string: row.progress.stop_string(),
             time_to_first_token_seconds: (row.first_token_at - row.added).as_secs_f64(),
             peak_memory_bytes: mlx_rs::memory::peak_memory().unwrap_or(0),
             prefill_tokens_per_second: if row.prefill_seconds > 0.0 {
@@ -726,6 +727,7 @@ fn finished_before_decoding(prefill: &Prefill, reason: FinishReason) -> BatchEve
             tokens: Vec::new(),
             text: String::new(),
             finish_reason: reason,
+            stop_string: None,
             time_to_first_token_seconds: (now - prefill.added).as_secs_f64(),
             peak_memory_bytes: 0,
             prefill_tokens_per_second: 0.0,

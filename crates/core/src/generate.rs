@@ -145,6 +145,8 @@ pub struct Generation {
     pub tokens: Vec<u32>,
     pub text: String,
     pub finish_reason: FinishReason,
+    /// The stop string that ended it (with [`FinishReason::StopString`]).
+    pub stop_string: Option<String>,
     /// From the call to the first generated token.
     pub time_to_first_token_seconds: f64,
     /// The most memory MLX held during the call, in bytes.
@@ -207,6 +209,11 @@ impl Progress {
             return false;
         }
         true
+    }
+
+    /// The stop string that ended the sequence, if one did.
+    pub fn stop_string(&self) -> Option<String> {
+        self.stops.matched().map(str::to_string)
     }
 
     /// Ends the sequence: the reason set so far, else `Length` (the one way
@@ -328,6 +335,7 @@ fn decode(
         };
     }
     let finish_reason = progress.close(&mut on_token);
+    let stop_string = progress.stop_string();
     let Progress { tokens, text, .. } = progress;
     let end = Instant::now();
     let first = first_token_at.unwrap_or(end);
@@ -338,6 +346,7 @@ fn decode(
         prompt_tokens: prompt.len(),
         cached_tokens: cached,
         finish_reason,
+        stop_string,
         time_to_first_token_seconds: prefill,
         peak_memory_bytes: mlx_rs::memory::peak_memory().unwrap_or(0),
         prefill_tokens_per_second: if prefill > 0.0 {

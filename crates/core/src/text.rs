@@ -53,6 +53,8 @@ impl Detokenizer {
 pub struct StopMatcher {
     stops: Vec<String>,
     held: String,
+    /// The stop string that ended the text, once one has.
+    matched: Option<String>,
 }
 
 impl StopMatcher {
@@ -60,6 +62,7 @@ impl StopMatcher {
         StopMatcher {
             stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(),
             held: String::new(),
+            matched: None,
         }
     }
 
@@ -67,13 +70,15 @@ impl StopMatcher {
     /// whether a stop string was reached (then nothing after it is emitted).
     pub fn push(&mut self, piece: &str) -> (String, bool) {
         self.held.push_str(piece);
-        if let Some(at) = self
+        // The stop string that starts first (the longest where two start at once).
+        if let Some((at, stop)) = self
             .stops
             .iter()
-            .filter_map(|s| self.held.find(s.as_str()))
-            .min()
+            .filter_map(|s| self.held.find(s.as_str()).map(|at| (at, s)))
+            .min_by_key(|(at, stop)| (*at, std::cmp::Reverse(stop.len())))
         {
             let out = self.held[..at].to_string();
+            self.matched = Some(stop.clone());
             self.held.clear();
             return (out, true);
         }
@@ -93,6 +98,11 @@ impl StopMatcher {
         let out = self.held[..cut].to_string();
         self.held.drain(..cut);
         (out, false)
+    }
+
+    /// The stop string that ended the text, if one did.
+    pub fn matched(&self) -> Option<&str> {
+        self.matched.as_deref()
     }
 
     /// The text still held when generation ends for another reason.

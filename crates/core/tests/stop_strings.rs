@@ -77,11 +77,14 @@ fn generation_ends_at_a_stop_string_on_a_real_model() {
         .generate(
             &prompt,
             &mut greedy,
-            &up_to(24).with_stop(&["Paris".to_string()]),
+            &up_to(24).with_stop(&["never".to_string(), "Paris".to_string()]),
             |_, piece| streamed.push_str(piece),
         )
         .unwrap();
     assert_eq!(stopped.text, "The capital of France is ");
     assert_eq!(streamed, stopped.text);
     assert!(stopped.finish_reason == FinishReason::StopString);
+    // Which stop string ended it (the Messages API names it).
+    assert_eq!(stopped.stop_string.as_deref(), Some("Paris"));
+    assert_eq!(full.stop_string, None);
 }

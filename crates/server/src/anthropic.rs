@@ -586,8 +586,8 @@ pub async fn create_message(
         Ok(Json(json!({
             "id": id, "type": "message", "role": "assistant", "model": state.model_id,
             "content": content,
-            "stop_reason": stop_reason(done.finish_reason),
-            "stop_sequence": null,
+            "stop_reason": stop_reason(done.finish_reason, &done.stop_sequence),
+            "stop_sequence": done.stop_sequence,
             "usage": usage_json(&usage),
         }))
         .into_response())
@@ -608,10 +608,11 @@ fn tool_input(arguments: &str) -> Value {
     }
 }
 
-fn stop_reason(finish_reason: &str) -> &'static str {
+fn stop_reason(finish_reason: &str, stop_sequence: &Option<String>) -> &'static str {
     match finish_reason {
         "length" => "max_tokens",
         "tool_calls" => "tool_use",
+        _ if stop_sequence.is_some() => "stop_sequence",
         _ => "end_turn",
     }
 }
@@ -782,15 +783,15 @@ fn stream(
                 Event::Done {
                     finish_reason,
                     usage,
+                    stop_sequence,
                     ..
                 } => {
                     if !writer.close().await {
                         return;
                     }
-                    let mut usage = usage_json(&usage);
-                    usage["cache_creation_input_tokens"] = json!(0);
-                    let delta = json!({"delta": {"stop_reason": stop_reason(finish_reason),
-                        "stop_sequence": null, "stop_details": null, "container": null}, "usage": usage});
+                    let usage = usage_json(&usage);
+                    let delta = json!({"delta": {"stop_reason": stop_reason(finish_reason, &stop_sequence),
+                        "stop_sequence": stop_sequence, "stop_details": null, "container": null}, "usage": usage});
                     if writer.send("message_delta", delta).await {
                         writer.send("message_stop", json!({})).await;
                     }

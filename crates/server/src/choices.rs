@@ -126,6 +126,8 @@ pub struct Finished {
     pub calls: Vec<crate::worker::FunctionCall>,
     /// The reasoning and the server's own tool calls and results, in order.
     pub steps: Vec<crate::worker::Step>,
+    /// The request's stop string that ended the reply, if one did.
+    pub stop_sequence: Option<String>,
 }
 
 /// Reads every choice to its end (non-streaming answers): their ends in
@@ -149,6 +151,7 @@ async fn collect_each(mut choices: Choices, n: usize) -> Result<Vec<Finished>, A
                 reasoning,
                 calls,
                 steps,
+                stop_sequence,
             } => {
                 done[index] = Some(Finished {
                     finish_reason,
@@ -157,6 +160,7 @@ async fn collect_each(mut choices: Choices, n: usize) -> Result<Vec<Finished>, A
                     reasoning,
                     calls,
                     steps,
+                    stop_sequence,
                 });
                 left -= 1;
                 if left == 0 {

@@ -100,6 +100,8 @@ pub enum Event {
         calls: Vec<FunctionCall>,
         /// The same in order, apart: reasoning, server calls, results.
         steps: Vec<Step>,
+        /// The request's stop string that ended the reply, if one did.
+        stop_sequence: Option<String>,
     },
 }
 
@@ -288,6 +290,7 @@ pub fn run(
                                 reasoning: None,
                                 calls: Vec::new(),
                                 steps: Vec::new(),
+                                stop_sequence: None,
                             }
                         }
                         Err(e) => Event::Failed(
@@ -572,6 +575,7 @@ fn route(live: &mut HashMap<SequenceId, Live>, event: BatchEvent, stats: &Stats)
                     reasoning: None,
                     calls: Vec::new(),
                     steps: Vec::new(),
+                    stop_sequence: None,
                 }),
                 LiveKind::Chat(chat) => {
                     let ChatLive {
@@ -905,6 +909,7 @@ impl ChatStream {
             reasoning: (!reasoning.is_empty()).then(|| reasoning.join("\n")),
             calls,
             steps,
+            stop_sequence: turn.last_generation().and_then(|g| g.stop_string.clone()),
         });
     }
 }

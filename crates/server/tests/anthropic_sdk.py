@@ -91,6 +91,21 @@ else:
                                 messages=[{"role": "user", "content": "Say hello."}]) as stream:
         text = "".join(stream.text_stream)
     check(text == first.content[0].text, f"greedy stream {text!r} vs {first.content[0].text!r}")
+    # A stop sequence from the middle of that answer ends the same greedy
+    # answer there, and is named.
+    answer = first.content[0].text
+    stop = answer[len(answer) // 2:len(answer) // 2 + 2]
+    cut = client.messages.create(model=model, max_tokens=8, extra_body={"temperature": 0},
+                                 system="You are brief.", stop_sequences=[stop, "never-seen"],
+                                 messages=[{"role": "user", "content": "Say hello."}])
+    check(cut.stop_reason == "stop_sequence" and cut.stop_sequence == stop, f"stop {cut}")
+    check(cut.content[0].text == answer[:answer.index(stop)], f"cut text {cut.content}")
+    with client.messages.stream(model=model, max_tokens=8, extra_body={"temperature": 0},
+                                system="You are brief.", stop_sequences=[stop],
+                                messages=[{"role": "user", "content": "Say hello."}]) as stream:
+        streamed_cut = stream.get_final_message()
+    check(streamed_cut.stop_reason == "stop_sequence" and streamed_cut.stop_sequence == stop,
+          f"streamed stop {streamed_cut}")
     counted = client.messages.count_tokens(model=model, messages=[{"role": "user", "content": "Say hello."}])
     check(counted.input_tokens > 0, f"count {counted}")
 

@@ -35,6 +35,7 @@ fn app() -> axum::Router {
                 reasoning: None,
                 calls: Vec::new(),
                 steps: Vec::new(),
+                stop_sequence: None,
             });
         }
     });
