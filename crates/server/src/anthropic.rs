@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::api::{self, FunctionSpec, SharedFields, Stop, ToolSpec, Usage};
+use crate::api::{self, SharedFields, Stop, ToolSpec, Usage};
 use crate::choices::{self, Choices};
 use crate::error::ApiError;
 use crate::worker::{Event, FunctionCall, Task};
@@ -133,10 +133,6 @@ pub struct InputMessage {
     pub content: Value,
 }
 
-fn invalid(message: impl Into<String>, param: impl Into<String>) -> ApiError {
-    ApiError::invalid(message).with_param(Some(param.into()))
-}
-
 /// The text of `system`: a string or a list of text blocks.
 fn system_text(system: &Value) -> Result<String, ApiError> {
     match system {
@@ -147,7 +143,7 @@ fn system_text(system: &Value) -> Result<String, ApiError> {
                 match (block.get("type").and_then(Value::as_str), block.get("text")) {
                     (Some("text"), Some(Value::String(text))) => parts.push(text.clone()),
                     _ => {
-                        return Err(invalid(
+                        return Err(ApiError::invalid_at(
                             "system blocks are {\"type\": \"text\", \"text\": \"…\"}",
                             format!("system[{i}]"),
                         ));
@@ -157,7 +153,7 @@ fn system_text(system: &Value) -> Result<String, ApiError> {
             Ok(parts.join("\n\n"))
         }
         Value::Null => Ok(String::new()),
-        _ => Err(invalid(
+        _ => Err(ApiError::invalid_at(
             "system is a string or a list of text blocks",
             "system",
         )),
@@ -175,7 +171,7 @@ fn result_text(content: Option<&Value>, field: &str) -> Result<String, ApiError>
                 match (block.get("type").and_then(Value::as_str), block.get("text")) {
                     (Some("text"), Some(Value::String(t))) => text.push_str(t),
                     (kind, _) => {
-                        return Err(invalid(
+                        return Err(ApiError::invalid_at(
                             format!(
                                 "tool_result content blocks of type {:?} are not supported; send text",
                                 kind.unwrap_or("")
@@ -187,7 +183,7 @@ fn result_text(content: Option<&Value>, field: &str) -> Result<String, ApiError>
             }
             Ok(text)
         }
-        Some(_) => Err(invalid(
+        Some(_) => Err(ApiError::invalid_at(
             "tool_result content is a string or a list of text blocks",
             format!("{field}.content"),
         )),
@@ -200,7 +196,10 @@ pub fn history(
     messages: &[InputMessage],
 ) -> Result<Vec<ChatMessage>, ApiError> {
     if messages.is_empty() {
-        return Err(invalid("messages must not be empty", "messages"));
+        return Err(ApiError::invalid_at(
+            "messages must not be empty",
+            "messages",
+        ));
     }
     let mut out = Vec::new();
     if let Some(system) = system {
@@ -215,7 +214,7 @@ pub fn history(
             Value::String(text) => vec![json!({"type": "text", "text": text})],
             Value::Array(blocks) => blocks.clone(),
             _ => {
-                return Err(invalid(
+                return Err(ApiError::invalid_at(
                     "content is a string or a list of content blocks",
                     format!("{field}.content"),
                 ));
@@ -232,7 +231,7 @@ pub fn history(
                         }
                         "tool_result" => {
                             let Some(id) = block.get("tool_use_id").and_then(Value::as_str) else {
-                                return Err(invalid(
+                                return Err(ApiError::invalid_at(
                                     "a tool_result needs tool_use_id",
                                     format!("{at}.tool_use_id"),
                                 ));
@@ -244,7 +243,7 @@ pub fn history(
                                 .find(|c| c.id == id)
                                 .map(|c| c.function.name.clone())
                                 .ok_or_else(|| {
-                                    invalid(
+                                    ApiError::invalid_at(
                                         format!("tool_use_id {id:?} answers no tool_use before it"),
                                         format!("{at}.tool_use_id"),
                                     )
@@ -259,7 +258,7 @@ pub fn history(
                             out.push(tool);
                         }
                         kind => {
-                            return Err(invalid(
+                            return Err(ApiError::invalid_at(
                                 format!(
                                     "user content blocks of type {kind:?} are not supported; this \
                                      server's models read text (text and tool_result blocks)"
@@ -296,7 +295,10 @@ pub fn history(
                                 block.get("id").and_then(Value::as_str),
                                 block.get("name").and_then(Value::as_str),
                             ) else {
-                                return Err(invalid("a tool_use needs id and name", at));
+                                return Err(ApiError::invalid_at(
+                                    "a tool_use needs id and name",
+                                    at,
+                                ));
                             };
                             reply.tool_calls.push(ToolCall {
                                 id: id.to_string(),
@@ -311,7 +313,7 @@ pub fn history(
                             });
                         }
                         kind => {
-                            return Err(invalid(
+                            return Err(ApiError::invalid_at(
                                 format!(
                                     "assistant content blocks of type {kind:?} are not supported"
                                 ),
@@ -331,7 +333,7 @@ pub fn history(
                     match (block.get("type").and_then(Value::as_str), block.get("text")) {
                         (Some("text"), Some(Value::String(t))) => text.push_str(t),
                         _ => {
-                            return Err(invalid(
+                            return Err(ApiError::invalid_at(
                                 "a system message's content is text",
                                 format!("{field}.content[{j}]"),
                             ));
@@ -341,7 +343,7 @@ pub fn history(
                 out.push(ChatMessage::new("system", &text));
             }
             other => {
-                return Err(invalid(
+                return Err(ApiError::invalid_at(
                     format!(
                         "role {other:?}: messages are user or assistant (system goes in `system`)"
                     ),
@@ -365,16 +367,11 @@ fn chat_tools(tools: &Option<Vec<Value>>) -> Result<Option<Vec<ToolSpec>>, ApiEr
         if kind.is_some_and(|k| k != "custom") {
             continue;
         }
-        let spec: FunctionSpec = serde_json::from_value(json!({
-            "name": tool.get("name").cloned().unwrap_or(Value::Null),
-            "description": tool.get("description").cloned().unwrap_or(Value::Null),
-            "parameters": tool.get("input_schema").cloned().unwrap_or(Value::Null),
-        }))
-        .map_err(|e| invalid(format!("tools[{i}]: {e}"), format!("tools[{i}]")))?;
-        out.push(ToolSpec {
-            kind: "function".into(),
-            function: spec,
-        });
+        out.push(api::flat_function_tool(
+            tool,
+            "input_schema",
+            &format!("tools[{i}]"),
+        )?);
     }
     Ok(Some(out))
 }
@@ -391,12 +388,12 @@ fn chat_tool_choice(choice: &Option<Value>) -> Result<Option<Value>, ApiError> {
             Some(name) => Ok(Some(
                 json!({"type": "function", "function": {"name": name}}),
             )),
-            None => Err(invalid(
+            None => Err(ApiError::invalid_at(
                 "tool_choice {\"type\": \"tool\"} needs a name",
                 "tool_choice.name",
             )),
         },
-        _ => Err(invalid(
+        _ => Err(ApiError::invalid_at(
             "tool_choice is {\"type\": \"auto\"}, {\"type\": \"any\"}, {\"type\": \"tool\", \"name\": \"…\"} or {\"type\": \"none\"}",
             "tool_choice",
         )),
@@ -451,7 +448,7 @@ fn conversation(
     let tool_choice = chat_tool_choice(tool_choice)?;
     let (functions, forced_call) = api::functions(&tools, &tool_choice)?;
     if forced_call.is_some() && !state.harmony {
-        return Err(invalid(
+        return Err(ApiError::invalid_at(
             "tool_choice \"any\" or a named tool needs a GPT-OSS (Harmony) model: other models' \
              chat templates cannot be made to call a tool; use \"auto\"",
             "tool_choice",
@@ -516,14 +513,14 @@ pub async fn create_message(
         .as_ref()
         .is_some_and(|m| m.as_array().is_some_and(|a| !a.is_empty()))
     {
-        return Err(invalid(
+        return Err(ApiError::invalid_at(
             "mcp_servers are not supported: run the MCP client yourself",
             "mcp_servers",
         )
         .into());
     }
     if request.max_tokens < 1 {
-        return Err(invalid("max_tokens must be at least 1", "max_tokens").into());
+        return Err(ApiError::invalid_at("max_tokens must be at least 1", "max_tokens").into());
     }
     let stop = request.stop_sequences.clone().map(Stop::Many);
     let fields = SharedFields {
@@ -571,7 +568,7 @@ pub async fn create_message(
         let (mut finished, usage) = choices::collect(choices, 1).await?;
         let done = finished.remove(0);
         let mut content = Vec::new();
-        if let Some(reasoning) = &done.reasoning {
+        if let Some(reasoning) = done.reasoning() {
             content.push(json!({"type": "thinking", "thinking": reasoning, "signature": ""}));
         }
         if !done.content.is_empty() || done.calls.is_empty() {

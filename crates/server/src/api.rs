@@ -635,8 +635,6 @@ pub fn functions(
     tools: &Option<Vec<ToolSpec>>,
     tool_choice: &Option<Value>,
 ) -> Result<(Vec<ToolDescription>, Option<ForcedCall>), ApiError> {
-    let invalid =
-        |message: String, param: &str| ApiError::invalid(message).with_param(Some(param.into()));
     let forced = match tool_choice {
         None => None,
         Some(Value::String(s)) if s == "auto" => None,
@@ -646,15 +644,15 @@ pub fn functions(
             match choice.get("function").and_then(|f| f.get("name")) {
                 Some(Value::String(name)) => Some(ForcedCall::Function(name.clone())),
                 _ => {
-                    return Err(invalid(
-                        "tool_choice: a named choice is {\"type\": \"function\", \"function\": {\"name\": \"…\"}}".into(),
+                    return Err(ApiError::invalid_at(
+                        "tool_choice: a named choice is {\"type\": \"function\", \"function\": {\"name\": \"…\"}}",
                         "tool_choice.function.name",
                     ));
                 }
             }
         }
         Some(other) => {
-            return Err(invalid(
+            return Err(ApiError::invalid_at(
                 format!(
                     "tool_choice {other} is not supported: use \"auto\", \"none\", \"required\" \
                      or {{\"type\": \"function\", \"function\": {{\"name\": \"…\"}}}}"
@@ -697,16 +695,41 @@ pub fn functions(
         ));
     }
     match &forced {
-        Some(_) if out.is_empty() => Err(invalid(
-            "tool_choice asks for a call but the request declares no tools".into(),
+        Some(_) if out.is_empty() => Err(ApiError::invalid_at(
+            "tool_choice asks for a call but the request declares no tools",
             "tool_choice",
         )),
-        Some(ForcedCall::Function(name)) if !out.iter().any(|f| &f.name == name) => Err(invalid(
-            format!("tool_choice names {name:?}, which is not one of the request's tools"),
-            "tool_choice.function.name",
-        )),
+        Some(ForcedCall::Function(name)) if !out.iter().any(|f| &f.name == name) => {
+            Err(ApiError::invalid_at(
+                format!("tool_choice names {name:?}, which is not one of the request's tools"),
+                "tool_choice.function.name",
+            ))
+        }
         _ => Ok((out, forced)),
     }
+}
+
+/// A function tool written flat — the Responses API's `{"type": "function",
+/// "name", "description", "parameters", "strict"}`, Anthropic's `{"name",
+/// "description", "input_schema"}` — as a chat-completions tool, its schema
+/// read from `schema_key`; `field` names it in errors.
+pub fn flat_function_tool(
+    tool: &Value,
+    schema_key: &str,
+    field: &str,
+) -> Result<ToolSpec, ApiError> {
+    let part = |key: &str| tool.get(key).cloned().unwrap_or(Value::Null);
+    let function: FunctionSpec = serde_json::from_value(json!({
+        "name": part("name"),
+        "description": part("description"),
+        "parameters": part(schema_key),
+        "strict": part("strict"),
+    }))
+    .map_err(|e| ApiError::invalid_at(format!("{field}: {e}"), field))?;
+    Ok(ToolSpec {
+        kind: "function".into(),
+        function,
+    })
 }
 
 pub fn reasoning_effort(effort: &Option<String>) -> Result<Option<ReasoningEffort>, ApiError> {

@@ -111,7 +111,7 @@ async fn collect_chat(
         .enumerate()
         .map(|(index, done)| {
             let mut message = json!({"role": "assistant", "content": done.content});
-            if let Some(reasoning) = done.reasoning {
+            if let Some(reasoning) = done.reasoning() {
                 message["reasoning_content"] = json!(reasoning);
             }
             if !done.calls.is_empty() {

@@ -122,12 +122,18 @@ pub struct Finished {
     pub finish_reason: &'static str,
     pub usage: Usage,
     pub content: String,
-    pub reasoning: Option<String>,
     pub calls: Vec<crate::worker::FunctionCall>,
     /// The reasoning and the server's own tool calls and results, in order.
     pub steps: Vec<crate::worker::Step>,
     /// The request's stop string that ended the reply, if one did.
     pub stop_sequence: Option<String>,
+}
+
+impl Finished {
+    /// The steps before the answer as one reasoning text.
+    pub fn reasoning(&self) -> Option<String> {
+        crate::worker::reasoning_text(&self.steps)
+    }
 }
 
 /// Reads every choice to its end (non-streaming answers): their ends in
@@ -148,7 +154,6 @@ async fn collect_each(mut choices: Choices, n: usize) -> Result<Vec<Finished>, A
                 finish_reason,
                 usage,
                 content,
-                reasoning,
                 calls,
                 steps,
                 stop_sequence,
@@ -157,7 +162,6 @@ async fn collect_each(mut choices: Choices, n: usize) -> Result<Vec<Finished>, A
                     finish_reason,
                     usage,
                     content,
-                    reasoning,
                     calls,
                     steps,
                     stop_sequence,

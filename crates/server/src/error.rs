@@ -24,6 +24,11 @@ impl ApiError {
         }
     }
 
+    /// A 400 about the request field `param`.
+    pub fn invalid_at(message: impl Into<String>, param: impl Into<String>) -> Self {
+        Self::invalid(message).with_param(Some(param.into()))
+    }
+
     pub fn with_param(mut self, param: Option<String>) -> Self {
         self.param = param;
         self

@@ -94,11 +94,9 @@ pub enum Event {
         finish_reason: &'static str,
         usage: Usage,
         content: String,
-        /// The reasoning as one text, with the server's tool calls and
-        /// results in it.
-        reasoning: Option<String>,
         calls: Vec<FunctionCall>,
-        /// The same in order, apart: reasoning, server calls, results.
+        /// What came before the answer, in order: reasoning, the server's
+        /// own tool calls and their results ([`reasoning_text`] joins them).
         steps: Vec<Step>,
         /// The request's stop string that ended the reply, if one did.
         stop_sequence: Option<String>,
@@ -111,6 +109,24 @@ pub enum Step {
     Reasoning(String),
     ServerCall { recipient: String, code: String },
     ServerResult { author: String, content: String },
+}
+
+impl Step {
+    /// The step as the reasoning text shows it: a server call as
+    /// "[call NAME]" and its code, a result as "[AUTHOR]" and its content.
+    pub fn text(&self) -> String {
+        match self {
+            Step::Reasoning(text) => text.clone(),
+            Step::ServerCall { recipient, code } => format!("[call {recipient}]\n{code}"),
+            Step::ServerResult { author, content } => format!("[{author}]\n{content}"),
+        }
+    }
+}
+
+/// A reply's steps as one reasoning text (APIs with one reasoning field);
+/// `None` when there are none.
+pub fn reasoning_text(steps: &[Step]) -> Option<String> {
+    (!steps.is_empty()).then(|| steps.iter().map(Step::text).collect::<Vec<_>>().join("\n"))
 }
 
 impl Event {
@@ -278,25 +294,25 @@ pub fn run(
                 continue;
             }
             if let Task::CountTokens { history, setup } = &job.task {
-                let _ = job
-                    .events
-                    .send(match loaded.conversation_tokens(setup, history) {
-                        Ok(tokens) => {
-                            let _ = job.events.send(Event::Started);
-                            Event::Done {
-                                finish_reason: "stop",
-                                usage: Usage::new(tokens.len(), 0, 0),
-                                content: String::new(),
-                                reasoning: None,
-                                calls: Vec::new(),
-                                steps: Vec::new(),
-                                stop_sequence: None,
-                            }
-                        }
-                        Err(e) => Event::Failed(
-                            ApiError::invalid(e.to_string()).with_param(Some("messages".into())),
-                        ),
-                    });
+                let events = match loaded.conversation_tokens(setup, history) {
+                    Ok(tokens) => vec![
+                        Event::Started,
+                        Event::Done {
+                            finish_reason: "stop",
+                            usage: Usage::new(tokens.len(), 0, 0),
+                            content: String::new(),
+                            calls: Vec::new(),
+                            steps: Vec::new(),
+                            stop_sequence: None,
+                        },
+                    ],
+                    Err(e) => vec![Event::Failed(
+                        ApiError::invalid(e.to_string()).with_param(Some("messages".into())),
+                    )],
+                };
+                for event in events {
+                    let _ = job.events.send(event);
+                }
                 continue;
             }
             let job = match placement(job, &config, &loaded) {
@@ -572,7 +588,6 @@ fn route(live: &mut HashMap<SequenceId, Live>, event: BatchEvent, stats: &Stats)
                         generation.cached_tokens,
                     ),
                     content: generation.text.clone(),
-                    reasoning: None,
                     calls: Vec::new(),
                     steps: Vec::new(),
                     stop_sequence: None,
@@ -839,27 +854,20 @@ impl ChatStream {
             .unwrap_or_else(|| ChatMessage::new("assistant", ""));
         // The reasoning, with the server-side tool calls and their results in
         // order (as they were streamed).
-        let mut reasoning: Vec<String> = Vec::new();
         let mut steps: Vec<Step> = Vec::new();
         for m in &turn.messages {
-            reasoning.extend(m.reasoning_content.clone());
             steps.extend(m.reasoning_content.clone().map(Step::Reasoning));
             match (m.role.as_str(), &m.recipient) {
                 ("assistant", Some(recipient)) if turn.pending_call.as_ref() != Some(recipient) => {
-                    reasoning.push(format!("[call {recipient}]\n{}", m.content));
                     steps.push(Step::ServerCall {
                         recipient: recipient.clone(),
                         code: m.content.clone(),
                     });
                 }
-                ("tool", _) => {
-                    let author = m.name.as_deref().unwrap_or("tool");
-                    reasoning.push(format!("[{author}]\n{}", m.content));
-                    steps.push(Step::ServerResult {
-                        author: author.to_string(),
-                        content: m.content.clone(),
-                    });
-                }
+                ("tool", _) => steps.push(Step::ServerResult {
+                    author: m.name.as_deref().unwrap_or("tool").to_string(),
+                    content: m.content.clone(),
+                }),
                 _ => {}
             }
         }
@@ -906,7 +914,6 @@ impl ChatStream {
             usage: Usage::new(prompt_tokens, completion, cached)
                 .with_reasoning_tokens(self.reasoning_tokens),
             content,
-            reasoning: (!reasoning.is_empty()).then(|| reasoning.join("\n")),
             calls,
             steps,
             stop_sequence: turn.last_generation().and_then(|g| g.stop_string.clone()),

@@ -32,7 +32,6 @@ fn app() -> axum::Router {
                 finish_reason: "stop",
                 usage: Usage::new(3, 1, 0),
                 content: "ok".into(),
-                reasoning: None,
                 calls: Vec::new(),
                 steps: Vec::new(),
                 stop_sequence: None,

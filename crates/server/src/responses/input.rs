@@ -5,12 +5,8 @@ use mlx_harmony_core::chat_template::{ChatMessage, FunctionCall as TemplateCall,
 use serde_json::{Value, json};
 
 use super::TextOptions;
-use crate::api::{FunctionSpec, ResponseFormat, ToolSpec};
+use crate::api::{self, ResponseFormat, ToolSpec};
 use crate::error::ApiError;
-
-pub(super) fn invalid(message: impl Into<String>, param: impl Into<String>) -> ApiError {
-    ApiError::invalid(message).with_param(Some(param.into()))
-}
 
 /// The text of a content value: a string, or a list of text parts
 /// (`input_text`, `output_text`, `text`; a refusal counts as text).
@@ -27,7 +23,7 @@ pub(super) fn content_text(content: &Value, field: &str) -> Result<String, ApiEr
                     }
                     "refusal" => part.get("refusal"),
                     _ => {
-                        return Err(invalid(
+                        return Err(ApiError::invalid_at(
                             format!(
                                 "content parts of type {kind:?} are not supported; send \
                                  input_text (this server's models read text only)"
@@ -39,7 +35,7 @@ pub(super) fn content_text(content: &Value, field: &str) -> Result<String, ApiEr
                 match piece.and_then(Value::as_str) {
                     Some(t) => text.push_str(t),
                     None => {
-                        return Err(invalid(
+                        return Err(ApiError::invalid_at(
                             format!("a {kind} part needs its text"),
                             format!("{field}[{i}]"),
                         ));
@@ -49,7 +45,7 @@ pub(super) fn content_text(content: &Value, field: &str) -> Result<String, ApiEr
             Ok(text)
         }
         Value::Null => Ok(String::new()),
-        _ => Err(invalid(
+        _ => Err(ApiError::invalid_at(
             "content is a string or a list of content parts",
             field,
         )),
@@ -62,7 +58,7 @@ pub(super) fn string_field<'a>(
     field: &str,
 ) -> Result<&'a str, ApiError> {
     item.get(key).and_then(Value::as_str).ok_or_else(|| {
-        invalid(
+        ApiError::invalid_at(
             format!("{field} needs `{key}` (a string)"),
             format!("{field}.{key}"),
         )
@@ -80,7 +76,7 @@ pub fn history(input: &Value, earlier: Vec<ChatMessage>) -> Result<Vec<ChatMessa
         }
         Value::Array(items) => items,
         _ => {
-            return Err(invalid(
+            return Err(ApiError::invalid_at(
                 "`input` is a string or a list of input items",
                 "input",
             ));
@@ -120,7 +116,7 @@ pub fn history(input: &Value, earlier: Vec<ChatMessage>) -> Result<Vec<ChatMessa
                         open_assistant = true;
                     }
                     other => {
-                        return Err(invalid(
+                        return Err(ApiError::invalid_at(
                             format!(
                                 "unknown role {other:?}; use user, system, developer or assistant"
                             ),
@@ -187,7 +183,7 @@ pub fn history(input: &Value, earlier: Vec<ChatMessage>) -> Result<Vec<ChatMessa
                     .find(|c| c.id == call_id)
                     .map(|c| c.function.name.clone());
                 let Some(name) = name else {
-                    return Err(invalid(
+                    return Err(ApiError::invalid_at(
                         format!("call_id {call_id:?} answers no function_call before it"),
                         format!("{field}.call_id"),
                     ));
@@ -199,21 +195,21 @@ pub fn history(input: &Value, earlier: Vec<ChatMessage>) -> Result<Vec<ChatMessa
                 open_assistant = false;
             }
             "item_reference" => {
-                return Err(invalid(
+                return Err(ApiError::invalid_at(
                     "item_reference is not supported: send the item itself, or continue a stored \
                      response with previous_response_id",
                     format!("{field}.type"),
                 ));
             }
             "" => {
-                return Err(invalid(
+                return Err(ApiError::invalid_at(
                     "an input item needs a `type` (message, function_call, function_call_output, \
                      reasoning) or a `role`",
                     field,
                 ));
             }
             other => {
-                return Err(invalid(
+                return Err(ApiError::invalid_at(
                     format!(
                         "input items of type {other:?} are not supported; this server takes \
                          message, function_call, function_call_output and reasoning items"
@@ -230,7 +226,7 @@ pub fn history(input: &Value, earlier: Vec<ChatMessage>) -> Result<Vec<ChatMessa
         out.push(message);
     }
     if out.is_empty() {
-        return Err(invalid("`input` must not be empty", "input"));
+        return Err(ApiError::invalid_at("`input` must not be empty", "input"));
     }
     Ok(out)
 }
@@ -247,22 +243,10 @@ pub(super) fn chat_tools(tools: &Option<Vec<Value>>) -> Result<Option<Vec<ToolSp
         let field = format!("tools[{i}]");
         let kind = tool.get("type").and_then(Value::as_str).unwrap_or("");
         match kind {
-            "function" => {
-                let spec: FunctionSpec = serde_json::from_value(json!({
-                    "name": tool.get("name").cloned().unwrap_or(Value::Null),
-                    "description": tool.get("description").cloned().unwrap_or(Value::Null),
-                    "parameters": tool.get("parameters").cloned().unwrap_or(Value::Null),
-                    "strict": tool.get("strict").cloned().unwrap_or(Value::Null),
-                }))
-                .map_err(|e| invalid(format!("{field}: {e}"), field.clone()))?;
-                out.push(ToolSpec {
-                    kind: "function".into(),
-                    function: spec,
-                });
-            }
+            "function" => out.push(api::flat_function_tool(tool, "parameters", &field)?),
             "web_search" | "web_search_preview" | "namespace" => {}
             other => {
-                return Err(invalid(
+                return Err(ApiError::invalid_at(
                     format!(
                         "tools of type {other:?} are not supported; declare function tools (the \
                          server runs python and browser itself with --python/--browser)"
@@ -285,13 +269,13 @@ pub(super) fn chat_tool_choice(choice: &Option<Value>) -> Result<Option<Value>, 
                 Some(name) => Ok(Some(
                     json!({"type": "function", "function": {"name": name}}),
                 )),
-                None => Err(invalid(
+                None => Err(ApiError::invalid_at(
                     "a named tool_choice is {\"type\": \"function\", \"name\": \"…\"}",
                     "tool_choice.name",
                 )),
             }
         }
-        Some(other) => Err(invalid(
+        Some(other) => Err(ApiError::invalid_at(
             format!(
                 "tool_choice {other} is not supported: use \"auto\", \"none\", \"required\" or \
                  {{\"type\": \"function\", \"name\": \"…\"}}"

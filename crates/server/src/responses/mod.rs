@@ -27,7 +27,7 @@ use crate::error::ApiError;
 use crate::worker::Task;
 use crate::{Shared, body_bytes, now_nanos, resolve};
 
-use input::{chat_tool_choice, chat_tools, history, invalid, response_format};
+use input::{chat_tool_choice, chat_tools, history, response_format};
 use output::Reply;
 pub use store::ResponseStore;
 use store::not_found;
@@ -211,7 +211,10 @@ pub async fn create_response(
         ),
     ])?;
     if request.top_logprobs.is_some_and(|n| n > 0) {
-        return Err(invalid("logprobs are not supported", "top_logprobs"));
+        return Err(ApiError::invalid_at(
+            "logprobs are not supported",
+            "top_logprobs",
+        ));
     }
     let fields = SharedFields {
         model: &request.model,
@@ -250,7 +253,7 @@ pub async fn create_response(
     let tool_choice = chat_tool_choice(&request.tool_choice)?;
     let (functions, forced_call) = api::functions(&tools, &tool_choice)?;
     if forced_call.is_some() && !state.harmony {
-        return Err(invalid(
+        return Err(ApiError::invalid_at(
             "tool_choice \"required\" or a named function needs a GPT-OSS (Harmony) model: other \
              models' chat templates cannot be made to call a tool; use \"auto\"",
             "tool_choice",

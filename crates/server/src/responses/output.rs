@@ -132,8 +132,7 @@ impl Reply {
     /// (reasoning, the server's own calls), then the message, then the calls.
     pub(super) fn finish_from(&mut self, steps: &[Step], content: &str, calls: &[FunctionCall]) {
         for step in steps {
-            let text = match step {
-                Step::Reasoning(text) => text.clone(),
+            match step {
                 Step::ServerCall { recipient, code } if has_item(recipient) => {
                     self.items.push(Item::Tool {
                         id: item_id(if recipient == "python" { "ci" } else { "ws" }),
@@ -143,17 +142,18 @@ impl Reply {
                     });
                     continue;
                 }
-                Step::ServerCall { recipient, code } => format!("[call {recipient}]\n{code}"),
-                Step::ServerResult { author, content } => {
+                Step::ServerResult { content, .. } => {
                     if let Some(Item::Tool { output, .. }) = self.items.last_mut()
                         && output.is_none()
                     {
                         *output = Some(content.clone());
                         continue;
                     }
-                    format!("[{author}]\n{content}")
                 }
-            };
+                _ => {}
+            }
+            // Anything else is reasoning text, as chat completions show it.
+            let text = step.text();
             match self.items.last_mut() {
                 Some(Item::Reasoning { text: all, .. }) => {
                     all.push('\n');

@@ -41,6 +41,15 @@ fn fields(value: Value) -> Map<String, Value> {
     }
 }
 
+/// A response as it streams: its events, its items so far, and which one
+/// is open.
+struct Writer {
+    events: Events,
+    reply: Reply,
+    /// The item being streamed (its index in `reply.items`).
+    open: Option<usize>,
+}
+
 /// Streams a response: `response.created`, `response.in_progress`, each
 /// output item opened, its deltas, closed, then `response.completed` (or
 /// `response.incomplete`); a failure is an `error` event. The finished
@@ -48,114 +57,74 @@ fn fields(value: Value) -> Map<String, Value> {
 pub(super) fn stream(
     state: Shared,
     mut choices: Choices,
-    mut reply: Reply,
+    reply: Reply,
     history: Vec<ChatMessage>,
 ) -> Sse<tokio_stream::wrappers::ReceiverStream<Result<SseEvent, Infallible>>> {
     let (sender, body) = mpsc::channel(64);
     tokio::spawn(async move {
-        let mut events = Events {
-            sender,
-            sequence: 0,
+        let mut w = Writer {
+            events: Events {
+                sender,
+                sequence: 0,
+            },
+            reply,
+            open: None,
         };
         let model = state.model_id.clone();
-        let opening = reply.response(&model, "in_progress", "", &Usage::new(0, 0, 0));
+        let opening = w
+            .reply
+            .response(&model, "in_progress", "", &Usage::new(0, 0, 0));
         for kind in ["response.created", "response.in_progress"] {
-            if !events
+            if !w
+                .events
                 .send(kind, fields(json!({"response": opening})))
                 .await
             {
                 return;
             }
         }
-        // The item being streamed (its index in reply.items).
-        let mut open: Option<usize> = None;
         loop {
             let event = tokio::select! {
                 next = choices.recv() => match next {
                     Some((_, event)) => event,
                     None => return,
                 },
-                () = events.sender.closed() => return,
+                () = w.events.sender.closed() => return,
             };
             let ok = match event {
-                Event::Reasoning(text) => {
-                    delta(
-                        &mut events,
-                        &mut reply,
-                        &mut open,
-                        Kind::Reasoning,
-                        &text,
-                        None,
-                    )
-                    .await
-                }
-                Event::Content(text) => {
-                    delta(
-                        &mut events,
-                        &mut reply,
-                        &mut open,
-                        Kind::Message,
-                        &text,
-                        None,
-                    )
-                    .await
-                }
-                Event::CallStarted(call) => {
-                    if !close(&mut events, &mut reply, &mut open).await {
-                        return;
-                    }
-                    delta(
-                        &mut events,
-                        &mut reply,
-                        &mut open,
-                        Kind::Call,
-                        "",
-                        Some(call),
-                    )
-                    .await
-                }
-                Event::CallArguments(text) => {
-                    delta(&mut events, &mut reply, &mut open, Kind::Call, &text, None).await
-                }
+                Event::Reasoning(text) => w.delta(Kind::Reasoning, &text).await,
+                Event::Content(text) => w.delta(Kind::Message, &text).await,
+                Event::CallStarted(call) => w.start_call(call).await,
+                Event::CallArguments(text) => w.delta(Kind::Call, &text).await,
                 Event::ServerCall {
                     recipient,
                     text,
                     announce,
                 } if has_item(&recipient) => {
-                    let same = open.is_some_and(|i| {
-                        matches!(&reply.items[i], Item::Tool { recipient: r, output: None, .. } if *r == recipient)
+                    let same = w.open.is_some_and(|i| {
+                        matches!(&w.reply.items[i], Item::Tool { recipient: r, output: None, .. } if *r == recipient)
                     });
-                    if (announce.is_some() || !same)
-                        && !open_tool(&mut events, &mut reply, &mut open, &recipient).await
-                    {
+                    if (announce.is_some() || !same) && !w.open_tool(&recipient).await {
                         return;
                     }
-                    delta(&mut events, &mut reply, &mut open, Kind::Tool, &text, None).await
+                    w.delta(Kind::Tool, &text).await
                 }
                 Event::ServerResult { content, shown, .. } => {
-                    let tool = open.filter(|&i| matches!(reply.items[i], Item::Tool { .. }));
-                    match tool {
+                    match w
+                        .open
+                        .filter(|&i| matches!(w.reply.items[i], Item::Tool { .. }))
+                    {
                         Some(index) => {
                             if let Item::Tool {
                                 output, recipient, ..
-                            } = &mut reply.items[index]
+                            } = &mut w.reply.items[index]
                                 && recipient == "python"
                             {
                                 *output = Some(content);
                             }
-                            close(&mut events, &mut reply, &mut open).await
+                            w.close().await
                         }
-                        None => {
-                            delta(
-                                &mut events,
-                                &mut reply,
-                                &mut open,
-                                Kind::Reasoning,
-                                &shown,
-                                None,
-                            )
-                            .await
-                        }
+                        None => w.delta(Kind::Reasoning, &shown).await,
                     }
                 }
                 // A server-side call without an item of its own: reasoning text.
@@ -163,53 +132,24 @@ pub(super) fn stream(
                     let Event::Reasoning(text) = server.as_reasoning() else {
                         unreachable!("as_reasoning turns a server call into reasoning")
                     };
-                    delta(
-                        &mut events,
-                        &mut reply,
-                        &mut open,
-                        Kind::Reasoning,
-                        &text,
-                        None,
-                    )
-                    .await
+                    w.delta(Kind::Reasoning, &text).await
                 }
                 Event::Done {
                     finish_reason,
                     usage,
-                    calls,
                     ..
                 } => {
-                    // A template model's calls are found once the reply is
-                    // whole: their arguments arrive here.
-                    for call in &calls {
-                        for (index, item) in reply.items.iter_mut().enumerate() {
-                            if let Item::Call { call: streamed, id } = item
-                                && streamed.id == call.id
-                                && streamed.arguments.is_empty()
-                                && !call.arguments.is_empty()
-                            {
-                                streamed.arguments = call.arguments.clone();
-                                let data = json!({"item_id": id, "output_index": index, "delta": call.arguments});
-                                if !events
-                                    .send("response.function_call_arguments.delta", fields(data))
-                                    .await
-                                {
-                                    return;
-                                }
-                            }
-                        }
-                    }
-                    if !close(&mut events, &mut reply, &mut open).await {
+                    if !w.close().await {
                         return;
                     }
-                    let response = reply.response(&model, "completed", finish_reason, &usage);
+                    let response = w.reply.response(&model, "completed", finish_reason, &usage);
                     let kind = if response["status"] == "incomplete" {
                         "response.incomplete"
                     } else {
                         "response.completed"
                     };
-                    keep(&state, &reply, &response, history);
-                    events
+                    keep(&state, &w.reply, &response, history);
+                    w.events
                         .send(kind, fields(json!({"response": response})))
                         .await;
                     return;
@@ -221,7 +161,7 @@ pub(super) fn stream(
                         "message": body["error"]["message"],
                         "param": body["error"]["param"],
                     });
-                    events.send("error", fields(data)).await;
+                    w.events.send("error", fields(data)).await;
                     return;
                 }
                 Event::Started => true,
@@ -251,225 +191,223 @@ fn kind_of(item: &Item) -> Kind {
     }
 }
 
-/// Adds `text` to the open item of `kind`, opening one (and closing the
-/// previous) first when needed.
-async fn delta(
-    events: &mut Events,
-    reply: &mut Reply,
-    open: &mut Option<usize>,
-    kind: Kind,
-    text: &str,
-    new_call: Option<FunctionCall>,
-) -> bool {
-    let current = open.filter(|&i| kind_of(&reply.items[i]) == kind && new_call.is_none());
-    // A call found whole (a template model's) opens empty and gets its
-    // arguments as one delta, as a streamed one would.
-    let mut new_call = new_call;
-    let whole_arguments = new_call
-        .as_mut()
-        .map(|c| std::mem::take(&mut c.arguments))
-        .unwrap_or_default();
-    let text = if text.is_empty() {
-        whole_arguments.as_str()
-    } else {
-        text
-    };
-    let index = match current {
-        Some(index) => index,
-        None => {
-            if !close(events, reply, open).await {
-                return false;
+impl Writer {
+    /// Adds `item` after closing the open one, announces it (with its
+    /// content part, for text items) and opens it; returns its index.
+    async fn open_item(&mut self, item: Item) -> Option<usize> {
+        if !self.close().await {
+            return None;
+        }
+        let index = self.reply.items.len();
+        let id = item.id().to_string();
+        let added = json!({"output_index": index, "item": item.json("in_progress")});
+        let part = match &item {
+            Item::Reasoning { .. } => Some(json!({"type": "reasoning_text", "text": ""})),
+            Item::Message { .. } => {
+                Some(json!({"type": "output_text", "text": "", "annotations": [], "logprobs": []}))
             }
-            let item = match kind {
-                Kind::Reasoning => Item::Reasoning {
-                    id: item_id("rs"),
-                    text: String::new(),
-                },
-                Kind::Message => Item::Message {
-                    id: item_id("msg"),
-                    text: String::new(),
-                },
-                Kind::Tool => unreachable!("server calls open through open_tool"),
-                Kind::Call => Item::Call {
-                    id: item_id("fc"),
-                    call: new_call.unwrap_or_else(|| FunctionCall {
-                        id: format!("call_{:x}", now_nanos()),
-                        name: String::new(),
-                        arguments: String::new(),
-                    }),
-                },
-            };
-            let index = reply.items.len();
-            let added = json!({"output_index": index, "item": item.json("in_progress")});
-            reply.items.push(item);
-            if !events
-                .send("response.output_item.added", fields(added))
+            Item::Call { .. } | Item::Tool { .. } => None,
+        };
+        self.reply.items.push(item);
+        self.open = Some(index);
+        if !self
+            .events
+            .send("response.output_item.added", fields(added))
+            .await
+        {
+            return None;
+        }
+        if let Some(part) = part {
+            let data =
+                json!({"item_id": id, "output_index": index, "content_index": 0, "part": part});
+            if !self
+                .events
+                .send("response.content_part.added", fields(data))
                 .await
             {
-                return false;
+                return None;
             }
-            let part = match kind {
-                Kind::Reasoning => Some(json!({"type": "reasoning_text", "text": ""})),
-                Kind::Message => Some(
-                    json!({"type": "output_text", "text": "", "annotations": [], "logprobs": []}),
-                ),
-                Kind::Call | Kind::Tool => None,
-            };
-            if let Some(part) = part {
-                let data = json!({"item_id": reply.items[index].id(), "output_index": index,
-                    "content_index": 0, "part": part});
-                if !events
-                    .send("response.content_part.added", fields(data))
-                    .await
-                {
-                    return false;
-                }
-            }
-            *open = Some(index);
-            index
         }
-    };
-    if text.is_empty() {
-        return true;
+        Some(index)
     }
-    let id = reply.items[index].id().to_string();
-    let (event, data) = match &mut reply.items[index] {
-        Item::Reasoning { text: all, .. } => {
-            all.push_str(text);
-            (
-                "response.reasoning_text.delta",
-                json!({"item_id": id, "output_index": index, "content_index": 0, "delta": text}),
-            )
-        }
-        Item::Message { text: all, .. } => {
-            all.push_str(text);
-            (
-                "response.output_text.delta",
-                json!({"item_id": id, "output_index": index, "content_index": 0, "delta": text, "logprobs": []}),
-            )
-        }
-        Item::Call { call, .. } => {
-            call.arguments.push_str(text);
-            (
-                "response.function_call_arguments.delta",
-                json!({"item_id": id, "output_index": index, "delta": text}),
-            )
-        }
-        Item::Tool {
-            code, recipient, ..
-        } => {
-            code.push_str(text);
-            if recipient != "python" {
-                // A web search's arguments are not streamed.
-                return true;
-            }
-            (
-                "response.code_interpreter_call_code.delta",
-                json!({"item_id": id, "output_index": index, "delta": text}),
-            )
-        }
-    };
-    events.send(event, fields(data)).await
-}
 
-/// Opens the item of a server-side call (closing the open one).
-async fn open_tool(
-    events: &mut Events,
-    reply: &mut Reply,
-    open: &mut Option<usize>,
-    recipient: &str,
-) -> bool {
-    if !close(events, reply, open).await {
-        return false;
+    /// Opens a call for the client. One found whole (a template model's)
+    /// opens empty and gets its arguments as one delta, as a streamed one would.
+    async fn start_call(&mut self, mut call: FunctionCall) -> bool {
+        let arguments = std::mem::take(&mut call.arguments);
+        let item = Item::Call {
+            id: item_id("fc"),
+            call,
+        };
+        match self.open_item(item).await {
+            Some(index) => self.append(index, &arguments).await,
+            None => false,
+        }
     }
-    let python = recipient == "python";
-    let item = Item::Tool {
-        id: item_id(if python { "ci" } else { "ws" }),
-        recipient: recipient.to_string(),
-        code: String::new(),
-        output: None,
-    };
-    let index = reply.items.len();
-    let id = item.id().to_string();
-    let added = json!({"output_index": index, "item": item.json("in_progress")});
-    reply.items.push(item);
-    *open = Some(index);
-    let progress = if python {
-        "response.code_interpreter_call.in_progress"
-    } else {
-        "response.web_search_call.in_progress"
-    };
-    events
-        .send("response.output_item.added", fields(added))
-        .await
-        && events
+
+    /// Opens the item of a server-side call (closing the open one).
+    async fn open_tool(&mut self, recipient: &str) -> bool {
+        let python = recipient == "python";
+        let item = Item::Tool {
+            id: item_id(if python { "ci" } else { "ws" }),
+            recipient: recipient.to_string(),
+            code: String::new(),
+            output: None,
+        };
+        let id = item.id().to_string();
+        let Some(index) = self.open_item(item).await else {
+            return false;
+        };
+        let progress = if python {
+            "response.code_interpreter_call.in_progress"
+        } else {
+            "response.web_search_call.in_progress"
+        };
+        self.events
             .send(
                 progress,
                 fields(json!({"item_id": id, "output_index": index})),
             )
             .await
-}
+    }
 
-/// Closes the open item: its text's `done`, its part's `done`, the item's.
-async fn close(events: &mut Events, reply: &mut Reply, open: &mut Option<usize>) -> bool {
-    let Some(index) = open.take() else {
-        return true;
-    };
-    let item = reply.items[index].clone();
-    let id = item.id().to_string();
-    let mut steps: Vec<(&str, Value)> = Vec::new();
-    match &item {
-        Item::Reasoning { text, .. } => {
-            steps.push((
-                "response.reasoning_text.done",
-                json!({"item_id": id, "output_index": index, "content_index": 0, "text": text}),
-            ));
-            steps.push((
-                "response.content_part.done",
-                json!({"item_id": id, "output_index": index, "content_index": 0,
-                    "part": {"type": "reasoning_text", "text": text}}),
-            ));
+    /// Adds `text` to the open item of `kind`, opening one first when needed
+    /// (a call's arguments with no call open start a nameless one).
+    async fn delta(&mut self, kind: Kind, text: &str) -> bool {
+        if let Some(index) = self.open.filter(|&i| kind_of(&self.reply.items[i]) == kind) {
+            return self.append(index, text).await;
         }
-        Item::Message { text, .. } => {
-            steps.push((
-                "response.output_text.done",
-                json!({"item_id": id, "output_index": index, "content_index": 0, "text": text, "logprobs": []}),
-            ));
-            steps.push((
-                "response.content_part.done",
-                json!({"item_id": id, "output_index": index, "content_index": 0,
-                    "part": {"type": "output_text", "text": text, "annotations": [], "logprobs": []}}),
-            ));
+        let item = match kind {
+            Kind::Reasoning => Item::Reasoning {
+                id: item_id("rs"),
+                text: String::new(),
+            },
+            Kind::Message => Item::Message {
+                id: item_id("msg"),
+                text: String::new(),
+            },
+            Kind::Call => Item::Call {
+                id: item_id("fc"),
+                call: FunctionCall {
+                    id: format!("call_{:x}", now_nanos()),
+                    name: String::new(),
+                    arguments: String::new(),
+                },
+            },
+            Kind::Tool => unreachable!("server calls open through open_tool"),
+        };
+        match self.open_item(item).await {
+            Some(index) => self.append(index, text).await,
+            None => false,
         }
-        Item::Call { call, .. } => steps.push((
-            "response.function_call_arguments.done",
-            json!({"item_id": id, "output_index": index, "arguments": call.arguments, "name": call.name}),
-        )),
-        Item::Tool {
-            recipient, code, ..
-        } => {
-            let at = json!({"item_id": id, "output_index": index});
-            if recipient == "python" {
+    }
+
+    /// Adds `text` to item `index` and sends its delta event.
+    async fn append(&mut self, index: usize, text: &str) -> bool {
+        if text.is_empty() {
+            return true;
+        }
+        let id = self.reply.items[index].id().to_string();
+        let (event, data) = match &mut self.reply.items[index] {
+            Item::Reasoning { text: all, .. } => {
+                all.push_str(text);
+                (
+                    "response.reasoning_text.delta",
+                    json!({"item_id": id, "output_index": index, "content_index": 0, "delta": text}),
+                )
+            }
+            Item::Message { text: all, .. } => {
+                all.push_str(text);
+                (
+                    "response.output_text.delta",
+                    json!({"item_id": id, "output_index": index, "content_index": 0, "delta": text, "logprobs": []}),
+                )
+            }
+            Item::Call { call, .. } => {
+                call.arguments.push_str(text);
+                (
+                    "response.function_call_arguments.delta",
+                    json!({"item_id": id, "output_index": index, "delta": text}),
+                )
+            }
+            Item::Tool {
+                code, recipient, ..
+            } => {
+                code.push_str(text);
+                if recipient != "python" {
+                    // A web search's arguments are not streamed.
+                    return true;
+                }
+                (
+                    "response.code_interpreter_call_code.delta",
+                    json!({"item_id": id, "output_index": index, "delta": text}),
+                )
+            }
+        };
+        self.events.send(event, fields(data)).await
+    }
+
+    /// Closes the open item: its text's `done`, its part's `done`, the item's.
+    async fn close(&mut self) -> bool {
+        let Some(index) = self.open.take() else {
+            return true;
+        };
+        let item = self.reply.items[index].clone();
+        let id = item.id().to_string();
+        let mut steps: Vec<(&str, Value)> = Vec::new();
+        match &item {
+            Item::Reasoning { text, .. } => {
                 steps.push((
-                    "response.code_interpreter_call_code.done",
-                    json!({"item_id": id, "output_index": index, "code": code}),
+                    "response.reasoning_text.done",
+                    json!({"item_id": id, "output_index": index, "content_index": 0, "text": text}),
                 ));
-                steps.push(("response.code_interpreter_call.interpreting", at.clone()));
-                steps.push(("response.code_interpreter_call.completed", at));
-            } else {
-                steps.push(("response.web_search_call.searching", at.clone()));
-                steps.push(("response.web_search_call.completed", at));
+                steps.push((
+                    "response.content_part.done",
+                    json!({"item_id": id, "output_index": index, "content_index": 0,
+                        "part": {"type": "reasoning_text", "text": text}}),
+                ));
+            }
+            Item::Message { text, .. } => {
+                steps.push((
+                    "response.output_text.done",
+                    json!({"item_id": id, "output_index": index, "content_index": 0, "text": text, "logprobs": []}),
+                ));
+                steps.push((
+                    "response.content_part.done",
+                    json!({"item_id": id, "output_index": index, "content_index": 0,
+                        "part": {"type": "output_text", "text": text, "annotations": [], "logprobs": []}}),
+                ));
+            }
+            Item::Call { call, .. } => steps.push((
+                "response.function_call_arguments.done",
+                json!({"item_id": id, "output_index": index, "arguments": call.arguments, "name": call.name}),
+            )),
+            Item::Tool {
+                recipient, code, ..
+            } => {
+                let at = json!({"item_id": id, "output_index": index});
+                if recipient == "python" {
+                    steps.push((
+                        "response.code_interpreter_call_code.done",
+                        json!({"item_id": id, "output_index": index, "code": code}),
+                    ));
+                    steps.push(("response.code_interpreter_call.interpreting", at.clone()));
+                    steps.push(("response.code_interpreter_call.completed", at));
+                } else {
+                    steps.push(("response.web_search_call.searching", at.clone()));
+                    steps.push(("response.web_search_call.completed", at));
+                }
             }
         }
-    }
-    steps.push((
-        "response.output_item.done",
-        json!({"output_index": index, "item": item.json("completed")}),
-    ));
-    for (kind, data) in steps {
-        if !events.send(kind, fields(data)).await {
-            return false;
+        steps.push((
+            "response.output_item.done",
+            json!({"output_index": index, "item": item.json("completed")}),
+        ));
+        for (kind, data) in steps {
+            if !self.events.send(kind, fields(data)).await {
+                return false;
+            }
         }
+        true
     }
-    true
 }
