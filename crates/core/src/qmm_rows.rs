@@ -169,7 +169,8 @@ pub fn try_product(x: &Array, q: &QuantizedWeight, stream: &Stream) -> Result<Op
 
 /// `x @ wᵀ` with our kernel, unconditionally (the caller has checked
 /// [`takes`] and that `stream` is a CUDA stream). `x` is `[rows, K]`.
-/// For tests and the microbenchmark.
+/// For the tests (the microbenchmark, scripts/qmm_rows.py, calls the same
+/// kernel sources from Python).
 pub fn product(x: &Array, q: &QuantizedWeight, stream: &Stream) -> Result<Array> {
     if !takes(x, q) || x.ndim() != 2 {
         return Err(Error::Invalid(format!(
