@@ -17,7 +17,7 @@ use mlx_harmony_core::chat_template::ChatMessage;
 use mlx_harmony_core::generate::{FinishReason, GenerateOptions, TokenGenerator};
 use mlx_harmony_core::prompt::PromptSetup;
 use mlx_harmony_core::reply::ReplyEvent;
-use mlx_harmony_core::sampling::Sampler;
+use mlx_harmony_core::sampling::{Sampler, TokenConstraint};
 use mlx_harmony_core::turn::{self, ToolRunner, TurnEvent, TurnOptions};
 use mlx_harmony_frontend::setup::{self as frontend_setup, effort_from_config};
 use mlx_harmony_frontend::{report, tools as frontend_tools};
@@ -212,6 +212,8 @@ pub struct Session {
     pub tools: Option<ToolBox>,
     /// Most tool calls per turn.
     pub max_tool_calls: usize,
+    /// What holds every answer to a format (`--json-schema`, `--grammar`).
+    pub output: Option<Box<dyn TokenConstraint>>,
 }
 
 impl Session {
@@ -422,7 +424,10 @@ impl Session {
     /// was generated until then is kept.
     pub fn reply(&mut self, out: &mut impl Write) -> anyhow::Result<()> {
         let resolved = self.settings();
-        let sampler = frontend_setup::sampler(&resolved.settings, &self.generator.loaded)?;
+        let mut sampler = frontend_setup::sampler(&resolved.settings, &self.generator.loaded)?;
+        if let Some(output) = &self.output {
+            sampler.set_constraint(output.fresh());
+        }
         self.reply_with(sampler, out)
     }
 

@@ -52,6 +52,9 @@ pub struct ChatArgs {
     pub sampling: SamplingArgs,
 
     #[command(flatten)]
+    pub output: mlx_harmony_frontend::args::OutputArgs,
+
+    #[command(flatten)]
     pub tools: ToolArgs,
 }
 
@@ -131,10 +134,15 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
         );
     };
     let overrides = args.sampling.hyperparameters()?;
+    let format = args.output.format()?;
     // Tools are set up before the model loads: a bad tool flag fails fast.
     let tools = args.tools.toolbox()?;
     let opened = args.model.open(&choice, args.verbose)?;
     eprintln!("device: {}", opened.device);
+    let output = format
+        .as_ref()
+        .map(|f| mlx_harmony_frontend::setup::output_constraint(f, &opened.generator.loaded))
+        .transpose()?;
     let mut session = Session {
         generator: opened.generator,
         model_spec: choice.spec.clone(),
@@ -160,6 +168,7 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
         style: Style {
             color: std::io::stdout().is_terminal(),
         },
+        output,
         tools,
         max_tool_calls: args.tools.max_tool_calls,
     };

@@ -51,6 +51,7 @@ fn session(dir: &Path) -> Session {
         style: Style { color: false },
         tools: Some(tools),
         max_tool_calls: 4,
+        output: None,
     }
 }
 

@@ -25,7 +25,7 @@ use crate::generate::{
 };
 use crate::models::blocks::last_position;
 use crate::models::cache::{BatchKvCache, KvCache};
-use crate::sampling::{Sampler, greedy_rows};
+use crate::sampling::{Sampler, TokenLogprobs, greedy_rows};
 use crate::{Error, Result};
 
 /// Names a sequence of a batch.
@@ -49,6 +49,9 @@ pub enum BatchEvent {
         id: SequenceId,
         token: u32,
         text: String,
+        /// Its log-probabilities, when the sequence's sampler was asked for
+        /// them (`None` for text handed on at the end without a token).
+        logprobs: Option<TokenLogprobs>,
     },
     /// The sequence ended; its statistics and why.
     Finished {
@@ -460,14 +463,16 @@ impl BatchGenerator {
         let first = sampler.sample(&last_position(&logits)?, &[])?;
         eval([&first])?;
         let token = first.item_exact::<u32>();
+        let logprobs = sampler.take_logprobs()?;
         let now = Instant::now();
         let mut progress = Progress::new(&options);
         let goes_on = options.max_tokens > 0
-            && progress.accept(&self.loaded, token, &mut |token, text| {
+            && progress.accept(&self.loaded, token, logprobs.clone(), &mut |token, text| {
                 events.push(BatchEvent::Token {
                     id,
                     token,
                     text: text.to_string(),
+                    logprobs: logprobs.clone(),
                 })
             });
         let row = Row {
@@ -526,12 +531,9 @@ impl BatchGenerator {
             return Ok(());
         };
         let rows = self.rows.len() as i32;
-        // The repetition penalty needs each row's newest token on the host
-        // before the next step: then this step is read first.
-        let pipelined = self
-            .rows
-            .iter()
-            .all(|r| r.sampler.settings().repetition_penalty == 1.0);
+        // A repetition penalty or a constraint needs each row's newest token
+        // on the host before the next step: then this step is read first.
+        let pipelined = self.rows.iter().all(|r| !r.sampler.needs_each_token());
         let following = if pipelined {
             Some(self.queue_step(&current, rows)?)
         } else {
@@ -550,12 +552,14 @@ impl BatchGenerator {
                 row.first_read = false;
             } else if !row.cancel.is_cancelled() {
                 let id = row.id;
+                let logprobs = row.sampler.take_logprobs()?;
                 row.progress
-                    .accept(&self.loaded, token, &mut |token, text| {
+                    .accept(&self.loaded, token, logprobs.clone(), &mut |token, text| {
                         events.push(BatchEvent::Token {
                             id,
                             token,
                             text: text.to_string(),
+                            logprobs: logprobs.clone(),
                         })
                     });
             }
@@ -682,6 +686,7 @@ fn row_done(mut row: Row) -> Done {
             prompt_tokens: row.prompt_tokens,
             cached_tokens: row.cached_tokens,
             tokens: std::mem::take(&mut row.progress.tokens),
+            logprobs: std::mem::take(&mut row.progress.logprobs),
             text: std::mem::take(&mut row.progress.text),
             finish_reason,
             stop_string: row.progress.stop_string(),
@@ -708,6 +713,7 @@ fn finish(done: Done, events: &mut Vec<BatchEvent>) {
             id: done.id,
             token,
             text,
+            logprobs: None,
         });
     }
     events.push(BatchEvent::Finished {
@@ -725,6 +731,7 @@ fn finished_before_decoding(prefill: &Prefill, reason: FinishReason) -> BatchEve
             prompt_tokens: prefill.request.prompt.len(),
             cached_tokens: 0,
             tokens: Vec::new(),
+            logprobs: Vec::new(),
             text: String::new(),
             finish_reason: reason,
             stop_string: None,

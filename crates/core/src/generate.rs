@@ -17,7 +17,7 @@ pub use crate::loaded::LoadedModel;
 use crate::models::Model;
 use crate::models::blocks::last_position;
 use crate::models::cache::KvCache;
-use crate::sampling::{Sampler, SamplingSettings};
+use crate::sampling::{Sampler, SamplingSettings, TokenLogprobs};
 use crate::text::{Detokenizer, StopMatcher};
 use crate::{Error, Result};
 
@@ -147,6 +147,9 @@ pub struct Generation {
     pub finish_reason: FinishReason,
     /// The stop string that ended it (with [`FinishReason::StopString`]).
     pub stop_string: Option<String>,
+    /// Each generated token's log-probabilities, when the sampler was asked
+    /// for them ([`Sampler::set_logprobs`]); else empty.
+    pub logprobs: Vec<TokenLogprobs>,
     /// From the call to the first generated token.
     pub time_to_first_token_seconds: f64,
     /// The most memory MLX held during the call, in bytes.
@@ -160,6 +163,7 @@ pub struct Generation {
 /// single-sequence loop and the batch scheduler both feed it.
 pub(crate) struct Progress {
     pub tokens: Vec<u32>,
+    pub logprobs: Vec<TokenLogprobs>,
     pub text: String,
     pub finish: Option<FinishReason>,
     max_tokens: usize,
@@ -171,6 +175,7 @@ impl Progress {
     pub fn new(options: &GenerateOptions) -> Self {
         Progress {
             tokens: Vec::new(),
+            logprobs: Vec::new(),
             text: String::new(),
             finish: None,
             max_tokens: options.max_tokens,
@@ -179,13 +184,15 @@ impl Progress {
         }
     }
 
-    /// Takes the next generated token: an end-of-turn token ends the
-    /// sequence (and is not passed on); any other is passed to `on_token`
-    /// with the text it completes. Returns whether the sequence goes on.
+    /// Takes the next generated token (with its log-probabilities, when
+    /// asked for): an end-of-turn token ends the sequence (and is not passed
+    /// on); any other is passed to `on_token` with the text it completes.
+    /// Returns whether the sequence goes on.
     pub fn accept(
         &mut self,
         loaded: &LoadedModel,
         id: u32,
+        logprobs: Option<TokenLogprobs>,
         on_token: &mut impl FnMut(u32, &str),
     ) -> bool {
         if loaded.eos_token_ids.contains(&id) {
@@ -193,6 +200,7 @@ impl Progress {
             return false;
         }
         self.tokens.push(id);
+        self.logprobs.extend(logprobs);
         let piece = self
             .detokenizer
             .push(&loaded.tokenizer, id)
@@ -289,9 +297,10 @@ fn decode(
     let start = Instant::now();
     // A failed peak-memory query only loses a statistic.
     let _ = mlx_rs::memory::reset_peak_memory();
-    // The repetition penalty needs every token on the host before the next
-    // step; otherwise the next step is queued before this token is read.
-    let pipelined = sampler.settings().repetition_penalty == 1.0;
+    // A repetition penalty or a constraint needs every token on the host
+    // before the next step; otherwise the next step is queued before this
+    // token is read.
+    let pipelined = !sampler.needs_each_token();
     let logits = prefill(model, caches, &prompt[cached..])?;
     if let Some(saved) = sliding_after_prompt {
         *saved = caches
@@ -322,7 +331,8 @@ fn decode(
             fed.push(id);
         }
         first_token_at.get_or_insert_with(Instant::now);
-        if !progress.accept(loaded, id, &mut on_token) {
+        let logprobs = sampler.take_logprobs()?;
+        if !progress.accept(loaded, id, logprobs, &mut on_token) {
             break;
         }
         next = match following {
@@ -336,7 +346,12 @@ fn decode(
     }
     let finish_reason = progress.close(&mut on_token);
     let stop_string = progress.stop_string();
-    let Progress { tokens, text, .. } = progress;
+    let Progress {
+        tokens,
+        text,
+        logprobs,
+        ..
+    } = progress;
     let end = Instant::now();
     let first = first_token_at.unwrap_or(end);
     let prefill = (first - start).as_secs_f64();
@@ -347,6 +362,7 @@ fn decode(
         cached_tokens: cached,
         finish_reason,
         stop_string,
+        logprobs,
         time_to_first_token_seconds: prefill,
         peak_memory_bytes: mlx_rs::memory::peak_memory().unwrap_or(0),
         prefill_tokens_per_second: if prefill > 0.0 {

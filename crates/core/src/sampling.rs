@@ -6,9 +6,17 @@
 //! The filters work on log-probabilities and leave removed tokens at -inf,
 //! exactly as mlx-lm's `sample_utils` does, so that the same settings and
 //! logits keep the same candidate tokens.
+//!
+//! A sampler may also carry a [`TokenConstraint`] (a grammar the output must
+//! follow: structured outputs), whose allowed tokens mask the logits before
+//! anything else, and may report the log-probabilities of what it sampled
+//! ([`TokenLogprobs`]), computed on the device with the token.
+
+use std::collections::VecDeque;
 
 use mlx_rs::ops::indexing::{argmax_axis, put_along_axis, take_along_axis};
 use mlx_rs::ops::{self, argpartition_axis};
+use mlx_rs::transforms::async_eval;
 use mlx_rs::{Array, random};
 
 use crate::array_ext::slice;
@@ -212,10 +220,69 @@ pub fn greedy_rows(logits: &Array) -> Result<Array> {
     Ok(argmax_axis(&logprobs, -1, None)?)
 }
 
+/// Which tokens may come next, decided outside the model: a grammar the
+/// output must follow (JSON Schema, Lark, a regular expression). The sampler
+/// feeds it each generated token and masks the logits with what it allows.
+pub trait TokenConstraint: Send {
+    /// The model generated `token`, the next token of the output.
+    fn consume(&mut self, token: u32) -> Result<()>;
+    /// The tokens allowed next, as bits (token `i` is bit `i % 32` of word
+    /// `i / 32`), or `None` when any token may come.
+    fn allowed(&mut self) -> Result<Option<Vec<u32>>>;
+    /// A new generation starts: back to the state before any token.
+    fn reset(&mut self) -> Result<()>;
+    /// Another constraint with the same rules, at the start: for the other
+    /// sequences of one request (`n` choices).
+    fn fresh(&self) -> Box<dyn TokenConstraint>;
+}
+
+/// The log-probability of a sampled token and of the most likely tokens at
+/// its step, in the distribution it was drawn from (see [`Sampler::set_logprobs`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenLogprobs {
+    pub token: u32,
+    pub logprob: f32,
+    /// The most likely tokens, most likely first (ties: lower id first);
+    /// tokens the filters removed are left out.
+    pub top: Vec<(u32, f32)>,
+}
+
+/// A step's log-probabilities, still on the device.
+struct PendingLogprobs {
+    token: Array,
+    logprob: Array,
+    top_ids: Option<Array>,
+    top_values: Option<Array>,
+}
+
+/// `logits` with every token the bit set `allowed` leaves out at -inf.
+pub fn apply_allowed(logits: &Array, allowed: &[u32]) -> Result<Array> {
+    let vocab = logits.dim(-1) as usize;
+    let mask: Vec<bool> = (0..vocab)
+        .map(|i| allowed.get(i / 32).is_some_and(|w| w >> (i % 32) & 1 == 1))
+        .collect();
+    if !mask.iter().any(|&m| m) {
+        return Err(Error::Invalid(
+            "the output's grammar allows no token of this model's vocabulary here".into(),
+        ));
+    }
+    let mask = Array::from_slice(&mask, &[vocab as i32]);
+    Ok(ops::select(&mask, logits, &neg_inf_like(logits)?)?)
+}
+
 /// Picks tokens; holds the random key so that a seed reproduces a run.
 pub struct Sampler {
     settings: SamplingSettings,
     key: Array,
+    constraint: Option<Box<dyn TokenConstraint>>,
+    /// How many tokens of the current generation the constraint has taken.
+    constrained_through: usize,
+    /// `Some(n)`: each sample also computes its log-probability and the
+    /// `n` most likely tokens'.
+    top_logprobs: Option<usize>,
+    /// Log-probabilities of samples whose tokens have not been read yet
+    /// (two while decoding pipelines), oldest first.
+    pending: VecDeque<PendingLogprobs>,
     #[cfg(feature = "testing")]
     script: Option<Script>,
 }
@@ -261,6 +328,10 @@ impl Sampler {
         Ok(Sampler {
             key: random::key(seed)?,
             settings,
+            constraint: None,
+            constrained_through: 0,
+            top_logprobs: None,
+            pending: VecDeque::new(),
             #[cfg(feature = "testing")]
             script: None,
         })
@@ -290,6 +361,66 @@ impl Sampler {
         &self.settings
     }
 
+    /// Every following token must be one `constraint` allows. It sees the
+    /// tokens of each generation from its start (and is reset when a new
+    /// generation starts).
+    pub fn set_constraint(&mut self, constraint: Box<dyn TokenConstraint>) {
+        self.constraint = Some(constraint);
+        self.constrained_through = 0;
+    }
+
+    /// Whether a constraint masks the logits.
+    pub fn is_constrained(&self) -> bool {
+        self.constraint.is_some()
+    }
+
+    /// With `Some(n)`, each sample also gives its token's log-probability
+    /// and the `n` most likely tokens' ([`Sampler::take_logprobs`]): those of
+    /// the distribution the token is drawn from, after the logits processors
+    /// and filters and divided by the temperature (the plain log-softmax of
+    /// the processed logits when greedy).
+    pub fn set_logprobs(&mut self, top: Option<usize>) {
+        self.top_logprobs = top;
+        self.pending.clear();
+    }
+
+    /// Whether the next sample needs every earlier token of the generation
+    /// on the host first (a repetition penalty, a constraint): then decoding
+    /// cannot queue a step before reading the token before it.
+    pub fn needs_each_token(&self) -> bool {
+        (self.settings.repetition_penalty != 1.0 && self.settings.repetition_penalty != 0.0)
+            || self.constraint.is_some()
+    }
+
+    /// The log-probabilities of the oldest sample not yet taken, read from
+    /// the device (where they were computed with the token, so this adds no
+    /// wait once the token is read); `None` unless asked for.
+    pub fn take_logprobs(&mut self) -> Result<Option<TokenLogprobs>> {
+        let Some(pending) = self.pending.pop_front() else {
+            return Ok(None);
+        };
+        let token = pending.token.as_dtype(mlx_rs::Dtype::Uint32)?;
+        let logprob = pending.logprob.as_dtype(mlx_rs::Dtype::Float32)?;
+        let mut top = Vec::new();
+        if let (Some(ids), Some(values)) = (&pending.top_ids, &pending.top_values) {
+            let ids = ids.as_dtype(mlx_rs::Dtype::Uint32)?;
+            let values = values.as_dtype(mlx_rs::Dtype::Float32)?;
+            top = ids
+                .as_slice::<u32>()
+                .iter()
+                .copied()
+                .zip(values.as_slice::<f32>().iter().copied())
+                .filter(|(_, v)| v.is_finite())
+                .collect();
+            top.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        }
+        Ok(Some(TokenLogprobs {
+            token: token.as_slice::<u32>()[0],
+            logprob: logprob.as_slice::<f32>()[0],
+            top,
+        }))
+    }
+
     /// Whether this sampler only takes the most likely token of the logits
     /// as they are (temperature 0, no bias, no penalty, no script): then
     /// rows of a batch can be sampled together ([`greedy_rows`]).
@@ -302,6 +433,8 @@ impl Sampler {
         s.temperature == 0.0
             && s.logit_bias.is_empty()
             && (s.repetition_penalty == 1.0 || s.repetition_penalty == 0.0)
+            && self.constraint.is_none()
+            && self.top_logprobs.is_none()
     }
 
     fn next_key(&mut self) -> Result<Array> {
@@ -356,12 +489,68 @@ impl Sampler {
             mlx_rs::transforms::eval([logits])?;
             return Ok(Array::from_slice(&[script.next_token(history)?], &[1]));
         }
-        let logprobs = self.filtered(logits, history)?;
-        if self.settings.temperature == 0.0 {
-            return Ok(argmax_axis(&logprobs, -1, None)?);
+        let masked;
+        let mut logits = logits;
+        if let Some(constraint) = &mut self.constraint {
+            if history.len() < self.constrained_through {
+                constraint.reset()?;
+                self.constrained_through = 0;
+            }
+            for &token in &history[self.constrained_through..] {
+                constraint.consume(token)?;
+            }
+            self.constrained_through = history.len();
+            // The device runs the step while the host works out the mask.
+            async_eval([logits])?;
+            if let Some(allowed) = constraint.allowed()? {
+                masked = apply_allowed(logits, &allowed)?;
+                logits = &masked;
+            }
         }
-        let key = self.next_key()?;
-        let scaled = logprobs.multiply(Array::from_f32(1.0 / self.settings.temperature))?;
-        Ok(random::categorical(&scaled, -1, None, &key)?)
+        let logprobs = self.filtered(logits, history)?;
+        let (token, distribution) = if self.settings.temperature == 0.0 {
+            (argmax_axis(&logprobs, -1, None)?, logprobs)
+        } else {
+            let key = self.next_key()?;
+            let scaled = logprobs.multiply(Array::from_f32(1.0 / self.settings.temperature))?;
+            let token = random::categorical(&scaled, -1, None, &key)?;
+            let normalized = scaled.subtract(scaled.logsumexp_axis(-1, true)?)?;
+            (token, normalized)
+        };
+        if let Some(top) = self.top_logprobs {
+            self.queue_logprobs(&token, &distribution, top)?;
+        }
+        Ok(token)
+    }
+
+    /// Queues the log-probabilities of `token` (`[1]`) and of the `top` most
+    /// likely tokens of `distribution` (`[1, vocab]`), evaluated with it.
+    fn queue_logprobs(&mut self, token: &Array, distribution: &Array, top: usize) -> Result<()> {
+        let logprob = take_along_axis(distribution, &token.reshape(&[1, 1])?, -1)?.reshape(&[1])?;
+        let vocab = distribution.dim(-1);
+        let top = (top as i32).min(vocab);
+        let (top_ids, top_values) = if top > 0 {
+            let ids = if top == vocab {
+                ops::argsort_axis(distribution, -1)?
+            } else {
+                let order = argpartition_axis(distribution.negative()?, top - 1, -1)?;
+                slice(&order, &[0, 0], &[1, top])?
+            };
+            let values = take_along_axis(distribution, &ids, -1)?;
+            (Some(ids), Some(values))
+        } else {
+            (None, None)
+        };
+        let mut outputs = vec![token, &logprob];
+        outputs.extend(top_ids.iter());
+        outputs.extend(top_values.iter());
+        async_eval(outputs)?;
+        self.pending.push_back(PendingLogprobs {
+            token: token.clone(),
+            logprob,
+            top_ids,
+            top_values,
+        });
+        Ok(())
     }
 }

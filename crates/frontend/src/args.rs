@@ -93,6 +93,41 @@ impl From<DeviceArg> for DeviceChoice {
     }
 }
 
+/// A format the answer must follow (structured output), as a file.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct OutputArgs {
+    /// The answer is JSON valid against this JSON Schema (a file); with a
+    /// GPT-OSS model, its final answer (the reasoning stays free).
+    #[arg(long, value_name = "FILE", conflicts_with = "grammar")]
+    pub json_schema: Option<PathBuf>,
+
+    /// The answer follows this Lark grammar (a file, llguidance's dialect:
+    /// `start: ...`, /regex/ terminals, %json {schema}).
+    #[arg(long, value_name = "FILE")]
+    pub grammar: Option<PathBuf>,
+}
+
+impl OutputArgs {
+    /// The format the flags name, read and checked as JSON (compiled later,
+    /// against the model).
+    pub fn format(&self) -> Result<Option<mlx_harmony_grammar::OutputFormat>> {
+        use mlx_harmony_grammar::OutputFormat;
+        let read = |path: &Path, what: &str| {
+            std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read the {what} {}: {e}", path.display()))
+        };
+        if let Some(path) = &self.json_schema {
+            let schema: serde_json::Value = serde_json::from_str(&read(path, "JSON Schema")?)
+                .map_err(|e| anyhow::anyhow!("{}: not JSON: {e}", path.display()))?;
+            return Ok(Some(OutputFormat::JsonSchema(schema)));
+        }
+        if let Some(path) = &self.grammar {
+            return Ok(Some(OutputFormat::Lark(read(path, "grammar")?)));
+        }
+        Ok(None)
+    }
+}
+
 /// The sampling and length flags; unset ones fall back to the prompt config,
 /// a resumed conversation, the model's generation_config.json, then the
 /// built-in defaults.

@@ -41,6 +41,9 @@ pub struct GenerateArgs {
     #[command(flatten)]
     pub sampling: SamplingArgs,
 
+    #[command(flatten)]
+    pub output: crate::args::OutputArgs,
+
     /// Print loading notes and prompt/generation statistics to stderr.
     #[arg(long)]
     pub verbose: bool,
@@ -95,6 +98,7 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
     };
     let prompt_text = prompt_text(args)?;
     let flags = args.sampling.hyperparameters()?;
+    let format = args.output.format()?;
     let demo = std::path::Path::new(&choice.spec);
     if byte_model::is_demo_checkpoint(demo) {
         eprintln!("device: {}", device::select(args.model.device.into())?);
@@ -115,6 +119,9 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
     )
     .settings;
     let mut sampler = setup::sampler(&resolved, loaded)?;
+    if let Some(format) = &format {
+        sampler.set_constraint(setup::output_constraint(format, loaded)?);
+    }
     if let (true, Some(config)) = (args.debug, prompt_config.as_ref()) {
         let unknown = config.expanded(&config.clock()).unknown_placeholders;
         if !unknown.is_empty() {

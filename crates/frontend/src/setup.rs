@@ -74,6 +74,28 @@ pub fn greeting(config: &PromptConfig) -> Option<String> {
         .filter(|g| !g.trim().is_empty())
 }
 
+/// The constraint that holds a model's answers to `format` (a GPT-OSS
+/// model's final answers; the whole reply otherwise); an error names what
+/// in the format cannot be compiled.
+pub fn output_constraint(
+    format: &mlx_harmony_grammar::OutputFormat,
+    loaded: &LoadedModel,
+) -> anyhow::Result<Box<dyn mlx_harmony_core::sampling::TokenConstraint>> {
+    let grammars = mlx_harmony_grammar::Grammars::new(
+        &loaded.tokenizer,
+        loaded.model.vocab_size().max(0) as usize,
+        &loaded.eos_token_ids,
+        loaded.harmony.is_some(),
+    )?;
+    let rules = mlx_harmony_grammar::OutputRules {
+        answer: Some(format.clone()),
+        strict_tools: Vec::new(),
+    };
+    grammars
+        .constraint(&rules)?
+        .ok_or_else(|| anyhow::anyhow!("the output format holds the answer to nothing"))
+}
+
 /// A sampler for resolved settings and a model (XTC spares its end tokens).
 pub fn sampler(
     settings: &GenerationSettings,

@@ -494,7 +494,7 @@ pub async fn count_tokens(
         setup: Box::new(setup),
     };
     let settings = resolve(&state, Default::default());
-    let choices = choices::submit(&state, task, settings, 1).await?;
+    let choices = choices::submit(&state, task, settings, Default::default(), 1).await?;
     let (_, usage) = choices::collect(choices, 1).await?;
     Ok(Json(json!({"input_tokens": usage.prompt_tokens})))
 }
@@ -560,7 +560,7 @@ pub async fn create_message(
         setup: Box::new(setup),
         buffer_answer,
     };
-    let choices = choices::submit(&state, task, settings, 1).await?;
+    let choices = choices::submit(&state, task, settings, Default::default(), 1).await?;
     let id = format!("msg_{:x}", now_nanos());
     if request.stream {
         Ok(stream(state.model_id.clone(), id, choices).into_response())
@@ -722,7 +722,10 @@ fn stream(
             };
             // The server's own tool calls show in the thinking.
             let ok = match event.as_reasoning() {
-                Event::Started | Event::ServerCall { .. } | Event::ServerResult { .. } => true,
+                Event::Started
+                | Event::Logprobs(_)
+                | Event::ServerCall { .. }
+                | Event::ServerResult { .. } => true,
                 Event::Reasoning(text) => {
                     match writer
                         .ensure(

@@ -745,24 +745,6 @@ pub fn reasoning_effort(effort: &Option<String>) -> Result<Option<ReasoningEffor
     }
 }
 
-/// `response_format`: text, or JSON (checked here; the answer is then
-/// checked to parse as JSON).
-pub fn wants_json(format: &Option<ResponseFormat>) -> Result<bool, ApiError> {
-    match format.as_ref().map(|f| (f.kind.as_str(), &f.json_schema)) {
-        None | Some(("text", _)) => Ok(false),
-        Some(("json_object", _)) => Ok(true),
-        Some(("json_schema", Some(schema))) if schema.get("schema").is_some_and(Value::is_object) => Ok(true),
-        Some(("json_schema", _)) => Err(ApiError::invalid(
-            "response_format json_schema needs {\"json_schema\": {\"name\": ..., \"schema\": {...}}}",
-        )
-        .with_param(Some("response_format".into()))),
-        Some((other, _)) => Err(ApiError::invalid(format!(
-            "response_format type {other:?}: use text, json_object or json_schema"
-        ))
-        .with_param(Some("response_format".into()))),
-    }
-}
-
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Usage {
     pub prompt_tokens: usize,

@@ -8,9 +8,13 @@ use axum::extract::rejection::BytesRejection;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use mlx_harmony_core::sampling::TokenLogprobs;
+use mlx_harmony_grammar::OutputRules;
+
 use crate::api::{self, ChatRequest, Usage};
 use crate::choices::{self, Choices};
 use crate::error::ApiError;
+use crate::output;
 use crate::worker::{Event, Task};
 use crate::{Shared, body_bytes, now, now_nanos, resolve};
 
@@ -22,10 +26,16 @@ pub async fn chat_completions(
     let request: ChatRequest = api::parse(&body)?;
     let mut shared = request.shared();
     let n = shared.accept(&state.model_id)?;
-    if request.logprobs == Some(true) || request.top_logprobs.is_some_and(|n| n > 0) {
-        return Err(
-            ApiError::invalid("logprobs are not supported").with_param(Some("logprobs".into()))
-        );
+    let logprobs = output::logprobs_count(
+        request.logprobs == Some(true),
+        request.top_logprobs,
+        "top_logprobs",
+    )?;
+    if request.top_logprobs.is_some_and(|n| n > 0) && request.logprobs != Some(true) {
+        return Err(ApiError::invalid_at(
+            "top_logprobs needs logprobs: true",
+            "top_logprobs",
+        ));
     }
     if let Some(modalities) = &request.modalities
         && modalities.iter().any(|m| m != "text")
@@ -60,12 +70,18 @@ pub async fn chat_completions(
         .with_param(Some("tool_choice".into())));
     }
     let effort = api::reasoning_effort(&request.reasoning_effort)?;
-    let wants_json = api::wants_json(&request.response_format)?;
+    let rules = OutputRules {
+        answer: output::answer_format(&request.response_format)?,
+        strict_tools: output::strict_tools(&tools),
+    };
+    let output = output::control(&state.grammars, &rules, "response_format", logprobs)?;
     let mut setup = state.setup.clone();
     if let Some(effort) = effort {
         setup.reasoning_effort = Some(effort);
     }
-    if wants_json {
+    // The model is also told: the grammar holds it to the format, and the
+    // instruction helps it fill the format with a sensible answer.
+    if rules.answer.is_some() {
         let schema = request
             .response_format
             .as_ref()
@@ -90,12 +106,22 @@ pub async fn chat_completions(
         setup: Box::new(setup),
         buffer_answer,
     };
-    let choices = choices::submit(&state, task, settings, n).await?;
+    let choices = choices::submit(&state, task, settings, output, n).await?;
     let id = format!("chatcmpl-{:x}", now_nanos());
     if stream {
-        Ok(stream_chat(state.clone(), choices, n, id, include_usage).into_response())
+        Ok(stream_chat(
+            state.clone(),
+            choices,
+            n,
+            id,
+            include_usage,
+            logprobs.is_some(),
+        )
+        .into_response())
     } else {
-        Ok(collect_chat(&state, choices, n, id).await?.into_response())
+        Ok(collect_chat(&state, choices, n, id, logprobs.is_some())
+            .await?
+            .into_response())
     }
 }
 
@@ -104,6 +130,7 @@ async fn collect_chat(
     choices: Choices,
     n: usize,
     id: String,
+    wants_logprobs: bool,
 ) -> Result<axum::Json<Value>, ApiError> {
     let (finished, usage) = choices::collect(choices, n).await?;
     let choices: Vec<Value> = finished
@@ -128,7 +155,13 @@ async fn collect_chat(
                         .collect::<Vec<_>>()
                 );
             }
-            json!({"index": index, "message": message, "logprobs": null, "finish_reason": done.finish_reason})
+            let logprobs = match (&state.grammars, wants_logprobs) {
+                (Ok(grammars), true) => {
+                    json!({"content": output::chat_entries(grammars, &done.logprobs), "refusal": null})
+                }
+                _ => Value::Null,
+            };
+            json!({"index": index, "message": message, "logprobs": logprobs, "finish_reason": done.finish_reason})
         })
         .collect();
     Ok(axum::Json(json!({
@@ -150,14 +183,28 @@ struct ChatChunks {
     created: u64,
     /// Per choice: the function calls started so far.
     calls: Vec<usize>,
+    /// The model's vocabulary, when the request asked for log-probabilities.
+    grammars: Option<mlx_harmony_grammar::Grammars>,
+    /// Per choice: log-probabilities waiting for their content's chunk.
+    logprobs: Vec<Vec<TokenLogprobs>>,
 }
 
 impl ChatChunks {
     fn chunk(&self, index: usize, delta: Value, finish: Option<&str>) -> Value {
+        self.chunk_with(index, delta, finish, Value::Null)
+    }
+
+    fn chunk_with(
+        &self,
+        index: usize,
+        delta: Value,
+        finish: Option<&str>,
+        logprobs: Value,
+    ) -> Value {
         json!({
             "id": self.id, "object": "chat.completion.chunk", "created": self.created,
             "model": self.model, "system_fingerprint": null,
-            "choices": [{"index": index, "delta": delta, "logprobs": null, "finish_reason": finish}],
+            "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}],
         })
     }
 }
@@ -172,7 +219,20 @@ impl choices::ChunkWriter for ChatChunks {
     fn piece(&mut self, index: usize, event: Event) -> Option<Value> {
         // The server's own tool calls show in the reasoning.
         let delta = match event.as_reasoning() {
-            Event::Content(text) => json!({"content": text}),
+            Event::Logprobs(tokens) => {
+                self.logprobs[index].extend(tokens);
+                return None;
+            }
+            Event::Content(text) => {
+                let logprobs = match &self.grammars {
+                    Some(grammars) => json!({
+                        "content": output::chat_entries(grammars, &std::mem::take(&mut self.logprobs[index])),
+                        "refusal": null,
+                    }),
+                    None => Value::Null,
+                };
+                return Some(self.chunk_with(index, json!({"content": text}), None, logprobs));
+            }
             Event::Reasoning(text) => json!({"reasoning_content": text}),
             Event::CallStarted(call) => {
                 self.calls[index] += 1;
@@ -209,12 +269,20 @@ fn stream_chat(
     n: usize,
     id: String,
     include_usage: bool,
+    wants_logprobs: bool,
 ) -> choices::EventStream {
     let writer = ChatChunks {
         id,
         model: state.model_id.clone(),
         created: now(),
         calls: vec![0; n],
+        grammars: state
+            .grammars
+            .as_ref()
+            .ok()
+            .filter(|_| wants_logprobs)
+            .cloned(),
+        logprobs: vec![Vec::new(); n],
     };
     choices::stream(choices, n, include_usage, writer)
 }

@@ -8,12 +8,14 @@ use std::sync::atomic::Ordering;
 
 use axum::response::sse::Event as SseEvent;
 use mlx_harmony_config::settings::GenerationSettings;
+use mlx_harmony_core::sampling::TokenLogprobs;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::AppState;
 use crate::api::Usage;
 use crate::error::ApiError;
+use crate::output::OutputControl;
 use crate::worker::{Event, Job, Task};
 
 /// A choice's events, tagged with its index, in order within each choice.
@@ -30,6 +32,7 @@ pub async fn submit(
     state: &AppState,
     task: Task,
     settings: GenerationSettings,
+    output: OutputControl,
     n: usize,
 ) -> Result<Choices, ApiError> {
     if state.stats.shutting_down.load(Ordering::SeqCst) {
@@ -43,6 +46,7 @@ pub async fn submit(
         let job = Job {
             task: task.clone(),
             settings,
+            output: output.for_choice(),
             events,
         };
         state.stats.waiting.fetch_add(1, Ordering::SeqCst);
@@ -127,6 +131,8 @@ pub struct Finished {
     pub steps: Vec<crate::worker::Step>,
     /// The request's stop string that ended the reply, if one did.
     pub stop_sequence: Option<String>,
+    /// The answer's tokens' log-probabilities, when asked for.
+    pub logprobs: Vec<TokenLogprobs>,
 }
 
 impl Finished {
@@ -147,9 +153,11 @@ pub async fn collect(choices: Choices, n: usize) -> Result<(Vec<Finished>, Usage
 
 async fn collect_each(mut choices: Choices, n: usize) -> Result<Vec<Finished>, ApiError> {
     let mut done: Vec<Option<Finished>> = (0..n).map(|_| None).collect();
+    let mut logprobs: Vec<Vec<TokenLogprobs>> = vec![Vec::new(); n];
     let mut left = n;
     while let Some((index, event)) = choices.recv().await {
         match event {
+            Event::Logprobs(tokens) => logprobs[index].extend(tokens),
             Event::Done {
                 finish_reason,
                 usage,
@@ -165,6 +173,7 @@ async fn collect_each(mut choices: Choices, n: usize) -> Result<Vec<Finished>, A
                     calls,
                     steps,
                     stop_sequence,
+                    logprobs: std::mem::take(&mut logprobs[index]),
                 });
                 left -= 1;
                 if left == 0 {

@@ -7,9 +7,12 @@ use axum::extract::rejection::BytesRejection;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use mlx_harmony_core::sampling::TokenLogprobs;
+
 use crate::api::{self, CompletionRequest, Usage};
 use crate::choices;
 use crate::error::ApiError;
+use crate::output;
 use crate::worker::{Event, Task};
 use crate::{Shared, body_bytes, now, now_nanos, resolve};
 
@@ -21,9 +24,23 @@ pub async fn completions(
     let request: CompletionRequest = api::parse(&body)?;
     let shared = request.shared();
     let n = shared.accept(&state.model_id)?;
-    if request.echo == Some(true) || request.logprobs.as_ref().is_some_and(|l| !l.is_null()) {
-        return Err(ApiError::invalid("echo and logprobs are not supported"));
+    if request.echo == Some(true) {
+        return Err(ApiError::invalid_at("echo is not supported", "echo"));
     }
+    let top = match &request.logprobs {
+        None | Some(Value::Null) => None,
+        Some(n) => Some(n.as_i64().ok_or_else(|| {
+            ApiError::invalid_at("logprobs is a whole number (0 to 20)", "logprobs")
+        })?),
+    };
+    let logprobs = output::logprobs_count(false, top, "logprobs")?;
+    let control = output::control(&state.grammars, &Default::default(), "logprobs", logprobs)?;
+    let grammars = state
+        .grammars
+        .as_ref()
+        .ok()
+        .filter(|_| logprobs.is_some())
+        .cloned();
     api::refuse_unsupported(&[(
         "suffix",
         request.suffix.as_ref(),
@@ -40,7 +57,8 @@ pub async fn completions(
     let mut settings = resolve(&state, hyper);
     settings.logit_bias = shared.logit_bias()?;
     let (stream, include_usage) = request.streaming();
-    let choices = choices::submit(&state, Task::Completion { prompt }, settings, n).await?;
+    let choices =
+        choices::submit(&state, Task::Completion { prompt }, settings, control, n).await?;
     let id = format!("cmpl-{:x}", now_nanos());
     let created = now();
     let model = state.model_id.clone();
@@ -50,7 +68,11 @@ pub async fn completions(
             .into_iter()
             .enumerate()
             .map(|(index, done)| {
-                json!({"index": index, "text": done.content, "logprobs": null,
+                let logprobs = grammars
+                    .as_ref()
+                    .map(|g| output::completion_logprobs(g, &done.logprobs, 0))
+                    .unwrap_or(Value::Null);
+                json!({"index": index, "text": done.content, "logprobs": logprobs,
                     "finish_reason": done.finish_reason})
             })
             .collect();
@@ -61,7 +83,14 @@ pub async fn completions(
         }))
         .into_response());
     }
-    let writer = CompletionChunks { id, model, created };
+    let writer = CompletionChunks {
+        id,
+        model,
+        created,
+        grammars,
+        logprobs: vec![Vec::new(); n],
+        offsets: vec![0; n],
+    };
     Ok(choices::stream(choices, n, include_usage, writer).into_response())
 }
 
@@ -70,13 +99,19 @@ struct CompletionChunks {
     id: String,
     model: String,
     created: u64,
+    /// The model's vocabulary, when the request asked for log-probabilities.
+    grammars: Option<mlx_harmony_grammar::Grammars>,
+    /// Per choice: log-probabilities waiting for their text's chunk, and
+    /// the length of the text sent so far.
+    logprobs: Vec<Vec<TokenLogprobs>>,
+    offsets: Vec<usize>,
 }
 
 impl CompletionChunks {
-    fn chunk(&self, index: usize, text: &str, finish: Option<&str>) -> Value {
+    fn chunk(&self, index: usize, text: &str, finish: Option<&str>, logprobs: Value) -> Value {
         json!({
             "id": self.id, "object": "text_completion", "created": self.created, "model": self.model,
-            "choices": [{"index": index, "text": text, "logprobs": null, "finish_reason": finish}],
+            "choices": [{"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}],
         })
     }
 }
@@ -88,13 +123,28 @@ impl choices::ChunkWriter for CompletionChunks {
 
     fn piece(&mut self, index: usize, event: Event) -> Option<Value> {
         match event {
-            Event::Content(text) => Some(self.chunk(index, &text, None)),
+            Event::Logprobs(tokens) => {
+                self.logprobs[index].extend(tokens);
+                None
+            }
+            Event::Content(text) => {
+                let logprobs = match &self.grammars {
+                    Some(grammars) => output::completion_logprobs(
+                        grammars,
+                        &std::mem::take(&mut self.logprobs[index]),
+                        self.offsets[index],
+                    ),
+                    None => Value::Null,
+                };
+                self.offsets[index] += text.len();
+                Some(self.chunk(index, &text, None, logprobs))
+            }
             _ => None,
         }
     }
 
     fn finish(&mut self, index: usize, finish_reason: &'static str) -> Value {
-        self.chunk(index, "", Some(finish_reason))
+        self.chunk(index, "", Some(finish_reason), Value::Null)
     }
 
     fn usage(&mut self, usage: Usage) -> Value {

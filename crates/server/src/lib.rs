@@ -13,6 +13,7 @@ pub mod choices;
 pub mod completions;
 pub mod error;
 pub mod metrics;
+pub mod output;
 pub mod responses;
 pub mod serve;
 pub mod worker;
@@ -59,6 +60,9 @@ pub struct AppState {
     pub generation_config: Option<Hyperparameters>,
     /// Responses kept for `previous_response_id` (the Responses API).
     pub responses: responses::ResponseStore,
+    /// The model's vocabulary for structured outputs and log-probabilities,
+    /// or why it could not be read.
+    pub grammars: Result<mlx_harmony_grammar::Grammars, String>,
 }
 
 pub type Shared = Arc<AppState>;

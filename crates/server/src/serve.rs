@@ -131,6 +131,7 @@ struct Loaded {
     prompt_config: Option<PromptConfig>,
     generation_config: Option<Hyperparameters>,
     cancel: Cancel,
+    grammars: Result<mlx_harmony_grammar::Grammars, String>,
 }
 
 /// The reply texts of `--scripted-replies`, read before the model loads.
@@ -236,7 +237,19 @@ fn start_model_thread(
                      batched caches keep every position"
                 );
             }
+            let loaded = &opened.generator.loaded;
+            let grammars = mlx_harmony_grammar::Grammars::new(
+                &loaded.tokenizer,
+                loaded.model.vocab_size().max(0) as usize,
+                &loaded.eos_token_ids,
+                loaded.harmony.is_some(),
+            )
+            .map_err(|e| e.to_string());
+            if let Err(why) = &grammars {
+                eprintln!("warning: {why}; requests for them get a 400");
+            }
             let _ = ready.send(Ok(Loaded {
+                grammars,
                 device: opened.device.to_string(),
                 harmony: opened.generator.loaded.harmony.is_some(),
                 prompt_config: opened.prompt_config,
@@ -283,6 +296,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             prompt_config,
             generation_config,
             cancel,
+            grammars,
         },
         model_done,
         model_thread,
@@ -307,6 +321,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         prompt_config_settings: prompt_config.map(|c| c.sampling),
         generation_config,
         responses: Default::default(),
+        grammars,
     });
     let app = router(state.clone(), args.max_body_mb.max(1) << 20);
     eprintln!(

@@ -18,7 +18,7 @@ use mlx_harmony_core::generate::{
 };
 use mlx_harmony_core::prompt::PromptSetup;
 use mlx_harmony_core::reply::{ReplyEvent, ReplyReader};
-use mlx_harmony_core::sampling::Sampler;
+use mlx_harmony_core::sampling::{Sampler, TokenLogprobs};
 use mlx_harmony_core::tool_parsers;
 use mlx_harmony_core::turn::{self, ToolRunner, Turn, TurnEvent, TurnOptions};
 use mlx_harmony_frontend::args::ToolArgs;
@@ -28,6 +28,7 @@ use tokio::sync::mpsc::{Receiver, UnboundedSender};
 use crate::api::Usage;
 use crate::error::ApiError;
 use crate::metrics::Stats;
+use crate::output::OutputControl;
 
 /// What a request asks the model to do.
 #[derive(Clone)]
@@ -54,6 +55,8 @@ pub enum Task {
 pub struct Job {
     pub task: Task,
     pub settings: GenerationSettings,
+    /// A format the output must follow; log-probabilities.
+    pub output: OutputControl,
     pub events: UnboundedSender<Event>,
 }
 
@@ -71,6 +74,9 @@ pub struct FunctionCall {
 pub enum Event {
     Failed(ApiError),
     Started,
+    /// The log-probabilities of the tokens of the `Content` that follows
+    /// (when the request asked for them).
+    Logprobs(Vec<TokenLogprobs>),
     Content(String),
     Reasoning(String),
     /// A function call begins (streamed as its first `tool_calls` delta).
@@ -223,6 +229,8 @@ struct Live {
     cancel: Cancel,
     gone: bool,
     kind: LiveKind,
+    /// Log-probabilities of tokens not yet handed on with text.
+    logprobs: Vec<TokenLogprobs>,
 }
 
 enum LiveKind {
@@ -388,6 +396,7 @@ struct AloneJob {
     setup: Box<PromptSetup>,
     buffer_answer: bool,
     settings: GenerationSettings,
+    output: OutputControl,
     events: UnboundedSender<Event>,
 }
 
@@ -413,6 +422,7 @@ fn placement(job: Job, config: &WorkerConfig, loaded: &LoadedModel) -> Placement
             setup,
             buffer_answer,
             settings: job.settings,
+            output: job.output,
             events: job.events,
         })),
         task => Placement::Batch(Job { task, ..job }),
@@ -450,6 +460,7 @@ fn run_alone(
             history: &job.history,
             setup: &job.setup,
             settings: &job.settings,
+            output: job.output,
             buffer_answer: job.buffer_answer,
             stop,
         },
@@ -525,7 +536,12 @@ fn start(
             (ids, 0, max_tokens, LiveKind::Completion)
         }
     };
-    let sampler = config.sampler(&job.settings, loaded)?;
+    let mut sampler = config.sampler(&job.settings, loaded)?;
+    let forced = match &job.task {
+        Task::Chat { .. } => &prompt[prompt.len() - opened..],
+        _ => &[][..],
+    };
+    apply_output(&mut sampler, job.output, forced)?;
     config.played(1);
     let cancel = Cancel::new();
     let id = batch.add(SequenceRequest {
@@ -543,21 +559,52 @@ fn start(
         cancel,
         gone: false,
         kind,
+        logprobs: Vec::new(),
     };
     entry.send(Event::Started);
     Ok((id, entry))
 }
 
+/// Gives `sampler` the request's constraint (which first reads the forced
+/// call's header that ends the prompt, as the model's own) and its
+/// log-probabilities.
+fn apply_output(
+    sampler: &mut Sampler,
+    output: OutputControl,
+    forced: &[u32],
+) -> Result<(), ApiError> {
+    if let Some(mut constraint) = output.constraint {
+        for &token in forced {
+            constraint
+                .consume(token)
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+        }
+        sampler.set_constraint(constraint);
+    }
+    sampler.set_logprobs(output.logprobs);
+    Ok(())
+}
+
 /// Hands one batch event to its request.
 fn route(live: &mut HashMap<SequenceId, Live>, event: BatchEvent, stats: &Stats) {
     match event {
-        BatchEvent::Token { id, token, text } => {
+        BatchEvent::Token {
+            id,
+            token,
+            text,
+            logprobs,
+        } => {
             let Some(entry) = live.get_mut(&id) else {
                 return;
             };
             let mut out = Vec::new();
+            entry.logprobs.extend(logprobs);
             match &mut entry.kind {
                 LiveKind::Completion => {
+                    // Every token is the completion's, text or not yet.
+                    if !entry.logprobs.is_empty() {
+                        out.push(Event::Logprobs(std::mem::take(&mut entry.logprobs)));
+                    }
                     if !text.is_empty() {
                         out.push(Event::Content(text));
                     }
@@ -567,6 +614,14 @@ fn route(live: &mut HashMap<SequenceId, Live>, event: BatchEvent, stats: &Stats)
                     reader.token(token, &text, &mut |event| {
                         stream.on_event(TurnEvent::Reply(event), &mut |e| out.push(e))
                     });
+                    // The answer's tokens: those up to one that shows answer
+                    // text (one whose text is held back goes with the next);
+                    // reasoning and calls drop theirs.
+                    if out.iter().any(|e| matches!(e, Event::Content(_))) {
+                        out.insert(0, Event::Logprobs(std::mem::take(&mut entry.logprobs)));
+                    } else if !out.is_empty() {
+                        entry.logprobs.clear();
+                    }
                 }
             }
             for event in out {
@@ -672,6 +727,7 @@ struct ChatJob<'a> {
     history: &'a [ChatMessage],
     setup: &'a PromptSetup,
     settings: &'a GenerationSettings,
+    output: OutputControl,
     /// Template models: hold the answer back until it is known whether it
     /// is a tool call.
     buffer_answer: bool,
@@ -690,6 +746,7 @@ fn chat(
         history,
         setup,
         settings,
+        output,
         buffer_answer,
         stop,
     } = job;
@@ -720,6 +777,7 @@ fn chat(
         settings.max_tokens,
     )?;
     let mut sampler = config.sampler(settings, &generator.loaded)?;
+    apply_output(&mut sampler, output, &forced)?;
     send(Event::Started);
     let server_side: Vec<String> = toolbox.as_ref().map(|t| t.names()).unwrap_or_default();
     let mut stream = ChatStream::new(buffer_answer, server_side);

@@ -52,6 +52,7 @@ fn app() -> axum::Router {
         prompt_config_settings: None,
         generation_config: None,
         responses: Default::default(),
+        grammars: Err("not loaded in this test".into()),
     });
     router(state, 1 << 20)
 }

@@ -1489,3 +1489,9 @@ fn a_streaming_client_is_answered_while_another_is_still_decoding() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn smollm2_answers_always_match_their_json_schema_and_logprobs_are_reported() {
+    let server = start(&smollm2(), &["--max-concurrency", "4"]);
+    run_sdk_script_with(&server, "structured_outputs.py", &[]);
+}

@@ -26,6 +26,7 @@ use crate::choices;
 use crate::error::ApiError;
 use crate::worker::Task;
 use crate::{Shared, body_bytes, now_nanos, resolve};
+use mlx_harmony_grammar::OutputRules;
 
 use input::{chat_tool_choice, chat_tools, history, response_format};
 use output::Reply;
@@ -210,9 +211,16 @@ pub async fn create_response(
             "stored prompt templates live on OpenAI's platform; send `instructions` and `input`",
         ),
     ])?;
-    if request.top_logprobs.is_some_and(|n| n > 0) {
+    let wants_logprobs = request
+        .include
+        .iter()
+        .flatten()
+        .any(|i| i == "message.output_text.logprobs");
+    let logprobs =
+        crate::output::logprobs_count(wants_logprobs, request.top_logprobs, "top_logprobs")?;
+    if logprobs.is_some() && request.stream {
         return Err(ApiError::invalid_at(
-            "logprobs are not supported",
+            "log-probabilities come with non-streaming responses only here: send stream: false",
             "top_logprobs",
         ));
     }
@@ -262,8 +270,13 @@ pub async fn create_response(
     let effort = api::reasoning_effort(&request.reasoning.as_ref().and_then(|r| r.effort.clone()))
         .map_err(|e| e.with_param(Some("reasoning.effort".into())))?;
     let format = response_format(&request.text);
-    let wants_json =
-        api::wants_json(&format).map_err(|e| e.with_param(Some("text.format".into())))?;
+    let rules = OutputRules {
+        answer: crate::output::answer_format(&format)
+            .map_err(|e| e.with_param(Some("text.format".into())))?,
+        strict_tools: crate::output::strict_tools(&tools),
+    };
+    let wants_json = rules.answer.is_some();
+    let control = crate::output::control(&state.grammars, &rules, "text.format", logprobs)?;
     let mut setup = state.setup.clone();
     if let Some(effort) = effort {
         setup.reasoning_effort = Some(effort);
@@ -319,7 +332,7 @@ pub async fn create_response(
         setup: Box::new(setup),
         buffer_answer,
     };
-    let choices = choices::submit(&state, task, settings, 1).await?;
+    let choices = choices::submit(&state, task, settings, control, 1).await?;
     let reply = Reply::new(format!("resp_{:x}", now_nanos()), echo);
     if request.stream {
         Ok(stream::stream(state.clone(), choices, reply, history).into_response())
@@ -328,7 +341,16 @@ pub async fn create_response(
         let done = finished.remove(0);
         let mut reply = reply;
         reply.finish_from(&done.steps, &done.content, &done.calls);
-        let response = reply.response(&state.model_id, "completed", done.finish_reason, &usage);
+        let mut response = reply.response(&state.model_id, "completed", done.finish_reason, &usage);
+        if let (Some(_), Ok(grammars)) = (logprobs, &state.grammars) {
+            // The answer's tokens go with its (one) output_text.
+            let entries = crate::output::chat_entries(grammars, &done.logprobs);
+            for item in response["output"].as_array_mut().into_iter().flatten() {
+                if item["type"] == "message" {
+                    item["content"][0]["logprobs"] = json!(entries);
+                }
+            }
+        }
         keep(&state, &reply, &response, history);
         Ok(Json(response).into_response())
     }

@@ -92,6 +92,8 @@ pub(super) fn stream(
                 () = w.events.sender.closed() => return,
             };
             let ok = match event {
+                // Refused with streaming when the request is read.
+                Event::Logprobs(_) => true,
                 Event::Reasoning(text) => w.delta(Kind::Reasoning, &text).await,
                 Event::Content(text) => w.delta(Kind::Message, &text).await,
                 Event::CallStarted(call) => w.start_call(call).await,
