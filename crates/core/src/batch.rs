@@ -531,14 +531,20 @@ impl BatchGenerator {
             return Ok(());
         };
         let rows = self.rows.len() as i32;
-        // A repetition penalty or a constraint needs each row's newest token
-        // on the host before the next step: then this step is read first.
+        // The next step's forward pass is queued before this step is read;
+        // its samples too, unless a row needs its newest token on the host
+        // first (a repetition penalty, a constraint's mask): then they are
+        // taken after the read, while the device runs the forward pass.
         let pipelined = self.rows.iter().all(|r| !r.sampler.needs_each_token());
-        let following = if pipelined {
-            Some(self.queue_step(&current, rows)?)
+        let logits = self.forward(&current, rows)?;
+        let mut following = None;
+        if pipelined {
+            let next = self.samples(&logits)?;
+            self.queue(&next)?;
+            following = Some(next);
         } else {
-            None
-        };
+            self.queue(&logits)?;
+        }
         let tokens: Vec<u32> = {
             eval([&current])?;
             current.as_slice::<u32>().to_vec()
@@ -571,9 +577,13 @@ impl BatchGenerator {
                 Some(_) => ended.push(index),
             }
         }
-        let following = match following {
+        let following = match following.take() {
             Some(f) => f,
-            None => self.queue_step(&current, rows)?,
+            None => {
+                let next = self.samples(&logits)?;
+                async_eval([&next])?;
+                next
+            }
         };
         if ended.is_empty() {
             self.next = Some(following);
@@ -616,29 +626,39 @@ impl BatchGenerator {
         Ok(())
     }
 
-    /// The forward pass of `tokens` (`[rows]`) and each row's sample, queued.
-    /// Plain greedy rows (the common case for benchmarks and tools) are
-    /// sampled together in one operation; the others each by their sampler.
-    fn queue_step(&mut self, tokens: &Array, rows: i32) -> Result<Array> {
+    /// The forward pass of `tokens` (`[rows]`): the last position's logits
+    /// (`[rows, vocab]`).
+    fn forward(&mut self, tokens: &Array, rows: i32) -> Result<Array> {
         let logits = self
             .loaded
             .model
             .forward(&tokens.reshape(&[rows, 1])?, &mut self.caches)?;
-        let last = last_position(&logits)?;
+        last_position(&logits)
+    }
+
+    /// Starts the device on `output` and the caches it updates.
+    fn queue(&self, output: &Array) -> Result<()> {
+        let mut outputs: Vec<&Array> = vec![output];
+        outputs.extend(self.caches.iter().flat_map(|c| c.state()));
+        async_eval(outputs)?;
+        Ok(())
+    }
+
+    /// Each row's sample of `last` (`[rows, vocab]`). Plain greedy rows (the
+    /// common case for benchmarks and tools) are sampled together in one
+    /// operation; the others each by their sampler.
+    fn samples(&mut self, last: &Array) -> Result<Array> {
         let next = if self.rows.iter().all(|r| r.sampler.is_plain_greedy()) {
-            greedy_rows(&last)?
+            greedy_rows(last)?
         } else {
             let mut sampled = Vec::with_capacity(self.rows.len());
             for (index, row) in self.rows.iter_mut().enumerate() {
                 let row_logits =
-                    slice(&last, &[index as i32, 0], &[index as i32 + 1, last.dim(-1)])?;
+                    slice(last, &[index as i32, 0], &[index as i32 + 1, last.dim(-1)])?;
                 sampled.push(row.sampler.sample(&row_logits, &row.progress.tokens)?);
             }
             ops::concatenate(&sampled, 0)?
         };
-        let mut outputs: Vec<&Array> = vec![&next];
-        outputs.extend(self.caches.iter().flat_map(|c| c.state()));
-        async_eval(outputs)?;
         Ok(next)
     }
 

@@ -297,9 +297,10 @@ fn decode(
     let start = Instant::now();
     // A failed peak-memory query only loses a statistic.
     let _ = mlx_rs::memory::reset_peak_memory();
-    // A repetition penalty or a constraint needs every token on the host
-    // before the next step; otherwise the next step is queued before this
-    // token is read.
+    // The next step's forward pass is queued before this token is read.
+    // Its sample too, unless the sampler needs this token on the host first
+    // (a repetition penalty, a constraint's mask): then the sample follows
+    // the read, while the device runs the forward pass.
     let pipelined = !sampler.needs_each_token();
     let logits = prefill(model, caches, &prompt[cached..])?;
     if let Some(saved) = sliding_after_prompt {
@@ -320,14 +321,20 @@ fn decode(
         }
         let more = progress.tokens.len() + 1 < max_tokens;
         let mut following = None;
-        if pipelined && more {
-            let logits = model.forward(&next.reshape(&[1, 1])?, caches)?;
-            let f = sampler.sample(&last_position(&logits)?, &progress.tokens)?;
-            async_eval([&f])?;
-            following = Some(f);
+        let mut queued_logits = None;
+        if more {
+            let logits = last_position(&model.forward(&next.reshape(&[1, 1])?, caches)?)?;
+            if pipelined {
+                let f = sampler.sample(&logits, &progress.tokens)?;
+                async_eval([&f])?;
+                following = Some(f);
+            } else {
+                async_eval([&logits])?;
+                queued_logits = Some(logits);
+            }
         }
         let id = next.item_exact::<u32>();
-        if following.is_some() {
+        if more {
             fed.push(id);
         }
         first_token_at.get_or_insert_with(Instant::now);
@@ -335,9 +342,10 @@ fn decode(
         if !progress.accept(loaded, id, logprobs, &mut on_token) {
             break;
         }
-        next = match following {
-            Some(f) => f,
-            None => {
+        next = match (following, queued_logits) {
+            (Some(f), _) => f,
+            (None, Some(logits)) => sampler.sample(&logits, &progress.tokens)?,
+            (None, None) => {
                 let logits = model.forward_tokens(&[id], caches)?;
                 fed.push(id);
                 sampler.sample(&last_position(&logits)?, &progress.tokens)?

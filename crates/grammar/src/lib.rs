@@ -9,7 +9,9 @@
 //! mask of allowed tokens applied to the logits before sampling:
 //!
 //! - for a model whose reply is plain text, the whole reply follows the
-//!   grammar and ends where the grammar may end ([`whole`]);
+//!   grammar and ends where the grammar may end ([`whole`]); with strict
+//!   tools and no answer format, its Hermes-style `<tool_call>` blocks are
+//!   held to the tools' schemas ([`template_calls`]);
 //! - for a GPT-OSS (Harmony) model, only the final channel's answer and the
 //!   JSON of tool calls do: the analysis channel stays free ([`harmony`]).
 //!
@@ -17,6 +19,7 @@
 //! wrong ([`GrammarError`]), so a server can answer 400 before anything runs.
 
 mod harmony;
+mod template_calls;
 mod vocabulary;
 mod whole;
 
@@ -57,8 +60,9 @@ pub struct StrictTool {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct OutputRules {
     pub answer: Option<OutputFormat>,
-    /// Used by Harmony models, whose calls are found by their headers; a
-    /// plain-text model's calls are not constrained.
+    /// Harmony models' calls are found by their headers; a plain-text
+    /// model's `<tool_call>` blocks (Hermes, Qwen) by their tag, when the
+    /// answer has no format of its own (which would hold the whole reply).
     pub strict_tools: Vec<StrictTool>,
 }
 
@@ -88,6 +92,7 @@ pub struct Grammars {
     harmony: Option<HarmonyTokens>,
     /// The end-of-output tokens of a plain-text model.
     eos: Vec<u32>,
+    tokenizer: Arc<Tokenizer>,
 }
 
 /// JSON is written compactly, with single spaces after `,` and `:`: a small
@@ -121,6 +126,7 @@ impl Grammars {
             factory: Arc::new(factory),
             harmony,
             eos: eos.to_vec(),
+            tokenizer: Arc::new(tokenizer.clone()),
         })
     }
 
@@ -217,10 +223,44 @@ impl Grammars {
                     self.eos.clone(),
                 ))))
             }
-            None => Ok(answer.map(|matcher| {
-                Box::new(whole::WholeOutput::new(matcher)) as Box<dyn TokenConstraint>
-            })),
+            None => match answer {
+                Some(matcher) => Ok(Some(Box::new(whole::WholeOutput::new(matcher)))),
+                None => {
+                    let call = self.template_call(&rules.strict_tools)?;
+                    Ok(Some(Box::new(template_calls::TemplateCalls::new(
+                        self.tokenizer.clone(),
+                        call,
+                        self.eos.clone(),
+                    ))))
+                }
+            },
         }
+    }
+}
+
+impl Grammars {
+    /// What follows a plain-text model's `<tool_call>`: one call of a
+    /// strict tool as its template writes it, then the closing tag.
+    fn template_call(&self, tools: &[StrictTool]) -> Result<Matcher, GrammarError> {
+        let mut choices = Vec::new();
+        for tool in tools {
+            let mut parameters = tool.parameters.clone();
+            bound_numbers(&mut parameters);
+            choices.push(json!({"type": "object", "properties": {
+                "name": {"const": tool.name}, "arguments": parameters},
+                "required": ["name", "arguments"], "additionalProperties": false}));
+        }
+        let mut schema = json!({"anyOf": choices});
+        schema["x-guidance"] = json_options();
+        let lark = format!(
+            "start: \"\\n\"? %json {schema} \"\\n\"? \"{}\"\n",
+            template_calls::CLOSE
+        );
+        let place = format!(
+            "the parameters of the strict tools {:?}",
+            tools.iter().map(|t| t.name.as_str()).collect::<Vec<_>>()
+        );
+        self.matcher(&OutputFormat::Lark(lark), &place)
     }
 }
 

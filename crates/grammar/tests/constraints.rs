@@ -159,9 +159,77 @@ fn a_schema_the_engine_cannot_compile_is_an_error_naming_its_place() {
                 parameters: json!({"type": "nonsense"}),
             }],
         })
-        .err();
-    // A plain-text model does not hold calls: nothing to compile, no error.
-    assert!(error.is_none());
+        .err()
+        .unwrap();
+    assert!(
+        error
+            .to_string()
+            .starts_with("the parameters of the strict tools [\"f\"]: "),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_template_models_tool_call_block_is_held_to_the_strict_tools_schema() {
+    let loaded = load("llama");
+    let grammars = grammars(&loaded);
+    let rules = OutputRules {
+        answer: None,
+        strict_tools: vec![StrictTool {
+            name: "get_weather".into(),
+            parameters: json!({"type": "object", "properties": {"city": {"enum": ["Oslo", "Bergen"]}},
+                "required": ["city"], "additionalProperties": false}),
+        }],
+    };
+    let mut constraint = grammars.constraint(&rules).unwrap().unwrap();
+    let encode = |text: &str| {
+        loaded
+            .tokenizer
+            .encode(text, false)
+            .unwrap()
+            .get_ids()
+            .to_vec()
+    };
+    let eos = loaded.eos_token_ids[0];
+    for token in encode("Let me look that up. ") {
+        constraint.consume(token).unwrap();
+    }
+    assert_eq!(
+        constraint.allowed().unwrap(),
+        None,
+        "free text before a call"
+    );
+    for token in encode("<tool_call>") {
+        constraint.consume(token).unwrap();
+    }
+    let mask = constraint.allowed().unwrap();
+    assert!(!allows(&mask, eos), "the reply cannot end inside a call");
+    assert!(!allows(&mask, encode("Sure")[0]), "a call is JSON");
+    // The text a call must be, token by token; a wrong name is refused.
+    let call =
+        encode("{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}</tool_call>");
+    for token in call {
+        let mask = constraint.allowed().unwrap();
+        assert!(
+            allows(&mask, token),
+            "token {token} of a valid call refused"
+        );
+        constraint.consume(token).unwrap();
+    }
+    assert_eq!(
+        constraint.allowed().unwrap(),
+        None,
+        "free again after the call"
+    );
+    let mut other = constraint.fresh();
+    for token in encode("<tool_call>{\"name\": \"") {
+        other.consume(token).unwrap();
+    }
+    let mask = other.allowed().unwrap();
+    assert!(
+        !allows(&mask, encode("set")[0]),
+        "only a strict tool's name"
+    );
 }
 
 #[test]
