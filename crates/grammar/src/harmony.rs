@@ -17,7 +17,7 @@ use mlx_harmony_core::Result;
 use mlx_harmony_core::sampling::TokenConstraint;
 use tokenizers::Tokenizer;
 
-use crate::{engine_error, mask_bits, only};
+use crate::mask::{engine_error, mask_bits, only};
 
 /// The Harmony control tokens of a vocabulary, and the tokenizer that reads
 /// headers.

@@ -19,6 +19,7 @@
 //! wrong ([`GrammarError`]), so a server can answer 400 before anything runs.
 
 mod harmony;
+mod mask;
 mod template_calls;
 mod vocabulary;
 mod whole;
@@ -264,35 +265,6 @@ impl Grammars {
     }
 }
 
-/// The bits of the matcher's mask as the sampler takes them, with `clear`
-/// left out and `add` let in.
-pub(crate) fn mask_bits(
-    matcher: &mut Matcher,
-    clear: &[u32],
-    add: &[u32],
-) -> mlx_harmony_core::Result<Vec<u32>> {
-    let mask = matcher.compute_mask().map_err(engine_error)?;
-    let mut bits = mask.as_slice().to_vec();
-    let mut set = |token: u32, on: bool| {
-        let word = token as usize / 32;
-        if word >= bits.len() {
-            bits.resize(word + 1, 0);
-        }
-        if on {
-            bits[word] |= 1 << (token % 32);
-        } else {
-            bits[word] &= !(1 << (token % 32));
-        }
-    };
-    for &token in clear {
-        set(token, false);
-    }
-    for &token in add {
-        set(token, true);
-    }
-    Ok(bits)
-}
-
 /// The largest magnitude and the finest step a number is written with when
 /// its schema gives none.
 const NUMBER_LIMIT: f64 = 1e15;
@@ -333,21 +305,4 @@ fn bound_numbers(schema: &mut Value) {
         }
         _ => {}
     }
-}
-
-/// Only `tokens`, as mask bits.
-pub(crate) fn only(tokens: &[u32]) -> Vec<u32> {
-    let mut bits = Vec::new();
-    for &token in tokens {
-        let word = token as usize / 32;
-        if word >= bits.len() {
-            bits.resize(word + 1, 0);
-        }
-        bits[word] |= 1 << (token % 32);
-    }
-    bits
-}
-
-pub(crate) fn engine_error(error: impl std::fmt::Display) -> mlx_harmony_core::Error {
-    mlx_harmony_core::Error::Invalid(format!("structured output: {error}"))
 }

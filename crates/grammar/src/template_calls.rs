@@ -11,7 +11,7 @@ use mlx_harmony_core::Result;
 use mlx_harmony_core::sampling::TokenConstraint;
 use tokenizers::Tokenizer;
 
-use crate::{engine_error, mask_bits};
+use crate::mask::{engine_error, mask_bits};
 
 pub const OPEN: &str = "<tool_call>";
 pub const CLOSE: &str = "</tool_call>";

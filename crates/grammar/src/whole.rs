@@ -5,7 +5,7 @@ use llguidance::Matcher;
 use mlx_harmony_core::Result;
 use mlx_harmony_core::sampling::TokenConstraint;
 
-use crate::engine_error;
+use crate::mask::engine_error;
 
 pub struct WholeOutput {
     start: Matcher,

@@ -534,14 +534,48 @@ fn locate_interpreter(interpreter: &Path) -> Result<(PathBuf, PathBuf), ToolErro
     }
 }
 
+/// The prefix of the working folders this tool makes in the temporary
+/// folder: `mlx-harmony-python-PID-N`.
+const TEMP_PREFIX: &str = "mlx-harmony-python-";
+
+/// Removes the working folders of processes that are gone: a program ended
+/// by a signal never drops its sessions, and their folders (with whatever
+/// the model's code wrote) would stay behind.
+fn remove_abandoned_temp_dirs(temp: &Path) {
+    let Ok(entries) = std::fs::read_dir(temp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(TEMP_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid > 0 && !process_exists(pid) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Whether a process with this id exists (one of another user's counts).
+fn process_exists(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    let answer = unsafe { libc::kill(pid, 0) };
+    answer == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
 fn new_temp_dir() -> Result<PathBuf, ToolError> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static COUNT: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "mlx-harmony-python-{}-{}",
-        std::process::id(),
-        COUNT.fetch_add(1, Ordering::Relaxed)
-    ));
+    let count = COUNT.fetch_add(1, Ordering::Relaxed);
+    if count == 0 {
+        remove_abandoned_temp_dirs(&std::env::temp_dir());
+    }
+    let dir = std::env::temp_dir().join(format!("{TEMP_PREFIX}{}-{count}", std::process::id(),));
     std::fs::create_dir_all(&dir).map_err(|e| {
         ToolError::Setup(format!(
             "cannot create a working folder for python at {}: {e}",
@@ -675,6 +709,23 @@ fn choose_isolation(sandbox: bool, interpreter: &(PathBuf, PathBuf)) -> Isolatio
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn working_folders_of_processes_that_are_gone_are_removed() {
+        let temp = tempfile::tempdir().unwrap();
+        let own = std::process::id();
+        // A pid above the kernel's limit (4194304) belongs to no process.
+        let gone = temp.path().join(format!("{TEMP_PREFIX}4194399-0"));
+        let alive = temp.path().join(format!("{TEMP_PREFIX}{own}-0"));
+        let other = temp.path().join("someone-elses-folder-1-2");
+        for dir in [&gone, &alive, &other] {
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(dir.join("out.txt"), "x").unwrap();
+        }
+        remove_abandoned_temp_dirs(temp.path());
+        assert!(!gone.exists(), "a dead process's folder stays");
+        assert!(alive.exists() && other.exists());
+    }
 
     #[test]
     fn the_macos_profile_confines_writes_and_home_reads() {
