@@ -214,6 +214,8 @@ pub struct Session {
     pub max_tool_calls: usize,
     /// What holds every answer to a format (`--json-schema`, `--grammar`).
     pub output: Option<Box<dyn TokenConstraint>>,
+    /// `--prompt-lookup N`: drafted tokens checked per step (0: off).
+    pub prompt_lookup: usize,
 }
 
 impl Session {
@@ -475,9 +477,11 @@ impl Session {
             None
         };
         let mut runner = tools.map(frontend_tools::Runner);
+        let mut generation = GenerateOptions::new(resolved.settings.max_tokens as usize)
+            .with_stop(&resolved.settings.stop);
+        generation.prompt_lookup = self.prompt_lookup;
         let options = TurnOptions {
-            generation: GenerateOptions::new(resolved.settings.max_tokens as usize)
-                .with_stop(&resolved.settings.stop),
+            generation,
             max_tool_calls: self.max_tool_calls,
         };
         let turn = turn::turn(

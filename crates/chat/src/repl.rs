@@ -169,6 +169,7 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
             color: std::io::stdout().is_terminal(),
         },
         output,
+        prompt_lookup: args.model.prompt_lookup.unwrap_or(0) as usize,
         tools,
         max_tool_calls: args.tools.max_tool_calls,
     };

@@ -52,6 +52,7 @@ fn session(dir: &Path) -> Session {
         tools: Some(tools),
         max_tool_calls: 4,
         output: None,
+        prompt_lookup: 0,
     }
 }
 

@@ -14,6 +14,7 @@ use mlx_rs::Array;
 use mlx_rs::transforms::async_eval;
 
 pub use crate::loaded::LoadedModel;
+use crate::lookup;
 use crate::models::Model;
 use crate::models::blocks::last_position;
 use crate::models::cache::KvCache;
@@ -73,6 +74,12 @@ pub struct GenerateOptions {
     /// forced call's header): [`crate::reply::reply`] reads them as the
     /// model's own.
     pub opened: usize,
+    /// Prompt-lookup decoding ([`crate::lookup`]): up to this many drafted
+    /// tokens checked per forward pass; 0 turns it off. Single-sequence
+    /// generation only, and only where the caches can rewind and the
+    /// sampler needs no token history (no repetition penalty, no
+    /// constraint); elsewhere decoding is plain.
+    pub prompt_lookup: usize,
 }
 
 impl GenerateOptions {
@@ -150,6 +157,10 @@ pub struct Generation {
     /// Each generated token's log-probabilities, when the sampler was asked
     /// for them ([`Sampler::set_logprobs`]); else empty.
     pub logprobs: Vec<TokenLogprobs>,
+    /// Prompt-lookup decoding: tokens drafted, and how many of them the
+    /// model kept (both 0 without it).
+    pub drafted_tokens: usize,
+    pub accepted_draft_tokens: usize,
     /// From the call to the first generated token.
     pub time_to_first_token_seconds: f64,
     /// The most memory MLX held during the call, in bytes.
@@ -314,7 +325,49 @@ fn decode(
     let mut first_token_at = None;
     let mut fed = Vec::new();
     let mut progress = Progress::new(options);
-    while progress.tokens.len() < max_tokens {
+    let lookup = options.prompt_lookup > 0
+        && !sampler.needs_each_token()
+        && lookup::caches_can_rewind(caches);
+    let (mut drafted, mut accepted) = (0, 0);
+    if lookup && max_tokens > 0 {
+        let mut last = next.item_exact::<u32>();
+        let mut last_logprobs = sampler.take_logprobs()?;
+        first_token_at = Some(Instant::now());
+        let mut context = prompt.to_vec();
+        loop {
+            if cancel.is_cancelled() {
+                progress.finish = Some(FinishReason::Cancelled);
+                break;
+            }
+            if !progress.accept(loaded, last, last_logprobs.take(), &mut on_token) {
+                break;
+            }
+            context.push(last);
+            let room = max_tokens - progress.tokens.len();
+            let draft =
+                lookup::draft(&context, options.prompt_lookup.min(room.saturating_sub(1))).to_vec();
+            let checked = lookup::check(model, caches, sampler, last, &draft)?;
+            fed.push(last);
+            fed.extend_from_slice(&draft[..checked.accepted]);
+            drafted += draft.len();
+            accepted += checked.accepted;
+            let mut logprobs = checked.logprobs.into_iter();
+            let mut ended = false;
+            for &token in &checked.tokens[..checked.accepted] {
+                context.push(token);
+                if !progress.accept(loaded, token, logprobs.next().flatten(), &mut on_token) {
+                    ended = true;
+                    break;
+                }
+            }
+            if ended {
+                break;
+            }
+            last = checked.tokens[checked.accepted];
+            last_logprobs = logprobs.next().flatten();
+        }
+    }
+    while !lookup && progress.tokens.len() < max_tokens {
         if cancel.is_cancelled() {
             progress.finish = Some(FinishReason::Cancelled);
             break;
@@ -371,6 +424,8 @@ fn decode(
         finish_reason,
         stop_string,
         logprobs,
+        drafted_tokens: drafted,
+        accepted_draft_tokens: accepted,
         time_to_first_token_seconds: prefill,
         peak_memory_bytes: mlx_rs::memory::peak_memory().unwrap_or(0),
         prefill_tokens_per_second: if prefill > 0.0 {

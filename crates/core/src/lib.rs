@@ -75,6 +75,7 @@ pub mod gguf;
 pub mod hub;
 pub mod loaded;
 pub mod loading;
+pub mod lookup;
 pub mod models;
 pub mod prompt;
 pub mod qmm_rows;

@@ -66,6 +66,15 @@ pub struct ModelArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_kv_size: Option<u32>,
 
+    /// Prompt-lookup decoding: each step checks up to N tokens drafted from
+    /// the prompt and the answer so far (where its last tokens occurred
+    /// before) in one forward pass. Greedy output is unchanged; faster when
+    /// the answer repeats its input (edits, quotes, extraction). Not with a
+    /// repetition penalty, --json-schema/--grammar, sliding-window models
+    /// (GPT-OSS) or --max-kv-size: then decoding is plain.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=32))]
+    pub prompt_lookup: Option<u32>,
+
     /// Where to run: gpu (Metal or CUDA), cpu, or auto (the GPU when MLX has one).
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,

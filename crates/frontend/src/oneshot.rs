@@ -150,7 +150,8 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
     let mut stderr = std::io::stderr();
     let mut write_error = None;
     let mut last_channel = None::<String>;
-    let options = GenerateOptions::new(resolved.max_tokens as usize).with_stop(&resolved.stop);
+    let mut options = GenerateOptions::new(resolved.max_tokens as usize).with_stop(&resolved.stop);
+    options.prompt_lookup = args.model.prompt_lookup.unwrap_or(0) as usize;
     let reply = reply::reply(&mut generator, &prompt, &mut sampler, &options, |event| {
         if args.json {
             return;
@@ -215,6 +216,8 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
                 "prefill_tokens_per_second": result.prefill_tokens_per_second,
                 "decode_tokens_per_second": result.decode_tokens_per_second,
                 "peak_memory_bytes": result.peak_memory_bytes,
+                "drafted_tokens": result.drafted_tokens,
+                "accepted_draft_tokens": result.accepted_draft_tokens,
             },
         });
         writeln!(stdout, "{json}")?;

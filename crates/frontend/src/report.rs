@@ -20,13 +20,14 @@ pub fn exit_code(result: anyhow::Result<()>) -> ExitCode {
 /// speeds, memory, and why it ended when it was not the model's choice.
 pub fn summary_line(generation: &Generation) -> String {
     format!(
-        "{} prompt tokens ({} cached, {:.1} tokens/s, first token after {:.2} s), {} generated tokens ({:.1} tokens/s), peak memory {:.1} MB{}",
+        "{} prompt tokens ({} cached, {:.1} tokens/s, first token after {:.2} s), {} generated tokens ({:.1} tokens/s{}), peak memory {:.1} MB{}",
         generation.prompt_tokens,
         generation.cached_tokens,
         generation.prefill_tokens_per_second,
         generation.time_to_first_token_seconds,
         generation.tokens.len(),
         generation.decode_tokens_per_second,
+        lookup_note(generation),
         generation.peak_memory_bytes as f64 / 1e6,
         match generation.finish_reason {
             FinishReason::Stop | FinishReason::ToolCalls => "",
@@ -36,15 +37,35 @@ pub fn summary_line(generation: &Generation) -> String {
     )
 }
 
+/// Prompt-lookup decoding's share: drafted tokens kept, and tokens per
+/// forward pass; empty without it.
+fn lookup_note(generation: &Generation) -> String {
+    if generation.drafted_tokens == 0 {
+        return String::new();
+    }
+    let passes = generation
+        .tokens
+        .len()
+        .saturating_sub(generation.accepted_draft_tokens)
+        .max(1);
+    format!(
+        "; prompt lookup: {} of {} drafted tokens kept, {:.2} tokens per step",
+        generation.accepted_draft_tokens,
+        generation.drafted_tokens,
+        generation.tokens.len() as f64 / passes as f64
+    )
+}
+
 /// The chat's statistics after each reply (`--verbose`), without styling.
 pub fn turn_line(generation: &Generation) -> String {
     format!(
-        "[{} prompt tokens, {} cached; first token after {:.2} s; {} tokens at {:.1} tokens/s; peak memory {:.1} MB]",
+        "[{} prompt tokens, {} cached; first token after {:.2} s; {} tokens at {:.1} tokens/s{}; peak memory {:.1} MB]",
         generation.prompt_tokens,
         generation.cached_tokens,
         generation.time_to_first_token_seconds,
         generation.tokens.len(),
         generation.decode_tokens_per_second,
+        lookup_note(generation),
         generation.peak_memory_bytes as f64 / 1e6,
     )
 }

@@ -184,6 +184,12 @@ fn start_model_thread(
     std::sync::mpsc::Receiver<()>,
     std::thread::JoinHandle<()>,
 )> {
+    if args.model.prompt_lookup.is_some() {
+        anyhow::bail!(
+            "--prompt-lookup is not supported by the server yet: its sequences decode together \
+             one token a step (mlx-harmony-chat and mlx-harmony-generate take it)"
+        );
+    }
     if args.model.max_kv_size.is_some() {
         anyhow::bail!(
             "--max-kv-size is not supported by the server yet: its batched caches keep every \

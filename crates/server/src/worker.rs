@@ -551,6 +551,7 @@ fn start(
             max_tokens,
             stop: job.settings.stop.clone(),
             opened,
+            prompt_lookup: 0,
         },
         cancel: cancel.clone(),
     });

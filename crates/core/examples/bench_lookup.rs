@@ -1,0 +1,62 @@
+//! Prompt-lookup decoding against plain decoding on a copy-heavy prompt
+//! (the model asked to repeat a passage), greedy, same model, runs
+//! alternating. Prints one JSON line per run: {"mode", "tokens",
+//! "decode_tps", "drafted", "accepted", "same"} ("same": the output equals
+//! the plain run's).
+//! Usage: bench_lookup MODEL GEN_TOKENS RUNS DRAFT_TOKENS [PASSAGE_REPEATS]
+
+use mlx_harmony_core::chat_template::ChatMessage;
+use mlx_harmony_core::generate::{GenerateOptions, TokenGenerator};
+use mlx_harmony_core::sampling::{Sampler, SamplingSettings};
+
+const PASSAGE: &str = "The river town of Alder Ford grew up around a wooden bridge that \
+    the first settlers built in 1843. Every spring the water rose over the lower fields, and \
+    every summer the farmers rebuilt their fences a little further from the bank. The bridge \
+    was replaced by a stone one in 1901, paid for by a tax on the grain that crossed it, and \
+    the old timbers were used to build the school, which still stands on Mill Street. ";
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, model, gen_tokens, runs, draft, rest @ ..] = &args[..] else {
+        return Err(
+            "usage: bench_lookup MODEL GEN_TOKENS RUNS DRAFT_TOKENS [PASSAGE_REPEATS]".into(),
+        );
+    };
+    let (gen_tokens, runs, draft): (usize, usize, usize) =
+        (gen_tokens.parse()?, runs.parse()?, draft.parse()?);
+    let repeats: usize = rest.first().map(|r| r.parse()).transpose()?.unwrap_or(1);
+    let mut generator = TokenGenerator::load(std::path::Path::new(model))?;
+    let text = PASSAGE.repeat(repeats);
+    let messages = [ChatMessage::new(
+        "user",
+        format!("Repeat the following text exactly, word for word:\n\n{text}"),
+    )];
+    let prompt = generator
+        .loaded
+        .conversation_tokens(&Default::default(), &messages)?;
+    let mut reference = None;
+    // One unmeasured run of each warms up MLX.
+    for run in 0..=runs {
+        for lookup in [0, draft] {
+            generator.clear_cache();
+            let mut sampler = Sampler::new(SamplingSettings::default())?;
+            let options = GenerateOptions {
+                prompt_lookup: lookup,
+                ..GenerateOptions::new(gen_tokens)
+            };
+            let g = generator.generate(&prompt, &mut sampler, &options, |_, _| {})?;
+            let reference = reference.get_or_insert_with(|| g.tokens.clone());
+            if run > 0 {
+                let mode = if lookup > 0 { "lookup" } else { "plain" };
+                println!(
+                    "{}",
+                    serde_json::json!({"mode": mode, "tokens": g.tokens.len(),
+                        "decode_tps": g.decode_tokens_per_second, "drafted": g.drafted_tokens,
+                        "accepted": g.accepted_draft_tokens, "same": &g.tokens == reference,
+                        "prompt_tokens": prompt.len()})
+                );
+            }
+        }
+    }
+    Ok(())
+}
