@@ -572,3 +572,108 @@ fn a_hub_id_not_in_the_cache_fails_clearly_offline() {
         "{err}"
     );
 }
+
+#[test]
+fn json_schema_and_grammar_flags_hold_the_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("person.json");
+    std::fs::write(
+        &schema,
+        r#"{"type": "object", "properties": {"name": {"type": "string", "maxLength": 12},
+            "age": {"type": "integer", "minimum": 0, "maximum": 120}},
+            "required": ["name", "age"], "additionalProperties": false}"#,
+    )
+    .unwrap();
+    let out = generate()
+        .arg("--model")
+        .arg(smollm2())
+        .args([
+            "--prompt",
+            "Describe a person.",
+            "--temperature",
+            "0.9",
+            "--seed",
+            "4",
+        ])
+        .arg("--json-schema")
+        .arg(&schema)
+        .args(["--device", "cpu", "--max-tokens", "60"])
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let value: serde_json::Value = serde_json::from_str(text.trim()).expect("the answer is JSON");
+    assert!(
+        value["name"].as_str().unwrap().chars().count() <= 12,
+        "{text}"
+    );
+    assert!(
+        (0..=120).contains(&value["age"].as_i64().unwrap()),
+        "{text}"
+    );
+    assert_eq!(value.as_object().unwrap().len(), 2, "{text}");
+
+    let grammar = dir.path().join("yesno.lark");
+    std::fs::write(&grammar, "start: \"yes\" | \"no\"\n").unwrap();
+    let out = generate()
+        .arg("--model")
+        .arg(smollm2())
+        .args(["--prompt", "Is water wet?", "--device", "cpu"])
+        .arg("--grammar")
+        .arg(&grammar)
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(["yes", "no"].contains(&answer.trim()), "{answer:?}");
+
+    // A schema the engine cannot compile stops before generating.
+    std::fs::write(
+        &schema,
+        r#"{"type": "integer", "minimum": 3, "maximum": 1}"#,
+    )
+    .unwrap();
+    let out = generate()
+        .arg("--model")
+        .arg(smollm2())
+        .args(["--prompt", "x", "--device", "cpu"])
+        .arg("--json-schema")
+        .arg(&schema)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the answer's format"), "{stderr}");
+}
+
+#[test]
+fn prompt_lookup_keeps_the_answer_and_reports_its_drafts() {
+    let prompt =
+        "Repeat exactly: the red fox ran over the old stone bridge and into the dark wood.";
+    let run = |extra: &[&str]| {
+        let out = generate()
+            .arg("--model")
+            .arg(smollm2())
+            .args([
+                "--prompt",
+                prompt,
+                "--temperature",
+                "0",
+                "--json",
+                "--device",
+                "cpu",
+            ])
+            .args(["--max-tokens", "32"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_success(&out);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let plain = run(&[]);
+    let fast = run(&["--prompt-lookup", "6"]);
+    assert_eq!(plain["tokens"], fast["tokens"]);
+    assert!(fast["stats"]["drafted_tokens"].as_u64().unwrap() > 0);
+    assert!(fast["stats"]["accepted_draft_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(plain["stats"]["drafted_tokens"], 0);
+}
