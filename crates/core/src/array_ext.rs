@@ -24,6 +24,24 @@ fn call(
     }
 }
 
+/// `a >> b`, element-wise (integers).
+pub fn right_shift(a: &Array, b: &Array) -> Result<Array> {
+    call(
+        // SAFETY: both handles are valid arrays.
+        |out, stream| unsafe { mlx_sys::mlx_right_shift(out, a.as_ptr(), b.as_ptr(), stream) },
+        || format!("right shift of {:?} by {:?} failed", a.shape(), b.shape()),
+    )
+}
+
+/// `a & b`, element-wise (integers).
+pub fn bitwise_and(a: &Array, b: &Array) -> Result<Array> {
+    call(
+        // SAFETY: both handles are valid arrays.
+        |out, stream| unsafe { mlx_sys::mlx_bitwise_and(out, a.as_ptr(), b.as_ptr(), stream) },
+        || format!("bitwise and of {:?} and {:?} failed", a.shape(), b.shape()),
+    )
+}
+
 /// `target[starts..ends] = update` (a new array; MLX updates in place when
 /// it can prove the old one is no longer used).
 pub fn slice_update(target: &Array, update: &Array, starts: &[i32], ends: &[i32]) -> Result<Array> {

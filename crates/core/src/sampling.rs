@@ -19,7 +19,7 @@ use mlx_rs::ops::{self, argpartition_axis};
 use mlx_rs::transforms::async_eval;
 use mlx_rs::{Array, random};
 
-use crate::array_ext::slice;
+use crate::array_ext::{self, slice};
 use crate::{Error, Result};
 
 /// Everything that decides how a token is picked.
@@ -255,18 +255,34 @@ struct PendingLogprobs {
     top_values: Option<Array>,
 }
 
-/// `logits` with every token the bit set `allowed` leaves out at -inf.
+/// `logits` with every token the bit set `allowed` leaves out at -inf. Only
+/// the bit words go to the device (a 32nd of a mask of the vocabulary's
+/// size); each token's bit is picked out there.
 pub fn apply_allowed(logits: &Array, allowed: &[u32]) -> Result<Array> {
-    let vocab = logits.dim(-1) as usize;
-    let mask: Vec<bool> = (0..vocab)
-        .map(|i| allowed.get(i / 32).is_some_and(|w| w >> (i % 32) & 1 == 1))
-        .collect();
-    if !mask.iter().any(|&m| m) {
+    let vocab = logits.dim(-1);
+    let words = (vocab as usize).div_ceil(32);
+    let mut bits = allowed.to_vec();
+    bits.resize(words, 0);
+    if let Some(last) = bits.last_mut()
+        && vocab % 32 != 0
+    {
+        // Bits past the vocabulary do not count.
+        *last &= (1u32 << (vocab % 32)) - 1;
+    }
+    if bits.iter().all(|&w| w == 0) {
         return Err(Error::Invalid(
             "the output's grammar allows no token of this model's vocabulary here".into(),
         ));
     }
-    let mask = Array::from_slice(&mask, &[vocab as i32]);
+    let bits = Array::from_slice(&bits, &[words as i32]);
+    let ids = ops::arange::<_, u32>(0, vocab, None)?;
+    let word = array_ext::right_shift(&ids, &Array::from_slice(&[5u32], &[1]))?;
+    let place = array_ext::bitwise_and(&ids, &Array::from_slice(&[31u32], &[1]))?;
+    let bit = array_ext::bitwise_and(
+        &array_ext::right_shift(&bits.take_axis(&word, 0)?, &place)?,
+        &Array::from_slice(&[1u32], &[1]),
+    )?;
+    let mask = bit.eq(Array::from_slice(&[1u32], &[1]))?;
     Ok(ops::select(&mask, logits, &neg_inf_like(logits)?)?)
 }
 

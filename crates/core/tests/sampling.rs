@@ -168,3 +168,20 @@ fn bad_settings_are_errors() {
         .to_string();
     assert!(err.contains("outside the vocabulary"), "{err}");
 }
+
+#[test]
+fn a_bit_mask_leaves_exactly_its_tokens() {
+    // 100 tokens (not a multiple of 32), bits past the vocabulary set too.
+    let vocab = 100usize;
+    let words: Vec<u32> = vec![0x8000_0001, 0x0000_0000, 0xF0F0_F0F0, 0xFFFF_FFFF];
+    let logits = Array::from_slice(&vec![0.5f32; vocab], &[1, vocab as i32]);
+    let masked = sampling::apply_allowed(&logits, &words).unwrap();
+    let values = masked.as_slice::<f32>();
+    for (i, v) in values.iter().enumerate() {
+        let allowed = words[i / 32] >> (i % 32) & 1 == 1;
+        assert_eq!(v.is_finite(), allowed, "token {i}");
+    }
+    // None of the vocabulary's tokens: an error, not a silent -inf row.
+    let error = sampling::apply_allowed(&logits, &[0, 0, 0, 0xFFFF_FFF0]).unwrap_err();
+    assert!(error.to_string().contains("allows no token"), "{error}");
+}
