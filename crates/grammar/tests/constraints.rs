@@ -75,22 +75,39 @@ fn constraint(grammars: &Grammars, format: OutputFormat) -> Box<dyn TokenConstra
         .unwrap()
 }
 
+/// A generation at temperature 1 held to `format`.
+fn held_generation(
+    loaded: &LoadedModel,
+    grammars: &Grammars,
+    format: OutputFormat,
+    seed: u64,
+    max_tokens: usize,
+) -> mlx_harmony_core::generate::Generation {
+    let prompt = loaded.encode("Hello").unwrap();
+    let mut sampler = hot_sampler(seed);
+    sampler.set_constraint(constraint(grammars, format));
+    generate(
+        loaded,
+        &prompt,
+        &mut sampler,
+        &GenerateOptions::new(max_tokens),
+        |_, _| {},
+    )
+    .unwrap()
+}
+
 #[test]
 fn a_random_model_held_to_a_schema_writes_valid_json() {
     let loaded = load("llama");
     let grammars = grammars(&loaded);
-    let prompt = loaded.encode("Hello").unwrap();
     for seed in 0..4 {
-        let mut sampler = hot_sampler(seed);
-        sampler.set_constraint(constraint(&grammars, OutputFormat::JsonSchema(schema())));
-        let generation = generate(
+        let generation = held_generation(
             &loaded,
-            &prompt,
-            &mut sampler,
-            &GenerateOptions::new(200),
-            |_, _| {},
-        )
-        .unwrap();
+            &grammars,
+            OutputFormat::JsonSchema(schema()),
+            seed,
+            200,
+        );
         assert_eq!(
             generation.finish_reason,
             mlx_harmony_core::generate::FinishReason::Stop,
@@ -105,7 +122,6 @@ fn a_random_model_held_to_a_schema_writes_valid_json() {
 fn a_lark_grammar_and_a_regex_hold_the_whole_reply() {
     let loaded = load("llama");
     let grammars = grammars(&loaded);
-    let prompt = loaded.encode("Hello").unwrap();
     let formats = [
         (
             OutputFormat::Lark(r#"start: "yes" | "no" | "maybe""#.into()),
@@ -117,16 +133,7 @@ fn a_lark_grammar_and_a_regex_hold_the_whole_reply() {
         ),
     ];
     for (format, expected) in formats {
-        let mut sampler = hot_sampler(3);
-        sampler.set_constraint(constraint(&grammars, format));
-        let generation = generate(
-            &loaded,
-            &prompt,
-            &mut sampler,
-            &GenerateOptions::new(50),
-            |_, _| {},
-        )
-        .unwrap();
+        let generation = held_generation(&loaded, &grammars, format, 3, 50);
         let matches = match expected {
             r"^(yes|no|maybe)$" => ["yes", "no", "maybe"].contains(&generation.text.as_str()),
             _ => {
