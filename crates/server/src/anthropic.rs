@@ -713,12 +713,10 @@ fn stream(
         }
         // Calls whose arguments came whole (template models): their id.
         loop {
-            let event = tokio::select! {
-                next = choices.recv() => match next {
-                    Some((_, event)) => event,
-                    None => return,
-                },
-                () = writer.sender.closed() => return,
+            let choices::Next::Event(_, event) =
+                choices::next_event(&mut choices, &writer.sender).await
+            else {
+                return;
             };
             // The server's own tool calls show in the thinking.
             let ok = match event.as_reasoning() {

@@ -97,6 +97,28 @@ pub async fn submit(
     Ok(choices)
 }
 
+/// What a streaming handler waits for next.
+pub enum Next {
+    /// An event of choice `.0`.
+    Event(usize, Event),
+    /// Every choice has ended (the model thread dropped their channels).
+    Ended,
+    /// The client went away (its stream's receiving end closed).
+    ClientGone,
+}
+
+/// The next event of any choice, or that the choices ended or the client
+/// went away: the client's leaving is noticed even while no event comes.
+pub async fn next_event<T>(choices: &mut Choices, client: &mpsc::Sender<T>) -> Next {
+    tokio::select! {
+        next = choices.recv() => match next {
+            Some((index, event)) => Next::Event(index, event),
+            None => Next::Ended,
+        },
+        () = client.closed() => Next::ClientGone,
+    }
+}
+
 /// The usage of several choices of one prompt: the prompt counted once, with
 /// the cached tokens of the choice that ran most of it (the others found it
 /// cached), the completions summed.
@@ -227,13 +249,10 @@ pub fn stream(
         }
         let mut usages: Vec<Usage> = Vec::with_capacity(n);
         loop {
-            // The client's leaving is noticed even while no event comes.
-            let (index, event) = tokio::select! {
-                next = choices.recv() => match next {
-                    Some(next) => next,
-                    None => break,
-                },
-                () = chunks.closed() => return,
+            let (index, event) = match next_event(&mut choices, &chunks).await {
+                Next::Event(index, event) => (index, event),
+                Next::Ended => break,
+                Next::ClientGone => return,
             };
             let out = match event {
                 Event::Done {

@@ -11,7 +11,7 @@ use super::keep;
 use super::output::{Item, Reply, has_item, item_id};
 use crate::Shared;
 use crate::api::Usage;
-use crate::choices::Choices;
+use crate::choices::{self, Choices};
 use crate::now_nanos;
 use crate::worker::{Event, FunctionCall};
 
@@ -84,12 +84,10 @@ pub(super) fn stream(
             }
         }
         loop {
-            let event = tokio::select! {
-                next = choices.recv() => match next {
-                    Some((_, event)) => event,
-                    None => return,
-                },
-                () = w.events.sender.closed() => return,
+            let choices::Next::Event(_, event) =
+                choices::next_event(&mut choices, &w.events.sender).await
+            else {
+                return;
             };
             let ok = match event {
                 // Refused with streaming when the request is read.
