@@ -11,7 +11,10 @@
 //! [`tool_parsers`] for template models' calls), the tool loop ([`turn`],
 //! over a [`turn::ToolRunner`] the caller supplies) and generation
 //! ([`generate::TokenGenerator`], with its prompt cache, shared by the
-//! programs; `reply` and `turn` are layers over its one `generate`). It knows nothing of command lines, prompt-config files or how
+//! programs; `reply` and `turn` are layers over its one `generate`), with
+//! prompt-lookup speculation ([`lookup`]) and continuous batching
+//! ([`batch`]); a [`sampling::TokenConstraint`] (structured outputs,
+//! compiled by `mlx-harmony-grammar`) masks what may be sampled. It knows nothing of command lines, prompt-config files or how
 //! a tool runs: the front end (`mlx-harmony-frontend`) maps those onto it.
 //!
 //! Test support (scripted sampling, random-weight checkpoints) is behind the
