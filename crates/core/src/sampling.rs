@@ -530,10 +530,15 @@ impl Sampler {
             let key = self.next_key()?;
             let scaled = logprobs.multiply(Array::from_f32(1.0 / self.settings.temperature))?;
             let token = random::categorical(&scaled, -1, None, &key)?;
-            let normalized = scaled.subtract(scaled.logsumexp_axis(-1, true)?)?;
-            (token, normalized)
+            (token, scaled)
         };
         if let Some(top) = self.top_logprobs {
+            // Tempered logits are normalized only when they are reported.
+            let distribution = if self.settings.temperature == 0.0 {
+                distribution
+            } else {
+                distribution.subtract(distribution.logsumexp_axis(-1, true)?)?
+            };
             self.queue_logprobs(&token, &distribution, top)?;
         }
         Ok(token)

@@ -34,7 +34,7 @@ pub struct HarmonyTokens {
 }
 
 impl HarmonyTokens {
-    pub fn find(tokenizer: &Tokenizer) -> std::result::Result<Self, String> {
+    pub fn find(tokenizer: Arc<Tokenizer>) -> std::result::Result<Self, String> {
         let id = |name: &str| {
             tokenizer
                 .token_to_id(name)
@@ -48,7 +48,7 @@ impl HarmonyTokens {
             end: id("<|end|>")?,
             call: id("<|call|>")?,
             return_: id("<|return|>")?,
-            tokenizer: Arc::new(tokenizer.clone()),
+            tokenizer,
         })
     }
 }

@@ -118,8 +118,9 @@ impl Grammars {
             ParserFactory::new_simple(&env).map_err(|e| GrammarError::Vocabulary(e.to_string()))?;
         // Errors are returned to the caller, not printed.
         factory.quiet();
+        let tokenizer = Arc::new(tokenizer.clone());
         let harmony = if harmony {
-            Some(HarmonyTokens::find(tokenizer).map_err(GrammarError::Vocabulary)?)
+            Some(HarmonyTokens::find(tokenizer.clone()).map_err(GrammarError::Vocabulary)?)
         } else {
             None
         };
@@ -127,7 +128,7 @@ impl Grammars {
             factory: Arc::new(factory),
             harmony,
             eos: eos.to_vec(),
-            tokenizer: Arc::new(tokenizer.clone()),
+            tokenizer,
         })
     }
 
