@@ -1,12 +1,18 @@
-//! Prompt-lookup decoding against plain decoding on a copy-heavy prompt
-//! (the model asked to repeat a passage), greedy, same model, runs
-//! alternating. Prints one JSON line per run: {"mode", "tokens",
-//! "decode_tps", "drafted", "accepted", "same"} ("same": the output equals
-//! the plain run's).
-//! Usage: bench_lookup MODEL GEN_TOKENS RUNS DRAFT_TOKENS [PASSAGE_REPEATS]
+//! Speculative decoding against plain decoding on a copy-heavy prompt (the
+//! model asked to repeat a passage), greedy, same model, runs alternating:
+//! prompt lookup, and with `self` as DRAFT_MODEL the model drafting for
+//! itself (every draft kept: the upper bound of a draft model's speed-up;
+//! the two share one copy of the weights), or another model as the draft.
+//! Prints one JSON line per run: {"mode", "tokens", "decode_tps",
+//! "drafted", "accepted", "steps", "same"} ("same": the output equals the
+//! plain run's).
+//! Usage: bench_lookup MODEL GEN_TOKENS RUNS DRAFT_TOKENS [PASSAGE_REPEATS] [DRAFT_MODEL|self]
+
+use std::rc::Rc;
 
 use mlx_harmony_core::chat_template::ChatMessage;
-use mlx_harmony_core::generate::{GenerateOptions, TokenGenerator};
+use mlx_harmony_core::draft::DraftModel;
+use mlx_harmony_core::generate::{GenerateOptions, LoadedModel, TokenGenerator};
 use mlx_harmony_core::sampling::{Sampler, SamplingSettings};
 
 const PASSAGE: &str = "The river town of Alder Ford grew up around a wooden bridge that \
@@ -18,14 +24,19 @@ const PASSAGE: &str = "The river town of Alder Ford grew up around a wooden brid
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let [_, model, gen_tokens, runs, draft, rest @ ..] = &args[..] else {
-        return Err(
-            "usage: bench_lookup MODEL GEN_TOKENS RUNS DRAFT_TOKENS [PASSAGE_REPEATS]".into(),
-        );
+        return Err("usage: bench_lookup MODEL GEN_TOKENS RUNS DRAFT_TOKENS \
+                    [PASSAGE_REPEATS] [DRAFT_MODEL|self]"
+            .into());
     };
     let (gen_tokens, runs, draft): (usize, usize, usize) =
         (gen_tokens.parse()?, runs.parse()?, draft.parse()?);
     let repeats: usize = rest.first().map(|r| r.parse()).transpose()?.unwrap_or(1);
     let mut generator = TokenGenerator::load(std::path::Path::new(model))?;
+    let draft_model = match rest.get(1).map(String::as_str) {
+        None => None,
+        Some("self") => Some(generator.loaded.clone()),
+        Some(path) => Some(Rc::new(LoadedModel::load(std::path::Path::new(path))?)),
+    };
     let text = PASSAGE.repeat(repeats);
     let messages = [ChatMessage::new(
         "user",
@@ -34,26 +45,38 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let prompt = generator
         .loaded
         .conversation_tokens(&Default::default(), &messages)?;
+    let mut modes = vec!["plain", "lookup"];
+    if draft_model.is_some() {
+        modes.push("draft");
+    }
     let mut reference = None;
     // One unmeasured run of each warms up MLX.
     for run in 0..=runs {
-        for lookup in [0, draft] {
+        for &mode in &modes {
+            let drafter = match mode {
+                "draft" => Some(DraftModel::new(
+                    draft_model.clone().expect("a draft model"),
+                    &generator.loaded,
+                    draft,
+                )?),
+                _ => None,
+            };
+            generator.set_draft_model(drafter);
             generator.clear_cache();
             let mut sampler = Sampler::new(SamplingSettings::default())?;
             let options = GenerateOptions {
-                prompt_lookup: lookup,
+                prompt_lookup: if mode == "lookup" { draft } else { 0 },
                 ..GenerateOptions::new(gen_tokens)
             };
             let g = generator.generate(&prompt, &mut sampler, &options, |_, _| {})?;
             let reference = reference.get_or_insert_with(|| g.tokens.clone());
             if run > 0 {
-                let mode = if lookup > 0 { "lookup" } else { "plain" };
                 println!(
                     "{}",
                     serde_json::json!({"mode": mode, "tokens": g.tokens.len(),
                         "decode_tps": g.decode_tokens_per_second, "drafted": g.drafted_tokens,
-                        "accepted": g.accepted_draft_tokens, "same": &g.tokens == reference,
-                        "prompt_tokens": prompt.len()})
+                        "accepted": g.accepted_draft_tokens, "steps": g.speculative_steps,
+                        "same": &g.tokens == reference, "prompt_tokens": prompt.len()})
                 );
             }
         }

@@ -88,6 +88,15 @@ pub fn gpu_available() -> bool {
     }
 }
 
+/// True when MLX's default device is a CUDA GPU, where a few operations
+/// have narrower kernels than on the CPU or Metal.
+pub fn default_is_cuda() -> bool {
+    let on_gpu = mlx_rs::Device::try_default()
+        .and_then(|d| d.get_type())
+        .is_ok_and(|t| matches!(t, mlx_rs::DeviceType::Gpu));
+    on_gpu && gpu_backend() == "CUDA"
+}
+
 fn gpu_backend() -> &'static str {
     let mut cuda = false;
     // SAFETY: plain out-parameter call.

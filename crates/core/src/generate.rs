@@ -13,11 +13,12 @@ use std::time::Instant;
 use mlx_rs::Array;
 use mlx_rs::transforms::async_eval;
 
+use crate::draft::DraftModel;
 pub use crate::loaded::LoadedModel;
 use crate::lookup;
 use crate::models::Model;
 use crate::models::blocks::last_position;
-use crate::models::cache::KvCache;
+use crate::models::cache::{KvCache, KvQuantization};
 use crate::sampling::{Sampler, SamplingSettings, TokenLogprobs};
 use crate::text::{Detokenizer, StopMatcher};
 use crate::{Error, Result};
@@ -157,10 +158,13 @@ pub struct Generation {
     /// Each generated token's log-probabilities, when the sampler was asked
     /// for them ([`Sampler::set_logprobs`]); else empty.
     pub logprobs: Vec<TokenLogprobs>,
-    /// Prompt-lookup decoding: tokens drafted, and how many of them the
-    /// model kept (both 0 without it).
+    /// Speculative decoding (prompt lookup or a draft model): tokens
+    /// drafted, how many of them the model kept, and the checking forward
+    /// passes (all 0 without it). The first token comes from the prompt
+    /// pass, so `tokens / steps` is roughly the tokens each step gave.
     pub drafted_tokens: usize,
     pub accepted_draft_tokens: usize,
+    pub speculative_steps: usize,
     /// From the call to the first generated token.
     pub time_to_first_token_seconds: f64,
     /// The most memory MLX held during the call, in bytes.
@@ -271,6 +275,7 @@ pub fn generate(
         options,
         cancel: &Cancel::new(),
         sliding_after_prompt: None,
+        draft: None,
     };
     Ok(decode(loaded, job, sampler, on_token)?.0)
 }
@@ -285,6 +290,8 @@ struct Decode<'a> {
     options: &'a GenerateOptions,
     cancel: &'a Cancel,
     sliding_after_prompt: Option<&'a mut Vec<Option<KvCache>>>,
+    /// Speculative decoding with a draft model (in place of prompt lookup).
+    draft: Option<&'a mut DraftModel>,
 }
 
 /// The decoding loop. Returns the generation and the tokens fed to the
@@ -302,6 +309,7 @@ fn decode(
         options,
         cancel,
         sliding_after_prompt,
+        mut draft,
     } = job;
     let max_tokens = options.max_tokens;
     let model = &loaded.model;
@@ -325,11 +333,17 @@ fn decode(
     let mut first_token_at = None;
     let mut fed = Vec::new();
     let mut progress = Progress::new(options);
-    let lookup = options.prompt_lookup > 0
+    // Speculative decoding: drafts from a draft model, else from the text
+    // so far (prompt lookup); checked and rewound as one.
+    let speculative = (draft.is_some() || options.prompt_lookup > 0)
         && !sampler.needs_each_token()
         && lookup::caches_can_rewind(caches);
-    let (mut drafted, mut accepted) = (0, 0);
-    if lookup && max_tokens > 0 {
+    let (mut drafted, mut accepted, mut steps) = (0, 0, 0);
+    if speculative && max_tokens > 0 {
+        if let Some(draft) = draft.as_deref_mut() {
+            // The draft model's prompt pass, counted with the target's.
+            draft.catch_up(prompt)?;
+        }
         let mut last = next.item_exact::<u32>();
         let mut last_logprobs = sampler.take_logprobs()?;
         first_token_at = Some(Instant::now());
@@ -343,14 +357,35 @@ fn decode(
                 break;
             }
             context.push(last);
-            let room = max_tokens - progress.tokens.len();
-            let draft =
-                lookup::draft(&context, options.prompt_lookup.min(room.saturating_sub(1))).to_vec();
-            let checked = lookup::check(model, caches, sampler, last, &draft)?;
+            // The last token of the room comes from the check itself.
+            let room = (max_tokens - progress.tokens.len()).saturating_sub(1);
+            let (checked, proposed) = match draft.as_deref_mut() {
+                Some(draft) => match draft.propose(&context, room)? {
+                    Some(on_device) => {
+                        let (checked, tokens) =
+                            lookup::check_on_device(model, caches, sampler, last, &on_device)?;
+                        draft.drafted(&tokens);
+                        (checked, tokens)
+                    }
+                    None => (
+                        lookup::check(model, caches, sampler, last, &[])?,
+                        Vec::new(),
+                    ),
+                },
+                None => {
+                    let proposed =
+                        lookup::draft(&context, options.prompt_lookup.min(room)).to_vec();
+                    (
+                        lookup::check(model, caches, sampler, last, &proposed)?,
+                        proposed,
+                    )
+                }
+            };
             fed.push(last);
-            fed.extend_from_slice(&draft[..checked.accepted]);
-            drafted += draft.len();
+            fed.extend_from_slice(&proposed[..checked.accepted]);
+            drafted += proposed.len();
             accepted += checked.accepted;
+            steps += 1;
             let mut logprobs = checked.logprobs.into_iter();
             let mut ended = false;
             for &token in &checked.tokens[..checked.accepted] {
@@ -367,7 +402,7 @@ fn decode(
             last_logprobs = logprobs.next().flatten();
         }
     }
-    while !lookup && progress.tokens.len() < max_tokens {
+    while !speculative && progress.tokens.len() < max_tokens {
         if cancel.is_cancelled() {
             progress.finish = Some(FinishReason::Cancelled);
             break;
@@ -397,7 +432,13 @@ fn decode(
         }
         next = match (following, queued_logits) {
             (Some(f), _) => f,
-            (None, Some(logits)) => sampler.sample(&logits, &progress.tokens)?,
+            (None, Some(logits)) => {
+                // Started now, not with the next forward pass's graph: the
+                // device samples while the host builds that pass.
+                let sample = sampler.sample(&logits, &progress.tokens)?;
+                async_eval([&sample])?;
+                sample
+            }
             (None, None) => {
                 let logits = model.forward_tokens(&[id], caches)?;
                 fed.push(id);
@@ -426,6 +467,7 @@ fn decode(
         logprobs,
         drafted_tokens: drafted,
         accepted_draft_tokens: accepted,
+        speculative_steps: steps,
         time_to_first_token_seconds: prefill,
         peak_memory_bytes: mlx_rs::memory::peak_memory().unwrap_or(0),
         prefill_tokens_per_second: if prefill > 0.0 {
@@ -461,6 +503,10 @@ pub struct TokenGenerator {
     after_prompt: Option<(usize, Vec<Option<KvCache>>)>,
     /// `--max-kv-size`: the caches hold at most this many positions.
     max_kv_size: Option<i32>,
+    /// `--kv-bits`: the caches keep keys and values quantized.
+    kv_quantization: Option<KvQuantization>,
+    /// `--draft-model`: speculative decoding with a second, smaller model.
+    draft: Option<DraftModel>,
 }
 
 impl TokenGenerator {
@@ -473,7 +519,55 @@ impl TokenGenerator {
             cached: Vec::new(),
             after_prompt: None,
             max_kv_size: None,
+            kv_quantization: None,
+            draft: None,
         }
+    }
+
+    /// Keeps the KV cache quantized as `settings` say (`None`: 16-bit, the
+    /// model's own type), as mlx-lm's `--kv-bits`: about a quarter of the
+    /// memory at 4 bits, attention run on the quantized values. Llama-family
+    /// models, not with [`TokenGenerator::set_max_kv_size`]. Forgets the
+    /// prompt cache.
+    pub fn set_kv_quantization(&mut self, settings: Option<KvQuantization>) -> Result<()> {
+        if let Some(settings) = settings {
+            if self.max_kv_size.is_some() {
+                return Err(Error::Invalid(
+                    "a quantized KV cache cannot also be bounded: use --kv-bits or --max-kv-size, \
+                     not both"
+                        .into(),
+                ));
+            }
+            if self.loaded.model.new_caches_quantized(settings).is_none() {
+                return Err(Error::Invalid(
+                    "this model's KV cache cannot be quantized (GPT-OSS's sliding-window layers \
+                     rotate): --kv-bits applies to Llama-family models"
+                        .into(),
+                ));
+            }
+        }
+        self.kv_quantization = settings;
+        self.clear_cache();
+        Ok(())
+    }
+
+    /// The settings of [`TokenGenerator::set_kv_quantization`].
+    pub fn kv_quantization(&self) -> Option<KvQuantization> {
+        self.kv_quantization
+    }
+
+    /// Decodes speculatively with `draft` from now on (`None`: without a
+    /// draft model): each step it drafts a few tokens and the model checks
+    /// them in one forward pass ([`crate::draft`]). Used where prompt lookup
+    /// would be (caches that can rewind, a sampler that needs no token
+    /// history), in its place.
+    pub fn set_draft_model(&mut self, draft: Option<DraftModel>) {
+        self.draft = draft;
+    }
+
+    /// The draft model set by [`TokenGenerator::set_draft_model`].
+    pub fn draft_model(&self) -> Option<&DraftModel> {
+        self.draft.as_ref()
     }
 
     /// Bounds the KV cache to `max_kv_size` positions (`None`: unbounded):
@@ -481,6 +575,13 @@ impl TokenGenerator {
     /// mlx-lm's `--max-kv-size` does (Llama family; GPT-OSS's sliding layers
     /// are bounded already). Forgets the prompt cache.
     pub fn set_max_kv_size(&mut self, max_kv_size: Option<u32>) -> Result<()> {
+        if max_kv_size.is_some() && self.kv_quantization.is_some() {
+            return Err(Error::Invalid(
+                "a quantized KV cache cannot also be bounded: use --kv-bits or --max-kv-size, \
+                 not both"
+                    .into(),
+            ));
+        }
         let bound = match max_kv_size {
             None => None,
             Some(n) if (1..=i32::MAX as u32).contains(&n) => Some(n as i32),
@@ -517,11 +618,22 @@ impl TokenGenerator {
         &self.cached
     }
 
+    /// Bytes the KV cache's arrays hold now (capacity included).
+    pub fn cache_bytes(&self) -> usize {
+        self.caches.iter().map(KvCache::nbytes).sum()
+    }
+
     /// Forgets the prompt cache.
     pub fn clear_cache(&mut self) {
-        self.caches = self.loaded.model.new_caches_bounded(self.max_kv_size);
+        self.caches = self
+            .kv_quantization
+            .and_then(|settings| self.loaded.model.new_caches_quantized(settings))
+            .unwrap_or_else(|| self.loaded.model.new_caches_bounded(self.max_kv_size));
         self.cached.clear();
         self.after_prompt = None;
+        if let Some(draft) = &mut self.draft {
+            draft.clear_cache();
+        }
     }
 
     /// Generates after `prompt` as `options` say (see [`generate`]), reusing
@@ -595,6 +707,7 @@ impl TokenGenerator {
                 options,
                 cancel: &self.cancel,
                 sliding_after_prompt: sliding_model.then_some(&mut sliding_after_prompt),
+                draft: self.draft.as_mut(),
             },
             sampler,
             on_token,

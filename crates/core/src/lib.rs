@@ -12,7 +12,8 @@
 //! over a [`turn::ToolRunner`] the caller supplies) and generation
 //! ([`generate::TokenGenerator`], with its prompt cache, shared by the
 //! programs; `reply` and `turn` are layers over its one `generate`), with
-//! prompt-lookup speculation ([`lookup`]) and continuous batching
+//! speculative decoding (drafts from the text so far, [`lookup`], or from a
+//! smaller model, [`draft`]) and continuous batching
 //! ([`batch`]); a [`sampling::TokenConstraint`] (structured outputs,
 //! compiled by `mlx-harmony-grammar`) masks what may be sampled. It knows nothing of command lines, prompt-config files or how
 //! a tool runs: the front end (`mlx-harmony-frontend`) maps those onto it.
@@ -72,6 +73,7 @@ pub mod checkpoint;
 #[cfg(feature = "testing")]
 pub mod demo;
 pub mod device;
+pub mod draft;
 pub mod error;
 pub mod generate;
 pub mod gguf;

@@ -9,8 +9,8 @@
 //! the probability the model gives it). It pays where outputs repeat their
 //! inputs: code edits, summaries with quotes, extraction.
 
-use mlx_rs::ops;
 use mlx_rs::transforms::eval;
+use mlx_rs::{Array, ops};
 
 use crate::Result;
 use crate::array_ext::slice;
@@ -75,24 +75,44 @@ pub fn check(
     last: u32,
     draft: &[u32],
 ) -> Result<Checked> {
-    let mut input = Vec::with_capacity(draft.len() + 1);
-    input.push(last);
-    input.extend_from_slice(draft);
-    let logits = model.forward_tokens(&input, caches)?;
-    let (positions, vocab) = (logits.dim(1), logits.dim(2));
-    let mut sampled = Vec::with_capacity(positions as usize);
-    for p in 0..positions {
+    let on_device = Array::from_slice(draft, &[draft.len() as i32]);
+    Ok(check_on_device(model, caches, sampler, last, &on_device)?.0)
+}
+
+/// [`check`] with the draft still on the device (`[n]`, uint32, as a draft
+/// model leaves it): it is read with the model's choices, one wait for both.
+/// Returns the draft's tokens too.
+pub fn check_on_device(
+    model: &Model,
+    caches: &mut [KvCache],
+    sampler: &mut Sampler,
+    last: u32,
+    draft: &Array,
+) -> Result<(Checked, Vec<u32>)> {
+    let drafted = draft.dim(0);
+    // A draft model's vocabulary may be padded past the model's: an id
+    // beyond it is fed (and compared) as the last id, which the model's
+    // choice at that position then rejects or, if it is that id, keeps.
+    let top = Array::from_slice(&[model.vocab_size() as u32 - 1], &[1]);
+    let draft = ops::minimum(&draft.as_dtype(mlx_rs::Dtype::Uint32)?, &top)?;
+    let input = ops::concatenate(&[Array::from_slice(&[last], &[1]), draft.clone()], 0)?
+        .reshape(&[1, drafted + 1])?;
+    let logits = model.forward(&input, caches)?;
+    let vocab = logits.dim(2);
+    let mut sampled = Vec::with_capacity(drafted as usize + 1);
+    for p in 0..=drafted {
         let row = slice(&logits, &[0, p, 0], &[1, p + 1, vocab])?.reshape(&[1, vocab])?;
         // The sampler needs no history here: one that does (a repetition
-        // penalty, a constraint) is not used with lookup.
+        // penalty, a constraint) is not used with speculation.
         sampled.push(sampler.sample(&row, &[])?);
     }
-    let all = ops::concatenate(&sampled, 0)?;
+    // The model's choices and the draft in one array: one read.
+    sampled.push(draft);
+    let all = ops::concatenate(&sampled, 0)?.as_dtype(mlx_rs::Dtype::Uint32)?;
     eval([&all])?;
-    let chosen: Vec<u32> = all
-        .as_dtype(mlx_rs::Dtype::Uint32)?
-        .as_slice::<u32>()
-        .to_vec();
+    let read = all.as_slice::<u32>();
+    let (chosen, draft) = read.split_at(drafted as usize + 1);
+    let (chosen, draft) = (chosen.to_vec(), draft.to_vec());
     let mut logprobs = Vec::with_capacity(chosen.len());
     for _ in 0..chosen.len() {
         logprobs.push(sampler.take_logprobs()?);
@@ -109,11 +129,12 @@ pub fn check(
         }
     }
     logprobs.truncate(accepted + 1);
-    Ok(Checked {
+    let checked = Checked {
         tokens: chosen[..=accepted].to_vec(),
         accepted,
         logprobs,
-    })
+    };
+    Ok((checked, draft))
 }
 
 #[cfg(test)]

@@ -11,13 +11,15 @@ use mlx_harmony_config::prompt_config::PromptConfig;
 use mlx_harmony_config::settings::Hyperparameters;
 use mlx_harmony_tools::{BrowserConfig, PatchConfig, PythonConfig, ToolBox, ToolsConfig};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::flat;
 use mlx_harmony_core::device::{self, DeviceChoice, DeviceKind, SelectedDevice};
+use mlx_harmony_core::draft::DraftModel;
 use mlx_harmony_core::generate::TokenGenerator;
 use mlx_harmony_core::hub::HubOptions;
 use mlx_harmony_core::loading::{self, LoadOptions};
+use mlx_harmony_core::models::cache::KvQuantization;
 
 /// Which model, with what prompt config, loaded how.
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -66,6 +68,23 @@ pub struct ModelArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_kv_size: Option<u32>,
 
+    /// Keep the KV cache quantized to this many bits (4 or 8), as mlx-lm's
+    /// --kv-bits: about 0.28x (4 bits) or 0.53x (8 bits) of a 16-bit
+    /// cache's memory, for long contexts; attention runs on the quantized
+    /// values. Llama-family models; not with --max-kv-size.
+    #[arg(long, value_name = "BITS", value_parser = ["4", "8"], conflicts_with = "max_kv_size")]
+    pub kv_bits: Option<String>,
+
+    /// Values per scale and bias in the quantized KV cache (with --kv-bits).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value = "64",
+        requires = "kv_bits",
+        value_parser = ["32", "64", "128"]
+    )]
+    pub kv_group_size: String,
+
     /// Prompt-lookup decoding: each step checks up to N tokens drafted from
     /// the prompt and the answer so far (where its last tokens occurred
     /// before) in one forward pass. Greedy output is unchanged; faster when
@@ -74,6 +93,26 @@ pub struct ModelArgs {
     /// (GPT-OSS) or --max-kv-size: then decoding is plain.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=32))]
     pub prompt_lookup: Option<u32>,
+
+    /// Speculative decoding with a draft model (a path or a Hugging Face
+    /// id): a smaller model of the same tokenizer drafts
+    /// --num-draft-tokens tokens greedily and the model checks them in one
+    /// forward pass. Output is unchanged (greedy: the same tokens; sampled:
+    /// the same distribution). Not with a repetition penalty,
+    /// --json-schema/--grammar, sliding-window models (GPT-OSS) or
+    /// --max-kv-size: then decoding is plain.
+    #[arg(long, value_name = "MODEL", conflicts_with = "prompt_lookup")]
+    pub draft_model: Option<String>,
+
+    /// Tokens the draft model drafts per step (with --draft-model).
+    #[arg(
+        long,
+        value_name = "K",
+        default_value_t = 3,
+        requires = "draft_model",
+        value_parser = clap::value_parser!(u32).range(1..=32)
+    )]
+    pub num_draft_tokens: u32,
 
     /// Where to run: gpu (Metal or CUDA), cpu, or auto (the GPU when MLX has one).
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
@@ -289,6 +328,26 @@ impl ModelArgs {
             .max_kv_size
             .or(prompt_config.as_ref().and_then(|c| c.max_kv_size));
         generator.set_max_kv_size(max_kv_size)?;
+        if let Some(bits) = &self.kv_bits {
+            let settings = KvQuantization::new(bits.parse()?, self.kv_group_size.parse()?)?;
+            generator
+                .set_kv_quantization(Some(settings))
+                .context("--kv-bits")?;
+        }
+        if let Some(spec) = &self.draft_model {
+            let (draft, _) = loading::open(spec, &options, |note| {
+                if verbose {
+                    eprintln!("draft model: {note}");
+                }
+            })?;
+            let draft = DraftModel::new(
+                draft.loaded.clone(),
+                &generator.loaded,
+                self.num_draft_tokens as usize,
+            )
+            .with_context(|| format!("--draft-model {spec}"))?;
+            generator.set_draft_model(Some(draft));
+        }
         let generation_config = read_generation_config(&path);
         Ok(Opened {
             generator,

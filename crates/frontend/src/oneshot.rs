@@ -218,6 +218,7 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
                 "peak_memory_bytes": result.peak_memory_bytes,
                 "drafted_tokens": result.drafted_tokens,
                 "accepted_draft_tokens": result.accepted_draft_tokens,
+                "speculative_steps": result.speculative_steps,
             },
         });
         writeln!(stdout, "{json}")?;

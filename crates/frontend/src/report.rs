@@ -27,7 +27,7 @@ pub fn summary_line(generation: &Generation) -> String {
         generation.time_to_first_token_seconds,
         generation.tokens.len(),
         generation.decode_tokens_per_second,
-        lookup_note(generation),
+        speculative_note(generation),
         generation.peak_memory_bytes as f64 / 1e6,
         match generation.finish_reason {
             FinishReason::Stop | FinishReason::ToolCalls => "",
@@ -37,22 +37,18 @@ pub fn summary_line(generation: &Generation) -> String {
     )
 }
 
-/// Prompt-lookup decoding's share: drafted tokens kept, and tokens per
-/// forward pass; empty without it.
-fn lookup_note(generation: &Generation) -> String {
+/// Speculative decoding's share (prompt lookup or a draft model): drafted
+/// tokens kept, and tokens per checking step; empty without it.
+fn speculative_note(generation: &Generation) -> String {
     if generation.drafted_tokens == 0 {
         return String::new();
     }
-    let passes = generation
-        .tokens
-        .len()
-        .saturating_sub(generation.accepted_draft_tokens)
-        .max(1);
     format!(
-        "; prompt lookup: {} of {} drafted tokens kept, {:.2} tokens per step",
+        "; speculative: {} of {} drafted tokens kept ({:.0}%), {:.2} tokens per step",
         generation.accepted_draft_tokens,
         generation.drafted_tokens,
-        generation.tokens.len() as f64 / passes as f64
+        100.0 * generation.accepted_draft_tokens as f64 / generation.drafted_tokens as f64,
+        generation.tokens.len() as f64 / generation.speculative_steps.max(1) as f64
     )
 }
 
@@ -65,7 +61,7 @@ pub fn turn_line(generation: &Generation) -> String {
         generation.time_to_first_token_seconds,
         generation.tokens.len(),
         generation.decode_tokens_per_second,
-        lookup_note(generation),
+        speculative_note(generation),
         generation.peak_memory_bytes as f64 / 1e6,
     )
 }

@@ -445,6 +445,61 @@ fn max_kv_size_generates_past_the_bound() {
 }
 
 #[test]
+fn kv_bits_quantize_the_cache_or_say_why_not() {
+    let run = |model: &str, extra: &[&str]| {
+        generate()
+            .arg("--model")
+            .arg(parity_fixture(model))
+            .args([
+                "--prompt",
+                "Hi there",
+                "--max-tokens",
+                "12",
+                "--temperature",
+                "0",
+            ])
+            .args(["--device", "cpu", "--json"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // qwen3's heads are 32 wide.
+    for bits in ["4", "8"] {
+        let out = run("qwen3", &["--kv-bits", bits, "--kv-group-size", "32"]);
+        assert_success(&out);
+        let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(
+            answer["stats"]["generated_tokens"].as_u64().unwrap() > 0,
+            "{answer}"
+        );
+    }
+    // Usage errors: bits or groups not offered, a group size alone, a
+    // bounded and quantized cache at once.
+    for extra in [
+        &["--kv-bits", "3"][..],
+        &["--kv-bits", "4", "--kv-group-size", "48"],
+        &["--kv-group-size", "32"],
+        &["--kv-bits", "4", "--max-kv-size", "64"],
+    ] {
+        let out = run("qwen3", extra);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}");
+    }
+    // A model whose cache cannot be quantized, and groups wider than the
+    // heads: errors that say what to do.
+    let out = run("gpt-oss", &["--kv-bits", "8"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--kv-bits") && stderr.contains("Llama-family"),
+        "{stderr}"
+    );
+    let out = run("llama", &["--kv-bits", "8"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("head size 16"), "{stderr}");
+}
+
+#[test]
 fn profiles_give_the_model_and_prompt_config_and_unknown_names_are_listed() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("short.json");
@@ -676,4 +731,56 @@ fn prompt_lookup_keeps_the_answer_and_reports_its_drafts() {
     assert!(fast["stats"]["drafted_tokens"].as_u64().unwrap() > 0);
     assert!(fast["stats"]["accepted_draft_tokens"].as_u64().unwrap() > 0);
     assert_eq!(plain["stats"]["drafted_tokens"], 0);
+    // A draft model: SmolLM2 drafting for itself, 4 tokens a step.
+    let drafted = run(&[
+        "--draft-model",
+        smollm2().to_str().unwrap(),
+        "--num-draft-tokens",
+        "4",
+    ]);
+    assert_eq!(plain["tokens"], drafted["tokens"]);
+    let stats = &drafted["stats"];
+    assert!(stats["accepted_draft_tokens"].as_u64().unwrap() > 0);
+    assert!(
+        stats["speculative_steps"].as_u64().unwrap()
+            < plain["tokens"].as_array().unwrap().len() as u64
+    );
+}
+
+#[test]
+fn draft_models_are_checked_before_generating() {
+    let run = |extra: &[&str]| {
+        generate()
+            .arg("--model")
+            .arg(parity_fixture("llama"))
+            .args(["--prompt", "hi", "--max-tokens", "4", "--device", "cpu"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let gpt_oss = parity_fixture("gpt-oss");
+    let out = run(&["--draft-model", gpt_oss.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--draft-model") && stderr.contains("tokenizer"),
+        "{stderr}"
+    );
+    // A count without a draft model, and lookup with one, are usage errors.
+    assert_eq!(run(&["--num-draft-tokens", "2"]).status.code(), Some(2));
+    let q4 = parity_fixture("llama-q4");
+    let both = run(&[
+        "--draft-model",
+        q4.to_str().unwrap(),
+        "--prompt-lookup",
+        "3",
+    ]);
+    assert_eq!(both.status.code(), Some(2));
+    // A usable one generates.
+    assert_success(&run(&[
+        "--draft-model",
+        q4.to_str().unwrap(),
+        "--num-draft-tokens",
+        "2",
+    ]));
 }

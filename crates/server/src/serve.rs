@@ -190,6 +190,18 @@ fn start_model_thread(
              one token a step (mlx-harmony-chat and mlx-harmony-generate take it)"
         );
     }
+    if args.model.draft_model.is_some() {
+        anyhow::bail!(
+            "--draft-model is not supported by the server yet: its sequences decode together \
+             one token a step (mlx-harmony-chat and mlx-harmony-generate take it)"
+        );
+    }
+    if args.model.kv_bits.is_some() {
+        anyhow::bail!(
+            "--kv-bits is not supported by the server yet: its batched caches are kept at the \
+             model's precision (mlx-harmony-chat and mlx-harmony-generate take it)"
+        );
+    }
     if args.model.max_kv_size.is_some() {
         anyhow::bail!(
             "--max-kv-size is not supported by the server yet: its batched caches keep every \

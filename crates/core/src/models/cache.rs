@@ -7,6 +7,7 @@
 //! new tokens are (their RoPE offset), and which keys they may see.
 
 use mlx_rs::Array;
+use mlx_rs::fast::ScaledDotProductAttentionMask;
 use mlx_rs::ops;
 
 use crate::array_ext::{slice, slice_update};
@@ -36,6 +37,46 @@ pub struct KvCache {
     ring_base: Option<i32>,
     /// For a bounded cache (`--max-kv-size`): see [`KvCache::rotating`].
     rotation: Option<Rotation>,
+    /// For a quantized cache (`--kv-bits`): see [`KvCache::quantized`].
+    quantized: Option<QuantizedStore>,
+}
+
+/// `--kv-bits` / `--kv-group-size`: how a quantized cache packs its keys and
+/// values (MLX's affine quantization along the head dimension, as mlx-lm's
+/// `QuantizedKVCache`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvQuantization {
+    /// 4 or 8.
+    pub bits: i32,
+    /// Values per scale and bias: 32, 64 or 128, dividing the head size.
+    pub group_size: i32,
+}
+
+impl KvQuantization {
+    /// Checked settings: bits 4 or 8 and a group size of 32, 64 or 128.
+    pub fn new(bits: i32, group_size: i32) -> Result<Self> {
+        if ![4, 8].contains(&bits) {
+            return Err(Error::Invalid(format!(
+                "the KV cache is quantized to 4 or 8 bits, not {bits}"
+            )));
+        }
+        if ![32, 64, 128].contains(&group_size) {
+            return Err(Error::Invalid(format!(
+                "the KV cache's quantization group size is 32, 64 or 128, not {group_size}"
+            )));
+        }
+        Ok(KvQuantization { bits, group_size })
+    }
+}
+
+/// A quantized cache's arrays: keys and values each as the packed values,
+/// scales and biases (`[B, H, capacity, D * bits / 32]` and
+/// `[B, H, capacity, D / group_size]`).
+#[derive(Clone)]
+struct QuantizedStore {
+    settings: KvQuantization,
+    keys: Option<[Array; 3]>,
+    values: Option<[Array; 3]>,
 }
 
 /// mlx-lm's `RotatingKVCache`: the first `keep` positions stay, and the
@@ -70,6 +111,98 @@ impl KvCache {
             }),
             ..Self::default()
         }
+    }
+
+    /// A cache that keeps every position with its keys and values quantized
+    /// as `settings` say (about a quarter of the memory at 4 bits, next to
+    /// 16-bit values); attention then runs on the quantized values
+    /// ([`LayerCache::attend_quantized`]).
+    pub fn quantized(settings: KvQuantization) -> Self {
+        KvCache {
+            quantized: Some(QuantizedStore {
+                settings,
+                keys: None,
+                values: None,
+            }),
+            ..Self::default()
+        }
+    }
+
+    /// The settings of a quantized cache.
+    pub fn quantization(&self) -> Option<KvQuantization> {
+        self.quantized.as_ref().map(|q| q.settings)
+    }
+
+    /// Quantizes and appends `keys`/`values` (`[B, H, L, D]`); returns the
+    /// packed keys and values of every position held.
+    fn update_quantized(
+        &mut self,
+        keys: &Array,
+        values: &Array,
+    ) -> Result<([Array; 3], [Array; 3])> {
+        let store = self.quantized.as_mut().expect("a quantized cache");
+        let KvQuantization { bits, group_size } = store.settings;
+        if keys.dim(3) % group_size != 0 || values.dim(3) % group_size != 0 {
+            return Err(Error::Invalid(format!(
+                "the KV cache's quantization group size {group_size} does not divide the \
+                 model's head size {}: choose one that does",
+                keys.dim(3)
+            )));
+        }
+        let (start, end) = (self.offset, self.offset + keys.dim(2));
+        let pack = |a: &Array| -> Result<[Array; 3]> {
+            let (q, scales, biases) = ops::quantize(a, group_size, bits)?;
+            Ok([q, scales, biases])
+        };
+        let (new_keys, new_values) = (pack(keys)?, pack(values)?);
+        let mut fetched = Vec::with_capacity(2);
+        for (stored, new) in [(&mut store.keys, new_keys), (&mut store.values, new_values)] {
+            let capacity = stored.as_ref().map_or(0, |s| s[0].dim(2));
+            if end > capacity {
+                let grow = ((end - capacity + GROWTH_STEP - 1) / GROWTH_STEP) * GROWTH_STEP;
+                let mut grown = Vec::with_capacity(3);
+                for (i, part) in new.iter().enumerate() {
+                    let shape = [part.dim(0), part.dim(1), grow, part.dim(3)];
+                    let zeros = ops::zeros_dtype(&shape, part.dtype())?;
+                    grown.push(match stored {
+                        Some(old) => {
+                            let o = &old[i];
+                            let used =
+                                slice(o, &[0, 0, 0, 0], &[o.dim(0), o.dim(1), start, o.dim(3)])?;
+                            ops::concatenate(&[used, zeros], 2)?
+                        }
+                        None => zeros,
+                    });
+                }
+                *stored = Some(
+                    grown
+                        .try_into()
+                        .map_err(|_| Error::Invalid("three parts".into()))?,
+                );
+            }
+            let old = stored.take().expect("allocated above");
+            let mut written = Vec::with_capacity(3);
+            let mut used = Vec::with_capacity(3);
+            for (buffer, part) in old.iter().zip(&new) {
+                let (w, u) = write_columns(buffer, part, start, end)?;
+                written.push(w);
+                used.push(u);
+            }
+            *stored = Some(
+                written
+                    .try_into()
+                    .map_err(|_| Error::Invalid("three parts".into()))?,
+            );
+            fetched.push(used);
+        }
+        self.offset = end;
+        let values = fetched.pop().expect("values");
+        let keys = fetched.pop().expect("keys");
+        let three = |v: Vec<Array>| -> Result<[Array; 3]> {
+            v.try_into()
+                .map_err(|_| Error::Invalid("three parts".into()))
+        };
+        Ok((three(keys)?, three(values)?))
     }
 
     /// The bound of a rotating cache.
@@ -299,12 +432,22 @@ impl KvCache {
 
     /// Capacity allocated so far.
     pub fn capacity(&self) -> i32 {
-        self.keys.as_ref().map_or(0, |k| k.dim(2))
+        match &self.quantized {
+            Some(q) => q.keys.as_ref().map_or(0, |k| k[0].dim(2)),
+            None => self.keys.as_ref().map_or(0, |k| k.dim(2)),
+        }
     }
 
     /// Appends `keys`/`values` (`[B, H, L, D]`) and returns all cached
     /// positions including them.
     pub fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<(Array, Array)> {
+        if self.quantized.is_some() {
+            return Err(Error::Invalid(
+                "a quantized KV cache is read through attend_quantized; this model's attention \
+                 does not support --kv-bits"
+                    .into(),
+            ));
+        }
         if self.rotation.is_some() {
             return self.update_rotating(keys, values);
         }
@@ -370,7 +513,16 @@ impl KvCache {
 
     /// The arrays to evaluate together with the model's output.
     pub fn state(&self) -> Vec<&Array> {
-        self.keys.iter().chain(self.values.iter()).collect()
+        let quantized = self
+            .quantized
+            .iter()
+            .flat_map(|q| q.keys.iter().chain(q.values.iter()))
+            .flatten();
+        self.keys
+            .iter()
+            .chain(self.values.iter())
+            .chain(quantized)
+            .collect()
     }
 
     /// A cache that keeps every position, holding `keys`/`values`
@@ -453,6 +605,24 @@ pub trait LayerCache {
     /// the same `window` gets the same mask in one forward pass, so models
     /// compute it once per pass.
     fn mask(&self, queries: i32, window: Option<i32>) -> Result<AttentionMask>;
+
+    /// For a cache that keeps its keys and values quantized: appends
+    /// `keys`/`values` and returns attention of `queries` (`[B, heads, L,
+    /// D]`, grouped-query heads allowed) over every position held, computed
+    /// on the quantized values (`mask` as in `mask`, set by the first layer
+    /// of a pass). `None`, touching nothing, for a cache that does not:
+    /// then `update_and_fetch` gives the keys and values.
+    fn attend_quantized(
+        &mut self,
+        queries: &Array,
+        keys: &Array,
+        values: &Array,
+        scale: f32,
+        mask: &mut Option<AttentionMask>,
+    ) -> Result<Option<Array>> {
+        let _ = (queries, keys, values, scale, mask);
+        Ok(None)
+    }
 }
 
 impl LayerCache for KvCache {
@@ -462,6 +632,44 @@ impl LayerCache for KvCache {
 
     fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<(Array, Array)> {
         KvCache::update_and_fetch(self, keys, values)
+    }
+
+    fn attend_quantized(
+        &mut self,
+        queries: &Array,
+        keys: &Array,
+        values: &Array,
+        scale: f32,
+        mask: &mut Option<AttentionMask>,
+    ) -> Result<Option<Array>> {
+        let Some(settings) = self.quantization() else {
+            return Ok(None);
+        };
+        let (k, v) = self.update_quantized(keys, values)?;
+        if mask.is_none() {
+            *mask = Some(self.mask(queries.dim(2), None)?);
+        }
+        let mask = mask.as_ref().expect("set above");
+        // MLX 0.32.4's CUDA back end has no quantized product with a
+        // batched quantized operand ("No implementation for problem
+        // shape"), so there every pass takes the expanded route.
+        if queries.dim(2) <= QUANTIZED_ATTENTION_QUERIES && !crate::device::default_is_cuda() {
+            return quantized_attention(queries, &k, &v, scale, mask, settings).map(Some);
+        }
+        // A prompt chunk: its scores over a long cache would take more
+        // memory than the cache saves, so this layer's keys and values are
+        // expanded (one layer at a time, freed after it) for MLX's fused
+        // attention, which never holds the scores.
+        let KvQuantization { bits, group_size } = settings;
+        let expand = |p: &[Array; 3]| ops::dequantize(&p[0], &p[1], &p[2], group_size, bits);
+        let (k, v) = (expand(&k)?, expand(&v)?);
+        let mask = match mask {
+            AttentionMask::None => None,
+            AttentionMask::Causal => Some(ScaledDotProductAttentionMask::Causal),
+            AttentionMask::Array(m) => Some(ScaledDotProductAttentionMask::Array(m)),
+        };
+        let out = mlx_rs::fast::scaled_dot_product_attention(queries, &k, &v, scale, mask, None)?;
+        Ok(Some(out))
     }
 
     fn mask(&self, queries: i32, window: Option<i32>) -> Result<AttentionMask> {
@@ -489,6 +697,79 @@ impl LayerCache for KvCache {
             _ => AttentionMask::None,
         })
     }
+}
+
+/// Up to this many queries (a decode step, a speculative check) attend
+/// through quantized products; more (a prompt chunk) through one layer's
+/// keys and values expanded.
+const QUANTIZED_ATTENTION_QUERIES: i32 = 32;
+
+/// Scaled dot-product attention over quantized keys and values (mlx-lm's
+/// `quantized_scaled_dot_product_attention`): the scores and the weighted
+/// sum are both quantized matrix products, so the cache is never expanded
+/// to floats. Grouped-query heads share their key/value head by a reshape.
+fn quantized_attention(
+    queries: &Array,
+    keys: &[Array; 3],
+    values: &[Array; 3],
+    scale: f32,
+    mask: &AttentionMask,
+    settings: KvQuantization,
+) -> Result<Array> {
+    let (b, heads, l, d) = (
+        queries.dim(0),
+        queries.dim(1),
+        queries.dim(2),
+        queries.dim(3),
+    );
+    let kv_heads = keys[0].dim(1);
+    let repeats = heads / kv_heads;
+    let mut q = queries.multiply(Array::from_f32(scale).as_dtype(queries.dtype())?)?;
+    let grouped = |parts: &[Array; 3]| -> Result<Vec<Array>> {
+        parts
+            .iter()
+            .map(|p| {
+                Ok(if repeats > 1 {
+                    ops::expand_dims(p, -3)?
+                } else {
+                    p.clone()
+                })
+            })
+            .collect()
+    };
+    let (k, v) = (grouped(keys)?, grouped(values)?);
+    if repeats > 1 {
+        q = q.reshape(&[b, kv_heads, repeats, l, d])?;
+    }
+    let KvQuantization { bits, group_size } = settings;
+    let mut scores = ops::quantized_matmul(&q, &k[0], &k[1], &k[2], true, group_size, bits)?;
+    let positions = keys[0].dim(2);
+    let allowed = match mask {
+        AttentionMask::None => None,
+        AttentionMask::Causal => {
+            // Query i (the last being the newest position) sees keys up to
+            // its own position.
+            let rows = ops::arange::<_, i32>(positions - l, positions, None)?.reshape(&[l, 1])?;
+            let columns = ops::arange::<_, i32>(0, positions, None)?.reshape(&[1, positions])?;
+            Some(columns.le(&rows)?)
+        }
+        AttentionMask::Array(m) => Some(if repeats > 1 && m.ndim() == 4 {
+            ops::expand_dims(m, 2)?
+        } else {
+            m.clone()
+        }),
+    };
+    if let Some(allowed) = allowed {
+        let hidden = Array::from_f32(f32::NEG_INFINITY).as_dtype(scores.dtype())?;
+        scores = ops::select(&allowed, &scores, &hidden)?;
+    }
+    let weights = ops::softmax_axis(&scores, -1, true)?;
+    let out = ops::quantized_matmul(&weights, &v[0], &v[1], &v[2], false, group_size, bits)?;
+    Ok(if repeats > 1 {
+        out.reshape(&[b, heads, l, d])?
+    } else {
+        out
+    })
 }
 
 /// The mask of a chunk of `queries` new positions (starting at absolute
@@ -764,5 +1045,65 @@ mod tests {
         let mut got = feed(&mut short, 1);
         got.sort();
         assert_eq!(got, vec![1, 2, 3, 4]);
+    }
+
+    /// A quantized cache's attention, step by step and in chunks, with
+    /// grouped-query heads, equals MLX's fused attention over the same
+    /// quantized values expanded (so only the packing, not the arithmetic,
+    /// differs from a 16-bit cache).
+    #[test]
+    fn quantized_attention_matches_fused_attention_on_the_same_values() {
+        use mlx_rs::fast::scaled_dot_product_attention;
+        mlx_rs::random::seed(7).unwrap();
+        let (heads, kv_heads, d) = (8, 2, 64);
+        for bits in [4, 8] {
+            let settings = KvQuantization::new(bits, 32).unwrap();
+            let mut cache = KvCache::quantized(settings);
+            let mut all_k: Vec<Array> = Vec::new();
+            let mut all_v: Vec<Array> = Vec::new();
+            // A prompt chunk longer than the quantized path takes, a
+            // speculative check's few queries, then single steps.
+            for len in [40, 5, 1, 1] {
+                let normal =
+                    |h| mlx_rs::random::normal::<f32>(&[1, h, len, d], None, None, None).unwrap();
+                let (q, k, v) = (normal(heads), normal(kv_heads), normal(kv_heads));
+                let mut mask = None;
+                let out = cache
+                    .attend_quantized(&q, &k, &v, 0.125, &mut mask)
+                    .unwrap()
+                    .expect("a quantized cache attends");
+                let round = |a: &Array| {
+                    let (w, s, b) = ops::quantize(a, 32, bits).unwrap();
+                    ops::dequantize(&w, &s, &b, 32, bits).unwrap()
+                };
+                all_k.push(round(&k));
+                all_v.push(round(&v));
+                let (keys, values) = (
+                    ops::concatenate(&all_k, 2).unwrap(),
+                    ops::concatenate(&all_v, 2).unwrap(),
+                );
+                let causal = (len > 1).then_some(ScaledDotProductAttentionMask::Causal);
+                let expected =
+                    scaled_dot_product_attention(&q, &keys, &values, 0.125, causal, None).unwrap();
+                assert_eq!(out.shape(), expected.shape());
+                let worst = out
+                    .subtract(&expected)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max(None)
+                    .unwrap()
+                    .item_exact::<f32>();
+                assert!(worst < 1e-4, "{bits} bits, {len} queries: off by {worst}");
+            }
+            assert_eq!(cache.offset(), 47);
+            // A quantized cache can forget positions (a rejected draft).
+            assert_eq!(cache.trim(3), 3);
+            assert_eq!(cache.offset(), 44);
+        }
+        let err = KvQuantization::new(3, 64).unwrap_err().to_string();
+        assert!(err.contains("4 or 8"), "{err}");
+        let err = KvQuantization::new(4, 48).unwrap_err().to_string();
+        assert!(err.contains("32, 64 or 128"), "{err}");
     }
 }

@@ -130,6 +130,20 @@ impl Model {
         }
     }
 
+    /// Fresh caches keeping keys and values quantized (`--kv-bits`), for the
+    /// Llama family; `None` for a model whose caches cannot be (GPT-OSS: its
+    /// sliding layers rotate, and its attention adds sinks to the scores).
+    pub fn new_caches_quantized(&self, settings: cache::KvQuantization) -> Option<Vec<KvCache>> {
+        match &self.arch {
+            Arch::Decoder(d) => Some(
+                (0..d.spec.num_layers)
+                    .map(|_| KvCache::quantized(settings))
+                    .collect(),
+            ),
+            Arch::GptOss(_) => None,
+        }
+    }
+
     /// Logits `[B, L, vocab]` for `[B, L]` token ids, extending the caches
     /// (one sequence's [`KvCache`]s, or a batch's [`cache::BatchKvCache`]s).
     pub fn forward<C: cache::LayerCache>(&self, ids: &Array, caches: &mut [C]) -> Result<Array> {

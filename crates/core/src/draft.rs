@@ -1,0 +1,182 @@
+//! Speculative decoding with a draft model: a small model of the same
+//! tokenizer proposes the next few tokens greedily, and the target checks
+//! them all in one forward pass ([`crate::lookup::check_on_device`],
+//! shared with prompt lookup). The draft stays on the device until that
+//! check: one wait per step for both models.
+//!
+//! The draft is the draft model's greedy continuation, so given the context
+//! it is one sequence, not a distribution: comparing the target's own sample
+//! at each position with it keeps a drafted token with exactly the
+//! probability the target gives it and, where it is rejected, leaves the
+//! target's sample, drawn from the rest of its distribution. That is the
+//! standard acceptance rule for a draft of probability one, so sampled
+//! output keeps the target's distribution and greedy output is the target's
+//! own greedy output.
+//!
+//! The draft model keeps its own KV cache and the tokens it holds, like the
+//! target's prompt cache: each proposal first runs whatever of the context
+//! the cache lacks (the whole prompt the first time; the target's last token
+//! and, after a fully kept draft, the last drafted token) and forgets what
+//! was rejected.
+
+use std::rc::Rc;
+
+use mlx_rs::Array;
+use mlx_rs::ops;
+use mlx_rs::ops::indexing::argmax_axis;
+use mlx_rs::transforms::eval;
+
+use crate::generate::{LoadedModel, prefill};
+use crate::lookup::caches_can_rewind;
+use crate::models::blocks::last_position;
+use crate::models::cache::KvCache;
+use crate::{Error, Result};
+
+/// The most tokens one proposal may draft.
+pub const MAX_DRAFT_TOKENS: usize = 32;
+
+/// A draft model with its cache, ready to propose drafts for one target.
+pub struct DraftModel {
+    loaded: Rc<LoadedModel>,
+    /// Tokens drafted per step.
+    tokens_per_step: usize,
+    caches: Vec<KvCache>,
+    /// The tokens the caches hold, in order.
+    cached: Vec<u32>,
+}
+
+impl DraftModel {
+    /// A draft model for `target`, drafting `tokens_per_step` tokens a step
+    /// (1 to [`MAX_DRAFT_TOKENS`]). Refused when the two tokenizers do not
+    /// give every token the same id (the draft's ids would mean other
+    /// text), or when the draft's caches cannot forget rejected tokens (a
+    /// sliding-window model such as GPT-OSS).
+    pub fn new(
+        draft: Rc<LoadedModel>,
+        target: &LoadedModel,
+        tokens_per_step: usize,
+    ) -> Result<Self> {
+        if !(1..=MAX_DRAFT_TOKENS).contains(&tokens_per_step) {
+            return Err(Error::Invalid(format!(
+                "the number of draft tokens must be from 1 to {MAX_DRAFT_TOKENS}, not {tokens_per_step}"
+            )));
+        }
+        if draft.tokenizer.get_vocab(true) != target.tokenizer.get_vocab(true) {
+            return Err(Error::Invalid(format!(
+                "the draft model's tokenizer differs from the model's ({} and {} tokens): a draft \
+                 model must share the model's tokenizer (a smaller model of the same family)",
+                draft.tokenizer.get_vocab_size(true),
+                target.tokenizer.get_vocab_size(true)
+            )));
+        }
+        let caches = draft.model.new_caches();
+        if !caches_can_rewind(&caches) {
+            return Err(Error::Invalid(
+                "the draft model has sliding-window layers, whose caches cannot forget rejected \
+                 drafts: choose a draft model without them (a Llama-family model)"
+                    .into(),
+            ));
+        }
+        Ok(DraftModel {
+            loaded: draft,
+            tokens_per_step,
+            caches,
+            cached: Vec::new(),
+        })
+    }
+
+    /// The draft model.
+    pub fn loaded(&self) -> &Rc<LoadedModel> {
+        &self.loaded
+    }
+
+    /// Tokens drafted per step.
+    pub fn tokens_per_step(&self) -> usize {
+        self.tokens_per_step
+    }
+
+    /// Forgets the cache.
+    pub fn clear_cache(&mut self) {
+        self.caches = self.loaded.model.new_caches();
+        self.cached.clear();
+    }
+
+    /// Runs `context` into the cache, reusing what it already holds (for a
+    /// prompt, while the target's own prompt pass is under way).
+    pub fn catch_up(&mut self, context: &[u32]) -> Result<()> {
+        if context.is_empty() {
+            return Ok(());
+        }
+        let logits = self.feed(context)?;
+        // The logits are not wanted; the caches are.
+        drop(logits);
+        let states: Vec<&Array> = self.caches.iter().flat_map(|c| c.state()).collect();
+        eval(states)?;
+        Ok(())
+    }
+
+    /// Up to `count` (at most [`DraftModel::tokens_per_step`]) tokens the
+    /// draft model would write greedily after `context`, still on the device
+    /// (`[n]`, uint32; `None` when none are asked for): the model's check
+    /// reads them with its own choices. Pass the tokens read to
+    /// [`DraftModel::drafted`] before the next proposal.
+    pub fn propose(&mut self, context: &[u32], count: usize) -> Result<Option<Array>> {
+        let count = count.min(self.tokens_per_step);
+        if count == 0 || context.is_empty() {
+            return Ok(None);
+        }
+        let result = self.propose_unchecked(context, count);
+        if result.is_err() {
+            // Caches midway through a failed step hold unknown positions.
+            self.clear_cache();
+        }
+        result.map(Some)
+    }
+
+    fn propose_unchecked(&mut self, context: &[u32], count: usize) -> Result<Array> {
+        let mut logits = self.feed(context)?;
+        // The whole draft is one graph: each drafted token is fed back as an
+        // array, and nothing is read until the model's check.
+        let mut drafted = Vec::with_capacity(count);
+        for i in 0..count {
+            let token = argmax_axis(&last_position(&logits)?, -1, None)?;
+            if i + 1 < count {
+                logits = self
+                    .loaded
+                    .model
+                    .forward(&token.reshape(&[1, 1])?, &mut self.caches)?;
+            }
+            drafted.push(token);
+        }
+        Ok(ops::concatenate(&drafted, 0)?.as_dtype(mlx_rs::Dtype::Uint32)?)
+    }
+
+    /// Records the tokens of the last proposal, as read: all but the last
+    /// went through the draft model's cache.
+    pub fn drafted(&mut self, tokens: &[u32]) {
+        if let Some((_, fed)) = tokens.split_last() {
+            self.cached.extend_from_slice(fed);
+        }
+    }
+
+    /// Brings the cache to hold `context` (keeping the longest common
+    /// prefix, at least one token run for the logits) and returns the last
+    /// position's logits.
+    fn feed(&mut self, context: &[u32]) -> Result<Array> {
+        let common = self
+            .cached
+            .iter()
+            .zip(context)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(context.len() - 1);
+        let excess = (self.cached.len() - common) as i32;
+        for cache in &mut self.caches {
+            cache.trim(excess);
+        }
+        self.cached.truncate(common);
+        let logits = prefill(&self.loaded.model, &mut self.caches, &context[common..])?;
+        self.cached.extend_from_slice(&context[common..]);
+        Ok(logits)
+    }
+}
