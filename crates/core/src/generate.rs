@@ -538,12 +538,26 @@ impl TokenGenerator {
                         .into(),
                 ));
             }
-            if self.loaded.model.new_caches_quantized(settings).is_none() {
+            let sliding = self
+                .loaded
+                .model
+                .new_caches()
+                .iter()
+                .any(|c| c.window().is_some());
+            if sliding {
                 return Err(Error::Invalid(
                     "this model's KV cache cannot be quantized (GPT-OSS's sliding-window layers \
                      rotate): --kv-bits applies to Llama-family models"
                         .into(),
                 ));
+            }
+            let head = self.loaded.model.head_dim();
+            if self.loaded.model.new_caches_quantized(settings).is_none() {
+                return Err(Error::Invalid(format!(
+                    "the KV cache's quantization group size {} does not divide the model's head \
+                     size {head}: choose one that does (--kv-group-size)",
+                    settings.group_size
+                )));
             }
         }
         self.kv_quantization = settings;

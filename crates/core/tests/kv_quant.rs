@@ -74,6 +74,39 @@ fn quantized_caches_give_logits_close_to_the_16_bit_ones() {
 }
 
 #[test]
+fn a_cache_with_a_start_keeps_full_precision_until_it_is_that_long() {
+    let loaded = parity("qwen3");
+    let model = &loaded.model;
+    let prompt: Vec<u32> = (0..40).map(|i| (i * 53 % 900 + 5) as u32).collect();
+    let settings = KvQuantization::new(4, 32).unwrap().starting_at(42);
+    let mut dense = model.new_caches();
+    let mut later = model.new_caches_quantized(settings).unwrap();
+    let bytes = |c: &[KvCache]| c.iter().map(KvCache::nbytes).sum::<usize>();
+    // Below the start: the same logits as a 16-bit cache, bit for bit.
+    let a = prefill(model, &mut dense, &prompt).unwrap();
+    let b = prefill(model, &mut later, &prompt).unwrap();
+    assert_eq!(relative_gap(&b, &a), 0.0);
+    for token in [7, 8] {
+        let a = model.forward_tokens(&[token], &mut dense).unwrap();
+        let b = model.forward_tokens(&[token], &mut later).unwrap();
+        assert_eq!(relative_gap(&b, &a), 0.0, "before the start");
+    }
+    assert!(later.iter().all(|c| c.quantization().is_none()));
+    // 42 positions held: the next step quantizes them, and reads close.
+    let a = model.forward_tokens(&[9], &mut dense).unwrap();
+    let b = model.forward_tokens(&[9], &mut later).unwrap();
+    assert!(later.iter().all(|c| c.quantization().is_some()));
+    assert!(relative_gap(&b, &a) < 0.15, "{}", relative_gap(&b, &a));
+    assert!(
+        bytes(&later) * 4 < bytes(&dense),
+        "{} vs {}",
+        bytes(&later),
+        bytes(&dense)
+    );
+    assert_eq!(later[0].offset(), 43);
+}
+
+#[test]
 fn a_quantized_cache_decodes_with_lookup_and_reuses_the_prompt_cache() {
     let mut generator = TokenGenerator::new(parity("qwen3"));
     generator
@@ -127,21 +160,15 @@ fn settings_that_cannot_work_are_refused() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("--max-kv-size"), "{err}");
-    // Groups wider than the heads (llama's are 16 wide) fail on the first
-    // pass with what to do.
+    // Groups wider than the heads (llama's are 16 wide): refused before
+    // anything runs, with what to do.
     let mut llama = TokenGenerator::new(parity("llama"));
-    llama
-        .set_kv_quantization(Some(KvQuantization::new(4, 32).unwrap()))
-        .unwrap();
-    let prompt = llama.loaded.encode("hello there").unwrap();
     let err = llama
-        .generate(
-            &prompt,
-            &mut Sampler::new(SamplingSettings::default()).unwrap(),
-            &GenerateOptions::new(4),
-            |_, _| {},
-        )
+        .set_kv_quantization(Some(KvQuantization::new(4, 32).unwrap().starting_at(5000)))
         .unwrap_err()
         .to_string();
-    assert!(err.contains("head size 16"), "{err}");
+    assert!(
+        err.contains("head size 16") && err.contains("--kv-group-size"),
+        "{err}"
+    );
 }

@@ -70,8 +70,9 @@ pub struct ModelArgs {
 
     /// Keep the KV cache quantized to this many bits (4 or 8), as mlx-lm's
     /// --kv-bits: about 0.28x (4 bits) or 0.53x (8 bits) of a 16-bit
-    /// cache's memory, for long contexts; attention runs on the quantized
-    /// values. Llama-family models; not with --max-kv-size.
+    /// cache's memory, for long contexts (from --quantized-kv-start
+    /// positions on); attention runs on the quantized values. Llama-family
+    /// models; not with --max-kv-size.
     #[arg(long, value_name = "BITS", value_parser = ["4", "8"], conflicts_with = "max_kv_size")]
     pub kv_bits: Option<String>,
 
@@ -84,6 +85,18 @@ pub struct ModelArgs {
         value_parser = ["32", "64", "128"]
     )]
     pub kv_group_size: String,
+
+    /// With --kv-bits: positions kept at full precision before the cache is
+    /// quantized (as mlx-lm's --quantized-kv-start), so that short
+    /// conversations lose nothing; 0 quantizes from the first token.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 5000,
+        requires = "kv_bits",
+        value_parser = clap::value_parser!(u32).range(0..=i32::MAX as i64)
+    )]
+    pub quantized_kv_start: u32,
 
     /// Prompt-lookup decoding: each step checks up to N tokens drafted from
     /// the prompt and the answer so far (where its last tokens occurred
@@ -329,7 +342,8 @@ impl ModelArgs {
             .or(prompt_config.as_ref().and_then(|c| c.max_kv_size));
         generator.set_max_kv_size(max_kv_size)?;
         if let Some(bits) = &self.kv_bits {
-            let settings = KvQuantization::new(bits.parse()?, self.kv_group_size.parse()?)?;
+            let settings = KvQuantization::new(bits.parse()?, self.kv_group_size.parse()?)?
+                .starting_at(self.quantized_kv_start as i32);
             generator
                 .set_kv_quantization(Some(settings))
                 .context("--kv-bits")?;

@@ -465,7 +465,17 @@ fn kv_bits_quantize_the_cache_or_say_why_not() {
     };
     // qwen3's heads are 32 wide.
     for bits in ["4", "8"] {
-        let out = run("qwen3", &["--kv-bits", bits, "--kv-group-size", "32"]);
+        let out = run(
+            "qwen3",
+            &[
+                "--kv-bits",
+                bits,
+                "--kv-group-size",
+                "32",
+                "--quantized-kv-start",
+                "0",
+            ],
+        );
         assert_success(&out);
         let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert!(
@@ -479,6 +489,7 @@ fn kv_bits_quantize_the_cache_or_say_why_not() {
         &["--kv-bits", "3"][..],
         &["--kv-bits", "4", "--kv-group-size", "48"],
         &["--kv-group-size", "32"],
+        &["--quantized-kv-start", "10"],
         &["--kv-bits", "4", "--max-kv-size", "64"],
     ] {
         let out = run("qwen3", extra);
@@ -493,7 +504,7 @@ fn kv_bits_quantize_the_cache_or_say_why_not() {
         stderr.contains("--kv-bits") && stderr.contains("Llama-family"),
         "{stderr}"
     );
-    let out = run("llama", &["--kv-bits", "8"]);
+    let out = run("llama", &["--kv-bits", "8", "--quantized-kv-start", "0"]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("head size 16"), "{stderr}");

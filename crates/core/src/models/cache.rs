@@ -39,6 +39,8 @@ pub struct KvCache {
     rotation: Option<Rotation>,
     /// For a quantized cache (`--kv-bits`): see [`KvCache::quantized`].
     quantized: Option<QuantizedStore>,
+    /// A cache to be quantized once it holds `start` positions.
+    quantize_later: Option<KvQuantization>,
 }
 
 /// `--kv-bits` / `--kv-group-size`: how a quantized cache packs its keys and
@@ -50,6 +52,10 @@ pub struct KvQuantization {
     pub bits: i32,
     /// Values per scale and bias: 32, 64 or 128, dividing the head size.
     pub group_size: i32,
+    /// Positions kept at the model's precision before the cache is
+    /// quantized (mlx-lm's `--quantized-kv-start`): a short conversation
+    /// never loses precision, a long one is quantized once it is this long.
+    pub start: i32,
 }
 
 impl KvQuantization {
@@ -65,7 +71,19 @@ impl KvQuantization {
                 "the KV cache's quantization group size is 32, 64 or 128, not {group_size}"
             )));
         }
-        Ok(KvQuantization { bits, group_size })
+        Ok(KvQuantization {
+            bits,
+            group_size,
+            start: 0,
+        })
+    }
+
+    /// The same, quantizing only once the cache holds `start` positions.
+    pub fn starting_at(self, start: i32) -> Self {
+        KvQuantization {
+            start: start.max(0),
+            ..self
+        }
     }
 }
 
@@ -117,7 +135,15 @@ impl KvCache {
     /// as `settings` say (about a quarter of the memory at 4 bits, next to
     /// 16-bit values); attention then runs on the quantized values
     /// ([`LayerCache::attend_quantized`]).
+    /// With `settings.start > 0` the cache keeps the model's precision
+    /// until it holds that many positions, and is quantized then.
     pub fn quantized(settings: KvQuantization) -> Self {
+        if settings.start > 0 {
+            return KvCache {
+                quantize_later: Some(settings),
+                ..Self::default()
+            };
+        }
         KvCache {
             quantized: Some(QuantizedStore {
                 settings,
@@ -128,7 +154,37 @@ impl KvCache {
         }
     }
 
-    /// The settings of a quantized cache.
+    /// Quantizes what a cache made by [`KvCache::quantized`] with a start
+    /// holds, once it holds `start` positions; from then on it is read as a
+    /// quantized cache.
+    fn quantize_if_due(&mut self) -> Result<()> {
+        let Some(settings) = self.quantize_later else {
+            return Ok(());
+        };
+        if self.offset < settings.start {
+            return Ok(());
+        }
+        self.quantize_later = None;
+        let mut store = QuantizedStore {
+            settings,
+            keys: None,
+            values: None,
+        };
+        if let Some((keys, values)) = self.positions()? {
+            let pack = |a: &Array| -> Result<[Array; 3]> {
+                let (q, scales, biases) = ops::quantize(a, settings.group_size, settings.bits)?;
+                Ok([q, scales, biases])
+            };
+            store.keys = Some(pack(&keys)?);
+            store.values = Some(pack(&values)?);
+        }
+        self.keys = None;
+        self.values = None;
+        self.quantized = Some(store);
+        Ok(())
+    }
+
+    /// The settings of a quantized cache (once it is quantized).
     pub fn quantization(&self) -> Option<KvQuantization> {
         self.quantized.as_ref().map(|q| q.settings)
     }
@@ -141,7 +197,9 @@ impl KvCache {
         values: &Array,
     ) -> Result<([Array; 3], [Array; 3])> {
         let store = self.quantized.as_mut().expect("a quantized cache");
-        let KvQuantization { bits, group_size } = store.settings;
+        let KvQuantization {
+            bits, group_size, ..
+        } = store.settings;
         if keys.dim(3) % group_size != 0 || values.dim(3) % group_size != 0 {
             return Err(Error::Invalid(format!(
                 "the KV cache's quantization group size {group_size} does not divide the \
@@ -642,6 +700,7 @@ impl LayerCache for KvCache {
         scale: f32,
         mask: &mut Option<AttentionMask>,
     ) -> Result<Option<Array>> {
+        self.quantize_if_due()?;
         let Some(settings) = self.quantization() else {
             return Ok(None);
         };
@@ -660,7 +719,9 @@ impl LayerCache for KvCache {
         // memory than the cache saves, so this layer's keys and values are
         // expanded (one layer at a time, freed after it) for MLX's fused
         // attention, which never holds the scores.
-        let KvQuantization { bits, group_size } = settings;
+        let KvQuantization {
+            bits, group_size, ..
+        } = settings;
         let expand = |p: &[Array; 3]| ops::dequantize(&p[0], &p[1], &p[2], group_size, bits);
         let (k, v) = (expand(&k)?, expand(&v)?);
         let mask = match mask {
@@ -741,7 +802,9 @@ fn quantized_attention(
     if repeats > 1 {
         q = q.reshape(&[b, kv_heads, repeats, l, d])?;
     }
-    let KvQuantization { bits, group_size } = settings;
+    let KvQuantization {
+        bits, group_size, ..
+    } = settings;
     let mut scores = ops::quantized_matmul(&q, &k[0], &k[1], &k[2], true, group_size, bits)?;
     let positions = keys[0].dim(2);
     let allowed = match mask {

@@ -132,15 +132,25 @@ impl Model {
 
     /// Fresh caches keeping keys and values quantized (`--kv-bits`), for the
     /// Llama family; `None` for a model whose caches cannot be (GPT-OSS: its
-    /// sliding layers rotate, and its attention adds sinks to the scores).
+    /// sliding layers rotate, and its attention adds sinks to the scores) or
+    /// whose heads the group size does not divide.
     pub fn new_caches_quantized(&self, settings: cache::KvQuantization) -> Option<Vec<KvCache>> {
         match &self.arch {
-            Arch::Decoder(d) => Some(
+            Arch::Decoder(d) if d.spec.head_dim % settings.group_size == 0 => Some(
                 (0..d.spec.num_layers)
                     .map(|_| KvCache::quantized(settings))
                     .collect(),
             ),
-            Arch::GptOss(_) => None,
+            _ => None,
+        }
+    }
+
+    /// The width of an attention head (what a quantized cache's groups
+    /// must divide).
+    pub fn head_dim(&self) -> i32 {
+        match &self.arch {
+            Arch::Decoder(d) => d.spec.head_dim,
+            Arch::GptOss(g) => g.config.head_dim,
         }
     }
 
