@@ -9,23 +9,9 @@ use std::rc::Rc;
 
 use mlx_harmony_core::draft::DraftModel;
 use mlx_harmony_core::generate::{GenerateOptions, Generation, LoadedModel, TokenGenerator};
-use mlx_harmony_core::sampling::{Sampler, SamplingSettings};
 
-fn greedy() -> Sampler {
-    Sampler::new(SamplingSettings::default()).unwrap()
-}
-
-fn run(generator: &mut TokenGenerator, prompt: &[u32], options: &GenerateOptions) -> Generation {
-    generator
-        .generate(prompt, &mut greedy(), options, |_, _| {})
-        .unwrap()
-}
-
-fn assert_same(plain: &Generation, fast: &Generation, what: &str) {
-    assert_eq!(plain.tokens, fast.tokens, "{what}: tokens");
-    assert_eq!(plain.text, fast.text, "{what}: text");
-    assert_eq!(plain.finish_reason, fast.finish_reason, "{what}: finish");
-}
+mod common;
+use common::{assert_same, run};
 
 fn parity(name: &str) -> LoadedModel {
     LoadedModel::load(&mlx_harmony_testkit::parity_fixture(name)).unwrap()
@@ -112,57 +98,58 @@ fn a_quantized_draft_gives_the_plain_greedy_output_and_the_next_turn_too() {
 
 #[test]
 fn sampling_with_a_draft_model_keeps_the_targets_distribution() {
-    // Two tokens made far more likely than the rest (logit bias; `a` about
-    // four times as likely as `b`) in the target only: the draft (the plain
-    // model, unbiased) proposes other tokens or `a`, and the frequencies of
-    // the 2nd and 3rd tokens must match plain sampling's. A rule that kept
-    // drafts too often would pull them away from 0.8.
-    let (a, b) = (1000u32, 2000u32);
-    let prompt = vec![a, b, a, b, a, b, a];
-    let runs = 300;
-    let mut counts = [[0usize; 2]; 2]; // [plain, draft][position 1 or 2 is `a`]
+    // The draft (the model itself, unbiased) proposes its greedy path `g`;
+    // the target samples with a bias that makes `g`'s tokens and one other,
+    // `b`, far likelier than the rest, so drafts are kept often but not
+    // always. How often the 2nd and 3rd tokens follow `g` must match plain
+    // sampling's: a rule that kept drafts too often would raise it.
+    let prompt = parity("llama").encode("x y z x y z x y").unwrap();
     let mut plain_generator = TokenGenerator::new(parity("llama"));
-    let mut drafting = TokenGenerator::new(parity("llama"));
-    // The target itself as the draft: its greedy choice under the bias is
-    // always `a`, so the draft is `a a`, kept with the target's odds.
-    let draft = DraftModel::new(Rc::new(parity("llama")), &drafting.loaded, 2).unwrap();
-    drafting.set_draft_model(Some(draft));
-    for (mode, generator) in [&mut plain_generator, &mut drafting]
-        .into_iter()
-        .enumerate()
-    {
-        for seed in 0..runs {
-            let mut sampler = Sampler::new(SamplingSettings {
-                temperature: 1.0,
-                seed: Some(seed as u64 + 10_000 * mode as u64),
-                logit_bias: vec![(a, 31.4), (b, 30.0)],
-                ..Default::default()
-            })
-            .unwrap();
-            generator.clear_cache();
-            let g = generator
-                .generate(&prompt, &mut sampler, &GenerateOptions::new(3), |_, _| {})
-                .unwrap();
-            assert!(g.tokens.iter().all(|&t| t == a || t == b), "{:?}", g.tokens);
-            if mode == 1 {
-                assert!(g.drafted_tokens > 0);
-            }
-            for position in [1, 2] {
-                if g.tokens[position] == a {
-                    counts[mode][position - 1] += 1;
-                }
-            }
+    let g = run(&mut plain_generator, &prompt, &GenerateOptions::new(3)).tokens;
+    let b = (0..5000).find(|t| !g.contains(t)).unwrap();
+    let mut bias: Vec<(u32, f32)> = vec![(b, 30.0)];
+    for &t in &g {
+        if !bias.iter().any(|&(id, _)| id == t) {
+            bias.push((t, 31.0));
         }
     }
-    for (position, (plain, drafted)) in counts[0].iter().zip(&counts[1]).enumerate() {
-        let (p, q) = (*plain as f64 / runs as f64, *drafted as f64 / runs as f64);
-        // Two independent binomial estimates: their difference has a
-        // standard deviation of at most sqrt(2 * 0.25 / runs) ≈ 0.041.
-        assert!(
-            (p - q).abs() < 4.0 * (0.5f64 / runs as f64).sqrt(),
-            "token {} at position {}: plain {p:.3}, with a draft model {q:.3}",
-            position + 1,
-            position + 1
+    let mut drafting = TokenGenerator::new(parity("llama"));
+    let draft = DraftModel::new(Rc::new(parity("llama")), &drafting.loaded, 2).unwrap();
+    drafting.set_draft_model(Some(draft));
+    let runs = 300;
+    let follows = |out: &Generation, position: usize| out.tokens[position] == g[position];
+    let options = GenerateOptions::new(3);
+    let (plain, ..) = common::sampled_hits(
+        &mut plain_generator,
+        &prompt,
+        &bias,
+        &options,
+        0,
+        runs,
+        follows,
+    );
+    let (drafted, proposed, kept) = common::sampled_hits(
+        &mut drafting,
+        &prompt,
+        &bias,
+        &options,
+        10_000,
+        runs,
+        follows,
+    );
+    assert!(
+        kept > 0 && kept < proposed,
+        "drafts kept {kept} of {proposed}: the test needs some of each"
+    );
+    for (position, (plain, drafted)) in plain.iter().zip(&drafted).enumerate() {
+        mlx_harmony_testkit::assert_same_rate(
+            *plain,
+            *drafted,
+            runs,
+            &format!(
+                "token {} follows the greedy path, with a draft model",
+                position + 2
+            ),
         );
     }
 }

@@ -8,27 +8,14 @@
 use mlx_harmony_core::generate::{GenerateOptions, Generation, LoadedModel, TokenGenerator};
 use mlx_harmony_core::sampling::{Sampler, SamplingSettings};
 
-fn greedy() -> Sampler {
-    Sampler::new(SamplingSettings::default()).unwrap()
-}
-
-fn run(generator: &mut TokenGenerator, prompt: &[u32], options: &GenerateOptions) -> Generation {
-    generator
-        .generate(prompt, &mut greedy(), options, |_, _| {})
-        .unwrap()
-}
+mod common;
+use common::{assert_same, greedy, run};
 
 fn with_lookup(options: &GenerateOptions, n: usize) -> GenerateOptions {
     GenerateOptions {
         prompt_lookup: n,
         ..options.clone()
     }
-}
-
-fn assert_same(plain: &Generation, fast: &Generation, what: &str) {
-    assert_eq!(plain.tokens, fast.tokens, "{what}: tokens");
-    assert_eq!(plain.text, fast.text, "{what}: text");
-    assert_eq!(plain.finish_reason, fast.finish_reason, "{what}: finish");
 }
 
 #[test]
@@ -194,44 +181,27 @@ fn sampling_with_lookup_keeps_the_models_distribution() {
     let prompt = vec![a, b, a, b, a, b, a];
     let mut generator = TokenGenerator::new(loaded);
     let runs = 300;
-    let mut counts = [[0usize; 2]; 2]; // [plain, lookup][position 1 or 2 is `a`]
-    for (mode, lookup) in [(0, 0), (1, 4)] {
-        for seed in 0..runs {
-            let mut sampler = Sampler::new(SamplingSettings {
-                temperature: 1.0,
-                seed: Some(seed as u64 + 10_000 * mode as u64),
-                logit_bias: vec![(a, 31.4), (b, 30.0)],
-                ..Default::default()
-            })
-            .unwrap();
-            generator.clear_cache();
-            let options = GenerateOptions {
-                prompt_lookup: lookup,
-                ..GenerateOptions::new(3)
-            };
-            let g = generator
-                .generate(&prompt, &mut sampler, &options, |_, _| {})
-                .unwrap();
-            assert!(g.tokens.iter().all(|&t| t == a || t == b), "{:?}", g.tokens);
-            if lookup > 0 {
-                assert!(g.drafted_tokens > 0);
-            }
-            for position in [1, 2] {
-                if g.tokens[position] == a {
-                    counts[mode][position - 1] += 1;
-                }
-            }
-        }
-    }
-    for (position, (plain, lookup)) in counts[0].iter().zip(&counts[1]).enumerate() {
-        let (p, q) = (*plain as f64 / runs as f64, *lookup as f64 / runs as f64);
-        // Two independent binomial estimates: their difference has a
-        // standard deviation of at most sqrt(2 * 0.25 / runs) ≈ 0.041.
-        assert!(
-            (p - q).abs() < 4.0 * (0.5f64 / runs as f64).sqrt(),
-            "token {} at position {}: plain {p:.3}, lookup {q:.3}",
-            position + 1,
-            position + 1
+    let bias = [(a, 31.4), (b, 30.0)];
+    let is_a = |g: &Generation, position: usize| {
+        assert!(g.tokens.iter().all(|&t| t == a || t == b), "{:?}", g.tokens);
+        g.tokens[position] == a
+    };
+    let options = GenerateOptions::new(3);
+    let (plain, ..) = common::sampled_hits(&mut generator, &prompt, &bias, &options, 0, runs, is_a);
+    let lookup = GenerateOptions {
+        prompt_lookup: 4,
+        ..options
+    };
+    let (fast, drafted, _) =
+        common::sampled_hits(&mut generator, &prompt, &bias, &lookup, 10_000, runs, is_a);
+    assert!(drafted > 0);
+    let counts = [plain, fast];
+    for (position, (plain, other)) in counts[0].iter().zip(&counts[1]).enumerate() {
+        mlx_harmony_testkit::assert_same_rate(
+            *plain,
+            *other,
+            runs,
+            &format!("token {} is `a`, lookup", position + 2),
         );
     }
 }

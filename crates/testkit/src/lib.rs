@@ -58,3 +58,15 @@ pub fn assert_success(out: &Output) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Asserts that two independent counts of the same event over `runs` runs
+/// each (`plain` and `other` hits) estimate the same probability: their
+/// difference is within 4 standard deviations of the largest a binomial's
+/// can be (`sqrt(2 * 0.25 / runs)`, 0.041 at 300 runs).
+pub fn assert_same_rate(plain: usize, other: usize, runs: usize, what: &str) {
+    let (p, q) = (plain as f64 / runs as f64, other as f64 / runs as f64);
+    assert!(
+        (p - q).abs() < 4.0 * (0.5f64 / runs as f64).sqrt(),
+        "{what}: {p:.3} plain, {q:.3} the other way"
+    );
+}
