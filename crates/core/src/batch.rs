@@ -25,7 +25,7 @@ use crate::generate::{
 };
 use crate::models::blocks::last_position;
 use crate::models::cache::{BatchKvCache, KvCache};
-use crate::sampling::{Sampler, TokenLogprobs, greedy_rows};
+use crate::sampling::{Sampler, TokenLogprobs, apply_allowed_rows, greedy_rows};
 use crate::{Error, Result};
 
 /// Names a sequence of a batch.
@@ -651,11 +651,27 @@ impl BatchGenerator {
         let next = if self.rows.iter().all(|r| r.sampler.is_plain_greedy()) {
             greedy_rows(last)?
         } else {
+            // Held rows' masks go to the device together: one upload and one
+            // expansion a step, however many rows are held.
+            let mut allowed = Vec::with_capacity(self.rows.len());
+            for row in &mut self.rows {
+                allowed.push(row.sampler.allowed_next(&row.progress.tokens)?);
+            }
+            let masked;
+            let last = if allowed.iter().any(Option::is_some) {
+                masked = apply_allowed_rows(last, &allowed)?;
+                &masked
+            } else {
+                last
+            };
             let mut sampled = Vec::with_capacity(self.rows.len());
             for (index, row) in self.rows.iter_mut().enumerate() {
                 let row_logits =
                     slice(last, &[index as i32, 0], &[index as i32 + 1, last.dim(-1)])?;
-                sampled.push(row.sampler.sample(&row_logits, &row.progress.tokens)?);
+                sampled.push(
+                    row.sampler
+                        .sample_allowed(&row_logits, &row.progress.tokens)?,
+                );
             }
             ops::concatenate(&sampled, 0)?
         };

@@ -259,30 +259,44 @@ struct PendingLogprobs {
 /// the bit words go to the device (a 32nd of a mask of the vocabulary's
 /// size); each token's bit is picked out there.
 pub fn apply_allowed(logits: &Array, allowed: &[u32]) -> Result<Array> {
+    apply_allowed_rows(logits, &[Some(allowed.to_vec())])
+}
+
+/// [`apply_allowed`] for `[rows, vocab]` logits, a bit set per row (`None`:
+/// the row is free): one upload and one expansion for every row.
+pub fn apply_allowed_rows(logits: &Array, allowed: &[Option<Vec<u32>>]) -> Result<Array> {
     let vocab = logits.dim(-1);
     let words = (vocab as usize).div_ceil(32);
-    let mut bits = allowed.to_vec();
-    bits.resize(words, 0);
-    if let Some(last) = bits.last_mut()
-        && vocab % 32 != 0
-    {
-        // Bits past the vocabulary do not count.
-        *last &= (1u32 << (vocab % 32)) - 1;
+    let mut stacked = Vec::with_capacity(words * allowed.len());
+    for row in allowed {
+        let mut bits = match row {
+            Some(bits) => bits.clone(),
+            None => vec![u32::MAX; words],
+        };
+        bits.resize(words, 0);
+        if let Some(last) = bits.last_mut()
+            && vocab % 32 != 0
+        {
+            // Bits past the vocabulary do not count.
+            *last &= (1u32 << (vocab % 32)) - 1;
+        }
+        if bits.iter().all(|&w| w == 0) {
+            return Err(Error::Invalid(
+                "the output's grammar allows no token of this model's vocabulary here".into(),
+            ));
+        }
+        stacked.extend(bits);
     }
-    if bits.iter().all(|&w| w == 0) {
-        return Err(Error::Invalid(
-            "the output's grammar allows no token of this model's vocabulary here".into(),
-        ));
-    }
-    let bits = Array::from_slice(&bits, &[words as i32]);
+    let bits = Array::from_slice(&stacked, &[allowed.len() as i32, words as i32]);
     let ids = ops::arange::<_, u32>(0, vocab, None)?;
     let word = array_ext::right_shift(&ids, &Array::from_slice(&[5u32], &[1]))?;
     let place = array_ext::bitwise_and(&ids, &Array::from_slice(&[31u32], &[1]))?;
     let bit = array_ext::bitwise_and(
-        &array_ext::right_shift(&bits.take_axis(&word, 0)?, &place)?,
+        &array_ext::right_shift(&bits.take_axis(&word, 1)?, &place)?,
         &Array::from_slice(&[1u32], &[1]),
     )?;
     let mask = bit.eq(Array::from_slice(&[1u32], &[1]))?;
+    let mask = mask.reshape(logits.shape())?;
     Ok(ops::select(&mask, logits, &neg_inf_like(logits)?)?)
 }
 
@@ -499,29 +513,51 @@ impl Sampler {
 
     /// The next token (`[1]`, left on the device so decoding can pipeline).
     pub fn sample(&mut self, logits: &Array, history: &[u32]) -> Result<Array> {
+        let masked;
+        let mut logits = logits;
+        if self.constraint.is_some() {
+            // The device runs the step while the host works out the mask.
+            async_eval([logits])?;
+            if let Some(allowed) = self.allowed_next(history)? {
+                masked = apply_allowed(logits, &allowed)?;
+                logits = &masked;
+            }
+        }
+        self.sample_allowed(logits, history)
+    }
+
+    /// The constraint's bit set of the tokens allowed after `history` (the
+    /// tokens generated so far), `None` without a constraint or where any
+    /// token may come. For a caller that masks several samplers' logits at
+    /// once ([`apply_allowed_rows`]) before [`Sampler::sample_allowed`].
+    pub fn allowed_next(&mut self, history: &[u32]) -> Result<Option<Vec<u32>>> {
+        #[cfg(feature = "testing")]
+        if self.script.is_some() {
+            // A scripted reply is what it is.
+            return Ok(None);
+        }
+        let Some(constraint) = &mut self.constraint else {
+            return Ok(None);
+        };
+        if history.len() < self.constrained_through {
+            constraint.reset()?;
+            self.constrained_through = 0;
+        }
+        for &token in &history[self.constrained_through..] {
+            constraint.consume(token)?;
+        }
+        self.constrained_through = history.len();
+        constraint.allowed()
+    }
+
+    /// [`Sampler::sample`] of logits the constraint's mask was already
+    /// applied to (or that need none).
+    pub fn sample_allowed(&mut self, logits: &Array, history: &[u32]) -> Result<Array> {
         #[cfg(feature = "testing")]
         if let Some(script) = &mut self.script {
             // The model's step is still computed, as when sampling.
             mlx_rs::transforms::eval([logits])?;
             return Ok(Array::from_slice(&[script.next_token(history)?], &[1]));
-        }
-        let masked;
-        let mut logits = logits;
-        if let Some(constraint) = &mut self.constraint {
-            if history.len() < self.constrained_through {
-                constraint.reset()?;
-                self.constrained_through = 0;
-            }
-            for &token in &history[self.constrained_through..] {
-                constraint.consume(token)?;
-            }
-            self.constrained_through = history.len();
-            // The device runs the step while the host works out the mask.
-            async_eval([logits])?;
-            if let Some(allowed) = constraint.allowed()? {
-                masked = apply_allowed(logits, &allowed)?;
-                logits = &masked;
-            }
         }
         let logprobs = self.filtered(logits, history)?;
         let (token, distribution) = if self.settings.temperature == 0.0 {

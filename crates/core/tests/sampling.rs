@@ -184,4 +184,24 @@ fn a_bit_mask_leaves_exactly_its_tokens() {
     // None of the vocabulary's tokens: an error, not a silent -inf row.
     let error = sampling::apply_allowed(&logits, &[0, 0, 0, 0xFFFF_FFF0]).unwrap_err();
     assert!(error.to_string().contains("allows no token"), "{error}");
+
+    // Three rows masked at once (a batch): a held row, a free one, another
+    // held row; each keeps exactly its own tokens.
+    let rows = Array::from_slice(&vec![0.5f32; 3 * vocab], &[3, vocab as i32]);
+    let other: Vec<u32> = vec![0x0000_0010, 0x0000_0003];
+    let masked =
+        sampling::apply_allowed_rows(&rows, &[Some(words.clone()), None, Some(other.clone())])
+            .unwrap();
+    let values = masked.as_slice::<f32>();
+    for (i, v) in values.iter().enumerate() {
+        let (row, token) = (i / vocab, i % vocab);
+        let allowed = match row {
+            0 => words[token / 32] >> (token % 32) & 1 == 1,
+            1 => true,
+            _ => other
+                .get(token / 32)
+                .is_some_and(|w| w >> (token % 32) & 1 == 1),
+        };
+        assert_eq!(v.is_finite(), allowed, "row {row}, token {token}");
+    }
 }
