@@ -26,10 +26,11 @@ use mlx_rs::ops;
 use mlx_rs::ops::indexing::argmax_axis;
 use mlx_rs::transforms::eval;
 
-use crate::generate::{LoadedModel, prefill};
+use crate::loaded::LoadedModel;
 use crate::lookup::caches_can_rewind;
 use crate::models::blocks::last_position;
 use crate::models::cache::KvCache;
+use crate::prefill::prefill;
 use crate::{Error, Result};
 
 /// The most tokens one proposal may draft.

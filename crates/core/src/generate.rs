@@ -10,15 +10,14 @@
 use std::path::Path;
 use std::time::Instant;
 
-use mlx_rs::Array;
 use mlx_rs::transforms::async_eval;
 
 use crate::draft::DraftModel;
 pub use crate::loaded::LoadedModel;
 use crate::lookup;
-use crate::models::Model;
 use crate::models::blocks::last_position;
 use crate::models::cache::{KvCache, KvQuantization};
+pub use crate::prefill::{PREFILL_CHUNK, prefill};
 use crate::sampling::{Sampler, SamplingSettings, TokenLogprobs};
 use crate::text::{Detokenizer, StopMatcher};
 use crate::{Error, Result};
@@ -97,27 +96,6 @@ impl GenerateOptions {
         self.stop = stop.to_vec();
         self
     }
-}
-
-/// How many prompt tokens go through the model at once: long prompts are
-/// prefilled in chunks so that memory stays bounded.
-pub const PREFILL_CHUNK: usize = 512;
-
-/// Runs `tokens` through the model into `caches` and returns the logits of
-/// the last one (`[1, 1, vocab]`). All but the last token go in chunks of
-/// [`PREFILL_CHUNK`] with only the caches evaluated, so memory stays bounded
-/// and the vocabulary projection of those positions is never computed; the
-/// last token's own step gives the logits.
-pub fn prefill(model: &Model, caches: &mut [KvCache], tokens: &[u32]) -> Result<Array> {
-    let (last, before) = tokens
-        .split_last()
-        .ok_or_else(|| Error::Invalid("cannot generate from an empty prompt".into()))?;
-    for chunk in before.chunks(PREFILL_CHUNK) {
-        model.forward_tokens(chunk, caches)?;
-        let states: Vec<&Array> = caches.iter().flat_map(|c| c.state()).collect();
-        mlx_rs::transforms::eval(states)?;
-    }
-    model.forward_tokens(&[*last], caches)
 }
 
 /// Stops a generation from another thread (Ctrl-C in chat, a client that

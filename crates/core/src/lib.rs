@@ -10,7 +10,7 @@
 //! otherwise), replies read back as messages ([`reply`], with
 //! [`tool_parsers`] for template models' calls), the tool loop ([`turn`],
 //! over a [`turn::ToolRunner`] the caller supplies) and generation
-//! ([`generate::TokenGenerator`], with its prompt cache, shared by the
+//! ([`generate::TokenGenerator`], over the prompt pass of [`prefill`], with its prompt cache, shared by the
 //! programs; `reply` and `turn` are layers over its one `generate`), with
 //! speculative decoding (drafts from the text so far, [`lookup`], or from a
 //! smaller model, [`draft`]) and continuous batching
@@ -82,6 +82,7 @@ pub mod loaded;
 pub mod loading;
 pub mod lookup;
 pub mod models;
+pub mod prefill;
 pub mod prompt;
 pub mod qmm_rows;
 pub mod quant;

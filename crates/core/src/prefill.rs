@@ -1,0 +1,31 @@
+//! The prompt pass: a prompt's tokens run through the model into its
+//! caches, in chunks so that memory stays bounded, up to the logits of its
+//! last token. Generation ([`crate::generate`]), batching and draft models
+//! all start here.
+
+use mlx_rs::Array;
+
+use crate::models::Model;
+use crate::models::cache::KvCache;
+use crate::{Error, Result};
+
+/// How many prompt tokens go through the model at once: long prompts are
+/// prefilled in chunks so that memory stays bounded.
+pub const PREFILL_CHUNK: usize = 512;
+
+/// Runs `tokens` through the model into `caches` and returns the logits of
+/// the last one (`[1, 1, vocab]`). All but the last token go in chunks of
+/// [`PREFILL_CHUNK`] with only the caches evaluated, so memory stays bounded
+/// and the vocabulary projection of those positions is never computed; the
+/// last token's own step gives the logits.
+pub fn prefill(model: &Model, caches: &mut [KvCache], tokens: &[u32]) -> Result<Array> {
+    let (last, before) = tokens
+        .split_last()
+        .ok_or_else(|| Error::Invalid("cannot generate from an empty prompt".into()))?;
+    for chunk in before.chunks(PREFILL_CHUNK) {
+        model.forward_tokens(chunk, caches)?;
+        let states: Vec<&Array> = caches.iter().flat_map(|c| c.state()).collect();
+        mlx_rs::transforms::eval(states)?;
+    }
+    model.forward_tokens(&[*last], caches)
+}
