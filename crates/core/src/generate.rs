@@ -338,18 +338,13 @@ fn decode(
             // The last token of the room comes from the check itself.
             let room = (max_tokens - progress.tokens.len()).saturating_sub(1);
             let (checked, proposed) = match draft.as_deref_mut() {
-                Some(draft) => match draft.propose(&context, room)? {
-                    Some(on_device) => {
-                        let (checked, tokens) =
-                            lookup::check_on_device(model, caches, sampler, last, &on_device)?;
-                        draft.drafted(&tokens);
-                        (checked, tokens)
-                    }
-                    None => (
-                        lookup::check(model, caches, sampler, last, &[])?,
-                        Vec::new(),
-                    ),
-                },
+                Some(draft) => {
+                    let on_device = draft.propose(&context, room)?;
+                    let (checked, tokens) =
+                        lookup::check_on_device(model, caches, sampler, last, on_device.as_ref())?;
+                    draft.drafted(&tokens);
+                    (checked, tokens)
+                }
                 None => {
                     let proposed =
                         lookup::draft(&context, options.prompt_lookup.min(room)).to_vec();

@@ -75,28 +75,36 @@ pub fn check(
     last: u32,
     draft: &[u32],
 ) -> Result<Checked> {
-    let on_device = Array::from_slice(draft, &[draft.len() as i32]);
-    Ok(check_on_device(model, caches, sampler, last, &on_device)?.0)
+    // No array of zero tokens is made for an empty draft.
+    let on_device = (!draft.is_empty()).then(|| Array::from_slice(draft, &[draft.len() as i32]));
+    Ok(check_on_device(model, caches, sampler, last, on_device.as_ref())?.0)
 }
 
 /// [`check`] with the draft still on the device (`[n]`, uint32, as a draft
-/// model leaves it): it is read with the model's choices, one wait for both.
-/// Returns the draft's tokens too.
+/// model leaves it; `None`: no draft, one plain step): it is read with the
+/// model's choices, one wait for both. Returns the draft's tokens too.
 pub fn check_on_device(
     model: &Model,
     caches: &mut [KvCache],
     sampler: &mut Sampler,
     last: u32,
-    draft: &Array,
+    draft: Option<&Array>,
 ) -> Result<(Checked, Vec<u32>)> {
-    let drafted = draft.dim(0);
-    // A draft model's vocabulary may be padded past the model's: an id
-    // beyond it is fed (and compared) as the last id, which the model's
-    // choice at that position then rejects or, if it is that id, keeps.
-    let top = Array::from_slice(&[model.vocab_size() as u32 - 1], &[1]);
-    let draft = ops::minimum(&draft.as_dtype(mlx_rs::Dtype::Uint32)?, &top)?;
-    let input = ops::concatenate(&[Array::from_slice(&[last], &[1]), draft.clone()], 0)?
-        .reshape(&[1, drafted + 1])?;
+    let drafted = draft.map_or(0, |d| d.dim(0));
+    let last = Array::from_slice(&[last], &[1]);
+    let (input, draft) = match draft {
+        Some(draft) => {
+            // A draft model's vocabulary may be padded past the model's: an
+            // id beyond it is fed (and compared) as the last id, which the
+            // model's choice at that position then rejects or, if it is
+            // that id, keeps.
+            let top = Array::from_slice(&[model.vocab_size() as u32 - 1], &[1]);
+            let draft = ops::minimum(&draft.as_dtype(mlx_rs::Dtype::Uint32)?, &top)?;
+            (ops::concatenate(&[last, draft.clone()], 0)?, Some(draft))
+        }
+        None => (last, None),
+    };
+    let input = input.reshape(&[1, drafted + 1])?;
     let logits = model.forward(&input, caches)?;
     let vocab = logits.dim(2);
     let mut sampled = Vec::with_capacity(drafted as usize + 1);
@@ -107,7 +115,7 @@ pub fn check_on_device(
         sampled.push(sampler.sample(&row, &[])?);
     }
     // The model's choices and the draft in one array: one read.
-    sampled.push(draft);
+    sampled.extend(draft);
     let all = ops::concatenate(&sampled, 0)?.as_dtype(mlx_rs::Dtype::Uint32)?;
     eval([&all])?;
     let read = all.as_slice::<u32>();
