@@ -659,7 +659,8 @@ impl BatchGenerator {
             }
             let masked;
             let last = if allowed.iter().any(Option::is_some) {
-                masked = apply_allowed_rows(last, &allowed)?;
+                let rows: Vec<Option<&[u32]>> = allowed.iter().map(Option::as_deref).collect();
+                masked = apply_allowed_rows(last, &rows)?;
                 &masked
             } else {
                 last

@@ -30,7 +30,7 @@ use crate::loaded::LoadedModel;
 use crate::lookup::caches_can_rewind;
 use crate::models::blocks::last_position;
 use crate::models::cache::KvCache;
-use crate::prefill::prefill;
+use crate::prefill::{prefill, reusable_prefix};
 use crate::{Error, Result};
 
 /// The most tokens one proposal may draft.
@@ -41,6 +41,8 @@ pub struct DraftModel {
     loaded: Rc<LoadedModel>,
     /// Tokens drafted per step.
     tokens_per_step: usize,
+    /// The target's largest token id.
+    target_last_id: u32,
     caches: Vec<KvCache>,
     /// The tokens the caches hold, in order.
     cached: Vec<u32>,
@@ -79,21 +81,12 @@ impl DraftModel {
             ));
         }
         Ok(DraftModel {
+            target_last_id: target.model.vocab_size() as u32 - 1,
             loaded: draft,
             tokens_per_step,
             caches,
             cached: Vec::new(),
         })
-    }
-
-    /// The draft model.
-    pub fn loaded(&self) -> &Rc<LoadedModel> {
-        &self.loaded
-    }
-
-    /// Tokens drafted per step.
-    pub fn tokens_per_step(&self) -> usize {
-        self.tokens_per_step
     }
 
     /// Forgets the cache.
@@ -149,7 +142,13 @@ impl DraftModel {
             }
             drafted.push(token);
         }
-        Ok(ops::concatenate(&drafted, 0)?.as_dtype(mlx_rs::Dtype::Uint32)?)
+        let drafted = ops::concatenate(&drafted, 0)?.as_dtype(mlx_rs::Dtype::Uint32)?;
+        // The draft model's vocabulary may be padded past the target's: an
+        // id beyond it is proposed as the target's last id, which the
+        // target's choice at that position then rejects or, if it is that
+        // id, keeps.
+        let last_id = Array::from_slice(&[self.target_last_id], &[1]);
+        Ok(ops::minimum(&drafted, &last_id)?)
     }
 
     /// Records the tokens of the last proposal, as read: all but the last
@@ -164,13 +163,7 @@ impl DraftModel {
     /// prefix, at least one token run for the logits) and returns the last
     /// position's logits.
     fn feed(&mut self, context: &[u32]) -> Result<Array> {
-        let common = self
-            .cached
-            .iter()
-            .zip(context)
-            .take_while(|(a, b)| a == b)
-            .count()
-            .min(context.len() - 1);
+        let common = reusable_prefix(&self.cached, context);
         let excess = (self.cached.len() - common) as i32;
         for cache in &mut self.caches {
             cache.trim(excess);

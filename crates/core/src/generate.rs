@@ -511,36 +511,11 @@ impl TokenGenerator {
                         .into(),
                 ));
             }
-            let sliding = self
-                .loaded
-                .model
-                .new_caches()
-                .iter()
-                .any(|c| c.window().is_some());
-            if sliding {
-                return Err(Error::Invalid(
-                    "this model's KV cache cannot be quantized (GPT-OSS's sliding-window layers \
-                     rotate): --kv-bits applies to Llama-family models"
-                        .into(),
-                ));
-            }
-            let head = self.loaded.model.head_dim();
-            if self.loaded.model.new_caches_quantized(settings).is_none() {
-                return Err(Error::Invalid(format!(
-                    "the KV cache's quantization group size {} does not divide the model's head \
-                     size {head}: choose one that does (--kv-group-size)",
-                    settings.group_size
-                )));
-            }
+            self.loaded.model.new_caches_quantized(settings)?;
         }
         self.kv_quantization = settings;
         self.clear_cache();
         Ok(())
-    }
-
-    /// The settings of [`TokenGenerator::set_kv_quantization`].
-    pub fn kv_quantization(&self) -> Option<KvQuantization> {
-        self.kv_quantization
     }
 
     /// Decodes speculatively with `draft` from now on (`None`: without a
@@ -550,11 +525,6 @@ impl TokenGenerator {
     /// history), in its place.
     pub fn set_draft_model(&mut self, draft: Option<DraftModel>) {
         self.draft = draft;
-    }
-
-    /// The draft model set by [`TokenGenerator::set_draft_model`].
-    pub fn draft_model(&self) -> Option<&DraftModel> {
-        self.draft.as_ref()
     }
 
     /// Bounds the KV cache to `max_kv_size` positions (`None`: unbounded):
@@ -614,7 +584,8 @@ impl TokenGenerator {
     pub fn clear_cache(&mut self) {
         self.caches = self
             .kv_quantization
-            .and_then(|settings| self.loaded.model.new_caches_quantized(settings))
+            // Checked by set_kv_quantization: these settings make caches.
+            .and_then(|settings| self.loaded.model.new_caches_quantized(settings).ok())
             .unwrap_or_else(|| self.loaded.model.new_caches_bounded(self.max_kv_size));
         self.cached.clear();
         self.after_prompt = None;
@@ -640,13 +611,7 @@ impl TokenGenerator {
                 "cannot generate from an empty prompt".into(),
             ));
         }
-        let common = self
-            .cached
-            .iter()
-            .zip(prompt)
-            .take_while(|(a, b)| a == b)
-            .count()
-            .min(prompt.len() - 1);
+        let common = crate::prefill::reusable_prefix(&self.cached, prompt);
         let excess = (self.cached.len() - common) as i32;
         // A sliding-window cache cannot give back positions it has dropped:
         // such a model goes back to where the last prompt ended if the new

@@ -80,9 +80,10 @@ pub fn check(
     Ok(check_on_device(model, caches, sampler, last, on_device.as_ref())?.0)
 }
 
-/// [`check`] with the draft still on the device (`[n]`, uint32, as a draft
-/// model leaves it; `None`: no draft, one plain step): it is read with the
-/// model's choices, one wait for both. Returns the draft's tokens too.
+/// [`check`] with the draft still on the device (`[n]`, uint32 ids of the
+/// model's vocabulary, as a draft model leaves it; `None`: no draft, one
+/// plain step): it is read with the model's choices, one wait for both.
+/// Returns the draft's tokens too.
 pub fn check_on_device(
     model: &Model,
     caches: &mut [KvCache],
@@ -92,17 +93,9 @@ pub fn check_on_device(
 ) -> Result<(Checked, Vec<u32>)> {
     let drafted = draft.map_or(0, |d| d.dim(0));
     let last = Array::from_slice(&[last], &[1]);
-    let (input, draft) = match draft {
-        Some(draft) => {
-            // A draft model's vocabulary may be padded past the model's: an
-            // id beyond it is fed (and compared) as the last id, which the
-            // model's choice at that position then rejects or, if it is
-            // that id, keeps.
-            let top = Array::from_slice(&[model.vocab_size() as u32 - 1], &[1]);
-            let draft = ops::minimum(&draft.as_dtype(mlx_rs::Dtype::Uint32)?, &top)?;
-            (ops::concatenate(&[last, draft.clone()], 0)?, Some(draft))
-        }
-        None => (last, None),
+    let input = match draft {
+        Some(draft) => ops::concatenate(&[&last, draft], 0)?,
+        None => last,
     };
     let input = input.reshape(&[1, drafted + 1])?;
     let logits = model.forward(&input, caches)?;
@@ -115,7 +108,7 @@ pub fn check_on_device(
         sampled.push(sampler.sample(&row, &[])?);
     }
     // The model's choices and the draft in one array: one read.
-    sampled.extend(draft);
+    sampled.extend(draft.cloned());
     let all = ops::concatenate(&sampled, 0)?.as_dtype(mlx_rs::Dtype::Uint32)?;
     eval([&all])?;
     let read = all.as_slice::<u32>();

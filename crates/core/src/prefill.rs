@@ -29,3 +29,15 @@ pub fn prefill(model: &Model, caches: &mut [KvCache], tokens: &[u32]) -> Result<
     }
     model.forward_tokens(&[*last], caches)
 }
+
+/// How many leading tokens of `tokens` caches holding `cached` can keep:
+/// their common start, less one when it is the whole of `tokens` (at least
+/// one token always runs, for the logits).
+pub fn reusable_prefix(cached: &[u32], tokens: &[u32]) -> usize {
+    cached
+        .iter()
+        .zip(tokens)
+        .take_while(|(a, b)| a == b)
+        .count()
+        .min(tokens.len().saturating_sub(1))
+}

@@ -259,33 +259,31 @@ struct PendingLogprobs {
 /// the bit words go to the device (a 32nd of a mask of the vocabulary's
 /// size); each token's bit is picked out there.
 pub fn apply_allowed(logits: &Array, allowed: &[u32]) -> Result<Array> {
-    apply_allowed_rows(logits, &[Some(allowed.to_vec())])
+    apply_allowed_rows(logits, &[Some(allowed)])
 }
 
 /// [`apply_allowed`] for `[rows, vocab]` logits, a bit set per row (`None`:
 /// the row is free): one upload and one expansion for every row.
-pub fn apply_allowed_rows(logits: &Array, allowed: &[Option<Vec<u32>>]) -> Result<Array> {
+pub fn apply_allowed_rows(logits: &Array, allowed: &[Option<&[u32]>]) -> Result<Array> {
     let vocab = logits.dim(-1);
     let words = (vocab as usize).div_ceil(32);
     let mut stacked = Vec::with_capacity(words * allowed.len());
     for row in allowed {
-        let mut bits = match row {
-            Some(bits) => bits.clone(),
-            None => vec![u32::MAX; words],
-        };
-        bits.resize(words, 0);
-        if let Some(last) = bits.last_mut()
-            && vocab % 32 != 0
-        {
-            // Bits past the vocabulary do not count.
-            *last &= (1u32 << (vocab % 32)) - 1;
+        let start = stacked.len();
+        match row {
+            Some(bits) => stacked.extend(bits.iter().take(words)),
+            None => stacked.resize(start + words, u32::MAX),
         }
-        if bits.iter().all(|&w| w == 0) {
+        stacked.resize(start + words, 0);
+        if vocab % 32 != 0 {
+            // Bits past the vocabulary do not count.
+            stacked[start + words - 1] &= (1u32 << (vocab % 32)) - 1;
+        }
+        if stacked[start..].iter().all(|&w| w == 0) {
             return Err(Error::Invalid(
                 "the output's grammar allows no token of this model's vocabulary here".into(),
             ));
         }
-        stacked.extend(bits);
     }
     let bits = Array::from_slice(&stacked, &[allowed.len() as i32, words as i32]);
     let ids = ops::arange::<_, u32>(0, vocab, None)?;

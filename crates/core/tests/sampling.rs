@@ -190,8 +190,7 @@ fn a_bit_mask_leaves_exactly_its_tokens() {
     let rows = Array::from_slice(&vec![0.5f32; 3 * vocab], &[3, vocab as i32]);
     let other: Vec<u32> = vec![0x0000_0010, 0x0000_0003];
     let masked =
-        sampling::apply_allowed_rows(&rows, &[Some(words.clone()), None, Some(other.clone())])
-            .unwrap();
+        sampling::apply_allowed_rows(&rows, &[Some(&words[..]), None, Some(&other[..])]).unwrap();
     let values = masked.as_slice::<f32>();
     for (i, v) in values.iter().enumerate() {
         let (row, token) = (i / vocab, i % vocab);

@@ -171,12 +171,8 @@ impl KvCache {
             values: None,
         };
         if let Some((keys, values)) = self.positions()? {
-            let pack = |a: &Array| -> Result<[Array; 3]> {
-                let (q, scales, biases) = ops::quantize(a, settings.group_size, settings.bits)?;
-                Ok([q, scales, biases])
-            };
-            store.keys = Some(pack(&keys)?);
-            store.values = Some(pack(&values)?);
+            store.keys = Some(pack(&keys, settings)?);
+            store.values = Some(pack(&values, settings)?);
         }
         self.keys = None;
         self.values = None;
@@ -197,9 +193,7 @@ impl KvCache {
         values: &Array,
     ) -> Result<([Array; 3], [Array; 3])> {
         let store = self.quantized.as_mut().expect("a quantized cache");
-        let KvQuantization {
-            bits, group_size, ..
-        } = store.settings;
+        let group_size = store.settings.group_size;
         if keys.dim(3) % group_size != 0 || values.dim(3) % group_size != 0 {
             return Err(Error::Invalid(format!(
                 "the KV cache's quantization group size {group_size} does not divide the \
@@ -208,59 +202,11 @@ impl KvCache {
             )));
         }
         let (start, end) = (self.offset, self.offset + keys.dim(2));
-        let pack = |a: &Array| -> Result<[Array; 3]> {
-            let (q, scales, biases) = ops::quantize(a, group_size, bits)?;
-            Ok([q, scales, biases])
-        };
-        let (new_keys, new_values) = (pack(keys)?, pack(values)?);
-        let mut fetched = Vec::with_capacity(2);
-        for (stored, new) in [(&mut store.keys, new_keys), (&mut store.values, new_values)] {
-            let capacity = stored.as_ref().map_or(0, |s| s[0].dim(2));
-            if end > capacity {
-                let grow = ((end - capacity + GROWTH_STEP - 1) / GROWTH_STEP) * GROWTH_STEP;
-                let mut grown = Vec::with_capacity(3);
-                for (i, part) in new.iter().enumerate() {
-                    let shape = [part.dim(0), part.dim(1), grow, part.dim(3)];
-                    let zeros = ops::zeros_dtype(&shape, part.dtype())?;
-                    grown.push(match stored {
-                        Some(old) => {
-                            let o = &old[i];
-                            let used =
-                                slice(o, &[0, 0, 0, 0], &[o.dim(0), o.dim(1), start, o.dim(3)])?;
-                            ops::concatenate(&[used, zeros], 2)?
-                        }
-                        None => zeros,
-                    });
-                }
-                *stored = Some(
-                    grown
-                        .try_into()
-                        .map_err(|_| Error::Invalid("three parts".into()))?,
-                );
-            }
-            let old = stored.take().expect("allocated above");
-            let mut written = Vec::with_capacity(3);
-            let mut used = Vec::with_capacity(3);
-            for (buffer, part) in old.iter().zip(&new) {
-                let (w, u) = write_columns(buffer, part, start, end)?;
-                written.push(w);
-                used.push(u);
-            }
-            *stored = Some(
-                written
-                    .try_into()
-                    .map_err(|_| Error::Invalid("three parts".into()))?,
-            );
-            fetched.push(used);
-        }
+        let (new_keys, new_values) = (pack(keys, store.settings)?, pack(values, store.settings)?);
+        let keys = append_packed(&mut store.keys, &new_keys, start, end)?;
+        let values = append_packed(&mut store.values, &new_values, start, end)?;
         self.offset = end;
-        let values = fetched.pop().expect("values");
-        let keys = fetched.pop().expect("keys");
-        let three = |v: Vec<Array>| -> Result<[Array; 3]> {
-            v.try_into()
-                .map_err(|_| Error::Invalid("three parts".into()))
-        };
-        Ok((three(keys)?, three(values)?))
+        Ok((keys, values))
     }
 
     /// The bound of a rotating cache.
@@ -512,31 +458,9 @@ impl KvCache {
         if let Some(window) = self.window {
             return self.update_sliding(window, keys, values);
         }
-        let new = keys.dim(2);
-        let end = self.offset + new;
-        if end > self.capacity() {
-            let grow = ((end - self.capacity() + GROWTH_STEP - 1) / GROWTH_STEP) * GROWTH_STEP;
-            let extend = |existing: &Option<Array>, like: &Array| -> Result<Array> {
-                let shape = [like.dim(0), like.dim(1), grow, like.dim(3)];
-                let zeros = ops::zeros_dtype(&shape, like.dtype())?;
-                Ok(match existing {
-                    Some(old) => {
-                        let used = slice(
-                            old,
-                            &[0, 0, 0, 0],
-                            &[old.dim(0), old.dim(1), self.offset, old.dim(3)],
-                        )?;
-                        ops::concatenate(&[used, zeros], 2)?
-                    }
-                    None => zeros,
-                })
-            };
-            self.keys = Some(extend(&self.keys, keys)?);
-            self.values = Some(extend(&self.values, values)?);
-        }
-        let (k, v) = (self.keys.as_ref().unwrap(), self.values.as_ref().unwrap());
-        let (k, fetched_k) = write_columns(k, keys, self.offset, end)?;
-        let (v, fetched_v) = write_columns(v, values, self.offset, end)?;
+        let end = self.offset + keys.dim(2);
+        let (k, fetched_k) = append_columns(self.keys.as_ref(), keys, self.offset, end)?;
+        let (v, fetched_v) = append_columns(self.values.as_ref(), values, self.offset, end)?;
         self.offset = end;
         self.keys = Some(k);
         self.values = Some(v);
@@ -626,6 +550,60 @@ fn write_columns(buffer: &Array, update: &Array, start: i32, end: i32) -> Result
     let written = slice_update(buffer, update, &[0, 0, start, 0], &shape(end))?;
     let used = slice(&written, &[0, 0, 0, 0], &shape(end))?;
     Ok((written, used))
+}
+
+/// [`write_columns`] into `buffer` grown first, when it has fewer than `end`
+/// columns (`None`: none yet), by whole [`GROWTH_STEP`]s, its first `start`
+/// columns kept: growing per token would copy the whole cache every step.
+fn append_columns(
+    buffer: Option<&Array>,
+    update: &Array,
+    start: i32,
+    end: i32,
+) -> Result<(Array, Array)> {
+    let capacity = buffer.map_or(0, |b| b.dim(2));
+    let grown;
+    let buffer = match buffer {
+        Some(old) if end <= capacity => old,
+        _ => {
+            let grow = ((end - capacity + GROWTH_STEP - 1) / GROWTH_STEP) * GROWTH_STEP;
+            let shape = [update.dim(0), update.dim(1), grow, update.dim(3)];
+            let zeros = ops::zeros_dtype(&shape, update.dtype())?;
+            grown = match buffer {
+                Some(old) => {
+                    let used = slice(
+                        old,
+                        &[0, 0, 0, 0],
+                        &[old.dim(0), old.dim(1), start, old.dim(3)],
+                    )?;
+                    ops::concatenate(&[used, zeros], 2)?
+                }
+                None => zeros,
+            };
+            &grown
+        }
+    };
+    write_columns(buffer, update, start, end)
+}
+
+/// `a` quantized as `settings` say: packed values, scales, biases.
+fn pack(a: &Array, settings: KvQuantization) -> Result<[Array; 3]> {
+    let (q, scales, biases) = ops::quantize(a, settings.group_size, settings.bits)?;
+    Ok([q, scales, biases])
+}
+
+/// [`append_columns`] for each of a packed array's three parts; returns
+/// their columns `0..end`.
+fn append_packed(
+    stored: &mut Option<[Array; 3]>,
+    update: &[Array; 3],
+    start: i32,
+    end: i32,
+) -> Result<[Array; 3]> {
+    let part = |i: usize| append_columns(stored.as_ref().map(|s| &s[i]), &update[i], start, end);
+    let ((q, q_used), (s, s_used), (b, b_used)) = (part(0)?, part(1)?, part(2)?);
+    *stored = Some([q, s, b]);
+    Ok([q_used, s_used, b_used])
 }
 
 /// Where the tokens being added sit, for RoPE: one offset for every row, or

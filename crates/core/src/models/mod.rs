@@ -131,27 +131,30 @@ impl Model {
     }
 
     /// Fresh caches keeping keys and values quantized (`--kv-bits`), for the
-    /// Llama family; `None` for a model whose caches cannot be (GPT-OSS: its
-    /// sliding layers rotate, and its attention adds sinks to the scores) or
-    /// whose heads the group size does not divide.
-    pub fn new_caches_quantized(&self, settings: cache::KvQuantization) -> Option<Vec<KvCache>> {
-        match &self.arch {
-            Arch::Decoder(d) if d.spec.head_dim % settings.group_size == 0 => Some(
-                (0..d.spec.num_layers)
-                    .map(|_| KvCache::quantized(settings))
-                    .collect(),
-            ),
-            _ => None,
+    /// Llama family; an error that says why for a model whose caches cannot
+    /// be (GPT-OSS: its sliding layers rotate, and its attention adds sinks
+    /// to the scores) or whose heads the group size does not divide.
+    pub fn new_caches_quantized(&self, settings: cache::KvQuantization) -> Result<Vec<KvCache>> {
+        let d = match &self.arch {
+            Arch::Decoder(d) => d,
+            Arch::GptOss(_) => {
+                return Err(Error::Invalid(
+                    "this model's KV cache cannot be quantized (GPT-OSS's sliding-window layers \
+                     rotate): --kv-bits applies to Llama-family models"
+                        .into(),
+                ));
+            }
+        };
+        if d.spec.head_dim % settings.group_size != 0 {
+            return Err(Error::Invalid(format!(
+                "the KV cache's quantization group size {} does not divide the model's head \
+                 size {}: choose one that does (--kv-group-size)",
+                settings.group_size, d.spec.head_dim
+            )));
         }
-    }
-
-    /// The width of an attention head (what a quantized cache's groups
-    /// must divide).
-    pub fn head_dim(&self) -> i32 {
-        match &self.arch {
-            Arch::Decoder(d) => d.spec.head_dim,
-            Arch::GptOss(g) => g.config.head_dim,
-        }
+        Ok((0..d.spec.num_layers)
+            .map(|_| KvCache::quantized(settings))
+            .collect())
     }
 
     /// Logits `[B, L, vocab]` for `[B, L]` token ids, extending the caches
