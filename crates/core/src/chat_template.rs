@@ -218,6 +218,7 @@ fn write_json(
 /// A compiled chat template.
 pub struct ChatTemplate {
     env: Environment<'static>,
+    call_style: crate::tool_parsers::CallStyle,
 }
 
 impl ChatTemplate {
@@ -233,7 +234,15 @@ impl ChatTemplate {
         env.add_filter("tojson", tojson);
         env.add_template_owned("chat", source.to_string())
             .map_err(|e| Error::Invalid(format!("the chat template does not parse: {e}")))?;
-        Ok(ChatTemplate { env })
+        Ok(ChatTemplate {
+            env,
+            call_style: crate::tool_parsers::CallStyle::of_template(source),
+        })
+    }
+
+    /// How the template's model writes a tool call.
+    pub fn call_style(&self) -> crate::tool_parsers::CallStyle {
+        self.call_style
     }
 
     /// Renders `messages` with `tools` (OpenAI-style function definitions,

@@ -75,3 +75,23 @@ fn real_templates_render_as_transformers_does() {
         failures.join("\n\n")
     );
 }
+
+#[test]
+fn each_template_says_how_its_model_writes_a_tool_call() {
+    use mlx_harmony_core::tool_parsers::CallStyle;
+    let style = |name: &str| {
+        let source = std::fs::read_to_string(fixtures().join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}; run scripts/make-template-fixtures"));
+        ChatTemplate::new(&source).unwrap().call_style()
+    };
+    for qwen in ["Qwen-Qwen2.5-7B-Instruct.jinja", "Qwen-Qwen3-0.6B.jinja"] {
+        assert_eq!(style(qwen), CallStyle::Tagged, "{qwen}");
+    }
+    for llama in [
+        "meta-llama-Llama-3.1-8B-Instruct.jinja",
+        "meta-llama-Llama-3.2-3B-Instruct.jinja",
+        "meta-llama-Llama-3.3-70B-Instruct.jinja",
+    ] {
+        assert_eq!(style(llama), CallStyle::WholeReply, "{llama}");
+    }
+}

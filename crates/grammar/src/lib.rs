@@ -11,13 +11,16 @@
 //! - for a model whose reply is plain text, the whole reply follows the
 //!   grammar and ends where the grammar may end ([`whole`]); with strict
 //!   tools and no answer format, its Hermes-style `<tool_call>` blocks are
-//!   held to the tools' schemas ([`template_calls`]);
+//!   held to the tools' schemas ([`template_calls`]), or, for a template
+//!   whose model answers a call with the bare object (Llama 3.1), a reply
+//!   that starts as an object is held to one call ([`bare_call`]);
 //! - for a GPT-OSS (Harmony) model, only the final channel's answer and the
 //!   JSON of tool calls do: the analysis channel stays free ([`harmony`]).
 //!
 //! A format the engine cannot compile is an error that names what in it is
 //! wrong ([`GrammarError`]), so a server can answer 400 before anything runs.
 
+mod bare_call;
 mod harmony;
 mod mask;
 mod template_calls;
@@ -29,6 +32,7 @@ use std::sync::Arc;
 use llguidance::api::TopLevelGrammar;
 use llguidance::{Matcher, ParserFactory};
 use mlx_harmony_core::sampling::TokenConstraint;
+pub use mlx_harmony_core::tool_parsers::CallStyle;
 use serde_json::{Value, json};
 use tokenizers::Tokenizer;
 
@@ -94,6 +98,8 @@ pub struct Grammars {
     /// The end-of-output tokens of a plain-text model.
     eos: Vec<u32>,
     tokenizer: Arc<Tokenizer>,
+    /// How a plain-text model writes a tool call (its chat template's way).
+    call_style: CallStyle,
 }
 
 /// JSON is written compactly, with single spaces after `,` and `:`: a small
@@ -129,7 +135,16 @@ impl Grammars {
             harmony,
             eos: eos.to_vec(),
             tokenizer,
+            call_style: CallStyle::Tagged,
         })
+    }
+
+    /// The way the model's chat template has it write tool calls (Hermes
+    /// `<tool_call>` blocks unless told otherwise); strict tools are held
+    /// in that form.
+    pub fn with_call_style(mut self, style: CallStyle) -> Self {
+        self.call_style = style;
+        self
     }
 
     /// A token's bytes (a special token's name), as the wire shows tokens.
@@ -227,41 +242,74 @@ impl Grammars {
             }
             None => match answer {
                 Some(matcher) => Ok(Some(Box::new(whole::WholeOutput::new(matcher)))),
-                None => {
-                    let call = self.template_call(&rules.strict_tools)?;
-                    Ok(Some(Box::new(template_calls::TemplateCalls::new(
-                        self.tokenizer.clone(),
-                        call,
-                        self.eos.clone(),
-                    ))))
-                }
+                None => match self.call_style {
+                    CallStyle::Tagged => {
+                        let call = self.template_call(&rules.strict_tools)?;
+                        Ok(Some(Box::new(template_calls::TemplateCalls::new(
+                            self.tokenizer.clone(),
+                            call,
+                            self.eos.clone(),
+                        ))))
+                    }
+                    CallStyle::WholeReply => {
+                        let reply = self.bare_call(&rules.strict_tools)?;
+                        Ok(Some(Box::new(bare_call::BareCall::new(
+                            self.tokenizer.clone(),
+                            reply,
+                        ))))
+                    }
+                },
             },
         }
     }
 }
 
 impl Grammars {
-    /// What follows a plain-text model's `<tool_call>`: one call of a
-    /// strict tool as its template writes it, then the closing tag.
-    fn template_call(&self, tools: &[StrictTool]) -> Result<Matcher, GrammarError> {
+    /// The `{"name": <a strict tool>, "parameters": <its schema>}` object of
+    /// each strict tool, as JSON Schema choices.
+    fn call_objects(tools: &[StrictTool], arguments_key: &str) -> Value {
         let mut choices = Vec::new();
         for tool in tools {
             let mut parameters = tool.parameters.clone();
             bound_numbers(&mut parameters);
             choices.push(json!({"type": "object", "properties": {
-                "name": {"const": tool.name}, "arguments": parameters},
-                "required": ["name", "arguments"], "additionalProperties": false}));
+                "name": {"const": tool.name}, (arguments_key): parameters},
+                "required": ["name", (arguments_key)], "additionalProperties": false}));
         }
         let mut schema = json!({"anyOf": choices});
         schema["x-guidance"] = json_options();
+        schema
+    }
+
+    fn strict_place(tools: &[StrictTool]) -> String {
+        format!(
+            "the parameters of the strict tools {:?}",
+            tools.iter().map(|t| t.name.as_str()).collect::<Vec<_>>()
+        )
+    }
+
+    /// A bare-object model's whole reply: whitespace and one call of a
+    /// strict tool (as Llama 3.1's template asks: `parameters`), or text
+    /// that does not start as an object.
+    fn bare_call(&self, tools: &[StrictTool]) -> Result<Matcher, GrammarError> {
+        let schema = Self::call_objects(tools, "parameters");
+        let lark = format!(
+            "start: SPACE? %json {schema} | TEXT\n\
+             SPACE: /[ \\t\\r\\n]+/\n\
+             TEXT: /[ \\t\\r\\n]*[^{{ \\t\\r\\n][\\s\\S]*/\n"
+        );
+        self.matcher(&OutputFormat::Lark(lark), &Self::strict_place(tools))
+    }
+
+    /// What follows a plain-text model's `<tool_call>`: one call of a
+    /// strict tool as its template writes it, then the closing tag.
+    fn template_call(&self, tools: &[StrictTool]) -> Result<Matcher, GrammarError> {
+        let schema = Self::call_objects(tools, "arguments");
         let lark = format!(
             "start: \"\\n\"? %json {schema} \"\\n\"? \"{}\"\n",
             template_calls::CLOSE
         );
-        let place = format!(
-            "the parameters of the strict tools {:?}",
-            tools.iter().map(|t| t.name.as_str()).collect::<Vec<_>>()
-        );
+        let place = Self::strict_place(tools);
         self.matcher(&OutputFormat::Lark(lark), &place)
     }
 }

@@ -13,8 +13,7 @@ use tokenizers::Tokenizer;
 
 use crate::mask::{engine_error, mask_bits};
 
-pub const OPEN: &str = "<tool_call>";
-pub const CLOSE: &str = "</tool_call>";
+pub use mlx_harmony_core::tool_parsers::hermes::{CLOSE, OPEN};
 
 pub struct TemplateCalls {
     tokenizer: Arc<Tokenizer>,

@@ -239,6 +239,104 @@ fn a_template_models_tool_call_block_is_held_to_the_strict_tools_schema() {
     );
 }
 
+fn weather_tool() -> OutputRules {
+    OutputRules {
+        answer: None,
+        strict_tools: vec![StrictTool {
+            name: "get_weather".into(),
+            parameters: json!({"type": "object", "properties": {"city": {"enum": ["Oslo", "Bergen"]},
+                "days": {"type": "integer", "minimum": 1, "maximum": 7}},
+                "required": ["city", "days"], "additionalProperties": false}),
+        }],
+    }
+}
+
+#[test]
+fn a_bare_object_models_reply_that_starts_a_call_is_held_to_one_strict_call() {
+    // Llama 3.1's template asks for the call as the whole reply,
+    // `{"name": ..., "parameters": ...}`, with no tag around it.
+    let loaded = load("llama");
+    let grammars = grammars(&loaded).with_call_style(mlx_harmony_grammar::CallStyle::WholeReply);
+    let constraint = grammars.constraint(&weather_tool()).unwrap().unwrap();
+    let encode = |text: &str| {
+        loaded
+            .tokenizer
+            .encode(text, false)
+            .unwrap()
+            .get_ids()
+            .to_vec()
+    };
+    let eos = loaded.eos_token_ids[0];
+    // Text that does not start as an object is free from its first character.
+    let mut text = constraint.fresh();
+    assert!(text.allowed().unwrap().is_some(), "undecided at the start");
+    for token in encode("  It is sunny.") {
+        text.consume(token).unwrap();
+    }
+    assert_eq!(text.allowed().unwrap(), None, "plain text stays free");
+    // A call, after some whitespace, token by token; then only the end.
+    let mut call = constraint.fresh();
+    for token in
+        encode("\n{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Oslo\", \"days\": 3}}")
+    {
+        let mask = call.allowed().unwrap();
+        assert!(
+            allows(&mask, token),
+            "token {token} of a valid call refused"
+        );
+        assert!(
+            !allows(&mask, eos) || token == eos,
+            "the reply cannot end inside a call"
+        );
+        call.consume(token).unwrap();
+    }
+    let end = call.allowed().unwrap();
+    assert!(allows(&end, eos), "a finished call ends the reply");
+    assert!(!allows(&end, encode(" and")[0]), "nothing follows the call");
+    // Only a strict tool's name, and its parameters' schema.
+    let mut wrong = constraint.fresh();
+    for token in encode("{\"name\": \"") {
+        wrong.consume(token).unwrap();
+    }
+    assert!(!allows(&wrong.allowed().unwrap(), encode("set")[0]));
+    // Sampled at temperature 1 from a random model with `{` pushed first:
+    // each reply is one call whose parameters validate.
+    let brace = encode("{")[0];
+    for seed in 0..4 {
+        let mut sampler = Sampler::new(SamplingSettings {
+            temperature: 1.0,
+            seed: Some(seed),
+            logit_bias: vec![(brace, 30.0)],
+            ..Default::default()
+        })
+        .unwrap();
+        sampler.set_constraint(constraint.fresh());
+        let prompt = loaded.encode("Weather?").unwrap();
+        let reply = generate(
+            &loaded,
+            &prompt,
+            &mut sampler,
+            &GenerateOptions::new(80),
+            |_, _| {},
+        )
+        .unwrap();
+        let text = loaded.tokenizer.decode(&reply.tokens, true).unwrap();
+        let parsed = mlx_harmony_core::tool_parsers::llama3_json::parse(&text)
+            .unwrap_or_else(|| panic!("not one call: {text:?}"));
+        assert_eq!(parsed.name, "get_weather");
+        let arguments: Value = serde_json::from_str(&parsed.arguments).unwrap();
+        assert!(
+            ["Oslo", "Bergen"].contains(&arguments["city"].as_str().unwrap()),
+            "{text}"
+        );
+        assert!(
+            (1..=7).contains(&arguments["days"].as_i64().unwrap()),
+            "{text}"
+        );
+        assert_eq!(arguments.as_object().unwrap().len(), 2, "{text}");
+    }
+}
+
 #[test]
 fn held_and_free_sequences_decode_together_each_with_its_own_mask() {
     let loaded = Rc::new(load("llama"));

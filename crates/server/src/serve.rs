@@ -262,6 +262,10 @@ fn start_model_thread(
                 &loaded.eos_token_ids,
                 loaded.harmony.is_some(),
             )
+            .map(|grammars| match &loaded.chat_template {
+                Some(template) => grammars.with_call_style(template.call_style()),
+                None => grammars,
+            })
             .map_err(|e| e.to_string());
             if let Err(why) = &grammars {
                 eprintln!("warning: {why}; requests for them get a 400");

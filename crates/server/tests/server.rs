@@ -1491,7 +1491,11 @@ fn a_streaming_client_is_answered_while_another_is_still_decoding() {
 }
 
 #[test]
-fn smollm2_answers_always_match_their_json_schema_and_logprobs_are_reported() {
+fn smollm2_answers_and_strict_tool_calls_always_match_their_schemas_and_logprobs_are_reported() {
+    // The token id of `{` in SmolLM2's vocabulary, for the strict-tool part.
+    let loaded = mlx_harmony_core::generate::LoadedModel::load(&smollm2()).unwrap();
+    let brace = loaded.tokenizer.token_to_id("{").expect("`{` is one token");
+    drop(loaded);
     let server = start(&smollm2(), &["--max-concurrency", "4"]);
-    run_sdk_script_with(&server, "structured_outputs.py", &[]);
+    run_sdk_script_with(&server, "structured_outputs.py", &[&brace.to_string()]);
 }

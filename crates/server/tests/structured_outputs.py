@@ -191,4 +191,44 @@ response = client.responses.create(model=model, temperature=0, max_output_tokens
                                    top_logprobs=3, include=["message.output_text.logprobs"])
 entries = response.output[0].content[0].logprobs
 check(len(entries) > 0 and len(entries[0].top_logprobs) == 3, f"responses logprobs {entries}")
+# Streamed: each text delta carries its tokens; the done events and the
+# completed response carry them all, and the greedy stream equals the reply.
+deltas, streamed, done_entries, completed = [], [], None, None
+with client.responses.stream(model=model, temperature=0, max_output_tokens=8, input="Say hello.",
+                             top_logprobs=3, include=["message.output_text.logprobs"]) as events:
+    for event in events:
+        if event.type == "response.output_text.delta":
+            deltas.append(event.delta)
+            streamed.extend(event.logprobs)
+        elif event.type == "response.output_text.done":
+            done_entries = event.logprobs
+        elif event.type in ("response.completed", "response.incomplete"):
+            completed = event.response
+check("".join(e.token for e in streamed) == "".join(deltas), f"streamed responses logprob tokens vs {deltas}")
+check([e.token for e in streamed] == [e.token for e in entries], "streamed responses logprobs differ from the reply's")
+check(all(math.isclose(a.logprob, b.logprob, abs_tol=1e-4) for a, b in zip(streamed, entries)), "streamed logprob values differ")
+check(done_entries is not None and len(done_entries) == len(streamed), "output_text.done lacks the logprobs")
+check(len(completed.output[0].content[0].logprobs) == len(streamed), "response.completed lacks the logprobs")
+# Strict tools. SmolLM2's template has no tool format of its own, so its
+# calls are the bare object of Llama 3.1's (the whole reply); `{` pushed
+# first through logit_bias makes each reply a call, and the mask holds it to
+# the tool's parameters (no free strings: the bias would fill them with `{`).
+brace = sys.argv[3]
+weather = {"type": "object", "properties": {
+    "city": {"enum": ["Oslo", "Bergen", "Tromsø"]},
+    "days": {"type": "integer", "minimum": 1, "maximum": 7},
+    "units": {"enum": ["metric", "imperial"]}},
+    "required": ["city", "days"], "additionalProperties": False}
+tools = [{"type": "function", "function": {"name": "get_weather", "description": "The forecast for a city.",
+                                           "parameters": weather, "strict": True}}]
+for seed in range(4):
+    reply = client.chat.completions.create(
+        model=model, temperature=0.9, seed=seed, max_tokens=120, tools=tools, logit_bias={brace: 40},
+        messages=[{"role": "user", "content": "What will the weather be in Oslo this week?"}])
+    calls = reply.choices[0].message.tool_calls or []
+    check(len(calls) == 1 and calls[0].function.name == "get_weather",
+          f"strict tool seed {seed}: {reply.choices[0].message}")
+    validate(calls[0].function.arguments, weather, f"strict tool seed {seed}")
+    check(reply.choices[0].finish_reason == "tool_calls", f"finish_reason {reply.choices[0].finish_reason}")
+    checked += 1
 print(f"{checked} constrained answers valid; all checks passed")

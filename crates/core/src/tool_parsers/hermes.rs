@@ -4,8 +4,8 @@
 
 use super::{ParsedCall, call_from_json};
 
-const OPEN: &str = "<tool_call>";
-const CLOSE: &str = "</tool_call>";
+pub const OPEN: &str = "<tool_call>";
+pub const CLOSE: &str = "</tool_call>";
 
 /// The calls in `text` and the text with their blocks removed. A block that
 /// does not hold a call object stays in the text, as does an unclosed one.

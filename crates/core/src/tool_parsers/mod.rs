@@ -10,6 +10,28 @@
 pub mod hermes;
 pub mod llama3_json;
 
+/// How a chat template's model writes its tool calls, read from the
+/// template's text: a template that shows `<tool_call>` blocks is Hermes
+/// style; any other (Llama 3.1 and later ask for the bare object) answers
+/// with one call object as the whole reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallStyle {
+    /// `<tool_call>{"name": ..., "arguments": ...}</tool_call>` blocks.
+    Tagged,
+    /// The whole reply is `{"name": ..., "parameters": ...}`.
+    WholeReply,
+}
+
+impl CallStyle {
+    pub fn of_template(source: &str) -> Self {
+        if source.contains(hermes::OPEN) {
+            CallStyle::Tagged
+        } else {
+            CallStyle::WholeReply
+        }
+    }
+}
+
 /// A call found in the text: the function's name and its arguments as JSON
 /// text (an object, as OpenAI's `tool_calls` carry them).
 #[derive(Clone, Debug, PartialEq)]

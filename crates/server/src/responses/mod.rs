@@ -218,12 +218,6 @@ pub async fn create_response(
         .any(|i| i == "message.output_text.logprobs");
     let logprobs =
         crate::output::logprobs_count(wants_logprobs, request.top_logprobs, "top_logprobs")?;
-    if logprobs.is_some() && request.stream {
-        return Err(ApiError::invalid_at(
-            "log-probabilities come with non-streaming responses only here: send stream: false",
-            "top_logprobs",
-        ));
-    }
     let fields = SharedFields {
         model: &request.model,
         max_tokens: request.max_output_tokens,
@@ -335,22 +329,23 @@ pub async fn create_response(
     let choices = choices::submit(&state, task, settings, control, 1).await?;
     let reply = Reply::new(format!("resp_{:x}", now_nanos()), echo);
     if request.stream {
-        Ok(stream::stream(state.clone(), choices, reply, history).into_response())
+        let grammars = logprobs.and_then(|_| state.grammars.as_ref().ok().cloned());
+        Ok(stream::stream(state.clone(), choices, reply, history, grammars).into_response())
     } else {
         let (mut finished, usage) = choices::collect(choices, 1).await?;
         let done = finished.remove(0);
         let mut reply = reply;
         reply.finish_from(&done.steps, &done.content, &done.calls);
-        let mut response = reply.response(&state.model_id, "completed", done.finish_reason, &usage);
         if let (Some(_), Ok(grammars)) = (logprobs, &state.grammars) {
             // The answer's tokens go with its (one) output_text.
             let entries = crate::output::chat_entries(grammars, &done.logprobs);
-            for item in response["output"].as_array_mut().into_iter().flatten() {
-                if item["type"] == "message" {
-                    item["content"][0]["logprobs"] = json!(entries);
+            for item in &mut reply.items {
+                if let output::Item::Message { logprobs, .. } = item {
+                    *logprobs = entries.clone();
                 }
             }
         }
+        let response = reply.response(&state.model_id, "completed", done.finish_reason, &usage);
         keep(&state, &reply, &response, history);
         Ok(Json(response).into_response())
     }

@@ -19,6 +19,9 @@ pub(super) enum Item {
     Message {
         id: String,
         text: String,
+        /// Its tokens' log-probabilities as the API shows them, when the
+        /// request included `message.output_text.logprobs`.
+        logprobs: Vec<Value>,
     },
     Call {
         id: String,
@@ -73,10 +76,10 @@ impl Item {
                 "encrypted_content": text,
                 "status": status,
             }),
-            Item::Message { id, text } => json!({
+            Item::Message { id, text, logprobs } => json!({
                 "type": "message", "id": id, "role": "assistant", "status": status,
                 "content": if status == "completed" || !text.is_empty() {
-                    json!([{"type": "output_text", "text": text, "annotations": [], "logprobs": []}])
+                    json!([{"type": "output_text", "text": text, "annotations": [], "logprobs": logprobs}])
                 } else { json!([]) },
             }),
             Item::Call { id, call } => json!({
@@ -169,6 +172,7 @@ impl Reply {
             self.items.push(Item::Message {
                 id: item_id("msg"),
                 text: content.to_string(),
+                logprobs: Vec::new(),
             });
         }
         for call in calls {

@@ -14,6 +14,7 @@ use crate::api::Usage;
 use crate::choices::{self, Choices};
 use crate::now_nanos;
 use crate::worker::{Event, FunctionCall};
+use mlx_harmony_core::sampling::TokenLogprobs;
 
 /// The typed events of a streamed response, numbered.
 struct Events {
@@ -48,6 +49,10 @@ struct Writer {
     reply: Reply,
     /// The item being streamed (its index in `reply.items`).
     open: Option<usize>,
+    /// The model's vocabulary, when the request asked for log-probabilities.
+    grammars: Option<mlx_harmony_grammar::Grammars>,
+    /// Log-probabilities waiting for their answer text's delta.
+    pending: Vec<TokenLogprobs>,
 }
 
 /// Streams a response: `response.created`, `response.in_progress`, each
@@ -59,6 +64,7 @@ pub(super) fn stream(
     mut choices: Choices,
     reply: Reply,
     history: Vec<ChatMessage>,
+    grammars: Option<mlx_harmony_grammar::Grammars>,
 ) -> Sse<tokio_stream::wrappers::ReceiverStream<Result<SseEvent, Infallible>>> {
     let (sender, body) = mpsc::channel(64);
     tokio::spawn(async move {
@@ -69,6 +75,8 @@ pub(super) fn stream(
             },
             reply,
             open: None,
+            grammars,
+            pending: Vec::new(),
         };
         let model = state.model_id.clone();
         let opening = w
@@ -90,8 +98,11 @@ pub(super) fn stream(
                 return;
             };
             let ok = match event {
-                // Refused with streaming when the request is read.
-                Event::Logprobs(_) => true,
+                // They come before the answer text they belong to.
+                Event::Logprobs(tokens) => {
+                    w.pending.extend(tokens);
+                    true
+                }
                 Event::Reasoning(text) => w.delta(Kind::Reasoning, &text).await,
                 Event::Content(text) => w.delta(Kind::Message, &text).await,
                 Event::CallStarted(call) => w.start_call(call).await,
@@ -285,6 +296,7 @@ impl Writer {
             Kind::Message => Item::Message {
                 id: item_id("msg"),
                 text: String::new(),
+                logprobs: Vec::new(),
             },
             Kind::Call => Item::Call {
                 id: item_id("fc"),
@@ -316,11 +328,22 @@ impl Writer {
                     json!({"item_id": id, "output_index": index, "content_index": 0, "delta": text}),
                 )
             }
-            Item::Message { text: all, .. } => {
+            Item::Message {
+                text: all,
+                logprobs,
+                ..
+            } => {
                 all.push_str(text);
+                let entries = match &self.grammars {
+                    Some(grammars) => {
+                        crate::output::chat_entries(grammars, &std::mem::take(&mut self.pending))
+                    }
+                    None => Vec::new(),
+                };
+                logprobs.extend(entries.iter().cloned());
                 (
                     "response.output_text.delta",
-                    json!({"item_id": id, "output_index": index, "content_index": 0, "delta": text, "logprobs": []}),
+                    json!({"item_id": id, "output_index": index, "content_index": 0, "delta": text, "logprobs": entries}),
                 )
             }
             Item::Call { call, .. } => {
@@ -367,15 +390,15 @@ impl Writer {
                         "part": {"type": "reasoning_text", "text": text}}),
                 ));
             }
-            Item::Message { text, .. } => {
+            Item::Message { text, logprobs, .. } => {
                 steps.push((
                     "response.output_text.done",
-                    json!({"item_id": id, "output_index": index, "content_index": 0, "text": text, "logprobs": []}),
+                    json!({"item_id": id, "output_index": index, "content_index": 0, "text": text, "logprobs": logprobs}),
                 ));
                 steps.push((
                     "response.content_part.done",
                     json!({"item_id": id, "output_index": index, "content_index": 0,
-                        "part": {"type": "output_text", "text": text, "annotations": [], "logprobs": []}}),
+                        "part": {"type": "output_text", "text": text, "annotations": [], "logprobs": logprobs}}),
                 ));
             }
             Item::Call { call, .. } => steps.push((
