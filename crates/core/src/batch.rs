@@ -104,6 +104,9 @@ pub struct BatchGenerator {
     /// The tokens the rows feed at the next step (`[rows]`, on the device).
     next: Option<Array>,
     prompt_cache: PromptCache,
+    /// `--max-kv-size`: positions a row's cache holds (the first and the
+    /// newest); `None`: every position.
+    max_kv_size: Option<i32>,
 }
 
 /// Caches of finished sequences, kept so that a later prompt that starts the
@@ -155,6 +158,11 @@ impl PromptCache {
     }
 
     fn insert(&mut self, tokens: Vec<u32>, caches: Vec<KvCache>) {
+        // A cache that dropped positions (a bounded one) cannot be trimmed
+        // back to a prefix.
+        if caches.iter().any(|c| c.len() < c.offset()) {
+            return;
+        }
         let bytes = caches.iter().map(KvCache::nbytes).sum();
         if bytes > self.max_bytes {
             return;
@@ -202,7 +210,29 @@ impl BatchGenerator {
                 max_bytes: prompt_cache_bytes,
                 entries: Vec::new(),
             },
+            max_kv_size: None,
         }
+    }
+
+    /// Bounds every row's KV cache to `max_kv_size` positions (`None`:
+    /// unbounded), as the single-sequence `--max-kv-size`: a row keeps its
+    /// first positions and its newest, and decodes past the bound (Llama
+    /// family; GPT-OSS's sliding layers already see only their window, and
+    /// its caches stay as they are). Only while nothing is running.
+    pub fn set_max_kv_size(&mut self, max_kv_size: Option<u32>) -> Result<()> {
+        if !self.is_idle() {
+            return Err(Error::Invalid(
+                "the KV cache bound is set before sequences are added".into(),
+            ));
+        }
+        self.max_kv_size = crate::generate::kv_size_bound(max_kv_size)?;
+        self.caches = self.loaded.model.new_batch_caches_bounded(self.max_kv_size);
+        Ok(())
+    }
+
+    /// The bound set by [`BatchGenerator::set_max_kv_size`].
+    pub fn max_kv_size(&self) -> Option<i32> {
+        self.max_kv_size
     }
 
     /// Writes the prompt cache to `path` (safetensors: each entry's layers'
@@ -374,10 +404,15 @@ impl BatchGenerator {
                 });
                 return Ok(1);
             }
-            let (done, caches) = self
-                .prompt_cache
-                .lookup(&request.prompt)
-                .unwrap_or_else(|| (0, self.loaded.model.new_joining_caches()));
+            // Past the bound, a prompt runs in rotating caches from its
+            // start (a cached prefix keeps every position).
+            let fits = self
+                .max_kv_size
+                .is_none_or(|max| request.prompt.len() <= max as usize);
+            let (done, caches) = fits
+                .then(|| self.prompt_cache.lookup(&request.prompt))
+                .flatten()
+                .unwrap_or_else(|| (0, self.loaded.model.new_joining_caches(self.max_kv_size)));
             self.prefill = Some(Prefill {
                 id,
                 request,
@@ -597,7 +632,9 @@ impl BatchGenerator {
                     .caches
                     .iter()
                     .map(|c| c.extract(index))
-                    .collect::<Result<Vec<_>>>()?;
+                    .collect::<Result<Option<Vec<_>>>>()?;
+                // A bounded row that dropped positions is not kept.
+                let Some(caches) = caches else { continue };
                 let states: Vec<&Array> = caches.iter().flat_map(|c| c.state()).collect();
                 eval(states)?;
                 let tokens = self.rows[index].history.clone();
@@ -687,7 +724,7 @@ impl BatchGenerator {
                 message: error.to_string(),
             });
         }
-        self.caches = self.loaded.model.new_batch_caches();
+        self.caches = self.loaded.model.new_batch_caches_bounded(self.max_kv_size);
         self.next = None;
     }
 }

@@ -539,17 +539,7 @@ impl TokenGenerator {
                     .into(),
             ));
         }
-        let bound = match max_kv_size {
-            None => None,
-            Some(n) if (1..=i32::MAX as u32).contains(&n) => Some(n as i32),
-            Some(n) => {
-                return Err(Error::Invalid(format!(
-                    "max_kv_size must be from 1 to {}, not {n}",
-                    i32::MAX
-                )));
-            }
-        };
-        self.max_kv_size = bound;
+        self.max_kv_size = kv_size_bound(max_kv_size)?;
         self.clear_cache();
         Ok(())
     }
@@ -695,4 +685,16 @@ pub fn generate_greedy(
             on_text(piece)
         }
     })
+}
+
+/// A `max_kv_size` as the caches take it: 1 to `i32::MAX` positions.
+pub(crate) fn kv_size_bound(max_kv_size: Option<u32>) -> Result<Option<i32>> {
+    match max_kv_size {
+        None => Ok(None),
+        Some(n) if (1..=i32::MAX as u32).contains(&n) => Ok(Some(n as i32)),
+        Some(n) => Err(Error::Invalid(format!(
+            "max_kv_size must be from 1 to {}, not {n}",
+            i32::MAX
+        ))),
+    }
 }

@@ -386,3 +386,103 @@ fn seeded_sampling_draws_the_same_tokens_batched() {
         assert_eq!(done[id].0.tokens, alone.tokens, "sequence {i}");
     }
 }
+
+#[test]
+fn a_bounded_batch_decodes_past_its_bound_as_one_bounded_sequence_does() {
+    // `--max-kv-size` in a batch: each row sees its first positions and its
+    // newest, as the single-sequence rotating cache; rows join at different
+    // steps (different left padding), one prompt is longer than the bound,
+    // and two rows run long enough for the dropped columns to be cut away.
+    let max = 24;
+    let loaded = Rc::new(LoadedModel::load(&fixture("llama")).unwrap());
+    let prompts = prompts(&loaded);
+    assert!(prompts[2].len() > max as usize, "one prompt past the bound");
+    let limits = [300, 40, 320, 10];
+    let mut single = mlx_harmony_core::generate::TokenGenerator::load(&fixture("llama")).unwrap();
+    single.set_max_kv_size(Some(max)).unwrap();
+    let expected: Vec<Generation> = prompts
+        .iter()
+        .zip(limits)
+        .map(|(p, n)| {
+            single.clear_cache();
+            single
+                .generate(p, &mut greedy(), &GenerateOptions::new(n), |_, _| {})
+                .unwrap()
+        })
+        .collect();
+    let unbounded = one_by_one(&loaded, &prompts[0], &GenerateOptions::new(limits[0]));
+    assert_ne!(
+        unbounded.tokens, expected[0].tokens,
+        "the bound changes what the model sees"
+    );
+
+    let mut batch = BatchGenerator::new(loaded.clone(), 8);
+    batch.set_max_kv_size(Some(max)).unwrap();
+    let first = batch.add(request(&prompts[0], GenerateOptions::new(limits[0])));
+    let later = (1..prompts.len())
+        .map(|i| {
+            (
+                [0, 5, 30, 200][i],
+                request(&prompts[i], GenerateOptions::new(limits[i])),
+            )
+        })
+        .collect();
+    let done = run(&mut batch, later);
+    for (i, expected) in expected.iter().enumerate() {
+        let id = first + i as SequenceId;
+        assert_eq!(
+            done[&id].0.tokens, expected.tokens,
+            "sequence {i} differs from one bounded sequence"
+        );
+    }
+    assert!(batch.set_max_kv_size(None).is_ok(), "idle again");
+}
+
+#[test]
+fn a_bounded_batch_keeps_its_bound_after_it_empties_with_or_without_a_prompt_cache() {
+    // As the server runs it: requests one after another (the batch empties
+    // between them), then together, the prompt cache on and off.
+    let loaded = Rc::new(LoadedModel::load(&fixture("llama")).unwrap());
+    let prompts: Vec<Vec<u32>> = [
+        "Once upon a time",
+        "1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18",
+        "Hi",
+    ]
+    .iter()
+    .map(|t| loaded.encode(t).unwrap())
+    .collect();
+    let mut single = mlx_harmony_core::generate::TokenGenerator::load(&fixture("llama")).unwrap();
+    single.set_max_kv_size(Some(16)).unwrap();
+    let expected: Vec<Generation> = prompts
+        .iter()
+        .map(|p| {
+            single.clear_cache();
+            single
+                .generate(p, &mut greedy(), &GenerateOptions::new(300), |_, _| {})
+                .unwrap()
+        })
+        .collect();
+    for cache_bytes in [0usize, 1 << 30] {
+        let mut batch = BatchGenerator::with_prompt_cache(loaded.clone(), 4, cache_bytes);
+        batch.set_max_kv_size(Some(16)).unwrap();
+        for (i, p) in prompts.iter().enumerate() {
+            let id = batch.add(request(p, GenerateOptions::new(300)));
+            let done = run(&mut batch, vec![]);
+            assert_eq!(
+                done[&id].0.tokens, expected[i].tokens,
+                "alone {i} bytes {cache_bytes}"
+            );
+        }
+        let ids: Vec<_> = prompts
+            .iter()
+            .map(|p| batch.add(request(p, GenerateOptions::new(300))))
+            .collect();
+        let done = run(&mut batch, vec![]);
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(
+                done[id].0.tokens, expected[i].tokens,
+                "together {i} bytes {cache_bytes}"
+            );
+        }
+    }
+}

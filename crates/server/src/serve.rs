@@ -202,12 +202,6 @@ fn start_model_thread(
              model's precision (mlx-harmony-chat and mlx-harmony-generate take it)"
         );
     }
-    if args.model.max_kv_size.is_some() {
-        anyhow::bail!(
-            "--max-kv-size is not supported by the server yet: its batched caches keep every \
-             position (mlx-harmony-chat and mlx-harmony-generate take it)"
-        );
-    }
     let (ready, loaded) = std::sync::mpsc::channel();
     // Said once the worker's loop has returned (the queue closed) and the
     // model, and with it every MLX array of the thread, is dropped.
@@ -248,12 +242,6 @@ fn start_model_thread(
                         return;
                     }
                 }
-            }
-            if opened.generator.max_kv_size().is_some() {
-                eprintln!(
-                    "warning: the prompt config's max_kv_size is not applied by the server: its \
-                     batched caches keep every position"
-                );
             }
             let loaded = &opened.generator.loaded;
             let grammars = mlx_harmony_grammar::Grammars::new(

@@ -265,8 +265,17 @@ pub fn run(
 ) {
     let loaded = generator.loaded.clone();
     let max = config.max_concurrency.max(1);
-    let mut batch =
-        BatchGenerator::with_prompt_cache(loaded.clone(), max, config.prompt_cache_bytes);
+    // `--max-kv-size` (or the prompt config's) bounds every row's cache.
+    let max_kv_size = generator.max_kv_size().map(|n| n as u32);
+    let prompt_cache_bytes = config.prompt_cache_bytes;
+    let new_batch = || {
+        let mut batch = BatchGenerator::with_prompt_cache(loaded.clone(), max, prompt_cache_bytes);
+        batch
+            .set_max_kv_size(max_kv_size)
+            .expect("a new batch is idle and the bound was checked at start");
+        batch
+    };
+    let mut batch = new_batch();
     if let Some((path, model)) = &config.prompt_cache_file
         && path.exists()
     {
@@ -367,11 +376,7 @@ pub fn run(
                         "generation failed: {error}"
                     ))));
                 }
-                batch = BatchGenerator::with_prompt_cache(
-                    loaded.clone(),
-                    max,
-                    config.prompt_cache_bytes,
-                );
+                batch = new_batch();
             }
         }
         stats.active.store(batch.active(), Ordering::SeqCst);

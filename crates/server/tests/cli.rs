@@ -52,22 +52,3 @@ fn a_port_in_use_is_reported() {
         "{stderr}"
     );
 }
-
-#[test]
-fn max_kv_size_is_refused_with_the_reason() {
-    // The batched caches keep every position: the flag is refused, not ignored.
-    let model =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/parity/llama");
-    let run = Command::new(env!("CARGO_BIN_EXE_mlx-harmony-server"))
-        .arg("--model")
-        .arg(model)
-        .args(["--max-kv-size", "64", "--port", "0"])
-        .output()
-        .unwrap();
-    assert!(!run.status.success());
-    let err = String::from_utf8_lossy(&run.stderr);
-    assert!(
-        err.contains("--max-kv-size is not supported by the server"),
-        "{err}"
-    );
-}

@@ -1499,3 +1499,47 @@ fn smollm2_answers_and_strict_tool_calls_always_match_their_schemas_and_logprobs
     let server = start(&smollm2(), &["--max-concurrency", "4"]);
     run_sdk_script_with(&server, "structured_outputs.py", &[&brace.to_string()]);
 }
+
+#[test]
+fn with_max_kv_size_requests_decode_together_past_the_bound() {
+    // Each row's cache holds its first 4 and newest 12 positions; 300
+    // tokens pass the point where the batch cuts the dropped columns away.
+    let server = start(
+        &fixture("llama"),
+        &["--max-kv-size", "16", "--max-concurrency", "4"],
+    );
+    let body = |prompt: &str| json!({"model": server.model, "prompt": prompt, "max_tokens": 300, "temperature": 0});
+    let prompts = [
+        "Once upon a time",
+        "1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18",
+        "Hi",
+    ];
+    let alone: Vec<Value> = prompts
+        .iter()
+        .map(|p| request(server.port, "POST", "/v1/completions", &body(p)).1)
+        .collect();
+    let port = server.port;
+    let together: Vec<(u16, Value)> = prompts
+        .iter()
+        .map(|p| {
+            let body = body(p);
+            std::thread::spawn(move || request(port, "POST", "/v1/completions", &body))
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    for ((status, reply), alone) in together.iter().zip(&alone) {
+        assert_eq!(*status, 200, "{reply}");
+        assert_eq!(
+            reply["choices"][0]["text"], alone["choices"][0]["text"],
+            "batched differs from alone"
+        );
+    }
+    let longest = alone
+        .iter()
+        .map(|r| r["usage"]["completion_tokens"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    assert!(longest > 280, "no reply passed the cut ({longest} tokens)");
+}

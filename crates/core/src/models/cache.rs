@@ -523,6 +523,16 @@ impl KvCache {
         self.state().iter().map(|a| a.nbytes()).sum()
     }
 
+    /// The keys and values it holds in the order of their positions: every
+    /// position, or a rotating cache's first and newest (`None` for a
+    /// sliding window or an empty cache). Positions `offset - held` are gone.
+    pub fn held_in_order(&self) -> Result<Option<(Array, Array)>> {
+        match (self.rotation, &self.keys, &self.values) {
+            (Some(r), Some(k), Some(v)) => Ok(Some((self.temporal(k, r)?, self.temporal(v, r)?))),
+            _ => self.positions(),
+        }
+    }
+
     /// The keys and values of positions `0..offset`, for a cache that keeps
     /// every position (`None` for a sliding window or an empty cache).
     pub fn positions(&self) -> Result<Option<(Array, Array)>> {
@@ -836,7 +846,10 @@ pub fn sliding_mask(offset: i32, queries: i32, keys: i32, window: i32) -> Array 
 /// position (masked out). Decoding adds one token per row per step; prompts
 /// are run one sequence at a time in a [`KvCache`] and then
 /// [`BatchKvCache::join`]ed. Sliding-window layers keep every position here
-/// and rely on the window mask.
+/// and rely on the window mask (so that a finished row's cache can serve a
+/// later prompt from any of its positions). A bounded cache
+/// ([`BatchKvCache::bounded`], `--max-kv-size`) shows each row only its
+/// first and newest positions and drops the others from time to time.
 #[derive(Clone, Default)]
 pub struct BatchKvCache {
     keys: Option<Array>,
@@ -844,11 +857,49 @@ pub struct BatchKvCache {
     /// Columns written so far (the column of the next token).
     end: i32,
     left_padding: Vec<i32>,
+    /// Per row: positions no longer held (RoPE positions go on past them).
+    dropped: Vec<i32>,
+    bound: Option<BatchBound>,
+}
+
+/// What a bounded batch cache keeps of each row, as mlx-lm's rotating cache
+/// does for one sequence: the first `keep` positions and the newest
+/// `window` (the token being written included).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchBound {
+    pub keep: i32,
+    pub window: i32,
+}
+
+impl BatchBound {
+    /// The bound of `--max-kv-size max_size` ([`KvCache::rotating`]'s).
+    pub fn max_kv_size(max_size: i32) -> Self {
+        let keep = KEEP_FIRST.min(max_size - 1).max(0);
+        BatchBound {
+            keep,
+            window: max_size - keep,
+        }
+    }
+
+    fn held(&self) -> i32 {
+        self.keep + self.window
+    }
 }
 
 impl BatchKvCache {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A cache that keeps, of each row, what `bound` says: every row sees
+    /// only those positions, and once the columns pass the bound by a
+    /// [`GROWTH_STEP`] the others are dropped (one gather for all rows), so
+    /// that memory stays bounded however long the rows decode.
+    pub fn bounded(bound: BatchBound) -> Self {
+        BatchKvCache {
+            bound: Some(bound),
+            ..Self::default()
+        }
     }
 
     /// Rows in the batch.
@@ -858,24 +909,35 @@ impl BatchKvCache {
 
     /// The position of each row's next token.
     pub fn positions(&self) -> Vec<i32> {
-        self.left_padding.iter().map(|p| self.end - p).collect()
+        self.left_padding
+            .iter()
+            .zip(&self.dropped)
+            .map(|(p, d)| self.end - p + d)
+            .collect()
     }
 
-    /// Adds a sequence whose prompt ran in `single` (one row, every position
-    /// kept: not a sliding cache) as the last row. The shorter side is padded
-    /// on the left so that both end in the same column.
+    /// Columns the rows use (the widest row's).
+    pub fn columns(&self) -> i32 {
+        self.end - self.left_padding.iter().copied().min().unwrap_or(self.end)
+    }
+
+    /// Adds a sequence whose prompt ran in `single` (one row; every position
+    /// kept, or a rotating cache's first and newest) as the last row. The
+    /// shorter side is padded on the left so that both end in the same
+    /// column.
     pub fn join(&mut self, single: &KvCache) -> Result<()> {
         if single.window.is_some() {
             return Err(Error::Invalid(
                 "a sequence joins a batch from a cache that keeps every position".into(),
             ));
         }
-        let Some((new_k, new_v)) = single.positions()? else {
+        let Some((new_k, new_v)) = single.held_in_order()? else {
             return Err(Error::Invalid(
                 "cannot join an empty cache to a batch".into(),
             ));
         };
-        let length = single.offset;
+        let length = new_k.dim(2);
+        let dropped = single.offset - length;
         let used = |a: &Array, columns: i32| -> Result<Array> {
             slice(a, &[0, 0, 0, 0], &[a.dim(0), a.dim(1), columns, a.dim(3)])
         };
@@ -884,6 +946,7 @@ impl BatchKvCache {
             self.values = Some(new_v);
             self.end = length;
             self.left_padding = vec![0];
+            self.dropped = vec![dropped];
             return Ok(());
         };
         let end = self.end.max(length);
@@ -905,6 +968,62 @@ impl BatchKvCache {
             *pad += grow;
         }
         self.left_padding.push(end - length);
+        self.dropped.push(dropped);
+        self.end = end;
+        Ok(())
+    }
+
+    /// Whether row `row`'s column `column` is one it sees (not padding, and
+    /// within the bound).
+    fn visible(&self, row: usize, column: i32) -> bool {
+        let pad = self.left_padding[row];
+        column >= pad
+            && self
+                .bound
+                .is_none_or(|b| column - pad < b.keep || column >= self.end - b.window)
+    }
+
+    /// Drops the columns no row sees any more (a bounded cache's): each row
+    /// keeps its first `keep` and newest `window` positions, right-aligned
+    /// as before.
+    fn compact(&mut self) -> Result<()> {
+        let (Some(bound), Some(keys), Some(values)) = (self.bound, &self.keys, &self.values) else {
+            return Ok(());
+        };
+        let rows = self.rows();
+        let held: Vec<i32> = self
+            .left_padding
+            .iter()
+            .map(|p| (self.end - p).min(bound.held()))
+            .collect();
+        let end = held.iter().copied().max().unwrap_or(0);
+        let mut index = Vec::with_capacity(rows * end as usize);
+        for (row, &count) in held.iter().enumerate() {
+            let pad = self.left_padding[row];
+            let all = self.end - pad;
+            for column in 0..end {
+                let i = column - (end - count);
+                index.push(if i < 0 {
+                    0 // padding, masked
+                } else if all <= bound.held() || i < bound.keep {
+                    pad + i
+                } else {
+                    self.end - bound.window + (i - bound.keep)
+                });
+            }
+        }
+        let index = Array::from_slice(&index, &[rows as i32, 1, end, 1]);
+        let gather = |a: &Array| -> Result<Array> {
+            let used = slice(a, &[0, 0, 0, 0], &[a.dim(0), a.dim(1), self.end, a.dim(3)])?;
+            Ok(used.take_along_axis(&index, 2)?)
+        };
+        let (keys, values) = (gather(keys)?, gather(values)?);
+        for (row, &count) in held.iter().enumerate() {
+            self.dropped[row] += self.end - self.left_padding[row] - count;
+            self.left_padding[row] = end - count;
+        }
+        self.keys = Some(keys);
+        self.values = Some(values);
         self.end = end;
         Ok(())
     }
@@ -913,7 +1032,10 @@ impl BatchKvCache {
     /// columns no row uses any more.
     pub fn retain(&mut self, keep: &[usize]) -> Result<()> {
         if keep.is_empty() {
-            *self = Self::new();
+            *self = BatchKvCache {
+                bound: self.bound,
+                ..Self::default()
+            };
             return Ok(());
         }
         if keep.len() == self.rows() && keep.iter().enumerate().all(|(i, &k)| i == k) {
@@ -924,6 +1046,7 @@ impl BatchKvCache {
             &[keep.len() as i32],
         );
         self.left_padding = keep.iter().map(|&k| self.left_padding[k]).collect();
+        self.dropped = keep.iter().map(|&k| self.dropped[k]).collect();
         let unused = self.left_padding.iter().copied().min().unwrap_or(0);
         let rows = |a: &Array| -> Result<Array> {
             let a = a.take_axis(&index, 0)?;
@@ -948,11 +1071,15 @@ impl BatchKvCache {
     }
 
     /// Row `row`'s positions as a single sequence's cache (a copy, so that
-    /// it does not keep the batch's arrays alive).
-    pub fn extract(&self, row: usize) -> Result<KvCache> {
+    /// it does not keep the batch's arrays alive); `None` once a bounded
+    /// cache dropped some of them.
+    pub fn extract(&self, row: usize) -> Result<Option<KvCache>> {
         let (Some(k), Some(v)) = (&self.keys, &self.values) else {
             return Err(Error::Invalid("the batch has no rows".into()));
         };
+        if self.dropped[row] > 0 {
+            return Ok(None);
+        }
         let (row, pad) = (row as i32, self.left_padding[row]);
         let take = |a: &Array| -> Result<Array> {
             let part = slice(
@@ -968,13 +1095,13 @@ impl BatchKvCache {
             // pass makes the copy.
             Ok(part.multiply(Array::from_int(1).as_dtype(part.dtype())?)?)
         };
-        Ok(KvCache::from_arrays(take(k)?, take(v)?))
+        Ok(Some(KvCache::from_arrays(take(k)?, take(v)?)))
     }
 }
 
 impl LayerCache for BatchKvCache {
     fn rope_offset(&self) -> Result<RopeOffset> {
-        if self.left_padding.iter().all(|&p| p == 0) {
+        if self.left_padding.iter().all(|&p| p == 0) && self.dropped.iter().all(|&d| d == 0) {
             return Ok(RopeOffset::Same(self.end));
         }
         Ok(RopeOffset::PerRow(Array::from_slice(
@@ -988,6 +1115,12 @@ impl LayerCache for BatchKvCache {
             return Err(Error::Invalid(
                 "a batch cache takes one token per row per step; run prompts in a KvCache".into(),
             ));
+        }
+        if self
+            .bound
+            .is_some_and(|b| self.columns() >= b.held() + GROWTH_STEP)
+        {
+            self.compact()?;
         }
         let (Some(k), Some(v)) = (&self.keys, &self.values) else {
             return Err(Error::Invalid("the batch has no rows".into()));
@@ -1019,13 +1152,14 @@ impl LayerCache for BatchKvCache {
             ));
         }
         let first_visible = window.map_or(0, |w| self.end - w);
-        if first_visible <= 0 && self.left_padding.iter().all(|&p| p == 0) {
+        let bound_hides = self.bound.is_some_and(|b| self.columns() > b.held());
+        if first_visible <= 0 && !bound_hides && self.left_padding.iter().all(|&p| p == 0) {
             return Ok(AttentionMask::None);
         }
         let columns = self.end;
         let mut allowed = Vec::with_capacity(self.rows() * columns as usize);
-        for &pad in &self.left_padding {
-            allowed.extend((0..columns).map(|j| j >= pad && j >= first_visible));
+        for row in 0..self.rows() {
+            allowed.extend((0..columns).map(|j| j >= first_visible && self.visible(row, j)));
         }
         Ok(AttentionMask::Array(Array::from_slice(
             &allowed,
@@ -1054,6 +1188,50 @@ mod tests {
         let (k, v) = cache.update_and_fetch(&keys, &keys).unwrap();
         assert_eq!(held(&k), held(&v));
         held(&k)
+    }
+
+    #[test]
+    fn a_bounded_batch_cache_shows_each_row_its_first_and_newest_positions_in_bounded_memory() {
+        let bound = BatchBound::max_kv_size(8); // the first 4 and the newest 4
+        let mut batch = BatchKvCache::bounded(bound);
+        for length in [3, 20] {
+            let mut single = KvCache::new();
+            feed(&mut single, length);
+            batch.join(&single).unwrap();
+        }
+        for step in 0..600 {
+            let next = batch.positions();
+            let keys: Vec<f32> = next.iter().map(|&p| p as f32).collect();
+            let keys = Array::from_slice(&keys, &[2, 1, 1, 1]);
+            let (k, _) = batch.update_and_fetch(&keys, &keys).unwrap();
+            let AttentionMask::Array(mask) = batch.mask(1, None).unwrap() else {
+                assert!(step < 2, "no mask once a row passes the bound");
+                continue;
+            };
+            let columns = k.dim(2);
+            assert!(
+                columns < bound.held() + GROWTH_STEP + 1,
+                "{columns} columns"
+            );
+            // A slice of the buffer: made whole to be read.
+            let k = held(&k.multiply(Array::from_f32(1.0)).unwrap());
+            let mask = mask.as_slice::<bool>().to_vec();
+            for (row, newest) in next.iter().enumerate() {
+                let seen: Vec<i32> = (0..columns as usize)
+                    .filter(|&c| mask[row * columns as usize + c])
+                    .map(|c| k[row * columns as usize + c])
+                    .collect();
+                let first = (0..*newest + 1).take(4);
+                let last = (newest - 3).max(4)..newest + 1;
+                let expected: Vec<i32> = first.chain(last).collect();
+                assert_eq!(seen, expected, "row {row} at step {step}");
+            }
+        }
+        assert_eq!(batch.positions(), vec![603, 620]);
+        assert!(
+            batch.extract(0).unwrap().is_none(),
+            "positions were dropped"
+        );
     }
 
     #[test]

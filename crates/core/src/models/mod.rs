@@ -169,15 +169,32 @@ impl Model {
     /// Fresh caches for a batch, one per layer (sliding-window layers keep
     /// every position there, and masks keep to the window).
     pub fn new_batch_caches(&self) -> Vec<cache::BatchKvCache> {
+        self.new_batch_caches_bounded(None)
+    }
+
+    /// Batch caches bounded to `max_kv_size` positions a row (the first
+    /// ones and the newest, as [`Model::new_caches_bounded`]) for the Llama
+    /// family; GPT-OSS and `None` get the usual ones.
+    pub fn new_batch_caches_bounded(&self, max_kv_size: Option<i32>) -> Vec<cache::BatchKvCache> {
         (0..self.num_layers())
-            .map(|_| cache::BatchKvCache::new())
+            .map(|_| match (&self.arch, max_kv_size) {
+                (Arch::Decoder(_), Some(max)) => {
+                    cache::BatchKvCache::bounded(cache::BatchBound::max_kv_size(max))
+                }
+                _ => cache::BatchKvCache::new(),
+            })
             .collect()
     }
 
     /// Caches for one sequence's prompt that will join a batch: every
-    /// layer keeps every position (see [`cache::BatchKvCache::join`]).
-    pub fn new_joining_caches(&self) -> Vec<KvCache> {
-        (0..self.num_layers()).map(|_| KvCache::new()).collect()
+    /// layer keeps every position (see [`cache::BatchKvCache::join`]), or,
+    /// bounded to `max_kv_size` (Llama family), rotates as
+    /// [`Model::new_caches_bounded`]'s.
+    pub fn new_joining_caches(&self, max_kv_size: Option<i32>) -> Vec<KvCache> {
+        match (&self.arch, max_kv_size) {
+            (Arch::Decoder(_), Some(_)) => self.new_caches_bounded(max_kv_size),
+            _ => (0..self.num_layers()).map(|_| KvCache::new()).collect(),
+        }
     }
 
     /// Decoder layers.
