@@ -1,6 +1,6 @@
 """Summarizes examples/bench_lookup's JSON lines (stdin): median decode
 tokens/s of plain decoding and of each speculative mode (prompt lookup, a
-draft model), their spread (min-max), the speed-up over plain, the share of
+draft model, prompt lookup in the batch), their spread (min-max), the speed-up over plain, the share of
 drafted tokens kept, tokens per checking step, and whether every output
 equals the plain one."""
 
@@ -9,7 +9,7 @@ import statistics
 import sys
 
 runs = [json.loads(line) for line in sys.stdin if line.startswith("{")]
-modes = [m for m in ("plain", "lookup", "draft") if any(r["mode"] == m for r in runs)]
+modes = [m for m in ("plain", "lookup", "batch", "draft") if any(r["mode"] == m for r in runs)]
 tps = {m: [r["decode_tps"] for r in runs if r["mode"] == m] for m in modes}
 med = {m: statistics.median(v) for m, v in tps.items()}
 print(f"prompt {runs[0]['prompt_tokens']} tokens, {len(tps['plain'])} runs each")

@@ -2,7 +2,9 @@
 //! model asked to repeat a passage), greedy, same model, runs alternating:
 //! prompt lookup, and with `self` as DRAFT_MODEL the model drafting for
 //! itself (every draft kept: the upper bound of a draft model's speed-up;
-//! the two share one copy of the weights), or another model as the draft.
+//! the two share one copy of the weights), or another model as the draft;
+//! and `batch`: prompt lookup in the continuous batch (the server's path),
+//! the request decoding alone.
 //! Prints one JSON line per run: {"mode", "tokens", "decode_tps",
 //! "drafted", "accepted", "steps", "same"} ("same": the output equals the
 //! plain run's).
@@ -10,9 +12,12 @@
 
 use std::rc::Rc;
 
+use mlx_harmony_core::batch::{BatchEvent, BatchGenerator, SequenceRequest};
 use mlx_harmony_core::chat_template::ChatMessage;
 use mlx_harmony_core::draft::DraftModel;
-use mlx_harmony_core::generate::{GenerateOptions, LoadedModel, TokenGenerator};
+use mlx_harmony_core::generate::{
+    Cancel, GenerateOptions, Generation, LoadedModel, TokenGenerator,
+};
 use mlx_harmony_core::sampling::{Sampler, SamplingSettings};
 
 const PASSAGE: &str = "The river town of Alder Ford grew up around a wooden bridge that \
@@ -45,7 +50,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let prompt = generator
         .loaded
         .conversation_tokens(&Default::default(), &messages)?;
-    let mut modes = vec!["plain", "lookup"];
+    let mut modes = vec!["plain", "lookup", "batch"];
     if draft_model.is_some() {
         modes.push("draft");
     }
@@ -68,7 +73,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 prompt_lookup: if mode == "lookup" { draft } else { 0 },
                 ..GenerateOptions::new(gen_tokens)
             };
-            let g = generator.generate(&prompt, &mut sampler, &options, |_, _| {})?;
+            let g = if mode == "batch" {
+                let options = GenerateOptions {
+                    prompt_lookup: draft,
+                    ..GenerateOptions::new(gen_tokens)
+                };
+                in_batch(&generator.loaded, &prompt, sampler, options)?
+            } else {
+                generator.generate(&prompt, &mut sampler, &options, |_, _| {})?
+            };
             let reference = reference.get_or_insert_with(|| g.tokens.clone());
             if run > 0 {
                 println!(
@@ -82,4 +95,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     Ok(())
+}
+
+/// One request through the continuous batch, alone.
+fn in_batch(
+    loaded: &Rc<LoadedModel>,
+    prompt: &[u32],
+    sampler: Sampler,
+    options: GenerateOptions,
+) -> Result<Generation, Box<dyn std::error::Error>> {
+    let mut batch = BatchGenerator::new(loaded.clone(), 8);
+    batch.add(SequenceRequest {
+        prompt: prompt.to_vec(),
+        sampler,
+        options,
+        cancel: Cancel::new(),
+    });
+    while !batch.is_idle() {
+        for event in batch.step()? {
+            match event {
+                BatchEvent::Finished { generation, .. } => return Ok(generation),
+                BatchEvent::Failed { message, .. } => return Err(message.into()),
+                BatchEvent::Token { .. } => {}
+            }
+        }
+    }
+    Err("the batch ended without finishing the request".into())
 }

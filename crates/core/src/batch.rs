@@ -23,6 +23,7 @@ use crate::array_ext::slice;
 use crate::generate::{
     Cancel, FinishReason, GenerateOptions, Generation, LoadedModel, PREFILL_CHUNK, Progress,
 };
+use crate::lookup;
 use crate::models::blocks::last_position;
 use crate::models::cache::{BatchKvCache, KvCache};
 use crate::sampling::{Sampler, TokenLogprobs, apply_allowed_rows, greedy_rows};
@@ -90,6 +91,13 @@ struct Row {
     /// What the row's cache holds: the prompt, then every token fed back.
     history: Vec<u32>,
     cached_tokens: usize,
+    /// `prompt_lookup`: tokens drafted from the text so far while the row
+    /// decodes alone; 0: none.
+    lookup: usize,
+    /// Speculative statistics: tokens drafted, kept, and checks run.
+    drafted: usize,
+    accepted: usize,
+    speculative_steps: usize,
 }
 
 /// The batch scheduler; see the module docs.
@@ -107,6 +115,9 @@ pub struct BatchGenerator {
     /// `--max-kv-size`: positions a row's cache holds (the first and the
     /// newest); `None`: every position.
     max_kv_size: Option<i32>,
+    /// Whether the model's caches can take tokens back (no sliding-window
+    /// layers), as prompt lookup's checks need.
+    can_speculate: bool,
 }
 
 /// Caches of finished sequences, kept so that a later prompt that starts the
@@ -197,6 +208,7 @@ impl BatchGenerator {
         prompt_cache_bytes: usize,
     ) -> Self {
         let caches = loaded.model.new_batch_caches();
+        let can_speculate = lookup::caches_can_rewind(&loaded.model.new_caches());
         BatchGenerator {
             loaded,
             max_rows: max_rows.max(1),
@@ -211,6 +223,7 @@ impl BatchGenerator {
                 entries: Vec::new(),
             },
             max_kv_size: None,
+            can_speculate,
         }
     }
 
@@ -522,6 +535,10 @@ impl BatchGenerator {
             first_read: true,
             history: prompt.clone(),
             cached_tokens: cached,
+            lookup: options.prompt_lookup,
+            drafted: 0,
+            accepted: 0,
+            speculative_steps: 0,
         };
         if !goes_on {
             // The caches hold the prompt: keep them for the next prompt.
@@ -562,6 +579,9 @@ impl BatchGenerator {
     /// One token for every row: the next step is queued, then this step's
     /// tokens are read and handed on, and the rows that ended leave.
     fn decode(&mut self, events: &mut Vec<BatchEvent>) -> Result<()> {
+        if self.lone_lookup() {
+            return self.decode_speculative(events);
+        }
         let Some(current) = self.next.take() else {
             return Ok(());
         };
@@ -620,6 +640,109 @@ impl BatchGenerator {
                 next
             }
         };
+        self.close_rows(&keep, &ended, following, events)
+    }
+
+    /// Whether this step checks drafts: one row decoding, alone, that asked
+    /// for prompt lookup, with a sampler that needs no token on the host
+    /// before the next is drawn and caches that can take tokens back. With
+    /// other rows the GPU has work enough: they decode one token a step.
+    fn lone_lookup(&self) -> bool {
+        match self.rows.as_slice() {
+            [row] => {
+                row.lookup > 0
+                    && self.can_speculate
+                    && self.max_kv_size.is_none()
+                    && !row.sampler.needs_each_token()
+            }
+            _ => false,
+        }
+    }
+
+    /// A speculative step of the lone row: its pending token, read now,
+    /// and a draft from its text so far are checked in one forward pass
+    /// (`lookup::check`, as the single-sequence loop); what the model kept
+    /// is handed on, and its own next token becomes the row's pending one.
+    fn decode_speculative(&mut self, events: &mut Vec<BatchEvent>) -> Result<()> {
+        let Some(current) = self.next.take() else {
+            return Ok(());
+        };
+        eval([&current])?;
+        let last = current.as_slice::<u32>()[0];
+        let loaded = self.loaded.clone();
+        let row = &mut self.rows[0];
+        let id = row.id;
+        let mut emit = |row: &mut Row, token: u32, logprobs: Option<TokenLogprobs>| {
+            row.progress
+                .accept(&loaded, token, logprobs.clone(), &mut |token, text| {
+                    events.push(BatchEvent::Token {
+                        id,
+                        token,
+                        text: text.to_string(),
+                        logprobs: logprobs.clone(),
+                    })
+                })
+        };
+        let goes_on = if row.first_read {
+            row.first_read = false;
+            true
+        } else if row.cancel.is_cancelled() {
+            false
+        } else {
+            let logprobs = row.sampler.take_logprobs()?;
+            emit(row, last, logprobs)
+        };
+        if row.cancel.is_cancelled() && row.progress.finish.is_none() {
+            row.progress.finish = Some(FinishReason::Cancelled);
+        }
+        if !goes_on || row.progress.finish.is_some() {
+            // Nothing is queued: the row leaves with its cache as it is.
+            return self.close_rows(&[], &[0], current, events);
+        }
+        let mut context = row.history.clone();
+        context.push(last);
+        let room = row.progress.room().saturating_sub(1);
+        let proposed = lookup::draft(&context, row.lookup.min(room)).to_vec();
+        let checked = lookup::check(
+            &loaded.model,
+            &mut self.caches,
+            &mut row.sampler,
+            last,
+            &proposed,
+        )?;
+        row.history.push(last);
+        row.history.extend_from_slice(&proposed[..checked.accepted]);
+        row.drafted += proposed.len();
+        row.accepted += checked.accepted;
+        row.speculative_steps += 1;
+        // Every token the model chose is handed on now; the last, not yet
+        // fed, waits as the row's pending token (read already).
+        let mut logprobs = checked.logprobs.into_iter();
+        for &token in &checked.tokens {
+            if !emit(row, token, logprobs.next().flatten()) {
+                break;
+            }
+        }
+        let pending = *checked.tokens.last().expect("the model's own token");
+        row.first_read = true;
+        let pending = Array::from_slice(&[pending], &[1]);
+        if row.progress.finish.is_some() {
+            return self.close_rows(&[], &[0], pending, events);
+        }
+        self.next = Some(pending);
+        Ok(())
+    }
+
+    /// After a step: the rows at `ended` leave (their caches to the prompt
+    /// cache, their entries of the queued step `following` dropped); the
+    /// rows at `keep` go on.
+    fn close_rows(
+        &mut self,
+        keep: &[usize],
+        ended: &[usize],
+        following: Array,
+        events: &mut Vec<BatchEvent>,
+    ) -> Result<()> {
         if ended.is_empty() {
             self.next = Some(following);
             return Ok(());
@@ -627,7 +750,7 @@ impl BatchGenerator {
         // Rows leave: their caches go to the prompt cache, their entries of
         // the queued step are dropped.
         if self.prompt_cache.max_bytes > 0 {
-            for &index in &ended {
+            for &index in ended {
                 let caches = self
                     .caches
                     .iter()
@@ -649,7 +772,7 @@ impl BatchGenerator {
         }
         self.rows = kept_rows;
         for cache in &mut self.caches {
-            cache.retain(&keep)?;
+            cache.retain(keep)?;
         }
         self.next = if keep.is_empty() {
             None
@@ -761,9 +884,9 @@ fn row_done(mut row: Row) -> Done {
             cached_tokens: row.cached_tokens,
             tokens: std::mem::take(&mut row.progress.tokens),
             logprobs: std::mem::take(&mut row.progress.logprobs),
-            drafted_tokens: 0,
-            speculative_steps: 0,
-            accepted_draft_tokens: 0,
+            drafted_tokens: row.drafted,
+            speculative_steps: row.speculative_steps,
+            accepted_draft_tokens: row.accepted,
             text: std::mem::take(&mut row.progress.text),
             finish_reason,
             stop_string: row.progress.stop_string(),

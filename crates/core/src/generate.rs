@@ -212,6 +212,11 @@ impl Progress {
         true
     }
 
+    /// Tokens it may still produce.
+    pub fn room(&self) -> usize {
+        self.max_tokens.saturating_sub(self.tokens.len())
+    }
+
     /// The stop string that ended the sequence, if one did.
     pub fn stop_string(&self) -> Option<String> {
         self.stops.matched().map(str::to_string)

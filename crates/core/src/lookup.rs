@@ -15,7 +15,7 @@ use mlx_rs::{Array, ops};
 use crate::Result;
 use crate::array_ext::slice;
 use crate::models::Model;
-use crate::models::cache::KvCache;
+use crate::models::cache::{KvCache, LayerCache};
 use crate::sampling::{Sampler, TokenLogprobs};
 
 /// The longest run of tokens at the end of the context that is looked up.
@@ -68,9 +68,9 @@ pub struct Checked {
 /// Feeds `last` (the newest token, not yet in the caches) and `draft` in one
 /// forward pass, samples the model's token at each of their positions, keeps
 /// the draft up to the first difference and rewinds the caches past it.
-pub fn check(
+pub fn check<C: LayerCache>(
     model: &Model,
-    caches: &mut [KvCache],
+    caches: &mut [C],
     sampler: &mut Sampler,
     last: u32,
     draft: &[u32],
@@ -84,9 +84,9 @@ pub fn check(
 /// model's vocabulary, as a draft model leaves it; `None`: no draft, one
 /// plain step): it is read with the model's choices, one wait for both.
 /// Returns the draft's tokens too.
-pub fn check_on_device(
+pub fn check_on_device<C: LayerCache>(
     model: &Model,
-    caches: &mut [KvCache],
+    caches: &mut [C],
     sampler: &mut Sampler,
     last: u32,
     draft: Option<&Array>,
@@ -126,7 +126,7 @@ pub fn check_on_device(
     let rejected = (draft.len() - accepted) as i32;
     if rejected > 0 {
         for cache in caches.iter_mut() {
-            cache.trim(rejected);
+            cache.forget_last(rejected);
         }
     }
     logprobs.truncate(accepted + 1);

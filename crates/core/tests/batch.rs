@@ -486,3 +486,62 @@ fn a_bounded_batch_keeps_its_bound_after_it_empties_with_or_without_a_prompt_cac
         }
     }
 }
+
+#[test]
+fn prompt_lookup_in_the_batch_keeps_greedy_output_and_drafts_while_a_row_is_alone() {
+    // The random model falls into loops, which prompt lookup drafts well.
+    let loaded = Rc::new(LoadedModel::load(&fixture("llama")).unwrap());
+    let prompts = prompts(&loaded);
+    let limits = [60, 20, 80, 16];
+    let expected: Vec<Generation> = prompts
+        .iter()
+        .zip(limits)
+        .map(|(p, n)| one_by_one(&loaded, p, &GenerateOptions::new(n)))
+        .collect();
+    let with_lookup = |n: usize| {
+        let mut options = GenerateOptions::new(n);
+        options.prompt_lookup = 6;
+        options
+    };
+    // Alone, one after another: every step after the first checks a draft.
+    let mut batch = BatchGenerator::new(loaded.clone(), 8);
+    for (i, prompt) in prompts.iter().enumerate() {
+        let id = batch.add(request(prompt, with_lookup(limits[i])));
+        let done = run(&mut batch, Vec::new());
+        let (generation, streamed) = &done[&id];
+        assert_eq!(generation.tokens, expected[i].tokens, "sequence {i} alone");
+        assert_eq!(streamed, &generation.text);
+        assert_eq!(generation.text, expected[i].text);
+        assert!(
+            generation.speculative_steps > 0,
+            "sequence {i}: no check ran"
+        );
+        assert!(
+            generation.speculative_steps < generation.tokens.len(),
+            "sequence {i}: no draft was kept ({} checks for {} tokens)",
+            generation.speculative_steps,
+            generation.tokens.len()
+        );
+    }
+    // Together, joining late: batched steps while others decode, checks
+    // once a row is left alone, back to batched steps when one joins.
+    let mut batch = BatchGenerator::new(loaded.clone(), 8);
+    let first = batch.add(request(&prompts[0], with_lookup(limits[0])));
+    let later = (1..prompts.len())
+        .map(|i| {
+            (
+                [0, 2, 25, 70][i],
+                request(&prompts[i], with_lookup(limits[i])),
+            )
+        })
+        .collect();
+    let done = run(&mut batch, later);
+    for (i, expected) in expected.iter().enumerate() {
+        let id = first + i as SequenceId;
+        assert_eq!(
+            done[&id].0.tokens, expected.tokens,
+            "sequence {i} joining late"
+        );
+    }
+    assert!(done.values().any(|(g, _)| g.speculative_steps > 0));
+}

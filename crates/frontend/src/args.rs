@@ -103,7 +103,8 @@ pub struct ModelArgs {
     /// before) in one forward pass. Greedy output is unchanged; faster when
     /// the answer repeats its input (edits, quotes, extraction). Not with a
     /// repetition penalty, --json-schema/--grammar, sliding-window models
-    /// (GPT-OSS) or --max-kv-size: then decoding is plain.
+    /// (GPT-OSS) or --max-kv-size: then decoding is plain. The server checks
+    /// drafts for a request while it decodes alone in the batch.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=32))]
     pub prompt_lookup: Option<u32>,
 

@@ -184,12 +184,6 @@ fn start_model_thread(
     std::sync::mpsc::Receiver<()>,
     std::thread::JoinHandle<()>,
 )> {
-    if args.model.prompt_lookup.is_some() {
-        anyhow::bail!(
-            "--prompt-lookup is not supported by the server yet: its sequences decode together \
-             one token a step (mlx-harmony-chat and mlx-harmony-generate take it)"
-        );
-    }
     if args.model.draft_model.is_some() {
         anyhow::bail!(
             "--draft-model is not supported by the server yet: its sequences decode together \
@@ -213,6 +207,7 @@ fn start_model_thread(
         tools: args.tools.any().then(|| args.tools.clone()),
         max_tool_calls: args.tools.max_tool_calls,
         max_concurrency: args.max_concurrency.max(1),
+        prompt_lookup: args.model.prompt_lookup.unwrap_or(0) as usize,
         prompt_cache_bytes: args.prompt_cache_bytes,
         prompt_cache_file: args
             .prompt_cache_file

@@ -179,6 +179,9 @@ pub struct WorkerConfig {
     pub max_tool_calls: usize,
     /// Sequences decoded together at most.
     pub max_concurrency: usize,
+    /// `--prompt-lookup N`: a request decoding alone drafts up to N tokens
+    /// from its text so far each step (0: off).
+    pub prompt_lookup: usize,
     /// Bytes of finished requests' caches kept for prompts that start the same way.
     pub prompt_cache_bytes: usize,
     /// Where the prompt cache is kept across restarts, and the model's name
@@ -556,7 +559,7 @@ fn start(
             max_tokens,
             stop: job.settings.stop.clone(),
             opened,
-            prompt_lookup: 0,
+            prompt_lookup: config.prompt_lookup,
         },
         cancel: cancel.clone(),
     });

@@ -1543,3 +1543,41 @@ fn with_max_kv_size_requests_decode_together_past_the_bound() {
         .unwrap();
     assert!(longest > 280, "no reply passed the cut ({longest} tokens)");
 }
+
+#[test]
+fn with_prompt_lookup_a_lone_request_answers_as_without_it() {
+    // Greedy answers are the same tokens with drafts checked (the core
+    // batch test shows the drafts kept); three at once decode batched.
+    let plain = start(&fixture("llama"), &[]);
+    let lookup = start(&fixture("llama"), &["--prompt-lookup", "6"]);
+    let body = |server: &Server, prompt: &str| json!({"model": server.model, "prompt": prompt, "max_tokens": 60, "temperature": 0});
+    let prompts = ["Once upon a time", "1 2 3 4 5 6 7 8", "Hi"];
+    for prompt in prompts {
+        let (_, expected) = request(plain.port, "POST", "/v1/completions", &body(&plain, prompt));
+        let (status, reply) = request(
+            lookup.port,
+            "POST",
+            "/v1/completions",
+            &body(&lookup, prompt),
+        );
+        assert_eq!(status, 200, "{reply}");
+        assert_eq!(reply["choices"][0]["text"], expected["choices"][0]["text"]);
+        assert_eq!(reply["usage"], expected["usage"]);
+    }
+    let port = lookup.port;
+    let together: Vec<(u16, Value)> = prompts
+        .iter()
+        .map(|p| {
+            let body = body(&lookup, p);
+            std::thread::spawn(move || request(port, "POST", "/v1/completions", &body))
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    for (prompt, (status, reply)) in prompts.iter().zip(together) {
+        let (_, expected) = request(plain.port, "POST", "/v1/completions", &body(&plain, prompt));
+        assert_eq!(status, 200, "{reply}");
+        assert_eq!(reply["choices"][0]["text"], expected["choices"][0]["text"]);
+    }
+}

@@ -669,11 +669,20 @@ pub trait LayerCache {
         let _ = (queries, keys, values, scale, mask);
         Ok(None)
     }
+
+    /// Forgets the last `count` positions just added (the rejected tokens
+    /// of a speculative check); returns how many it forgot (0 where it
+    /// cannot: see [`KvCache::trim`], [`BatchKvCache`]).
+    fn forget_last(&mut self, count: i32) -> i32;
 }
 
 impl LayerCache for KvCache {
     fn rope_offset(&self) -> Result<RopeOffset> {
         Ok(RopeOffset::Same(self.offset))
+    }
+
+    fn forget_last(&mut self, count: i32) -> i32 {
+        self.trim(count)
     }
 
     fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<(Array, Array)> {
@@ -973,6 +982,13 @@ impl BatchKvCache {
         Ok(())
     }
 
+    /// Whether several tokens may be added at once, and taken back: one row
+    /// with nothing before its first position and no bound (what a
+    /// speculative check needs: its causal mask is the plain one).
+    fn takes_several(&self) -> bool {
+        self.rows() == 1 && self.left_padding[0] == 0 && self.bound.is_none()
+    }
+
     /// Whether row `row`'s column `column` is one it sees (not padding, and
     /// within the bound).
     fn visible(&self, row: usize, column: i32) -> bool {
@@ -1111,9 +1127,12 @@ impl LayerCache for BatchKvCache {
     }
 
     fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<(Array, Array)> {
-        if keys.dim(2) != 1 {
+        let new = keys.dim(2);
+        if new != 1 && !self.takes_several() {
             return Err(Error::Invalid(
-                "a batch cache takes one token per row per step; run prompts in a KvCache".into(),
+                "a batch cache takes one token per row per step, except a lone unbounded row \
+                 (a speculative check); run prompts in a KvCache"
+                    .into(),
             ));
         }
         if self
@@ -1125,12 +1144,12 @@ impl LayerCache for BatchKvCache {
         let (Some(k), Some(v)) = (&self.keys, &self.values) else {
             return Err(Error::Invalid("the batch has no rows".into()));
         };
-        let end = self.end + 1;
+        let end = self.end + new;
         let capacity = k.dim(2);
         let (k, v) = if end > capacity {
+            let step = GROWTH_STEP.max(end - capacity);
             let grow = |a: &Array| -> Result<Array> {
-                let zeros =
-                    ops::zeros_dtype(&[a.dim(0), a.dim(1), GROWTH_STEP, a.dim(3)], a.dtype())?;
+                let zeros = ops::zeros_dtype(&[a.dim(0), a.dim(1), step, a.dim(3)], a.dtype())?;
                 Ok(ops::concatenate(&[a.clone(), zeros], 2)?)
             };
             (grow(k)?, grow(v)?)
@@ -1145,8 +1164,22 @@ impl LayerCache for BatchKvCache {
         Ok((fetched_k, fetched_v))
     }
 
+    fn forget_last(&mut self, count: i32) -> i32 {
+        if !self.takes_several() {
+            return 0;
+        }
+        let forgotten = count.clamp(0, self.end);
+        self.end -= forgotten;
+        forgotten
+    }
+
     fn mask(&self, queries: i32, window: Option<i32>) -> Result<AttentionMask> {
         if queries != 1 {
+            // A lone row's speculative check: causal over its positions
+            // (MLX aligns the causal mask to the last query).
+            if self.takes_several() && window.is_none() {
+                return Ok(AttentionMask::Causal);
+            }
             return Err(Error::Invalid(
                 "a batch cache takes one token per row per step".into(),
             ));
