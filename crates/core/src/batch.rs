@@ -20,6 +20,7 @@ use mlx_rs::ops;
 use mlx_rs::transforms::{async_eval, eval};
 
 use crate::array_ext::slice;
+use crate::draft::DraftModel;
 use crate::generate::{
     Cancel, FinishReason, GenerateOptions, Generation, LoadedModel, PREFILL_CHUNK, Progress,
 };
@@ -118,6 +119,8 @@ pub struct BatchGenerator {
     /// Whether the model's caches can take tokens back (no sliding-window
     /// layers), as prompt lookup's checks need.
     can_speculate: bool,
+    /// `--draft-model`: drafts for a row decoding alone (every request).
+    draft: Option<DraftModel>,
 }
 
 /// Caches of finished sequences, kept so that a later prompt that starts the
@@ -224,7 +227,20 @@ impl BatchGenerator {
             },
             max_kv_size: None,
             can_speculate,
+            draft: None,
         }
+    }
+
+    /// Speculative decoding with a draft model (`None`: none) for a row
+    /// while it decodes alone, as prompt lookup (a draft model, when set,
+    /// drafts instead of the lookup).
+    pub fn set_draft_model(&mut self, draft: Option<DraftModel>) {
+        self.draft = draft;
+    }
+
+    /// The draft model, taken out (to move it to another scheduler).
+    pub fn take_draft_model(&mut self) -> Option<DraftModel> {
+        self.draft.take()
     }
 
     /// Bounds every row's KV cache to `max_kv_size` positions (`None`:
@@ -579,7 +595,7 @@ impl BatchGenerator {
     /// One token for every row: the next step is queued, then this step's
     /// tokens are read and handed on, and the rows that ended leave.
     fn decode(&mut self, events: &mut Vec<BatchEvent>) -> Result<()> {
-        if self.lone_lookup() {
+        if self.lone_speculation() {
             return self.decode_speculative(events);
         }
         let Some(current) = self.next.take() else {
@@ -644,13 +660,14 @@ impl BatchGenerator {
     }
 
     /// Whether this step checks drafts: one row decoding, alone, that asked
-    /// for prompt lookup, with a sampler that needs no token on the host
-    /// before the next is drawn and caches that can take tokens back. With
-    /// other rows the GPU has work enough: they decode one token a step.
-    fn lone_lookup(&self) -> bool {
+    /// for prompt lookup or with a draft model set, with a sampler that
+    /// needs no token on the host before the next is drawn and caches that
+    /// can take tokens back. With other rows the GPU has work enough: they
+    /// decode one token a step.
+    fn lone_speculation(&self) -> bool {
         match self.rows.as_slice() {
             [row] => {
-                row.lookup > 0
+                (row.lookup > 0 || self.draft.is_some())
                     && self.can_speculate
                     && self.max_kv_size.is_none()
                     && !row.sampler.needs_each_token()
@@ -660,8 +677,9 @@ impl BatchGenerator {
     }
 
     /// A speculative step of the lone row: its pending token, read now,
-    /// and a draft from its text so far are checked in one forward pass
-    /// (`lookup::check`, as the single-sequence loop); what the model kept
+    /// and a draft (the draft model's, else one from its text so far) are
+    /// checked in one forward pass (`lookup::check_on_device`, as the
+    /// single-sequence loop); what the model kept
     /// is handed on, and its own next token becomes the row's pending one.
     fn decode_speculative(&mut self, events: &mut Vec<BatchEvent>) -> Result<()> {
         let Some(current) = self.next.take() else {
@@ -702,14 +720,33 @@ impl BatchGenerator {
         let mut context = row.history.clone();
         context.push(last);
         let room = row.progress.room().saturating_sub(1);
-        let proposed = lookup::draft(&context, row.lookup.min(room)).to_vec();
-        let checked = lookup::check(
-            &loaded.model,
-            &mut self.caches,
-            &mut row.sampler,
-            last,
-            &proposed,
-        )?;
+        let (checked, proposed) = match self.draft.as_mut() {
+            Some(draft) => {
+                // The draft model's cache keeps the longest prefix it shares
+                // with this context (another request's, at first).
+                let on_device = draft.propose(&context, room)?;
+                let (checked, tokens) = lookup::check_on_device(
+                    &loaded.model,
+                    &mut self.caches,
+                    &mut row.sampler,
+                    last,
+                    on_device.as_ref(),
+                )?;
+                draft.drafted(&tokens);
+                (checked, tokens)
+            }
+            None => {
+                let proposed = lookup::draft(&context, row.lookup.min(room)).to_vec();
+                let checked = lookup::check(
+                    &loaded.model,
+                    &mut self.caches,
+                    &mut row.sampler,
+                    last,
+                    &proposed,
+                )?;
+                (checked, proposed)
+            }
+        };
         row.history.push(last);
         row.history.extend_from_slice(&proposed[..checked.accepted]);
         row.drafted += proposed.len();

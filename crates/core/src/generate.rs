@@ -532,6 +532,11 @@ impl TokenGenerator {
         self.draft = draft;
     }
 
+    /// The draft model, taken out (the server's batch uses it instead).
+    pub fn take_draft_model(&mut self) -> Option<DraftModel> {
+        self.draft.take()
+    }
+
     /// Bounds the KV cache to `max_kv_size` positions (`None`: unbounded):
     /// past the bound the first positions and the newest are kept, as
     /// mlx-lm's `--max-kv-size` does (Llama family; GPT-OSS's sliding layers

@@ -545,3 +545,55 @@ fn prompt_lookup_in_the_batch_keeps_greedy_output_and_drafts_while_a_row_is_alon
     }
     assert!(done.values().any(|(g, _)| g.speculative_steps > 0));
 }
+
+#[test]
+fn a_draft_model_in_the_batch_keeps_greedy_output() {
+    // The model drafts for itself, so every draft must be kept (the draft
+    // lines up with the row's text): alone, each step checks its draft;
+    // joining late, batched steps in between.
+    let loaded = Rc::new(LoadedModel::load(&fixture("llama")).unwrap());
+    let draft_model = loaded.clone();
+    let prompts = prompts(&loaded);
+    let limits = [40, 20, 50, 16];
+    let expected: Vec<Generation> = prompts
+        .iter()
+        .zip(limits)
+        .map(|(p, n)| one_by_one(&loaded, p, &GenerateOptions::new(n)))
+        .collect();
+    let mut batch = BatchGenerator::new(loaded.clone(), 8);
+    batch.set_draft_model(Some(
+        mlx_harmony_core::draft::DraftModel::new(draft_model, &loaded, 4).unwrap(),
+    ));
+    for (i, prompt) in prompts.iter().enumerate() {
+        let id = batch.add(request(prompt, GenerateOptions::new(limits[i])));
+        let done = run(&mut batch, Vec::new());
+        let generation = &done[&id].0;
+        assert_eq!(generation.tokens, expected[i].tokens, "sequence {i} alone");
+        assert!(
+            generation.drafted_tokens > 0,
+            "sequence {i}: nothing drafted"
+        );
+        assert_eq!(
+            generation.accepted_draft_tokens, generation.drafted_tokens,
+            "sequence {i}: a draft of the model itself was rejected"
+        );
+    }
+    let first = batch.add(request(&prompts[0], GenerateOptions::new(limits[0])));
+    let later = (1..prompts.len())
+        .map(|i| {
+            (
+                [0, 2, 20, 45][i],
+                request(&prompts[i], GenerateOptions::new(limits[i])),
+            )
+        })
+        .collect();
+    let done = run(&mut batch, later);
+    for (i, expected) in expected.iter().enumerate() {
+        let id = first + i as SequenceId;
+        assert_eq!(
+            done[&id].0.tokens, expected.tokens,
+            "sequence {i} joining late"
+        );
+    }
+    assert!(batch.take_draft_model().is_some());
+}

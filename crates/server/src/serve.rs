@@ -184,12 +184,6 @@ fn start_model_thread(
     std::sync::mpsc::Receiver<()>,
     std::thread::JoinHandle<()>,
 )> {
-    if args.model.draft_model.is_some() {
-        anyhow::bail!(
-            "--draft-model is not supported by the server yet: its sequences decode together \
-             one token a step (mlx-harmony-chat and mlx-harmony-generate take it)"
-        );
-    }
     if args.model.kv_bits.is_some() {
         anyhow::bail!(
             "--kv-bits is not supported by the server yet: its batched caches are kept at the \

@@ -279,6 +279,8 @@ pub fn run(
         batch
     };
     let mut batch = new_batch();
+    // `--draft-model`: the batch drafts with it for a request decoding alone.
+    batch.set_draft_model(generator.take_draft_model());
     if let Some((path, model)) = &config.prompt_cache_file
         && path.exists()
     {
@@ -379,7 +381,9 @@ pub fn run(
                         "generation failed: {error}"
                     ))));
                 }
+                let draft = batch.take_draft_model();
                 batch = new_batch();
+                batch.set_draft_model(draft);
             }
         }
         stats.active.store(batch.active(), Ordering::SeqCst);

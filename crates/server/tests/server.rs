@@ -1581,3 +1581,47 @@ fn with_prompt_lookup_a_lone_request_answers_as_without_it() {
         assert_eq!(reply["choices"][0]["text"], expected["choices"][0]["text"]);
     }
 }
+
+#[test]
+fn with_a_draft_model_requests_answer_as_without_it() {
+    let plain = start(&fixture("llama"), &[]);
+    let draft = fixture("llama-q4");
+    let drafting = start(
+        &fixture("llama"),
+        &[
+            "--draft-model",
+            draft.to_str().unwrap(),
+            "--num-draft-tokens",
+            "4",
+        ],
+    );
+    let body = |server: &Server, prompt: &str| json!({"model": server.model, "prompt": prompt, "max_tokens": 40, "temperature": 0});
+    let prompts = ["Once upon a time", "1 2 3 4 5 6 7 8", "Hi"];
+    for prompt in prompts {
+        let (_, expected) = request(plain.port, "POST", "/v1/completions", &body(&plain, prompt));
+        let (status, reply) = request(
+            drafting.port,
+            "POST",
+            "/v1/completions",
+            &body(&drafting, prompt),
+        );
+        assert_eq!(status, 200, "{reply}");
+        assert_eq!(reply["choices"][0]["text"], expected["choices"][0]["text"]);
+    }
+    let port = drafting.port;
+    let together: Vec<(u16, Value)> = prompts
+        .iter()
+        .map(|p| {
+            let body = body(&drafting, p);
+            std::thread::spawn(move || request(port, "POST", "/v1/completions", &body))
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    for (prompt, (status, reply)) in prompts.iter().zip(together) {
+        let (_, expected) = request(plain.port, "POST", "/v1/completions", &body(&plain, prompt));
+        assert_eq!(status, 200, "{reply}");
+        assert_eq!(reply["choices"][0]["text"], expected["choices"][0]["text"]);
+    }
+}
