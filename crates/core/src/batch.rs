@@ -26,7 +26,7 @@ use crate::generate::{
 };
 use crate::lookup;
 use crate::models::blocks::last_position;
-use crate::models::cache::{BatchKvCache, KvCache};
+use crate::models::cache::{BatchKvCache, KvCache, KvQuantization};
 use crate::sampling::{Sampler, TokenLogprobs, apply_allowed_rows, greedy_rows};
 use crate::{Error, Result};
 
@@ -121,6 +121,8 @@ pub struct BatchGenerator {
     can_speculate: bool,
     /// `--draft-model`: drafts for a row decoding alone (every request).
     draft: Option<DraftModel>,
+    /// `--kv-bits`: the rows' caches are kept packed.
+    kv_quantization: Option<KvQuantization>,
 }
 
 /// Caches of finished sequences, kept so that a later prompt that starts the
@@ -228,6 +230,58 @@ impl BatchGenerator {
             max_kv_size: None,
             can_speculate,
             draft: None,
+            kv_quantization: None,
+        }
+    }
+
+    /// Keeps every row's keys and values quantized as `settings` say
+    /// (`None`: the model's precision), as the single-sequence `--kv-bits`:
+    /// prompts run in quantized caches and join the batch packed, once the
+    /// batch holds `settings.start` columns at the latest. Llama family; not
+    /// with [`BatchGenerator::set_max_kv_size`]. Only while nothing is
+    /// running.
+    pub fn set_kv_quantization(&mut self, settings: Option<KvQuantization>) -> Result<()> {
+        if !self.is_idle() {
+            return Err(Error::Invalid(
+                "the KV cache's quantization is set before sequences are added".into(),
+            ));
+        }
+        if settings.is_some() && self.max_kv_size.is_some() {
+            return Err(Error::Invalid(
+                "a quantized KV cache cannot also be bounded: use --kv-bits or --max-kv-size, \
+                 not both"
+                    .into(),
+            ));
+        }
+        self.caches = match settings {
+            Some(settings) => self.loaded.model.new_batch_caches_quantized(settings)?,
+            None => self.loaded.model.new_batch_caches_bounded(self.max_kv_size),
+        };
+        self.kv_quantization = settings;
+        Ok(())
+    }
+
+    /// Fresh caches for the batch, as set.
+    fn fresh_batch_caches(&self) -> Vec<BatchKvCache> {
+        match self.kv_quantization {
+            Some(settings) => self
+                .loaded
+                .model
+                .new_batch_caches_quantized(settings)
+                .expect("checked when set"),
+            None => self.loaded.model.new_batch_caches_bounded(self.max_kv_size),
+        }
+    }
+
+    /// Fresh caches for one prompt that will join the batch.
+    fn fresh_joining_caches(&self) -> Vec<KvCache> {
+        match self.kv_quantization {
+            Some(settings) => self
+                .loaded
+                .model
+                .new_caches_quantized(settings)
+                .expect("checked when set"),
+            None => self.loaded.model.new_joining_caches(self.max_kv_size),
         }
     }
 
@@ -254,8 +308,15 @@ impl BatchGenerator {
                 "the KV cache bound is set before sequences are added".into(),
             ));
         }
+        if max_kv_size.is_some() && self.kv_quantization.is_some() {
+            return Err(Error::Invalid(
+                "a quantized KV cache cannot also be bounded: use --kv-bits or --max-kv-size, \
+                 not both"
+                    .into(),
+            ));
+        }
         self.max_kv_size = crate::generate::kv_size_bound(max_kv_size)?;
-        self.caches = self.loaded.model.new_batch_caches_bounded(self.max_kv_size);
+        self.caches = self.fresh_batch_caches();
         Ok(())
     }
 
@@ -441,7 +502,7 @@ impl BatchGenerator {
             let (done, caches) = fits
                 .then(|| self.prompt_cache.lookup(&request.prompt))
                 .flatten()
-                .unwrap_or_else(|| (0, self.loaded.model.new_joining_caches(self.max_kv_size)));
+                .unwrap_or_else(|| (0, self.fresh_joining_caches()));
             self.prefill = Some(Prefill {
                 id,
                 request,
@@ -884,7 +945,7 @@ impl BatchGenerator {
                 message: error.to_string(),
             });
         }
-        self.caches = self.loaded.model.new_batch_caches_bounded(self.max_kv_size);
+        self.caches = self.fresh_batch_caches();
         self.next = None;
     }
 }

@@ -554,6 +554,11 @@ impl TokenGenerator {
         Ok(())
     }
 
+    /// The quantization set by [`TokenGenerator::set_kv_quantization`].
+    pub fn kv_quantization(&self) -> Option<KvQuantization> {
+        self.kv_quantization
+    }
+
     /// The bound set by [`TokenGenerator::set_max_kv_size`].
     pub fn max_kv_size(&self) -> Option<i32> {
         self.max_kv_size

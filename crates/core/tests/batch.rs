@@ -597,3 +597,83 @@ fn a_draft_model_in_the_batch_keeps_greedy_output() {
     }
     assert!(batch.take_draft_model().is_some());
 }
+
+#[test]
+fn a_quantized_batch_decodes_as_one_quantized_sequence_does() {
+    // `--kv-bits` in a batch: prompts run in quantized caches, rows join
+    // packed (or the batch packs once it holds `start` columns), and each
+    // row's tokens are those of one sequence with the same cache.
+    use mlx_harmony_core::models::cache::KvQuantization;
+    // Its head size (32) takes the group size 32.
+    const MODEL: &str = "qwen3";
+    let loaded = Rc::new(LoadedModel::load(&fixture(MODEL)).unwrap());
+    let prompts = prompts(&loaded);
+    let limits = [30, 20, 36, 16];
+    for (bits, start) in [(4, 0), (8, 0), (4, 24)] {
+        let settings = KvQuantization::new(bits, 32).unwrap().starting_at(start);
+        let mut single = mlx_harmony_core::generate::TokenGenerator::load(&fixture(MODEL)).unwrap();
+        single.set_kv_quantization(Some(settings)).unwrap();
+        let expected: Vec<Generation> = prompts
+            .iter()
+            .zip(limits)
+            .map(|(p, n)| {
+                single.clear_cache();
+                single
+                    .generate(p, &mut greedy(), &GenerateOptions::new(n), |_, _| {})
+                    .unwrap()
+            })
+            .collect();
+        let mut batch = BatchGenerator::with_prompt_cache(loaded.clone(), 8, 1 << 30);
+        batch.set_kv_quantization(Some(settings)).unwrap();
+        assert!(batch.set_max_kv_size(Some(64)).is_err(), "not both");
+        // Alone (the batch empties in between): packed when the row's own
+        // columns reach `start`, as the single sequence's cache.
+        for (i, expected) in expected.iter().enumerate() {
+            let id = batch.add(request(&prompts[i], GenerateOptions::new(limits[i])));
+            let done = run(&mut batch, Vec::new());
+            assert_eq!(
+                done[&id].0.tokens, expected.tokens,
+                "{bits} bits from {start}: sequence {i} alone differs from one quantized sequence"
+            );
+        }
+        if start > 0 {
+            // Together, the batch packs once its widest row reaches `start`:
+            // a shorter row is packed sooner than alone.
+            continue;
+        }
+        let first = batch.add(request(&prompts[0], GenerateOptions::new(limits[0])));
+        let later = (1..prompts.len())
+            .map(|i| {
+                (
+                    [0, 3, 9, 12][i],
+                    request(&prompts[i], GenerateOptions::new(limits[i])),
+                )
+            })
+            .collect();
+        let done = run(&mut batch, later);
+        for (i, expected) in expected.iter().enumerate() {
+            let id = first + i as SequenceId;
+            assert_eq!(
+                done[&id].0.tokens, expected.tokens,
+                "{bits} bits: sequence {i} joining late differs from one quantized sequence"
+            );
+        }
+    }
+    // The comparison means something: 4 bits change some answer here.
+    let mut single = mlx_harmony_core::generate::TokenGenerator::load(&fixture(MODEL)).unwrap();
+    single
+        .set_kv_quantization(Some(KvQuantization::new(4, 32).unwrap()))
+        .unwrap();
+    let changed = prompts.iter().zip(limits).any(|(p, n)| {
+        single.clear_cache();
+        let options = GenerateOptions::new(n);
+        let quantized = single
+            .generate(p, &mut greedy(), &options, |_, _| {})
+            .unwrap();
+        one_by_one(&loaded, p, &options).tokens != quantized.tokens
+    });
+    assert!(
+        changed,
+        "4 bits changed no answer: the test compares nothing"
+    );
+}

@@ -184,12 +184,6 @@ fn start_model_thread(
     std::sync::mpsc::Receiver<()>,
     std::thread::JoinHandle<()>,
 )> {
-    if args.model.kv_bits.is_some() {
-        anyhow::bail!(
-            "--kv-bits is not supported by the server yet: its batched caches are kept at the \
-             model's precision (mlx-harmony-chat and mlx-harmony-generate take it)"
-        );
-    }
     let (ready, loaded) = std::sync::mpsc::channel();
     // Said once the worker's loop has returned (the queue closed) and the
     // model, and with it every MLX array of the thread, is dropped.

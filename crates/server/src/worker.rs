@@ -270,12 +270,15 @@ pub fn run(
     let max = config.max_concurrency.max(1);
     // `--max-kv-size` (or the prompt config's) bounds every row's cache.
     let max_kv_size = generator.max_kv_size().map(|n| n as u32);
+    // `--kv-bits`: every row's cache kept quantized.
+    let kv_quantization = generator.kv_quantization();
     let prompt_cache_bytes = config.prompt_cache_bytes;
     let new_batch = || {
         let mut batch = BatchGenerator::with_prompt_cache(loaded.clone(), max, prompt_cache_bytes);
         batch
             .set_max_kv_size(max_kv_size)
-            .expect("a new batch is idle and the bound was checked at start");
+            .and_then(|()| batch.set_kv_quantization(kv_quantization))
+            .expect("a new batch is idle and the settings were checked at start");
         batch
     };
     let mut batch = new_batch();

@@ -1625,3 +1625,42 @@ fn with_a_draft_model_requests_answer_as_without_it() {
         assert_eq!(reply["choices"][0]["text"], expected["choices"][0]["text"]);
     }
 }
+
+#[test]
+fn with_kv_bits_requests_decode_together_on_quantized_caches() {
+    // Rows join packed and decode on 4-bit keys and values: three requests
+    // at once answer as each alone (the core batch test compares them with
+    // one quantized sequence).
+    let server = start(
+        &fixture("qwen3"),
+        &[
+            "--kv-bits",
+            "4",
+            "--kv-group-size",
+            "32",
+            "--quantized-kv-start",
+            "0",
+        ],
+    );
+    let body = |prompt: &str| json!({"model": server.model, "prompt": prompt, "max_tokens": 40, "temperature": 0});
+    let prompts = ["Once upon a time", "1 2 3 4 5 6 7 8 9 10 11 12", "Hi"];
+    let alone: Vec<Value> = prompts
+        .iter()
+        .map(|p| request(server.port, "POST", "/v1/completions", &body(p)).1)
+        .collect();
+    let port = server.port;
+    let together: Vec<(u16, Value)> = prompts
+        .iter()
+        .map(|p| {
+            let body = body(p);
+            std::thread::spawn(move || request(port, "POST", "/v1/completions", &body))
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    for ((status, reply), alone) in together.iter().zip(&alone) {
+        assert_eq!(*status, 200, "{reply}");
+        assert_eq!(reply["choices"][0]["text"], alone["choices"][0]["text"]);
+    }
+}

@@ -523,6 +523,30 @@ impl KvCache {
         self.state().iter().map(|a| a.nbytes()).sum()
     }
 
+    /// A quantized cache's packed keys and values (each its values, scales
+    /// and biases) of positions `0..offset`; `None` for any other cache.
+    pub fn packed_in_order(&self) -> Result<Option<([Array; 3], [Array; 3])>> {
+        let Some(QuantizedStore {
+            keys: Some(k),
+            values: Some(v),
+            ..
+        }) = &self.quantized
+        else {
+            return Ok(None);
+        };
+        let upto = |parts: &[Array; 3]| -> Result<[Array; 3]> {
+            let part = |a: &Array| {
+                slice(
+                    a,
+                    &[0, 0, 0, 0],
+                    &[a.dim(0), a.dim(1), self.offset, a.dim(3)],
+                )
+            };
+            Ok([part(&parts[0])?, part(&parts[1])?, part(&parts[2])?])
+        };
+        Ok(Some((upto(k)?, upto(v)?)))
+    }
+
     /// The keys and values it holds in the order of their positions: every
     /// position, or a rotating cache's first and newest (`None` for a
     /// sliding window or an empty cache). Positions `offset - held` are gone.
@@ -706,28 +730,7 @@ impl LayerCache for KvCache {
             *mask = Some(self.mask(queries.dim(2), None)?);
         }
         let mask = mask.as_ref().expect("set above");
-        // MLX 0.32.4's CUDA back end has no quantized product with a
-        // batched quantized operand ("No implementation for problem
-        // shape"), so there every pass takes the expanded route.
-        if queries.dim(2) <= QUANTIZED_ATTENTION_QUERIES && !crate::device::default_is_cuda() {
-            return quantized_attention(queries, &k, &v, scale, mask, settings).map(Some);
-        }
-        // A prompt chunk: its scores over a long cache would take more
-        // memory than the cache saves, so this layer's keys and values are
-        // expanded (one layer at a time, freed after it) for MLX's fused
-        // attention, which never holds the scores.
-        let KvQuantization {
-            bits, group_size, ..
-        } = settings;
-        let expand = |p: &[Array; 3]| ops::dequantize(&p[0], &p[1], &p[2], group_size, bits);
-        let (k, v) = (expand(&k)?, expand(&v)?);
-        let mask = match mask {
-            AttentionMask::None => None,
-            AttentionMask::Causal => Some(ScaledDotProductAttentionMask::Causal),
-            AttentionMask::Array(m) => Some(ScaledDotProductAttentionMask::Array(m)),
-        };
-        let out = mlx_rs::fast::scaled_dot_product_attention(queries, &k, &v, scale, mask, None)?;
-        Ok(Some(out))
+        attend_packed(queries, &k, &v, scale, mask, settings).map(Some)
     }
 
     fn mask(&self, queries: i32, window: Option<i32>) -> Result<AttentionMask> {
@@ -755,6 +758,41 @@ impl LayerCache for KvCache {
             _ => AttentionMask::None,
         })
     }
+}
+
+/// Attention of `queries` over packed keys and values: through quantized
+/// products for a few queries, else one layer's keys and values expanded.
+fn attend_packed(
+    queries: &Array,
+    k: &[Array; 3],
+    v: &[Array; 3],
+    scale: f32,
+    mask: &AttentionMask,
+    settings: KvQuantization,
+) -> Result<Array> {
+    // MLX 0.32.4's CUDA back end has no quantized product with a batched
+    // quantized operand ("No implementation for problem shape"), so there
+    // every pass takes the expanded route.
+    if queries.dim(2) <= QUANTIZED_ATTENTION_QUERIES && !crate::device::default_is_cuda() {
+        return quantized_attention(queries, k, v, scale, mask, settings);
+    }
+    // A prompt chunk: its scores over a long cache would take more memory
+    // than the cache saves, so this layer's keys and values are expanded
+    // (one layer at a time, freed after it) for MLX's fused attention,
+    // which never holds the scores.
+    let KvQuantization {
+        bits, group_size, ..
+    } = settings;
+    let expand = |p: &[Array; 3]| ops::dequantize(&p[0], &p[1], &p[2], group_size, bits);
+    let (k, v) = (expand(k)?, expand(v)?);
+    let mask = match mask {
+        AttentionMask::None => None,
+        AttentionMask::Causal => Some(ScaledDotProductAttentionMask::Causal),
+        AttentionMask::Array(m) => Some(ScaledDotProductAttentionMask::Array(m)),
+    };
+    Ok(mlx_rs::fast::scaled_dot_product_attention(
+        queries, &k, &v, scale, mask, None,
+    )?)
 }
 
 /// Up to this many queries (a decode step, a speculative check) attend
@@ -861,8 +899,14 @@ pub fn sliding_mask(offset: i32, queries: i32, keys: i32, window: i32) -> Array 
 /// first and newest positions and drops the others from time to time.
 #[derive(Clone, Default)]
 pub struct BatchKvCache {
-    keys: Option<Array>,
-    values: Option<Array>,
+    /// The keys' then the values' arrays, `[rows, kv_heads, capacity, _]`:
+    /// one each, or, packed (`--kv-bits`), each's values, scales and
+    /// biases; empty without rows.
+    store: Vec<Array>,
+    /// `--kv-bits`: the rows' keys and values are packed once the columns
+    /// reach `start` (at once when a row joins packed).
+    quantization: Option<KvQuantization>,
+    packed: bool,
     /// Columns written so far (the column of the next token).
     end: i32,
     left_padding: Vec<i32>,
@@ -911,6 +955,16 @@ impl BatchKvCache {
         }
     }
 
+    /// A cache whose keys and values are packed as `settings` say once it
+    /// holds `settings.start` columns (as [`KvCache::quantized`]); attention
+    /// then runs on the packed values ([`LayerCache::attend_quantized`]).
+    pub fn quantized(settings: KvQuantization) -> Self {
+        BatchKvCache {
+            quantization: Some(settings),
+            ..Self::default()
+        }
+    }
+
     /// Rows in the batch.
     pub fn rows(&self) -> usize {
         self.left_padding.len()
@@ -940,24 +994,37 @@ impl BatchKvCache {
                 "a sequence joins a batch from a cache that keeps every position".into(),
             ));
         }
-        let Some((new_k, new_v)) = single.held_in_order()? else {
-            return Err(Error::Invalid(
-                "cannot join an empty cache to a batch".into(),
-            ));
+        let (new, single_packed) = match single.packed_in_order()? {
+            Some((k, v)) => ([k, v].concat(), true),
+            None => match single.held_in_order()? {
+                Some((k, v)) => (vec![k, v], false),
+                None => {
+                    return Err(Error::Invalid(
+                        "cannot join an empty cache to a batch".into(),
+                    ));
+                }
+            },
         };
-        let length = new_k.dim(2);
+        let length = new[0].dim(2);
         let dropped = single.offset - length;
-        let used = |a: &Array, columns: i32| -> Result<Array> {
-            slice(a, &[0, 0, 0, 0], &[a.dim(0), a.dim(1), columns, a.dim(3)])
-        };
-        let (Some(keys), Some(values)) = (self.keys.take(), self.values.take()) else {
-            self.keys = Some(new_k);
-            self.values = Some(new_v);
+        if self.store.is_empty() {
+            self.store = new;
+            self.packed = single_packed;
             self.end = length;
             self.left_padding = vec![0];
             self.dropped = vec![dropped];
-            return Ok(());
+            return self.pack_if_due();
+        }
+        // Both sides in one form: packed if either is.
+        let new = if self.packed && !single_packed {
+            self.pack(&new)?
+        } else {
+            new
         };
+        if single_packed && !self.packed {
+            self.store = self.pack(&self.used(&self.store)?)?;
+            self.packed = true;
+        }
         let end = self.end.max(length);
         let pad_left = |a: Array, by: i32| -> Result<Array> {
             if by == 0 {
@@ -967,19 +1034,78 @@ impl BatchKvCache {
             Ok(ops::concatenate(&[zeros, a], 2)?)
         };
         let grow = end - self.end;
-        let keys = pad_left(used(&keys, self.end)?, grow)?;
-        let values = pad_left(used(&values, self.end)?, grow)?;
-        let new_k = pad_left(new_k, end - length)?;
-        let new_v = pad_left(new_v, end - length)?;
-        self.keys = Some(ops::concatenate(&[keys, new_k], 0)?);
-        self.values = Some(ops::concatenate(&[values, new_v], 0)?);
+        let old = self.used(&self.store)?;
+        self.store = old
+            .into_iter()
+            .zip(new)
+            .map(|(old, new)| {
+                let old = pad_left(old, grow)?;
+                let new = pad_left(new, end - length)?;
+                Ok(ops::concatenate(&[old, new], 0)?)
+            })
+            .collect::<Result<Vec<_>>>()?;
         for pad in &mut self.left_padding {
             *pad += grow;
         }
         self.left_padding.push(end - length);
         self.dropped.push(dropped);
         self.end = end;
+        self.pack_if_due()
+    }
+
+    /// Columns `0..end` of each of `arrays`.
+    fn used(&self, arrays: &[Array]) -> Result<Vec<Array>> {
+        arrays
+            .iter()
+            .map(|a| slice(a, &[0, 0, 0, 0], &[a.dim(0), a.dim(1), self.end, a.dim(3)]))
+            .collect()
+    }
+
+    /// Dense keys and values (`[k, v]`) packed: `[kq, ks, kb, vq, vs, vb]`.
+    fn pack(&self, dense: &[Array]) -> Result<Vec<Array>> {
+        let settings = self
+            .quantization
+            .ok_or_else(|| Error::Invalid("packing a batch cache without --kv-bits".into()))?;
+        Ok([pack(&dense[0], settings)?, pack(&dense[1], settings)?].concat())
+    }
+
+    /// Packs a dense store once the columns reach the quantization's start.
+    fn pack_if_due(&mut self) -> Result<()> {
+        if self.packed || self.store.is_empty() {
+            return Ok(());
+        }
+        let Some(settings) = self.quantization else {
+            return Ok(());
+        };
+        if self.end < settings.start {
+            return Ok(());
+        }
+        self.store = self.pack(&self.used(&self.store)?)?;
+        self.packed = true;
         Ok(())
+    }
+
+    /// Grows every array of the store to hold `end` columns (by whole
+    /// [`GROWTH_STEP`]s at least) and writes `new` (one array per stored
+    /// one) into columns `self.end..end`; returns each array's used columns.
+    fn write(&mut self, new: &[Array], end: i32) -> Result<Vec<Array>> {
+        let capacity = self.store[0].dim(2);
+        let step = GROWTH_STEP.max(end - capacity);
+        let mut fetched = Vec::with_capacity(new.len());
+        for (stored, update) in self.store.iter_mut().zip(new) {
+            if end > capacity {
+                let zeros = ops::zeros_dtype(
+                    &[stored.dim(0), stored.dim(1), step, stored.dim(3)],
+                    stored.dtype(),
+                )?;
+                *stored = ops::concatenate(&[stored.clone(), zeros], 2)?;
+            }
+            let (written, used) = write_columns(stored, update, self.end, end)?;
+            *stored = written;
+            fetched.push(used);
+        }
+        self.end = end;
+        Ok(fetched)
     }
 
     /// Whether several tokens may be added at once, and taken back: one row
@@ -1003,9 +1129,12 @@ impl BatchKvCache {
     /// keeps its first `keep` and newest `window` positions, right-aligned
     /// as before.
     fn compact(&mut self) -> Result<()> {
-        let (Some(bound), Some(keys), Some(values)) = (self.bound, &self.keys, &self.values) else {
+        let Some(bound) = self.bound else {
             return Ok(());
         };
+        if self.store.is_empty() {
+            return Ok(());
+        }
         let rows = self.rows();
         let held: Vec<i32> = self
             .left_padding
@@ -1033,13 +1162,12 @@ impl BatchKvCache {
             let used = slice(a, &[0, 0, 0, 0], &[a.dim(0), a.dim(1), self.end, a.dim(3)])?;
             Ok(used.take_along_axis(&index, 2)?)
         };
-        let (keys, values) = (gather(keys)?, gather(values)?);
+        let store = self.store.iter().map(gather).collect::<Result<Vec<_>>>()?;
         for (row, &count) in held.iter().enumerate() {
             self.dropped[row] += self.end - self.left_padding[row] - count;
             self.left_padding[row] = end - count;
         }
-        self.keys = Some(keys);
-        self.values = Some(values);
+        self.store = store;
         self.end = end;
         Ok(())
     }
@@ -1050,6 +1178,7 @@ impl BatchKvCache {
         if keep.is_empty() {
             *self = BatchKvCache {
                 bound: self.bound,
+                quantization: self.quantization,
                 ..Self::default()
             };
             return Ok(());
@@ -1072,8 +1201,7 @@ impl BatchKvCache {
                 &[a.dim(0), a.dim(1), self.end, a.dim(3)],
             )
         };
-        self.keys = self.keys.as_ref().map(rows).transpose()?;
-        self.values = self.values.as_ref().map(rows).transpose()?;
+        self.store = self.store.iter().map(rows).collect::<Result<Vec<_>>>()?;
         self.end -= unused;
         for pad in &mut self.left_padding {
             *pad -= unused;
@@ -1083,16 +1211,16 @@ impl BatchKvCache {
 
     /// The arrays to evaluate together with the model's output.
     pub fn state(&self) -> Vec<&Array> {
-        self.keys.iter().chain(self.values.iter()).collect()
+        self.store.iter().collect()
     }
 
     /// Row `row`'s positions as a single sequence's cache (a copy, so that
     /// it does not keep the batch's arrays alive); `None` once a bounded
     /// cache dropped some of them.
     pub fn extract(&self, row: usize) -> Result<Option<KvCache>> {
-        let (Some(k), Some(v)) = (&self.keys, &self.values) else {
+        if self.store.is_empty() {
             return Err(Error::Invalid("the batch has no rows".into()));
-        };
+        }
         if self.dropped[row] > 0 {
             return Ok(None);
         }
@@ -1111,7 +1239,32 @@ impl BatchKvCache {
             // pass makes the copy.
             Ok(part.multiply(Array::from_int(1).as_dtype(part.dtype())?)?)
         };
-        Ok(Some(KvCache::from_arrays(take(k)?, take(v)?)))
+        if self.packed {
+            // Expanded for the prompt cache, whose caches are dense.
+            let settings = self.quantization.expect("packed with settings");
+            let parts = self
+                .store
+                .iter()
+                .map(|a| {
+                    slice(
+                        a,
+                        &[row, 0, pad, 0],
+                        &[row + 1, a.dim(1), self.end, a.dim(3)],
+                    )
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let expand = |p: &[Array]| {
+                ops::dequantize(&p[0], &p[1], &p[2], settings.group_size, settings.bits)
+            };
+            return Ok(Some(KvCache::from_arrays(
+                expand(&parts[..3])?,
+                expand(&parts[3..])?,
+            )));
+        }
+        Ok(Some(KvCache::from_arrays(
+            take(&self.store[0])?,
+            take(&self.store[1])?,
+        )))
     }
 }
 
@@ -1141,27 +1294,59 @@ impl LayerCache for BatchKvCache {
         {
             self.compact()?;
         }
-        let (Some(k), Some(v)) = (&self.keys, &self.values) else {
+        if self.store.is_empty() {
             return Err(Error::Invalid("the batch has no rows".into()));
+        }
+        if self.packed {
+            return Err(Error::Invalid(
+                "a packed batch cache is read through attend_quantized".into(),
+            ));
+        }
+        let mut fetched = self.write(&[keys.clone(), values.clone()], self.end + new)?;
+        let v = fetched.pop().expect("values");
+        let k = fetched.pop().expect("keys");
+        Ok((k, v))
+    }
+
+    fn attend_quantized(
+        &mut self,
+        queries: &Array,
+        keys: &Array,
+        values: &Array,
+        scale: f32,
+        mask: &mut Option<AttentionMask>,
+    ) -> Result<Option<Array>> {
+        let Some(settings) = self.quantization else {
+            return Ok(None);
         };
-        let end = self.end + new;
-        let capacity = k.dim(2);
-        let (k, v) = if end > capacity {
-            let step = GROWTH_STEP.max(end - capacity);
-            let grow = |a: &Array| -> Result<Array> {
-                let zeros = ops::zeros_dtype(&[a.dim(0), a.dim(1), step, a.dim(3)], a.dtype())?;
-                Ok(ops::concatenate(&[a.clone(), zeros], 2)?)
-            };
-            (grow(k)?, grow(v)?)
-        } else {
-            (k.clone(), v.clone())
-        };
-        let (k, fetched_k) = write_columns(&k, keys, self.end, end)?;
-        let (v, fetched_v) = write_columns(&v, values, self.end, end)?;
-        self.end = end;
-        self.keys = Some(k);
-        self.values = Some(v);
-        Ok((fetched_k, fetched_v))
+        self.pack_if_due()?;
+        if !self.packed {
+            return Ok(None);
+        }
+        let new = keys.dim(2);
+        if new != 1 && !self.takes_several() {
+            return Err(Error::Invalid(
+                "a batch cache takes one token per row per step, except a lone row".into(),
+            ));
+        }
+        let update = self.pack(&[keys.clone(), values.clone()])?;
+        let fetched = self.write(&update, self.end + new)?;
+        if mask.is_none() {
+            *mask = Some(self.mask(queries.dim(2), None)?);
+        }
+        let (k, v) = (
+            [fetched[0].clone(), fetched[1].clone(), fetched[2].clone()],
+            [fetched[3].clone(), fetched[4].clone(), fetched[5].clone()],
+        );
+        attend_packed(
+            queries,
+            &k,
+            &v,
+            scale,
+            mask.as_ref().expect("set above"),
+            settings,
+        )
+        .map(Some)
     }
 
     fn forget_last(&mut self, count: i32) -> i32 {

@@ -186,6 +186,19 @@ impl Model {
             .collect()
     }
 
+    /// Batch caches that pack their keys and values as `settings` say
+    /// (`--kv-bits`); refused, with the reason, where
+    /// [`Model::new_caches_quantized`] is.
+    pub fn new_batch_caches_quantized(
+        &self,
+        settings: cache::KvQuantization,
+    ) -> Result<Vec<cache::BatchKvCache>> {
+        self.new_caches_quantized(settings)?;
+        Ok((0..self.num_layers())
+            .map(|_| cache::BatchKvCache::quantized(settings))
+            .collect())
+    }
+
     /// Caches for one sequence's prompt that will join a batch: every
     /// layer keeps every position (see [`cache::BatchKvCache::join`]), or,
     /// bounded to `max_kv_size` (Llama family), rotates as
