@@ -3,7 +3,7 @@
 //!
 //! A [`BatchGenerator`] owns the rows of a batch (their caches, samplers and
 //! output so far). Sequences join and leave at step boundaries: a new prompt
-//! is run alone, one chunk of [`PREFILL_CHUNK`] tokens per step so that the
+//! is run alone, one chunk of [`crate::prefill::prefill_chunk`] tokens per step so that the
 //! running rows keep flowing, and its cache then joins the batch's
 //! ([`BatchKvCache::join`]); a row that ends (end of turn, length, stop
 //! string, cancelled) is dropped from the batch at the next step. Each
@@ -21,9 +21,7 @@ use mlx_rs::transforms::{async_eval, eval};
 
 use crate::array_ext::slice;
 use crate::draft::DraftModel;
-use crate::generate::{
-    Cancel, FinishReason, GenerateOptions, Generation, LoadedModel, PREFILL_CHUNK, Progress,
-};
+use crate::generate::{Cancel, FinishReason, GenerateOptions, Generation, LoadedModel, Progress};
 use crate::lookup;
 use crate::models::blocks::last_position;
 use crate::models::cache::{BatchKvCache, KvCache, KvQuantization};
@@ -525,7 +523,7 @@ impl BatchGenerator {
         let before_last = prompt.len() - 1;
         let start = prefill.done;
         if prefill.done < before_last {
-            let end = (prefill.done + PREFILL_CHUNK).min(before_last);
+            let end = (prefill.done + crate::prefill::prefill_chunk()).min(before_last);
             let ran = model
                 .forward_tokens(&prompt[prefill.done..end], &mut prefill.caches)
                 .and_then(|_| {
@@ -950,7 +948,7 @@ impl BatchGenerator {
     }
 }
 
-/// How many prompt tokens a step may run (in chunks of [`PREFILL_CHUNK`]
+/// How many prompt tokens a step may run (in chunks of [`crate::prefill::prefill_chunk`]
 /// for one prompt at a time) before the rows decode their next token.
 pub const PREFILL_BUDGET: usize = 2048;
 
