@@ -239,23 +239,26 @@ impl BatchGenerator {
     /// with [`BatchGenerator::set_max_kv_size`]. Only while nothing is
     /// running.
     pub fn set_kv_quantization(&mut self, settings: Option<KvQuantization>) -> Result<()> {
-        if !self.is_idle() {
-            return Err(Error::Invalid(
-                "the KV cache's quantization is set before sequences are added".into(),
-            ));
-        }
-        if settings.is_some() && self.max_kv_size.is_some() {
-            return Err(Error::Invalid(
-                "a quantized KV cache cannot also be bounded: use --kv-bits or --max-kv-size, \
-                 not both"
-                    .into(),
-            ));
-        }
+        self.check_cache_change(self.max_kv_size.is_some(), settings.is_some())?;
         self.caches = match settings {
             Some(settings) => self.loaded.model.new_batch_caches_quantized(settings)?,
             None => self.loaded.model.new_batch_caches_bounded(self.max_kv_size),
         };
         self.kv_quantization = settings;
+        Ok(())
+    }
+
+    /// The caches' settings change only while nothing runs, and a cache is
+    /// bounded or quantized, not both.
+    fn check_cache_change(&self, bounded: bool, quantized: bool) -> Result<()> {
+        if !self.is_idle() {
+            return Err(Error::Invalid(
+                "the KV cache's settings are set before sequences are added".into(),
+            ));
+        }
+        if bounded && quantized {
+            return Err(crate::generate::bounded_and_quantized());
+        }
         Ok(())
     }
 
@@ -301,18 +304,7 @@ impl BatchGenerator {
     /// family; GPT-OSS's sliding layers already see only their window, and
     /// its caches stay as they are). Only while nothing is running.
     pub fn set_max_kv_size(&mut self, max_kv_size: Option<u32>) -> Result<()> {
-        if !self.is_idle() {
-            return Err(Error::Invalid(
-                "the KV cache bound is set before sequences are added".into(),
-            ));
-        }
-        if max_kv_size.is_some() && self.kv_quantization.is_some() {
-            return Err(Error::Invalid(
-                "a quantized KV cache cannot also be bounded: use --kv-bits or --max-kv-size, \
-                 not both"
-                    .into(),
-            ));
-        }
+        self.check_cache_change(max_kv_size.is_some(), self.kv_quantization.is_some())?;
         self.max_kv_size = crate::generate::kv_size_bound(max_kv_size)?;
         self.caches = self.fresh_batch_caches();
         Ok(())

@@ -510,11 +510,7 @@ impl TokenGenerator {
     pub fn set_kv_quantization(&mut self, settings: Option<KvQuantization>) -> Result<()> {
         if let Some(settings) = settings {
             if self.max_kv_size.is_some() {
-                return Err(Error::Invalid(
-                    "a quantized KV cache cannot also be bounded: use --kv-bits or --max-kv-size, \
-                     not both"
-                        .into(),
-                ));
+                return Err(bounded_and_quantized());
             }
             self.loaded.model.new_caches_quantized(settings)?;
         }
@@ -543,11 +539,7 @@ impl TokenGenerator {
     /// are bounded already). Forgets the prompt cache.
     pub fn set_max_kv_size(&mut self, max_kv_size: Option<u32>) -> Result<()> {
         if max_kv_size.is_some() && self.kv_quantization.is_some() {
-            return Err(Error::Invalid(
-                "a quantized KV cache cannot also be bounded: use --kv-bits or --max-kv-size, \
-                 not both"
-                    .into(),
-            ));
+            return Err(bounded_and_quantized());
         }
         self.max_kv_size = kv_size_bound(max_kv_size)?;
         self.clear_cache();
@@ -712,4 +704,13 @@ pub(crate) fn kv_size_bound(max_kv_size: Option<u32>) -> Result<Option<i32>> {
             i32::MAX
         ))),
     }
+}
+
+/// Why a KV cache cannot be both bounded and quantized (the caches' kinds
+/// are one or the other).
+pub(crate) fn bounded_and_quantized() -> Error {
+    Error::Invalid(
+        "a quantized KV cache cannot also be bounded: use --kv-bits or --max-kv-size, not both"
+            .into(),
+    )
 }

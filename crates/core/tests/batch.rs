@@ -88,6 +88,33 @@ fn request(prompt: &[u32], options: GenerateOptions) -> SequenceRequest {
     }
 }
 
+/// Adds the first request now and request `i` after `at[i]` steps, runs
+/// the batch until it is idle and returns the generations in order.
+fn joining_late(
+    batch: &mut BatchGenerator,
+    requests: Vec<SequenceRequest>,
+    at: &[usize],
+) -> Vec<(Generation, String)> {
+    let mut requests = requests.into_iter();
+    let first = batch.add(requests.next().expect("a request"));
+    let later = requests.enumerate().map(|(i, r)| (at[i + 1], r)).collect();
+    let mut done = run(batch, later);
+    (0..at.len())
+        .map(|i| done.remove(&(first + i as SequenceId)).expect("finished"))
+        .collect()
+}
+
+/// Each generation's tokens equal the expected one's.
+fn assert_tokens(got: &[(Generation, String)], expected: &[Generation], what: &str) {
+    assert_eq!(got.len(), expected.len());
+    for (i, ((generation, _), expected)) in got.iter().zip(expected).enumerate() {
+        assert_eq!(
+            generation.tokens, expected.tokens,
+            "{what}: sequence {i} differs"
+        );
+    }
+}
+
 fn batched_equals_one_by_one(model: &str) {
     let loaded = Rc::new(LoadedModel::load(&fixture(model)).unwrap());
     let prompts = prompts(&loaded);
@@ -418,23 +445,11 @@ fn a_bounded_batch_decodes_past_its_bound_as_one_bounded_sequence_does() {
 
     let mut batch = BatchGenerator::new(loaded.clone(), 8);
     batch.set_max_kv_size(Some(max)).unwrap();
-    let first = batch.add(request(&prompts[0], GenerateOptions::new(limits[0])));
-    let later = (1..prompts.len())
-        .map(|i| {
-            (
-                [0, 5, 30, 200][i],
-                request(&prompts[i], GenerateOptions::new(limits[i])),
-            )
-        })
+    let requests = (0..prompts.len())
+        .map(|i| request(&prompts[i], GenerateOptions::new(limits[i])))
         .collect();
-    let done = run(&mut batch, later);
-    for (i, expected) in expected.iter().enumerate() {
-        let id = first + i as SequenceId;
-        assert_eq!(
-            done[&id].0.tokens, expected.tokens,
-            "sequence {i} differs from one bounded sequence"
-        );
-    }
+    let got = joining_late(&mut batch, requests, &[0, 5, 30, 200]);
+    assert_tokens(&got, &expected, "bounded, joining late");
     assert!(batch.set_max_kv_size(None).is_ok(), "idle again");
 }
 
@@ -526,24 +541,12 @@ fn prompt_lookup_in_the_batch_keeps_greedy_output_and_drafts_while_a_row_is_alon
     // Together, joining late: batched steps while others decode, checks
     // once a row is left alone, back to batched steps when one joins.
     let mut batch = BatchGenerator::new(loaded.clone(), 8);
-    let first = batch.add(request(&prompts[0], with_lookup(limits[0])));
-    let later = (1..prompts.len())
-        .map(|i| {
-            (
-                [0, 2, 25, 70][i],
-                request(&prompts[i], with_lookup(limits[i])),
-            )
-        })
+    let requests = (0..prompts.len())
+        .map(|i| request(&prompts[i], with_lookup(limits[i])))
         .collect();
-    let done = run(&mut batch, later);
-    for (i, expected) in expected.iter().enumerate() {
-        let id = first + i as SequenceId;
-        assert_eq!(
-            done[&id].0.tokens, expected.tokens,
-            "sequence {i} joining late"
-        );
-    }
-    assert!(done.values().any(|(g, _)| g.speculative_steps > 0));
+    let got = joining_late(&mut batch, requests, &[0, 2, 25, 70]);
+    assert_tokens(&got, &expected, "prompt lookup, joining late");
+    assert!(got.iter().any(|(g, _)| g.speculative_steps > 0));
 }
 
 #[test]
@@ -578,23 +581,11 @@ fn a_draft_model_in_the_batch_keeps_greedy_output() {
             "sequence {i}: a draft of the model itself was rejected"
         );
     }
-    let first = batch.add(request(&prompts[0], GenerateOptions::new(limits[0])));
-    let later = (1..prompts.len())
-        .map(|i| {
-            (
-                [0, 2, 20, 45][i],
-                request(&prompts[i], GenerateOptions::new(limits[i])),
-            )
-        })
+    let requests = (0..prompts.len())
+        .map(|i| request(&prompts[i], GenerateOptions::new(limits[i])))
         .collect();
-    let done = run(&mut batch, later);
-    for (i, expected) in expected.iter().enumerate() {
-        let id = first + i as SequenceId;
-        assert_eq!(
-            done[&id].0.tokens, expected.tokens,
-            "sequence {i} joining late"
-        );
-    }
+    let got = joining_late(&mut batch, requests, &[0, 2, 20, 45]);
+    assert_tokens(&got, &expected, "draft model, joining late");
     assert!(batch.take_draft_model().is_some());
 }
 
@@ -641,23 +632,11 @@ fn a_quantized_batch_decodes_as_one_quantized_sequence_does() {
             // a shorter row is packed sooner than alone.
             continue;
         }
-        let first = batch.add(request(&prompts[0], GenerateOptions::new(limits[0])));
-        let later = (1..prompts.len())
-            .map(|i| {
-                (
-                    [0, 3, 9, 12][i],
-                    request(&prompts[i], GenerateOptions::new(limits[i])),
-                )
-            })
+        let requests = (0..prompts.len())
+            .map(|i| request(&prompts[i], GenerateOptions::new(limits[i])))
             .collect();
-        let done = run(&mut batch, later);
-        for (i, expected) in expected.iter().enumerate() {
-            let id = first + i as SequenceId;
-            assert_eq!(
-                done[&id].0.tokens, expected.tokens,
-                "{bits} bits: sequence {i} joining late differs from one quantized sequence"
-            );
-        }
+        let got = joining_late(&mut batch, requests, &[0, 3, 9, 12]);
+        assert_tokens(&got, &expected, &format!("{bits} bits, joining late"));
     }
     // The comparison means something: 4 bits change some answer here.
     let mut single = mlx_harmony_core::generate::TokenGenerator::load(&fixture(MODEL)).unwrap();

@@ -1508,34 +1508,12 @@ fn with_max_kv_size_requests_decode_together_past_the_bound() {
         &fixture("llama"),
         &["--max-kv-size", "16", "--max-concurrency", "4"],
     );
-    let body = |prompt: &str| json!({"model": server.model, "prompt": prompt, "max_tokens": 300, "temperature": 0});
     let prompts = [
         "Once upon a time",
         "1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18",
         "Hi",
     ];
-    let alone: Vec<Value> = prompts
-        .iter()
-        .map(|p| request(server.port, "POST", "/v1/completions", &body(p)).1)
-        .collect();
-    let port = server.port;
-    let together: Vec<(u16, Value)> = prompts
-        .iter()
-        .map(|p| {
-            let body = body(p);
-            std::thread::spawn(move || request(port, "POST", "/v1/completions", &body))
-        })
-        .collect::<Vec<_>>()
-        .into_iter()
-        .map(|t| t.join().unwrap())
-        .collect();
-    for ((status, reply), alone) in together.iter().zip(&alone) {
-        assert_eq!(*status, 200, "{reply}");
-        assert_eq!(
-            reply["choices"][0]["text"], alone["choices"][0]["text"],
-            "batched differs from alone"
-        );
-    }
+    let alone = assert_same_completions(&server, &server, &prompts, 300);
     let longest = alone
         .iter()
         .map(|r| r["usage"]["completion_tokens"].as_u64().unwrap())
@@ -1544,42 +1522,64 @@ fn with_max_kv_size_requests_decode_together_past_the_bound() {
     assert!(longest > 280, "no reply passed the cut ({longest} tokens)");
 }
 
-#[test]
-fn with_prompt_lookup_a_lone_request_answers_as_without_it() {
-    // Greedy answers are the same tokens with drafts checked (the core
-    // batch test shows the drafts kept); three at once decode batched.
-    let plain = start(&fixture("llama"), &[]);
-    let lookup = start(&fixture("llama"), &["--prompt-lookup", "6"]);
-    let body = |server: &Server, prompt: &str| json!({"model": server.model, "prompt": prompt, "max_tokens": 60, "temperature": 0});
-    let prompts = ["Once upon a time", "1 2 3 4 5 6 7 8", "Hi"];
-    for prompt in prompts {
-        let (_, expected) = request(plain.port, "POST", "/v1/completions", &body(&plain, prompt));
-        let (status, reply) = request(
-            lookup.port,
-            "POST",
-            "/v1/completions",
-            &body(&lookup, prompt),
-        );
+/// Greedy completions of `prompts` from `other` equal `plain`'s (which may
+/// be the same server), each sent alone and all at once; returns `plain`'s.
+fn assert_same_completions(
+    plain: &Server,
+    other: &Server,
+    prompts: &[&str],
+    max_tokens: u32,
+) -> Vec<Value> {
+    let body = |server: &Server, prompt: &str| json!({"model": server.model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0});
+    let expected: Vec<Value> = prompts
+        .iter()
+        .map(|p| request(plain.port, "POST", "/v1/completions", &body(plain, p)).1)
+        .collect();
+    for (prompt, expected) in prompts.iter().zip(&expected) {
+        let (status, reply) = request(other.port, "POST", "/v1/completions", &body(other, prompt));
         assert_eq!(status, 200, "{reply}");
-        assert_eq!(reply["choices"][0]["text"], expected["choices"][0]["text"]);
-        assert_eq!(reply["usage"], expected["usage"]);
+        assert_eq!(
+            reply["choices"][0]["text"], expected["choices"][0]["text"],
+            "alone"
+        );
+        assert_eq!(
+            reply["usage"]["completion_tokens"],
+            expected["usage"]["completion_tokens"]
+        );
     }
-    let port = lookup.port;
+    let port = other.port;
     let together: Vec<(u16, Value)> = prompts
         .iter()
         .map(|p| {
-            let body = body(&lookup, p);
+            let body = body(other, p);
             std::thread::spawn(move || request(port, "POST", "/v1/completions", &body))
         })
         .collect::<Vec<_>>()
         .into_iter()
         .map(|t| t.join().unwrap())
         .collect();
-    for (prompt, (status, reply)) in prompts.iter().zip(together) {
-        let (_, expected) = request(plain.port, "POST", "/v1/completions", &body(&plain, prompt));
-        assert_eq!(status, 200, "{reply}");
-        assert_eq!(reply["choices"][0]["text"], expected["choices"][0]["text"]);
+    for ((status, reply), expected) in together.iter().zip(&expected) {
+        assert_eq!(*status, 200, "{reply}");
+        assert_eq!(
+            reply["choices"][0]["text"], expected["choices"][0]["text"],
+            "together"
+        );
     }
+    expected
+}
+
+#[test]
+fn with_prompt_lookup_a_lone_request_answers_as_without_it() {
+    // Greedy answers are the same tokens with drafts checked (the core
+    // batch test shows the drafts kept); three at once decode batched.
+    let plain = start(&fixture("llama"), &[]);
+    let lookup = start(&fixture("llama"), &["--prompt-lookup", "6"]);
+    assert_same_completions(
+        &plain,
+        &lookup,
+        &["Once upon a time", "1 2 3 4 5 6 7 8", "Hi"],
+        60,
+    );
 }
 
 #[test]
@@ -1595,35 +1595,12 @@ fn with_a_draft_model_requests_answer_as_without_it() {
             "4",
         ],
     );
-    let body = |server: &Server, prompt: &str| json!({"model": server.model, "prompt": prompt, "max_tokens": 40, "temperature": 0});
-    let prompts = ["Once upon a time", "1 2 3 4 5 6 7 8", "Hi"];
-    for prompt in prompts {
-        let (_, expected) = request(plain.port, "POST", "/v1/completions", &body(&plain, prompt));
-        let (status, reply) = request(
-            drafting.port,
-            "POST",
-            "/v1/completions",
-            &body(&drafting, prompt),
-        );
-        assert_eq!(status, 200, "{reply}");
-        assert_eq!(reply["choices"][0]["text"], expected["choices"][0]["text"]);
-    }
-    let port = drafting.port;
-    let together: Vec<(u16, Value)> = prompts
-        .iter()
-        .map(|p| {
-            let body = body(&drafting, p);
-            std::thread::spawn(move || request(port, "POST", "/v1/completions", &body))
-        })
-        .collect::<Vec<_>>()
-        .into_iter()
-        .map(|t| t.join().unwrap())
-        .collect();
-    for (prompt, (status, reply)) in prompts.iter().zip(together) {
-        let (_, expected) = request(plain.port, "POST", "/v1/completions", &body(&plain, prompt));
-        assert_eq!(status, 200, "{reply}");
-        assert_eq!(reply["choices"][0]["text"], expected["choices"][0]["text"]);
-    }
+    assert_same_completions(
+        &plain,
+        &drafting,
+        &["Once upon a time", "1 2 3 4 5 6 7 8", "Hi"],
+        40,
+    );
 }
 
 #[test]
@@ -1642,25 +1619,6 @@ fn with_kv_bits_requests_decode_together_on_quantized_caches() {
             "0",
         ],
     );
-    let body = |prompt: &str| json!({"model": server.model, "prompt": prompt, "max_tokens": 40, "temperature": 0});
     let prompts = ["Once upon a time", "1 2 3 4 5 6 7 8 9 10 11 12", "Hi"];
-    let alone: Vec<Value> = prompts
-        .iter()
-        .map(|p| request(server.port, "POST", "/v1/completions", &body(p)).1)
-        .collect();
-    let port = server.port;
-    let together: Vec<(u16, Value)> = prompts
-        .iter()
-        .map(|p| {
-            let body = body(p);
-            std::thread::spawn(move || request(port, "POST", "/v1/completions", &body))
-        })
-        .collect::<Vec<_>>()
-        .into_iter()
-        .map(|t| t.join().unwrap())
-        .collect();
-    for ((status, reply), alone) in together.iter().zip(&alone) {
-        assert_eq!(*status, 200, "{reply}");
-        assert_eq!(reply["choices"][0]["text"], alone["choices"][0]["text"]);
-    }
+    assert_same_completions(&server, &server, &prompts, 40);
 }
