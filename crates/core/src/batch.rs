@@ -23,8 +23,9 @@ use crate::array_ext::slice;
 use crate::draft::DraftModel;
 use crate::generate::{Cancel, FinishReason, GenerateOptions, Generation, LoadedModel, Progress};
 use crate::lookup;
+use crate::models::batch_cache::BatchKvCache;
 use crate::models::blocks::last_position;
-use crate::models::cache::{BatchKvCache, KvCache, KvQuantization};
+use crate::models::cache::{KvCache, KvQuantization};
 use crate::sampling::{Sampler, TokenLogprobs, apply_allowed_rows, greedy_rows};
 use crate::{Error, Result};
 

@@ -1,6 +1,7 @@
 //! Model architectures, one module each, in the shape of mlx-lm's `models/`;
 //! the blocks they share are in [`blocks`], the KV cache in [`cache`].
 
+pub mod batch_cache;
 pub mod blocks;
 pub mod cache;
 pub mod fused;
@@ -158,7 +159,7 @@ impl Model {
     }
 
     /// Logits `[B, L, vocab]` for `[B, L]` token ids, extending the caches
-    /// (one sequence's [`KvCache`]s, or a batch's [`cache::BatchKvCache`]s).
+    /// (one sequence's [`KvCache`]s, or a batch's [`batch_cache::BatchKvCache`]s).
     pub fn forward<C: cache::LayerCache>(&self, ids: &Array, caches: &mut [C]) -> Result<Array> {
         match &self.arch {
             Arch::Decoder(d) => d.forward(ids, caches),
@@ -168,20 +169,23 @@ impl Model {
 
     /// Fresh caches for a batch, one per layer (sliding-window layers keep
     /// every position there, and masks keep to the window).
-    pub fn new_batch_caches(&self) -> Vec<cache::BatchKvCache> {
+    pub fn new_batch_caches(&self) -> Vec<batch_cache::BatchKvCache> {
         self.new_batch_caches_bounded(None)
     }
 
     /// Batch caches bounded to `max_kv_size` positions a row (the first
     /// ones and the newest, as [`Model::new_caches_bounded`]) for the Llama
     /// family; GPT-OSS and `None` get the usual ones.
-    pub fn new_batch_caches_bounded(&self, max_kv_size: Option<i32>) -> Vec<cache::BatchKvCache> {
+    pub fn new_batch_caches_bounded(
+        &self,
+        max_kv_size: Option<i32>,
+    ) -> Vec<batch_cache::BatchKvCache> {
         (0..self.num_layers())
             .map(|_| match (&self.arch, max_kv_size) {
                 (Arch::Decoder(_), Some(max)) => {
-                    cache::BatchKvCache::bounded(cache::BatchBound::max_kv_size(max))
+                    batch_cache::BatchKvCache::bounded(batch_cache::BatchBound::max_kv_size(max))
                 }
-                _ => cache::BatchKvCache::new(),
+                _ => batch_cache::BatchKvCache::new(),
             })
             .collect()
     }
@@ -192,15 +196,15 @@ impl Model {
     pub fn new_batch_caches_quantized(
         &self,
         settings: cache::KvQuantization,
-    ) -> Result<Vec<cache::BatchKvCache>> {
+    ) -> Result<Vec<batch_cache::BatchKvCache>> {
         self.new_caches_quantized(settings)?;
         Ok((0..self.num_layers())
-            .map(|_| cache::BatchKvCache::quantized(settings))
+            .map(|_| batch_cache::BatchKvCache::quantized(settings))
             .collect())
     }
 
     /// Caches for one sequence's prompt that will join a batch: every
-    /// layer keeps every position (see [`cache::BatchKvCache::join`]), or,
+    /// layer keeps every position (see [`batch_cache::BatchKvCache::join`]), or,
     /// bounded to `max_kv_size` (Llama family), rotates as
     /// [`Model::new_caches_bounded`]'s.
     pub fn new_joining_caches(&self, max_kv_size: Option<i32>) -> Vec<KvCache> {
