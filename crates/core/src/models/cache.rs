@@ -610,7 +610,7 @@ pub(super) fn write_columns(
 /// [`write_columns`] into `buffer` grown first, when it has fewer than `end`
 /// columns (`None`: none yet), by whole [`GROWTH_STEP`]s, its first `start`
 /// columns kept: growing per token would copy the whole cache every step.
-fn append_columns(
+pub(super) fn append_columns(
     buffer: Option<&Array>,
     update: &Array,
     start: i32,
@@ -622,8 +622,11 @@ fn append_columns(
     let buffer = match buffer {
         Some(old) if end <= capacity => old,
         _ => {
-            let grow = ((end - capacity + GROWTH_STEP - 1) / GROWTH_STEP) * GROWTH_STEP;
-            let grow = grow.max(reserved - capacity);
+            // The new buffer keeps the first `start` columns (what is held:
+            // fewer than the capacity after a trim or in a partly filled
+            // buffer) and adds whole steps after them up to `end` at least.
+            let grow = ((end - start + GROWTH_STEP - 1) / GROWTH_STEP) * GROWTH_STEP;
+            let grow = grow.max(reserved - start);
             let shape = [update.dim(0), update.dim(1), grow, update.dim(3)];
             let zeros = ops::zeros_dtype(&shape, update.dtype())?;
             grown = match buffer {
@@ -925,25 +928,47 @@ pub fn sliding_mask(offset: i32, queries: i32, keys: i32, window: i32) -> Array 
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// Keys that carry their own position, `[1, 1, n, 1]`.
-    fn positions(from: i32, count: i32) -> Array {
+    pub(in crate::models) fn positions(from: i32, count: i32) -> Array {
         let values: Vec<f32> = (from..from + count).map(|p| p as f32).collect();
         Array::from_slice(&values, &[1, 1, count, 1])
     }
 
-    fn held(keys: &Array) -> Vec<i32> {
+    pub(in crate::models) fn held(keys: &Array) -> Vec<i32> {
         keys.as_slice::<f32>().iter().map(|&p| p as i32).collect()
     }
 
     /// Feeds the next `count` positions; returns the positions handed to attention.
-    fn feed(cache: &mut KvCache, count: i32) -> Vec<i32> {
+    pub(in crate::models) fn feed(cache: &mut KvCache, count: i32) -> Vec<i32> {
         let keys = positions(cache.offset(), count);
         let (k, v) = cache.update_and_fetch(&keys, &keys).unwrap();
         assert_eq!(held(&k), held(&v));
         held(&k)
+    }
+
+    #[test]
+    fn a_chunk_past_the_capacity_is_written_from_a_partly_filled_or_trimmed_cache() {
+        // 700 positions in 768 columns, then 268 more: the grown buffer
+        // starts from the 700 held, not from the capacity.
+        let mut cache = KvCache::new();
+        feed(&mut cache, 700);
+        assert_eq!(cache.capacity(), 768);
+        assert_eq!(feed(&mut cache, 268), (0..968).collect::<Vec<_>>());
+        // Trimmed back to 500 of 768 columns, then 300 more.
+        let mut cache = KvCache::new();
+        feed(&mut cache, 700);
+        assert_eq!(cache.trim(200), 200);
+        assert_eq!(feed(&mut cache, 300), (0..800).collect::<Vec<_>>());
+        // A reservation counts from what is held too.
+        let mut cache = KvCache::new();
+        feed(&mut cache, 700);
+        cache.trim(200);
+        cache.reserve(1100);
+        feed(&mut cache, 300);
+        assert!(cache.capacity() >= 1100, "{}", cache.capacity());
     }
 
     #[test]
