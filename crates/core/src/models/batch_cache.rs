@@ -9,7 +9,7 @@ use mlx_rs::ops;
 
 use super::cache::{
     AttentionMask, GROWTH_STEP, KEEP_FIRST, KvCache, KvQuantization, LayerCache, RopeOffset,
-    attend_packed, pack, write_columns,
+    append_columns, attend_packed, pack,
 };
 use crate::array_ext::slice;
 use crate::{Error, Result};
@@ -213,22 +213,21 @@ impl BatchKvCache {
         Ok(())
     }
 
-    /// Grows every array of the store to hold `end` columns (by whole
-    /// [`GROWTH_STEP`]s at least) and writes `new` (one array per stored
-    /// one) into columns `self.end..end`; returns each array's used columns.
-    fn write(&mut self, new: &[Array], end: i32) -> Result<Vec<Array>> {
-        let capacity = self.store[0].dim(2);
-        let step = GROWTH_STEP.max(end - capacity);
+    /// Writes `new` (one array per stored one, `new_tokens` columns) after
+    /// the columns written, growing the store as one sequence's cache grows
+    /// ([`append_columns`]); returns each array's used columns.
+    fn write(&mut self, new: &[Array], new_tokens: i32) -> Result<Vec<Array>> {
+        if new_tokens != 1 && !self.takes_several() {
+            return Err(Error::Invalid(
+                "a batch cache takes one token per row per step, except a lone unbounded row \
+                 (a speculative check); run prompts in a KvCache"
+                    .into(),
+            ));
+        }
+        let end = self.end + new_tokens;
         let mut fetched = Vec::with_capacity(new.len());
         for (stored, update) in self.store.iter_mut().zip(new) {
-            if end > capacity {
-                let zeros = ops::zeros_dtype(
-                    &[stored.dim(0), stored.dim(1), step, stored.dim(3)],
-                    stored.dtype(),
-                )?;
-                *stored = ops::concatenate(&[stored.clone(), zeros], 2)?;
-            }
-            let (written, used) = write_columns(stored, update, self.end, end)?;
+            let (written, used) = append_columns(Some(stored), update, self.end, end, 0)?;
             *stored = written;
             fetched.push(used);
         }
@@ -353,46 +352,40 @@ impl BatchKvCache {
             return Ok(None);
         }
         let (row, pad) = (row as i32, self.left_padding[row]);
-        let take = |a: &Array| -> Result<Array> {
-            let part = slice(
-                a,
-                &[row, 0, pad, 0],
-                &[row + 1, a.dim(1), self.end, a.dim(3)],
-            )?;
-            // A copy of its own: a slice would keep the whole batch buffer
-            // alive in the prompt cache (and its byte count would be wrong),
-            // and would stop MLX from donating that buffer to the next
-            // step's update. mlx-rs 0.33 does not wrap `mlx_copy`, and
-            // `contiguous` may hand back the same buffer, so one elementwise
-            // pass makes the copy.
-            Ok(part.multiply(Array::from_int(1).as_dtype(part.dtype())?)?)
+        let parts = self
+            .store
+            .iter()
+            .map(|a| {
+                slice(
+                    a,
+                    &[row, 0, pad, 0],
+                    &[row + 1, a.dim(1), self.end, a.dim(3)],
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (keys, values) = match self.quantization.filter(|_| self.packed) {
+            // Expanded for the prompt cache, whose caches are dense (new
+            // arrays, not views of the batch's).
+            Some(settings) => {
+                let expand = |p: &[Array]| {
+                    ops::dequantize(&p[0], &p[1], &p[2], settings.group_size, settings.bits)
+                };
+                (expand(&parts[..3])?, expand(&parts[3..])?)
+            }
+            None => {
+                // A copy of its own: a slice would keep the whole batch
+                // buffer alive in the prompt cache (and its byte count would
+                // be wrong), and would stop MLX from donating that buffer to
+                // the next step's update. mlx-rs 0.33 does not wrap
+                // `mlx_copy`, and `contiguous` may hand back the same
+                // buffer, so one elementwise pass makes the copy.
+                let copy = |a: &Array| -> Result<Array> {
+                    Ok(a.multiply(Array::from_int(1).as_dtype(a.dtype())?)?)
+                };
+                (copy(&parts[0])?, copy(&parts[1])?)
+            }
         };
-        if self.packed {
-            // Expanded for the prompt cache, whose caches are dense.
-            let settings = self.quantization.expect("packed with settings");
-            let parts = self
-                .store
-                .iter()
-                .map(|a| {
-                    slice(
-                        a,
-                        &[row, 0, pad, 0],
-                        &[row + 1, a.dim(1), self.end, a.dim(3)],
-                    )
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let expand = |p: &[Array]| {
-                ops::dequantize(&p[0], &p[1], &p[2], settings.group_size, settings.bits)
-            };
-            return Ok(Some(KvCache::from_arrays(
-                expand(&parts[..3])?,
-                expand(&parts[3..])?,
-            )));
-        }
-        Ok(Some(KvCache::from_arrays(
-            take(&self.store[0])?,
-            take(&self.store[1])?,
-        )))
+        Ok(Some(KvCache::from_arrays(keys, values)))
     }
 }
 
@@ -408,14 +401,6 @@ impl LayerCache for BatchKvCache {
     }
 
     fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<(Array, Array)> {
-        let new = keys.dim(2);
-        if new != 1 && !self.takes_several() {
-            return Err(Error::Invalid(
-                "a batch cache takes one token per row per step, except a lone unbounded row \
-                 (a speculative check); run prompts in a KvCache"
-                    .into(),
-            ));
-        }
         if self
             .bound
             .is_some_and(|b| self.columns() >= b.held() + GROWTH_STEP)
@@ -430,7 +415,7 @@ impl LayerCache for BatchKvCache {
                 "a packed batch cache is read through attend_quantized".into(),
             ));
         }
-        let mut fetched = self.write(&[keys.clone(), values.clone()], self.end + new)?;
+        let mut fetched = self.write(&[keys.clone(), values.clone()], keys.dim(2))?;
         let v = fetched.pop().expect("values");
         let k = fetched.pop().expect("keys");
         Ok((k, v))
@@ -451,14 +436,8 @@ impl LayerCache for BatchKvCache {
         if !self.packed {
             return Ok(None);
         }
-        let new = keys.dim(2);
-        if new != 1 && !self.takes_several() {
-            return Err(Error::Invalid(
-                "a batch cache takes one token per row per step, except a lone row".into(),
-            ));
-        }
         let update = self.pack(&[keys.clone(), values.clone()])?;
-        let fetched = self.write(&update, self.end + new)?;
+        let fetched = self.write(&update, keys.dim(2))?;
         if mask.is_none() {
             *mask = Some(self.mask(queries.dim(2), None)?);
         }
@@ -517,22 +496,7 @@ impl LayerCache for BatchKvCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Keys that carry their own position, `[1, 1, n, 1]`.
-    fn positions(from: i32, count: i32) -> Array {
-        let values: Vec<f32> = (from..from + count).map(|p| p as f32).collect();
-        Array::from_slice(&values, &[1, 1, count, 1])
-    }
-
-    fn held(keys: &Array) -> Vec<i32> {
-        keys.as_slice::<f32>().iter().map(|&p| p as i32).collect()
-    }
-
-    /// Feeds the next `count` positions.
-    fn feed(cache: &mut KvCache, count: i32) {
-        let keys = positions(cache.offset(), count);
-        cache.update_and_fetch(&keys, &keys).unwrap();
-    }
+    use crate::models::cache::tests::{feed, held};
 
     #[test]
     fn a_bounded_batch_cache_shows_each_row_its_first_and_newest_positions_in_bounded_memory() {
