@@ -730,9 +730,9 @@ impl BatchGenerator {
 
     /// A speculative step of the lone row: its pending token, read now,
     /// and a draft (the draft model's, else one from its text so far) are
-    /// checked in one forward pass (`lookup::check_on_device`, as the
-    /// single-sequence loop); what the model kept
-    /// is handed on, and its own next token becomes the row's pending one.
+    /// checked in one forward pass (`draft::draft_and_check`, as the
+    /// single-sequence loop); what the model kept is handed on, and its own
+    /// next token becomes the row's pending one.
     fn decode_speculative(&mut self, events: &mut Vec<BatchEvent>) -> Result<()> {
         let Some(current) = self.next.take() else {
             return Ok(());
@@ -772,33 +772,15 @@ impl BatchGenerator {
         let mut context = row.history.clone();
         context.push(last);
         let room = row.progress.room().saturating_sub(1);
-        let (checked, proposed) = match self.draft.as_mut() {
-            Some(draft) => {
-                // The draft model's cache keeps the longest prefix it shares
-                // with this context (another request's, at first).
-                let on_device = draft.propose(&context, room)?;
-                let (checked, tokens) = lookup::check_on_device(
-                    &loaded.model,
-                    &mut self.caches,
-                    &mut row.sampler,
-                    last,
-                    on_device.as_ref(),
-                )?;
-                draft.drafted(&tokens);
-                (checked, tokens)
-            }
-            None => {
-                let proposed = lookup::draft(&context, row.lookup.min(room)).to_vec();
-                let checked = lookup::check(
-                    &loaded.model,
-                    &mut self.caches,
-                    &mut row.sampler,
-                    last,
-                    &proposed,
-                )?;
-                (checked, proposed)
-            }
-        };
+        let (checked, proposed) = crate::draft::draft_and_check(
+            &loaded.model,
+            &mut self.caches,
+            &mut row.sampler,
+            &context,
+            self.draft.as_mut(),
+            row.lookup,
+            room,
+        )?;
         row.history.push(last);
         row.history.extend_from_slice(&proposed[..checked.accepted]);
         row.drafted += proposed.len();

@@ -27,11 +27,49 @@ use mlx_rs::ops::indexing::argmax_axis;
 use mlx_rs::transforms::eval;
 
 use crate::loaded::LoadedModel;
-use crate::lookup::caches_can_rewind;
+use crate::lookup::{self, Checked, caches_can_rewind};
+use crate::models::Model;
 use crate::models::blocks::last_position;
-use crate::models::cache::KvCache;
+use crate::models::cache::{KvCache, LayerCache};
 use crate::prefill::{prefill, reusable_prefix};
+use crate::sampling::Sampler;
 use crate::{Error, Result};
+
+/// One speculative step after `context` (whose last token is not yet in
+/// `caches`): up to `room` tokens drafted by `draft` when there is one,
+/// else up to `lookup_tokens` looked up in the context (prompt lookup),
+/// checked with that last token by the model in one pass. Returns the
+/// check and the tokens drafted. The single-sequence loop and the batch's
+/// lone row both step this way.
+pub fn draft_and_check<C: LayerCache>(
+    model: &Model,
+    caches: &mut [C],
+    sampler: &mut Sampler,
+    context: &[u32],
+    draft: Option<&mut DraftModel>,
+    lookup_tokens: usize,
+    room: usize,
+) -> Result<(Checked, Vec<u32>)> {
+    let &last = context
+        .last()
+        .ok_or_else(|| Error::Invalid("a speculative step needs a context".into()))?;
+    match draft {
+        Some(draft) => {
+            // The draft model's cache keeps the longest prefix it shares
+            // with this context (another sequence's, at first).
+            let on_device = draft.propose(context, room)?;
+            let (checked, tokens) =
+                lookup::check_on_device(model, caches, sampler, last, on_device.as_ref())?;
+            draft.drafted(&tokens);
+            Ok((checked, tokens))
+        }
+        None => {
+            let proposed = lookup::draft(context, lookup_tokens.min(room)).to_vec();
+            let checked = lookup::check(model, caches, sampler, last, &proposed)?;
+            Ok((checked, proposed))
+        }
+    }
+}
 
 /// The most tokens one proposal may draft.
 pub const MAX_DRAFT_TOKENS: usize = 32;

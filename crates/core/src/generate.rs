@@ -342,23 +342,15 @@ fn decode(
             context.push(last);
             // The last token of the room comes from the check itself.
             let room = (max_tokens - progress.tokens.len()).saturating_sub(1);
-            let (checked, proposed) = match draft.as_deref_mut() {
-                Some(draft) => {
-                    let on_device = draft.propose(&context, room)?;
-                    let (checked, tokens) =
-                        lookup::check_on_device(model, caches, sampler, last, on_device.as_ref())?;
-                    draft.drafted(&tokens);
-                    (checked, tokens)
-                }
-                None => {
-                    let proposed =
-                        lookup::draft(&context, options.prompt_lookup.min(room)).to_vec();
-                    (
-                        lookup::check(model, caches, sampler, last, &proposed)?,
-                        proposed,
-                    )
-                }
-            };
+            let (checked, proposed) = crate::draft::draft_and_check(
+                model,
+                caches,
+                sampler,
+                &context,
+                draft.as_deref_mut(),
+                options.prompt_lookup,
+                room,
+            )?;
             fed.push(last);
             fed.extend_from_slice(&proposed[..checked.accepted]);
             drafted += proposed.len();
