@@ -6,11 +6,20 @@ our engine does), for each layer shape of a model, with the time it takes to
 read the layer's weights once at the device's memory bandwidth printed beside,
 and on CUDA our own kernel (crates/core/src/kernels/qmm_rows_*, the one the
 engine picks for these shapes) on the same flattened rows.
-Medians of RUNS timed calls after a warm-up; each call is evaluated alone, and
-weight copies are cycled so that a small layer is not served from cache.
+For GPT-OSS also its experts (MXFP4, 4 of 32 a token): MLX's `gather_qmm` on
+the (token, expert) rows grouped by expert (mlx-lm's way for 64 picks and
+more) and on the tokens with their picks unsorted (its way below), against our
+experts' kernel on the unsorted picks, as the engine calls it
+(crates/core/src/kernels/qmm_gather_body.cu); the bound there is reading once
+the experts the tokens picked.
+Medians of RUNS timed evaluations after a warm-up; each evaluation runs CHAIN
+products back to back (one graph, so a product's time is not a lone call's
+launch and synchronisation) and a product's time is the evaluation's over
+CHAIN; weight copies are cycled so that a small layer is not served from cache.
 
 Usage: qmm_rows.py [--shape llama3-8b|gpt-oss-20b] [--bits 4] [--group 64]
-                   [--bandwidth-gbs 4800] [--runs 20] [ROWS...]
+                   [--bandwidth-gbs 4800] [--runs 20] [--chain 16] [--experts-only]
+                   [ROWS...]
 Runs with the reference environment's MLX (scripts/reference-env), on the GPU
 when MLX has one (the H200 through scripts/gpu-bench-bundle), else the CPU.
 """
@@ -35,41 +44,124 @@ KERNELS = Path(__file__).resolve().parent.parent / "crates" / "core" / "src" / "
 WARPS = 8  # as crates/core/src/qmm_rows.rs
 
 
-def our_kernel():
-    """The engine's qmm_rows kernel, from the same sources the Rust side embeds."""
+def our_kernel(experts=False):
+    """The engine's qmm_rows (or qmm_gather) kernel, from the same sources the Rust side embeds."""
+    body = "qmm_gather_body.cu" if experts else "qmm_rows_body.cu"
     return mx.fast.cuda_kernel(
-        name="mlx_harmony_qmm_rows",
-        input_names=["x", "w", "scales", "biases"],
+        name="mlx_harmony_qmm_gather" if experts else "mlx_harmony_qmm_rows",
+        input_names=["x", "w", "scales", "biases"] + (["experts"] if experts else []),
         output_names=["out"],
-        source=(KERNELS / "qmm_rows_body.cu").read_text(),
+        source=(KERNELS / body).read_text(),
         header=(KERNELS / "qmm_rows_header.cuh").read_text(),
     )
 
 
-def our_product(kernel, x, wq, scales, biases, group, bits):
-    """x [R, K] @ w^T with the template arguments crates/core/src/qmm_rows.rs picks."""
+def our_product(kernel, x, wq, scales, biases, group, bits, experts=None, tokens=None, mxfp4=False,
+                x_per_row=1):
+    """x [R, K] @ w^T (or each row times its expert's matrix) with the template
+    arguments crates/core/src/qmm_rows.rs picks."""
     rows, k = x.shape
-    n = wq.shape[0]
-    row_tiles = next(t for t in (1, 2, 4, 8) if rows <= 8 * t)
+    out_rows = rows if experts is None else experts.shape[0]
+    n = wq.shape[-2]
+    row_tiles = next(t for t in (1, 2, 4, 8) if (tokens or rows) <= 8 * t)
+    octets = 4 if k % 128 == 0 else 2 if k % 64 == 0 else 1
+    inputs = [x, wq, scales, scales if biases is None else biases]
+    if experts is not None:
+        inputs.append(experts)
     return kernel(
-        inputs=[x, wq, scales, biases],
-        template=[("T", x.dtype), ("BITS", bits), ("GROUP", group),
-                  ("V", 4 if k % 128 == 0 else 1), ("NT", row_tiles), ("WARPS", WARPS)],
-        grid=(n // 16 * WARPS * 32, 1, 1),
+        inputs=inputs,
+        template=[("T", x.dtype), ("BITS", bits), ("GROUP", group), ("V", octets),
+                  ("NT", row_tiles), ("WARPS", WARPS), ("X_PER_ROW", x_per_row), ("MXFP4", mxfp4)],
+        grid=(n // 16 * WARPS * 32, wq.shape[0] if experts is not None else 1, 1),
         threadgroup=(WARPS * 32, 1, 1),
-        output_shapes=[(rows, n)],
+        output_shapes=[(out_rows, n)],
         output_dtypes=[x.dtype],
     )[0]
 
 
+CHAIN = 16
+
+
 def time_call(fn, runs):
-    fn()  # warm-up: kernels compiled, buffers allocated
+    """Seconds per product: CHAIN products evaluated together, RUNS times."""
+    mx.eval([fn() for _ in range(CHAIN)])  # warm-up: kernels compiled, buffers allocated
     times = []
     for _ in range(runs):
+        outs = [fn() for _ in range(CHAIN)]
         start = time.perf_counter()
-        mx.eval(fn())
-        times.append(time.perf_counter() - start)
+        mx.eval(outs)
+        times.append((time.perf_counter() - start) / CHAIN)
     return statistics.median(times), min(times), max(times)
+
+
+def experts_table(args):
+    """GPT-OSS-20B's experts: 32 of 2880 x 2880 in MXFP4, 4 a token."""
+    experts, k, n, top = 32, 2880, 2880, 4
+    cuda = getattr(mx, "cuda", None)
+    kernel = our_kernel(experts=True) if mx.default_device() == mx.gpu and cuda and cuda.is_available() else None
+    copies = []
+    for i in range(4):
+        w = mx.random.normal((experts, n, k), key=mx.random.key(100 + i)).astype(mx.bfloat16)
+        copies.append(mx.quantize(w, group_size=32, bits=4, mode="mxfp4"))
+        mx.eval(copies[-1])  # one at a time: the float32 draws are 1 GB each
+    per_expert = sum(a.nbytes for a in copies[0]) / experts
+    print()
+    print(f"GPT-OSS-20B experts: {experts} x {n} x {k} MXFP4, {top} a token; "
+          f"bound = the picked experts read once")
+    print("| tokens | picks | experts picked | gather_qmm sorted ms | unsorted ms | ours ms | best of MLX/ours | bound ms | ours/bound | max rel. diff |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for tokens in args.rows:
+        if tokens > 64:
+            continue
+        scores = mx.random.normal((tokens, experts), key=mx.random.key(tokens))
+        chosen = mx.argpartition(scores, experts - top, axis=-1)[:, experts - top:]
+        picks = chosen.flatten().astype(mx.uint32)
+        order = mx.argsort(picks)
+        picked = picks[order]
+        x_tokens = mx.random.normal((tokens, k)).astype(mx.bfloat16)
+        x = x_tokens[order // top]
+        mx.eval(picked, x, picks, x_tokens, chosen)
+        unique = len(set(picked.tolist()))
+        bound = unique * per_expert / (args.bandwidth_gbs * 1e9) * 1e3
+        turn = {"i": 0}
+
+        def weights():
+            wq, scales = copies[turn["i"] % len(copies)][:2]
+            turn["i"] += 1
+            return wq, scales
+
+        def theirs_sorted():
+            wq, scales = weights()
+            return mx.gather_qmm(x[:, None, :], wq, scales, None, rhs_indices=picked, transpose=True,
+                                 group_size=32, bits=4, mode="mxfp4", sorted_indices=True)
+
+        def theirs_unsorted():
+            wq, scales = weights()
+            return mx.gather_qmm(x_tokens[:, None, None, :], wq, scales, None, rhs_indices=chosen,
+                                 transpose=True, group_size=32, bits=4, mode="mxfp4")
+
+        def ours():
+            wq, scales = weights()
+            return our_product(kernel, x_tokens, wq, scales, None, 32, 4, experts=picks,
+                               tokens=tokens, mxfp4=True, x_per_row=top)
+
+        t_sorted, _, _ = time_call(theirs_sorted, args.runs)
+        t_unsorted, _, _ = time_call(theirs_unsorted, args.runs)
+        line = f"| {tokens} | {tokens * top} | {unique} | {t_sorted * 1e3:.3f} | {t_unsorted * 1e3:.3f} |"
+        if kernel:
+            t_ours, _, _ = time_call(ours, args.runs)
+            wq, scales = copies[0][:2]
+            mine = our_product(kernel, x_tokens, wq, scales, None, 32, 4, experts=picks,
+                               tokens=tokens, mxfp4=True, x_per_row=top).astype(mx.float32)
+            ref = mx.gather_qmm(x_tokens[:, None, None, :], wq, scales, None, rhs_indices=chosen,
+                                transpose=True, group_size=32, bits=4,
+                                mode="mxfp4").reshape(mine.shape).astype(mx.float32)
+            diff = (mx.abs(mine - ref).max() / mx.abs(ref).max()).item()
+            line += (f" {t_ours * 1e3:.3f} | {min(t_sorted, t_unsorted) / t_ours:.2f} | {bound:.4f} | "
+                     f"{t_ours * 1e3 / bound:.1f} | {diff:.1e} |")
+        else:
+            line += f" - | - | {bound:.4f} | - | - |"
+        print(line, flush=True)
 
 
 def main():
@@ -80,20 +172,27 @@ def main():
     parser.add_argument("--bandwidth-gbs", type=float, default=4800.0,
                         help="memory bandwidth for the read bound (H200: 4800 GB/s)")
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--chain", type=int, default=16,
+                        help="products evaluated together per timed evaluation")
+    parser.add_argument("--experts-only", action="store_true",
+                        help="GPT-OSS: only the experts' table")
     parser.add_argument("rows", nargs="*", type=int, default=[1, 2, 4, 8, 16, 32, 64])
     args = parser.parse_args()
+    global CHAIN
+    CHAIN = args.chain
     print(f"MLX {mx.__version__} on {mx.default_device()}; {args.shape}, {args.bits}-bit, "
-          f"group {args.group}; medians of {args.runs} (ms); bound = weights read once at "
-          f"{args.bandwidth_gbs:.0f} GB/s")
+          f"group {args.group}; medians of {args.runs} evaluations of {CHAIN} products each, "
+          f"ms a product; bound = weights read once at {args.bandwidth_gbs:.0f} GB/s")
     cuda = getattr(mx, "cuda", None)
     kernel = our_kernel() if mx.default_device() == mx.gpu and cuda and cuda.is_available() else None
     extra = " ours ms | (B,K)/ours | ours/bound | ours max rel. diff |" if kernel else ""
     print("| layer | K x N | rows | (B,1,K) ms | (B,K) ms | (B,1,K)/(B,K) | bound ms | (B,K)/bound |" + extra)
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |" + (" ---: | ---: | ---: | ---: |" if kernel else ""))
-    for name, k, n in SHAPES[args.shape]:
-        # Enough copies of the weights that together they pass any cache.
+    for name, k, n in [] if args.experts_only else SHAPES[args.shape]:
+        # Enough copies of the weights that together they pass any cache
+        # (~200 MB, up to 64 copies: a product never finds its weights in L2).
         copies = []
-        for i in range(4):
+        for i in range(max(4, min(64, 1 + (200 << 20) // (n * k // 2)))):
             w = mx.random.normal((n, k), key=mx.random.key(i)).astype(mx.bfloat16)
             copies.append(mx.quantize(w, group_size=args.group, bits=args.bits))
         mx.eval(copies)
@@ -131,6 +230,8 @@ def main():
                 line += (f" {ours * 1e3:.3f} | {flattened / ours:.2f} | {ours * 1e3 / bound:.1f} | "
                          f"{diff:.1e} |")
             print(line, flush=True)
+    if args.shape == "gpt-oss-20b":
+        experts_table(args)
 
 
 if __name__ == "__main__":

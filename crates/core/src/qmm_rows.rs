@@ -1,22 +1,27 @@
-//! Our quantized product for the few-row shapes of a batched or speculative
-//! decode step, on CUDA (#23).
+//! Our quantized products for the few-row shapes of a batched or speculative
+//! decode step, on CUDA (#23): one weight matrix (`qmm_rows`), and the
+//! mixture-of-experts form (`qmm_gather`: each expert's matrix applied to the
+//! rows that chose it, GPT-OSS's experts).
 //!
 //! MLX's CUDA back end runs `quantized_matmul` with 2–4 rows as its one-row
 //! kernel once per row, and with 8–64 rows well above the time it takes to
-//! read the weights once (`scripts/qmm_rows.py` measures both). This kernel
-//! reads each block of packed weights once for all rows and multiplies on the
-//! tensor cores (`kernels/qmm_rows_header.cuh` says how). It is compiled by
-//! MLX at run time (NVRTC, `mlx_fast_cuda_kernel`), so the same binary keeps
-//! running on the CPU and on Metal, where MLX's own kernels are used.
+//! read the weights once (`scripts/qmm_rows.py` measures both); its
+//! `gather_qmm` reads an expert's matrix once per row that chose it. These
+//! kernels read each block of packed weights once for all rows and multiply
+//! on the tensor cores (`kernels/qmm_rows_header.cuh` says how). They are
+//! compiled by MLX at run time (NVRTC, `mlx_fast_cuda_kernel`), so the same
+//! binary keeps running on the CPU and on Metal, where MLX's own kernels are
+//! used.
 //!
-//! Chosen for: affine 4- or 8-bit weights in groups of 32, 64 or 128,
-//! bfloat16 or float16 activations, 2–64 rows, `N % 16 == 0`, on a CUDA
-//! stream. `MLX_HARMONY_QMM=mlx` turns it off (to compare); the first call of
-//! each kernel variant checks it against MLX's dequantized product on a small case and
-//! falls back to MLX, with one warning, if it does not compile or agree.
+//! Chosen for: affine 4- or 8-bit weights in groups of 32, 64 or 128, or
+//! MXFP4; bfloat16 or float16 activations; 2–64 rows (tokens, for the
+//! experts); `N % 16 == 0`; on a CUDA stream. `MLX_HARMONY_QMM=mlx` turns them
+//! off (to compare); the first call of each kernel variant checks it against
+//! MLX's dequantized product on a small case and falls back to MLX, with one
+//! warning, if it does not compile or agree.
 
 use std::collections::HashMap;
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::sync::{Mutex, OnceLock};
 
 use mlx_rs::{Array, Dtype, Stream};
@@ -26,6 +31,7 @@ use crate::{Error, Result};
 
 const HEADER: &str = include_str!("kernels/qmm_rows_header.cuh");
 const BODY: &str = include_str!("kernels/qmm_rows_body.cu");
+const GATHER_BODY: &str = include_str!("kernels/qmm_gather_body.cu");
 
 /// Warps per block; they split K.
 const WARPS: i32 = 8;
@@ -35,30 +41,59 @@ pub const MIN_ROWS: i32 = 2;
 /// The most rows one call takes (eight row tiles of 8).
 pub const MAX_ROWS: i32 = 64;
 
+/// The two kernels: one matrix, or experts' matrices picked per row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Form {
+    Matrix,
+    Experts,
+}
+
 /// The template arguments that make one compiled kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct Variant {
+    form: Form,
     dtype: Dtype,
+    mxfp4: bool,
     bits: i32,
     group: i32,
-    /// Octets of k a thread takes per step: 4 when `K % 128 == 0`, else 1.
+    /// Octets of k a thread takes per step: 4 when `K % 128 == 0`, 2 when
+    /// `K % 64 == 0`, else 1.
     octets: i32,
     /// Row tiles of 8.
     row_tiles: i32,
+    /// Experts: the picks of each row of x (1 for one matrix).
+    x_per_row: i32,
 }
 
 impl Variant {
-    fn new(dtype: Dtype, bits: i32, group: i32, k: i32, rows: i32) -> Self {
+    fn new(form: Form, dtype: Dtype, q: &QuantizedWeight, k: i32, rows: i32) -> Self {
         let row_tiles = [1, 2, 4, 8]
             .into_iter()
             .find(|t| rows <= 8 * t)
             .unwrap_or(8);
+        let octets = if k % 128 == 0 {
+            4
+        } else if k % 64 == 0 {
+            2
+        } else {
+            1
+        };
         Variant {
+            form,
             dtype,
-            bits,
-            group,
-            octets: if k % 128 == 0 { 4 } else { 1 },
+            mxfp4: q.mode == QuantMode::Mxfp4,
+            bits: q.bits,
+            group: q.group_size,
+            octets,
             row_tiles,
+            x_per_row: 1,
+        }
+    }
+
+    fn experts(dtype: Dtype, q: &QuantizedWeight, k: i32, tokens: i32, x_per_row: i32) -> Self {
+        Variant {
+            x_per_row,
+            ..Variant::new(Form::Experts, dtype, q, k, tokens)
         }
     }
 }
@@ -101,27 +136,63 @@ fn on_gpu(stream: &Stream) -> bool {
     }
 }
 
+/// Whether the kernels unpack `q` for activations of `dtype` with `k` input
+/// features: affine 4/8-bit in groups of 32/64/128 with scales and biases of
+/// the activations' dtype, or MXFP4; `N % 16 == 0`; `matrix_dims` 2 for one
+/// matrix, 3 for experts.
+fn unpacks(dtype: Dtype, q: &QuantizedWeight, k: i32, matrix_dims: usize) -> bool {
+    let weight = q.weight.shape();
+    let format = match q.mode {
+        QuantMode::Affine => {
+            matches!(q.bits, 4 | 8)
+                && matches!(q.group_size, 32 | 64 | 128)
+                && q.scales.dtype() == dtype
+                && q.biases.as_ref().is_some_and(|b| b.dtype() == dtype)
+        }
+        QuantMode::Mxfp4 => {
+            q.bits == 4
+                && q.group_size == 32
+                && q.scales.dtype() == Dtype::Uint8
+                && q.biases.is_none()
+        }
+    };
+    format
+        && matches!(dtype, Dtype::Bfloat16 | Dtype::Float16)
+        && weight.len() == matrix_dims
+        && q.weight.dtype() == Dtype::Uint32
+        && k % q.group_size == 0
+        && k % 32 == 0
+        && weight[matrix_dims - 1] == k * q.bits / 32
+        && weight[matrix_dims - 2] % 16 == 0
+}
+
 /// The shape checks, without the device: does the kernel take `x @ wᵀ`?
 /// `x` is `[..., K]` with [`MIN_ROWS`] to [`MAX_ROWS`] rows in all.
 pub fn takes(x: &Array, q: &QuantizedWeight) -> bool {
     let shape = x.shape();
-    let (Some(&k), Some(&n)) = (shape.last(), q.weight.shape().first()) else {
+    let Some(&k) = shape.last() else {
         return false;
     };
     let rows: i32 = shape[..shape.len() - 1].iter().product();
-    matches!(x.dtype(), Dtype::Bfloat16 | Dtype::Float16)
-        && q.scales.dtype() == x.dtype()
-        && q.biases.as_ref().is_some_and(|b| b.dtype() == x.dtype())
-        && q.mode == QuantMode::Affine
-        && matches!(q.bits, 4 | 8)
-        && matches!(q.group_size, 32 | 64 | 128)
-        && q.weight.ndim() == 2
-        && q.weight.dtype() == Dtype::Uint32
-        && (MIN_ROWS..=MAX_ROWS).contains(&rows)
-        && k % q.group_size == 0
-        && k % 32 == 0
-        && q.weight.shape()[1] == k * q.bits / 32
-        && n % 16 == 0
+    (MIN_ROWS..=MAX_ROWS).contains(&rows) && unpacks(x.dtype(), q, k, 2)
+}
+
+/// The shape checks of the experts' kernel, without the device: experts
+/// `q` (`[E, N, packed K]`) for `tokens` tokens of activations of `dtype`
+/// with `k` features. The rows are (token, expert) pairs; each expert has at
+/// most one row per token, so `tokens` bounds its rows.
+pub fn takes_experts(dtype: Dtype, q: &QuantizedWeight, k: i32, tokens: i32) -> bool {
+    (MIN_ROWS..=MAX_ROWS).contains(&tokens) && unpacks(dtype, q, k, 3)
+}
+
+/// Whether the engine's expert products for `tokens` tokens use our
+/// experts' kernel here: [`takes_experts`], on a CUDA stream, not turned
+/// off. The caller then hands the picks to [`experts_matmul`].
+pub fn wants_experts(dtype: Dtype, q: &QuantizedWeight, k: i32, tokens: i32) -> bool {
+    enabled()
+        && cuda_present()
+        && takes_experts(dtype, q, k, tokens)
+        && on_gpu(&Stream::thread_local_or_default())
 }
 
 /// `x @ wᵀ` (with `transpose`) or `x @ w` as the models compute their
@@ -148,7 +219,7 @@ pub fn try_product(x: &Array, q: &QuantizedWeight, stream: &Stream) -> Result<Op
     let shape = x.shape().to_vec();
     let k = shape[shape.len() - 1];
     let rows: i32 = shape[..shape.len() - 1].iter().product();
-    let variant = Variant::new(x.dtype(), q.bits, q.group_size, k, rows);
+    let variant = Variant::new(Form::Matrix, x.dtype(), q, k, rows);
     if !checked(variant, stream) {
         return Ok(None);
     }
@@ -157,7 +228,7 @@ pub fn try_product(x: &Array, q: &QuantizedWeight, stream: &Stream) -> Result<Op
     } else {
         x.reshape(&[rows, k])?
     };
-    let y = apply(&flat, q, variant, stream)?;
+    let y = apply(&flat, q, None, variant, stream)?;
     if shape.len() == 2 {
         Ok(Some(y))
     } else {
@@ -173,21 +244,67 @@ pub fn try_product(x: &Array, q: &QuantizedWeight, stream: &Stream) -> Result<Op
 /// kernel sources from Python).
 pub fn product(x: &Array, q: &QuantizedWeight, stream: &Stream) -> Result<Array> {
     if !takes(x, q) || x.ndim() != 2 {
-        return Err(Error::Invalid(format!(
-            "qmm_rows does not take x {:?} ({:?}) with weights {:?}, {} bits, group {}",
-            x.shape(),
-            x.dtype(),
-            q.weight.shape(),
-            q.bits,
-            q.group_size
-        )));
+        return Err(refused(x, q));
     }
-    let variant = Variant::new(x.dtype(), q.bits, q.group_size, x.dim(1), x.dim(0));
-    apply(x, q, variant, stream)
+    let variant = Variant::new(Form::Matrix, x.dtype(), q, x.dim(1), x.dim(0));
+    apply(x, q, None, variant, stream)
 }
 
-/// The compiled kernel object (MLX keeps the sources and compiles each
-/// variant once, on first use).
+/// The experts' products of a mixture-of-experts layer, with our kernel:
+/// for each pick `p` of `experts` (`[P]`, any integer type, any order), row
+/// `p / x_per_row` of `x` (`[P / x_per_row, K]`) times the transposed matrix
+/// of expert `experts[p]`, at most `tokens` picks an expert: `[P, N]`. `None`
+/// where the kernel does not apply here or failed its self-check (the caller
+/// uses MLX's `gather_qmm`).
+pub fn experts_matmul(
+    x: &Array,
+    q: &QuantizedWeight,
+    experts: &Array,
+    x_per_row: i32,
+    tokens: i32,
+) -> Result<Option<Array>> {
+    let stream = Stream::thread_local_or_default();
+    if x.ndim() != 2 || !wants_experts(x.dtype(), q, x.dim(1), tokens) {
+        return Ok(None);
+    }
+    let variant = Variant::experts(x.dtype(), q, x.dim(1), tokens, x_per_row);
+    if !checked(variant, &stream) {
+        return Ok(None);
+    }
+    Ok(Some(apply(x, q, Some(experts), variant, &stream)?))
+}
+
+/// [`experts_matmul`] unconditionally (the caller has checked
+/// [`takes_experts`] and that `stream` is a CUDA stream). For the tests.
+pub fn experts_product(
+    x: &Array,
+    q: &QuantizedWeight,
+    experts: &Array,
+    x_per_row: i32,
+    tokens: i32,
+    stream: &Stream,
+) -> Result<Array> {
+    if x.ndim() != 2 || !takes_experts(x.dtype(), q, x.dim(1), tokens) {
+        return Err(refused(x, q));
+    }
+    let variant = Variant::experts(x.dtype(), q, x.dim(1), tokens, x_per_row);
+    apply(x, q, Some(experts), variant, stream)
+}
+
+fn refused(x: &Array, q: &QuantizedWeight) -> Error {
+    Error::Invalid(format!(
+        "the qmm_rows kernels do not take x {:?} ({:?}) with weights {:?} ({:?}, {} bits, group {})",
+        x.shape(),
+        x.dtype(),
+        q.weight.shape(),
+        q.mode,
+        q.bits,
+        q.group_size
+    ))
+}
+
+/// A kernel object (MLX keeps the sources and compiles each variant once,
+/// on first use).
 struct Kernel(mlx_sys::mlx_fast_cuda_kernel);
 
 // SAFETY: the handle wraps an immutable std::function over the kernel's
@@ -195,41 +312,74 @@ struct Kernel(mlx_sys::mlx_fast_cuda_kernel);
 unsafe impl Send for Kernel {}
 unsafe impl Sync for Kernel {}
 
-fn kernel() -> &'static Kernel {
-    static KERNEL: OnceLock<Kernel> = OnceLock::new();
-    KERNEL.get_or_init(|| {
-        let name = CString::new("mlx_harmony_qmm_rows").expect("no NUL");
-        let source = CString::new(BODY).expect("no NUL in the kernel source");
-        let header = CString::new(HEADER).expect("no NUL in the kernel header");
-        // SAFETY: the vectors and strings live across the call; mlx-c copies them.
-        unsafe {
-            let inputs = mlx_sys::mlx_vector_string_new();
-            for input in [c"x", c"w", c"scales", c"biases"] {
-                mlx_sys::mlx_vector_string_append_value(inputs, input.as_ptr());
-            }
-            let outputs = mlx_sys::mlx_vector_string_new();
-            mlx_sys::mlx_vector_string_append_value(outputs, c"out".as_ptr());
-            let handle = mlx_sys::mlx_fast_cuda_kernel_new(
-                name.as_ptr(),
-                inputs,
-                outputs,
-                source.as_ptr(),
-                header.as_ptr(),
-                true,
-                0,
-            );
-            mlx_sys::mlx_vector_string_free(inputs);
-            mlx_sys::mlx_vector_string_free(outputs);
-            Kernel(handle)
+fn new_kernel(name: &CStr, inputs: &[&CStr], body: &str) -> Kernel {
+    let source = CString::new(body).expect("no NUL in the kernel source");
+    let header = CString::new(HEADER).expect("no NUL in the kernel header");
+    // SAFETY: the vectors and strings live across the call; mlx-c copies them.
+    unsafe {
+        let names = mlx_sys::mlx_vector_string_new();
+        for input in inputs {
+            mlx_sys::mlx_vector_string_append_value(names, input.as_ptr());
         }
-    })
+        let outputs = mlx_sys::mlx_vector_string_new();
+        mlx_sys::mlx_vector_string_append_value(outputs, c"out".as_ptr());
+        let handle = mlx_sys::mlx_fast_cuda_kernel_new(
+            name.as_ptr(),
+            names,
+            outputs,
+            source.as_ptr(),
+            header.as_ptr(),
+            true,
+            0,
+        );
+        mlx_sys::mlx_vector_string_free(names);
+        mlx_sys::mlx_vector_string_free(outputs);
+        Kernel(handle)
+    }
 }
 
-fn apply(x: &Array, q: &QuantizedWeight, variant: Variant, stream: &Stream) -> Result<Array> {
+fn kernel(form: Form) -> &'static Kernel {
+    static MATRIX: OnceLock<Kernel> = OnceLock::new();
+    static EXPERTS: OnceLock<Kernel> = OnceLock::new();
+    match form {
+        Form::Matrix => MATRIX.get_or_init(|| {
+            new_kernel(
+                c"mlx_harmony_qmm_rows",
+                &[c"x", c"w", c"scales", c"biases"],
+                BODY,
+            )
+        }),
+        Form::Experts => EXPERTS.get_or_init(|| {
+            new_kernel(
+                c"mlx_harmony_qmm_gather",
+                &[c"x", c"w", c"scales", c"biases", c"experts"],
+                GATHER_BODY,
+            )
+        }),
+    }
+}
+
+fn apply(
+    x: &Array,
+    q: &QuantizedWeight,
+    experts: Option<&Array>,
+    variant: Variant,
+    stream: &Stream,
+) -> Result<Array> {
     crate::quant::ensure_mlx_error_handler();
-    let (rows, n) = (x.dim(0), q.weight.dim(0));
-    let biases = q.biases.as_ref().expect("takes() requires biases");
-    let out_shape = [rows, n];
+    let rows = x.dim(0);
+    let weight = q.weight.shape();
+    let n = weight[weight.len() - 2];
+    // MXFP4 has no biases; the kernel's signature has them: the scales stand
+    // in, unread.
+    let biases = q.biases.as_ref().unwrap_or(&q.scales);
+    let experts = experts.map(|e| e.as_dtype(Dtype::Uint32)).transpose()?;
+    let matrices = if variant.form == Form::Experts {
+        weight[0]
+    } else {
+        1
+    };
+    let out_shape = [experts.as_ref().map_or(rows, |e| e.dim(0)), n];
     let threads = WARPS * 32;
     // SAFETY: every handle made here is freed here; the result array is
     // copied into an owned handle before the vector is freed.
@@ -242,7 +392,8 @@ fn apply(x: &Array, q: &QuantizedWeight, variant: Variant, stream: &Stream) -> R
             out_shape.len(),
             dtype,
         );
-        status |= mlx_sys::mlx_fast_cuda_kernel_config_set_grid(config, (n / 16) * threads, 1, 1);
+        status |=
+            mlx_sys::mlx_fast_cuda_kernel_config_set_grid(config, (n / 16) * threads, matrices, 1);
         status |= mlx_sys::mlx_fast_cuda_kernel_config_set_thread_group(config, threads, 1, 1);
         status |= mlx_sys::mlx_fast_cuda_kernel_config_add_template_arg_dtype(
             config,
@@ -255,6 +406,7 @@ fn apply(x: &Array, q: &QuantizedWeight, variant: Variant, stream: &Stream) -> R
             (c"V", variant.octets),
             (c"NT", variant.row_tiles),
             (c"WARPS", WARPS),
+            (c"X_PER_ROW", variant.x_per_row),
         ] {
             status |= mlx_sys::mlx_fast_cuda_kernel_config_add_template_arg_int(
                 config,
@@ -262,18 +414,26 @@ fn apply(x: &Array, q: &QuantizedWeight, variant: Variant, stream: &Stream) -> R
                 value,
             );
         }
-        let inputs = [
+        status |= mlx_sys::mlx_fast_cuda_kernel_config_add_template_arg_bool(
+            config,
+            c"MXFP4".as_ptr(),
+            variant.mxfp4,
+        );
+        let mut inputs = vec![
             x.as_ptr(),
             q.weight.as_ptr(),
             q.scales.as_ptr(),
             biases.as_ptr(),
         ];
+        if let Some(experts) = &experts {
+            inputs.push(experts.as_ptr());
+        }
         let input_vector = mlx_sys::mlx_vector_array_new_data(inputs.as_ptr(), inputs.len());
         let mut outputs = mlx_sys::mlx_vector_array_new();
         if status == 0 {
             status = mlx_sys::mlx_fast_cuda_kernel_apply(
                 &mut outputs,
-                kernel().0,
+                kernel(variant.form).0,
                 input_vector,
                 config,
                 stream.as_ptr(),
@@ -302,9 +462,13 @@ fn checked(variant: Variant, stream: &Stream) -> bool {
     }
     let verdict = self_check(variant, stream);
     if let Err(why) = &verdict {
+        let theirs = match variant.form {
+            Form::Matrix => "quantized_matmul",
+            Form::Experts => "gather_qmm",
+        };
         eprintln!(
             "warning: the qmm_rows CUDA kernel ({variant:?}) failed its check ({why}); \
-             using MLX's quantized_matmul for these shapes"
+             using MLX's {theirs} for these shapes"
         );
     }
     let ok = verdict.is_ok();
@@ -312,34 +476,94 @@ fn checked(variant: Variant, stream: &Stream) -> bool {
     ok
 }
 
+/// The float32 product of `x` with the dequantized weights: `x @ wᵀ`, or
+/// for experts' weights and `Some((experts, x_per_row))` pick `p`'s row
+/// `p / x_per_row` of `x` times expert `experts[p]`'s matrix (`[P, N]`):
+/// what the kernels round. MLX's own quantized products would be compiled
+/// anew by its CUDA back end for each new shape (tens of seconds).
+pub fn reference_product(
+    x: &Array,
+    q: &QuantizedWeight,
+    experts: Option<(&Array, i32)>,
+) -> Result<Array> {
+    use mlx_rs::ops;
+    let w = crate::quant::dequantize(q)?.as_dtype(Dtype::Float32)?;
+    let x = x.as_dtype(Dtype::Float32)?;
+    Ok(match experts {
+        None => ops::matmul(&x, w.t())?,
+        Some((experts, x_per_row)) => {
+            let pairs = experts.dim(0);
+            let rows: Vec<i32> = (0..pairs).map(|p| p / x_per_row).collect();
+            let x = x.take_axis(Array::from_slice(&rows, &[pairs]), 0)?;
+            let picked = w.take_axis(experts, 0)?.swap_axes(-1, -2)?;
+            ops::matmul(&x.reshape(&[pairs, 1, x.dim(1)])?, &picked)?
+                .reshape(&[pairs, picked.dim(-1)])?
+        }
+    })
+}
+
 fn self_check(variant: Variant, stream: &Stream) -> Result<()> {
     use mlx_rs::ops;
-    // A K that leads to the same template arguments as the real call.
-    let k = if variant.octets == 4 {
-        128.max(variant.group)
-    } else {
-        // K % 128 != 0 and a whole number of groups (groups of 32 or 64).
-        3 * variant.group
+    // A K that leads to the same template arguments as the real call: with
+    // octets 2 the group is 32 or 64, with octets 1 it is 32.
+    let k = match variant.octets {
+        4 => 128.max(variant.group),
+        2 => 192,
+        _ => 96,
     };
     let rows = variant.row_tiles * 8 - 3;
     let n = 32;
+    let mode = if variant.mxfp4 {
+        QuantMode::Mxfp4
+    } else {
+        QuantMode::Affine
+    };
+    let quantize = |w: &Array| {
+        crate::quant::quantize(
+            &w.as_dtype(variant.dtype)?,
+            variant.group,
+            variant.bits,
+            mode,
+        )
+    };
     let key = mlx_rs::random::key(7)?;
-    let w = mlx_rs::random::normal::<f32>(&[n, k], None, None, &key)?;
-    let x = mlx_rs::random::normal::<f32>(&[rows, k], None, None, &mlx_rs::random::key(8)?)?
-        .as_dtype(variant.dtype)?;
-    let q = crate::quant::quantize(
-        &w.as_dtype(variant.dtype)?,
-        variant.group,
-        variant.bits,
-        QuantMode::Affine,
-    )?;
-    let ours = apply(&x, &q, variant, stream)?.as_dtype(Dtype::Float32)?;
-    // Against MLX's dequantized weights in a float32 product (MLX's own
-    // quantized_matmul would be compiled anew for this shape: tens of seconds).
-    let exact = ops::matmul(
-        &x.as_dtype(Dtype::Float32)?,
-        crate::quant::dequantize(&q)?.t(),
-    )?;
+    let (ours, exact) = match variant.form {
+        Form::Matrix => {
+            let w = mlx_rs::random::normal::<f32>(&[n, k], None, None, &key)?;
+            let x =
+                mlx_rs::random::normal::<f32>(&[rows, k], None, None, &mlx_rs::random::key(8)?)?
+                    .as_dtype(variant.dtype)?;
+            let q = quantize(&w)?;
+            (
+                apply(&x, &q, None, variant, stream)?,
+                reference_product(&x, &q, None)?,
+            )
+        }
+        Form::Experts => {
+            // The picks interleaved as a model's come: each of `rows` rows
+            // picks x_per_row distinct experts, 0, 2, 3, … (expert 1 never),
+            // so that every picked expert has the most rows the variant takes.
+            let per_row = variant.x_per_row.max(1);
+            let w = mlx_rs::random::normal::<f32>(&[per_row + 1, n, k], None, None, &key)?;
+            let experts: Vec<u32> = (0..rows * per_row)
+                .map(|p| match (p % per_row) as u32 {
+                    0 => 0,
+                    j => j + 1,
+                })
+                .collect();
+            let pairs = experts.len() as i32;
+            let experts = Array::from_slice(&experts, &[pairs]);
+            let x =
+                mlx_rs::random::normal::<f32>(&[rows, k], None, None, &mlx_rs::random::key(8)?)?
+                    .as_dtype(variant.dtype)?;
+            let q = quantize(&w)?;
+            (
+                apply(&x, &q, Some(&experts), variant, stream)?,
+                reference_product(&x, &q, Some((&experts, per_row)))?,
+            )
+        }
+    };
+    let ours = ours.as_dtype(Dtype::Float32)?;
     let diff = ops::abs(&ours.subtract(&exact)?)?.max(None)?;
     let scale = ops::abs(&exact)?.max(None)?;
     diff.eval()?;

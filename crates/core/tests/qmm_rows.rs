@@ -1,8 +1,11 @@
-//! Our few-row quantized product (`qmm_rows`, CUDA only) against MLX's own
-//! ops (dequantize, then a float32 product): every bit width, group size and activation dtype it takes, 2–64 rows,
-//! shapes that pick each of its code paths (K a multiple of 128 or not) and
-//! odd ones. On a machine without CUDA the tests say so and check only which
-//! shapes the kernel claims; `scripts/gpu-bench-batch` runs them on the H200.
+//! Our few-row quantized products (`qmm_rows`, CUDA only) against MLX's own
+//! ops (dequantize, then a float32 product): one matrix and the experts' form
+//! (each row times its expert's matrix), every mode, bit width, group size
+//! and activation dtype they take, 2–64 rows (tokens), shapes that pick each
+//! of their code paths (K a multiple of 128, of 64, or neither), experts
+//! without rows, and the model shapes. On a machine without CUDA the tests
+//! say so and check only which shapes the kernels claim; `scripts/gpu-qmm`
+//! runs them on the H200.
 
 use mlx_harmony_core::qmm_rows;
 use mlx_harmony_core::quant::{self, QuantMode, QuantizedWeight};
@@ -16,11 +19,22 @@ fn cuda() -> bool {
 }
 
 fn weights(n: i32, k: i32, dtype: Dtype, group: i32, bits: i32, seed: u64) -> QuantizedWeight {
-    let w = mlx_rs::random::normal::<f32>(&[n, k], None, None, &mlx_rs::random::key(seed).unwrap())
+    quantized(&[n, k], dtype, QuantMode::Affine, group, bits, seed)
+}
+
+fn quantized(
+    shape: &[i32],
+    dtype: Dtype,
+    mode: QuantMode,
+    group: i32,
+    bits: i32,
+    seed: u64,
+) -> QuantizedWeight {
+    let w = mlx_rs::random::normal::<f32>(shape, None, None, &mlx_rs::random::key(seed).unwrap())
         .unwrap()
         .as_dtype(dtype)
         .unwrap();
-    quant::quantize(&w, group, bits, QuantMode::Affine).unwrap()
+    quant::quantize(&w, group, bits, mode).unwrap()
 }
 
 fn input(rows: i32, k: i32, dtype: Dtype, seed: u64) -> Array {
@@ -42,24 +56,23 @@ fn difference(a: &Array, b: &Array) -> (f32, f32) {
     (diff.item_exact::<f32>(), scale.item_exact::<f32>())
 }
 
-/// The float32 product with the dequantized weights: what both kernels round.
-fn exact(x: &Array, q: &QuantizedWeight) -> Array {
-    let w = quant::dequantize(q).unwrap();
-    ops::matmul(x.as_dtype(Dtype::Float32).unwrap(), w.t()).unwrap()
+fn check(rows: i32, k: i32, n: i32, dtype: Dtype, group: i32, bits: i32) {
+    let q = weights(n, k, dtype, group, bits, (rows * 7 + k + n) as u64);
+    check_weights(rows, k, &q, dtype);
 }
 
-fn check(rows: i32, k: i32, n: i32, dtype: Dtype, group: i32, bits: i32) {
+fn check_weights(rows: i32, k: i32, q: &QuantizedWeight, dtype: Dtype) {
+    let (n, group, bits) = (q.weight.dim(0), q.group_size, q.bits);
     let start = std::time::Instant::now();
-    let q = weights(n, k, dtype, group, bits, (rows * 7 + k + n) as u64);
     let x = input(rows, k, dtype, (rows + 3 * k) as u64);
     assert!(
-        qmm_rows::takes(&x, &q),
+        qmm_rows::takes(&x, q),
         "rows {rows}, K {k}, N {n}, {dtype:?}, group {group}, {bits} bits"
     );
     let stream = Stream::new();
     mlx_rs::transforms::eval([&x, &q.weight, &q.scales]).unwrap();
-    eprint!("rows {rows}, K {k}, N {n}: inputs ready; ");
-    let ours = qmm_rows::product(&x, &q, &stream).unwrap();
+    eprint!("rows {rows}, K {k}, N {n}, {:?}: inputs ready; ", q.mode);
+    let ours = qmm_rows::product(&x, q, &stream).unwrap();
     assert_eq!(ours.shape(), &[rows, n]);
     assert_eq!(ours.dtype(), dtype);
     ours.eval().unwrap();
@@ -67,7 +80,7 @@ fn check(rows: i32, k: i32, n: i32, dtype: Dtype, group: i32, bits: i32) {
     // The reference is MLX's dequantize and a float32 product (MLX's own
     // quantized_matmul would be compiled anew by MLX's CUDA back end for each
     // new shape, up to ~40 s each on the H200, measured).
-    let exact = exact(&x, &q);
+    let exact = qmm_rows::reference_product(&x, q, None).unwrap();
     let (ours_diff, scale) = difference(&ours, &exact);
     // Ours rounds the dequantized weights and the result to 16-bit floats (as
     // MLX's kernels do): allow a few units of that rounding at the result's
@@ -169,15 +182,201 @@ fn the_kernel_claims_only_shapes_it_handles() {
         &input(4, 256, Dtype::Bfloat16, 2),
         &weights(48, 256, Dtype::Bfloat16, 64, 3, 1)
     ));
-    // MXFP4: MLX.
-    let w = input(48, 256, Dtype::Bfloat16, 3);
-    let mx = quant::quantize(&w, 32, 4, QuantMode::Mxfp4).unwrap();
-    assert!(!qmm_rows::takes(&input(4, 256, Dtype::Bfloat16, 2), &mx));
+    // MXFP4 (E8M0 scales, no biases): ours, in both forms.
+    let mx = quantized(&[48, 256], Dtype::Bfloat16, QuantMode::Mxfp4, 32, 4, 3);
+    assert!(qmm_rows::takes(&input(4, 256, Dtype::Bfloat16, 2), &mx));
+    let experts = quantized(&[4, 48, 256], Dtype::Bfloat16, QuantMode::Mxfp4, 32, 4, 3);
+    assert!(qmm_rows::takes_experts(Dtype::Bfloat16, &experts, 256, 16));
+    // Experts: 2–64 tokens (one token stays on MLX's gather_qmm), a 3-axis
+    // weight only.
+    assert!(!qmm_rows::takes_experts(Dtype::Bfloat16, &experts, 256, 1));
+    assert!(!qmm_rows::takes_experts(Dtype::Bfloat16, &experts, 256, 65));
+    assert!(!qmm_rows::takes_experts(Dtype::Bfloat16, &mx, 256, 16));
+    assert!(!qmm_rows::takes(
+        &input(4, 256, Dtype::Bfloat16, 2),
+        &experts
+    ));
     // On a machine without CUDA the engine's product is MLX's.
     if !cuda() {
         let x = input(4, 256, Dtype::Bfloat16, 2);
         let ours = qmm_rows::matmul(&x, &q, true).unwrap();
         let theirs = quant::quantized_matmul(&x, &q, true).unwrap();
         assert_eq!(difference(&ours, &theirs).0, 0.0);
+    }
+}
+
+/// The experts' kernel: `tokens` tokens, each picking `top` distinct experts
+/// of `q`'s, against the float32 product with each pick's dequantized expert,
+/// both ways the model calls it: one row of x per token (`top` picks a row,
+/// the gate and up projections) and one row per pick (the down projection).
+/// Returns the experts no token picked (the kernel must skip them).
+fn check_experts(tokens: i32, top: i32, k: i32, q: &QuantizedWeight, dtype: Dtype) -> usize {
+    let experts = q.weight.dim(0);
+    let start = std::time::Instant::now();
+    // Each token's experts: a seeded shuffle's first `top`, token after
+    // token, as the router hands them over (not grouped by expert).
+    let mut state = (tokens as u64) * 7919 + k as u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut picks: Vec<u32> = Vec::new();
+    for _ in 0..tokens {
+        let mut all: Vec<u32> = (0..experts as u32).collect();
+        for i in (1..all.len()).rev() {
+            all.swap(i, (next() % (i as u64 + 1)) as usize);
+        }
+        picks.extend_from_slice(&all[..top as usize]);
+    }
+    let unused = (0..experts as u32).filter(|e| !picks.contains(e)).count();
+    let p = picks.len() as i32;
+    let picked = Array::from_slice(&picks, &[p]);
+    let stream = Stream::new();
+    for (rows, per_row) in [(tokens, top), (p, 1)] {
+        let x = input(rows, k, dtype, (tokens * 31 + k + per_row) as u64);
+        mlx_rs::transforms::eval([&x, &q.weight, &q.scales]).unwrap();
+        let ours = qmm_rows::experts_product(&x, q, &picked, per_row, tokens, &stream).unwrap();
+        assert_eq!(ours.shape(), &[p, q.weight.dim(1)]);
+        assert_eq!(ours.dtype(), dtype);
+        let exact = qmm_rows::reference_product(&x, q, Some((&picked, per_row))).unwrap();
+        let (diff, scale) = difference(&ours, &exact);
+        let unit = if dtype == Dtype::Bfloat16 {
+            1.0 / 128.0
+        } else {
+            1.0 / 1024.0
+        };
+        let allowed = 4.0 * unit * scale;
+        assert!(
+            diff.is_finite() && diff <= allowed,
+            "{tokens} tokens x top {top} of {experts} experts, {per_row} picks a row of x, K {k}, \
+             N {}, {dtype:?}, {:?} {} bits group {}: ours differs by {diff} at scale {scale} \
+             (allowed {allowed})",
+            q.weight.dim(1),
+            q.mode,
+            q.bits,
+            q.group_size
+        );
+        eprintln!(
+            "experts: {tokens} tokens x {top} of {experts}, {per_row} a row, K {k}, N {}, \
+             {dtype:?}, {:?}: largest difference {diff:.2e} at scale {scale:.1}, \
+             {unused} experts unused ({} ms)",
+            q.weight.dim(1),
+            q.mode,
+            start.elapsed().as_millis()
+        );
+    }
+    unused
+}
+
+#[test]
+fn mxfp4_matrices_match_mlx() {
+    if !cuda() {
+        eprintln!("skipped: no CUDA device (the kernel runs only on CUDA)");
+        return;
+    }
+    for dtype in [Dtype::Bfloat16, Dtype::Float16] {
+        // K % 128 == 0, K % 64 == 0 only, neither.
+        for k in [256, 192, 96] {
+            for rows in [2, 7, 16, 33, 64] {
+                let q = quantized(&[32, k], dtype, QuantMode::Mxfp4, 32, 4, rows as u64);
+                check_weights(rows, k, &q, dtype);
+            }
+        }
+    }
+}
+
+#[test]
+fn experts_match_mlx_for_every_token_count_and_mode() {
+    if !cuda() {
+        eprintln!("skipped: no CUDA device (the kernel runs only on CUDA)");
+        return;
+    }
+    let mut unused = 0;
+    for tokens in qmm_rows::MIN_ROWS..=qmm_rows::MAX_ROWS {
+        let q = quantized(&[8, 32, 128], Dtype::Bfloat16, QuantMode::Mxfp4, 32, 4, 5);
+        unused += check_experts(tokens, 2, 128, &q, Dtype::Bfloat16);
+    }
+    // Few tokens leave experts without rows: those blocks must write nothing.
+    assert!(unused > 0, "no case had an expert without rows");
+    for dtype in [Dtype::Bfloat16, Dtype::Float16] {
+        for (mode, bits, group) in [
+            (QuantMode::Mxfp4, 4, 32),
+            (QuantMode::Affine, 4, 32),
+            (QuantMode::Affine, 4, 64),
+            (QuantMode::Affine, 8, 64),
+            (QuantMode::Affine, 4, 128),
+        ] {
+            for k in [256, 192, 96] {
+                if k % group != 0 {
+                    continue;
+                }
+                let q = quantized(&[6, 48, k], dtype, mode, group, bits, k as u64);
+                for tokens in [2, 5, 16, 40] {
+                    check_experts(tokens, 3, k, &q, dtype);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn gpt_oss_experts_match_mlx() {
+    if !cuda() {
+        eprintln!("skipped: no CUDA device (the kernel runs only on CUDA)");
+        return;
+    }
+    // GPT-OSS-20B: 32 experts of 2880 x 2880 (K % 128 != 0, K % 64 == 0), 4 a token.
+    let q = quantized(
+        &[32, 2880, 2880],
+        Dtype::Bfloat16,
+        QuantMode::Mxfp4,
+        32,
+        4,
+        11,
+    );
+    for tokens in [2, 4, 16, 64] {
+        check_experts(tokens, 4, 2880, &q, Dtype::Bfloat16);
+        // The engine's entry takes these shapes: each variant's self-check
+        // (a small case of its own) passes, for both ways the model calls it.
+        let picks: Vec<u32> = (0..4 * tokens as u32).map(|p| p % 4).collect();
+        let picks = Array::from_slice(&picks, &[4 * tokens]);
+        for (rows, per_row) in [(tokens, 4), (4 * tokens, 1)] {
+            let x = input(rows, 2880, Dtype::Bfloat16, 1);
+            let y = qmm_rows::experts_matmul(&x, &q, &picks, per_row, tokens).unwrap();
+            let y = y.unwrap_or_else(|| {
+                panic!("{tokens} tokens, {per_row} picks a row: the self-check failed")
+            });
+            let exact = qmm_rows::reference_product(&x, &q, Some((&picks, per_row))).unwrap();
+            let (diff, scale) = difference(&y, &exact);
+            assert!(diff <= 4.0 / 128.0 * scale, "{diff} at scale {scale}");
+        }
+    }
+}
+
+/// The tests' reference for the experts' form is MLX's own gather_qmm (on
+/// any device: this runs on the CPU too), so that the oracle the kernel is
+/// held to is right.
+#[test]
+fn the_experts_reference_is_mlx_gather_qmm() {
+    for (mode, group) in [(QuantMode::Mxfp4, 32), (QuantMode::Affine, 64)] {
+        let q = quantized(&[4, 32, 128], Dtype::Float32, mode, group, 4, 9);
+        // Three rows picking two experts each, in the router's order.
+        let picked = Array::from_slice(&[3u32, 0, 1, 3, 0, 2], &[6]);
+        let x = input(3, 128, Dtype::Float32, 4);
+        let reference = qmm_rows::reference_product(&x, &q, Some((&picked, 2))).unwrap();
+        let theirs = quant::gather_qmm(
+            &x.reshape(&[3, 1, 1, 128]).unwrap(),
+            &q,
+            &picked.reshape(&[3, 2]).unwrap(),
+            true,
+            false,
+        )
+        .unwrap()
+        .reshape(&[6, 32])
+        .unwrap();
+        let (diff, scale) = difference(&reference, &theirs);
+        assert!(diff <= 1e-4 * scale, "{mode:?}: {diff} at scale {scale}");
     }
 }

@@ -1,13 +1,19 @@
-// Helpers for qmm_rows_body.cu: a quantized product for a few rows (2–64),
-// `out[r, n] = sum_k x[r, k] * (q[n, k] * scale[n, k / GROUP] + bias[n, k / GROUP])`,
-// on the tensor cores. MLX prepends its own header (device utilities,
-// cooperative groups) and wraps the body in the kernel's signature.
+// Helpers and the product of the qmm_rows kernels: a quantized product for a
+// few rows (2–64), `out[r, n] = sum_k x[r, k] * dequant(w)[n, k]`, on the
+// tensor cores. Two kernels use it: qmm_rows_body.cu (one weight matrix) and
+// qmm_gather_body.cu (mixture-of-experts: each expert's matrix applied to the
+// rows that chose it). MLX prepends its own header (device utilities,
+// cooperative groups) and wraps each body in the kernel's signature.
+//
+// Dequantization: affine, `q * scale + bias` per group (4 or 8 bits, any T
+// scales); or MXFP4, an E2M1 value times 2^(e - 127) for an E8M0 byte `e`
+// per 32 values (no biases).
 //
 // The product runs as mma.sync m16n8k16 with the weights as the A operand
 // (16 output features a tile) and the activations as B (8 rows a tile). The
 // reduction order inside one mma is free, so each thread's four k positions of
 // an mma are four *consecutive* positions of the packed weights: a thread
-// dequantizes the nibbles of one 32-bit word straight into its A fragment, and
+// dequantizes the values of one 32-bit word straight into its A fragment, and
 // its B fragment is one 8-byte load of the same four positions of x.
 
 #include <cuda_bf16.h>
@@ -80,6 +86,239 @@ __device__ __forceinline__ float value_at(const uint32_t* words, int j) {
   constexpr uint32_t mask = (1u << BITS) - 1u;
   const uint32_t q = (words[j / per_word] >> (BITS * (j % per_word))) & mask;
   return __uint_as_float(0x4B000000u | q) - 8388608.0f;
+}
+
+// An E2M1 code (sign, 2 exponent bits, 1 mantissa bit) as a float, built from
+// its bits: exponent e > 0 is 2^(e-1) * (1 + m/2), e == 0 is m/2.
+__device__ __forceinline__ float e2m1(uint32_t code) {
+  const uint32_t e = (code >> 1) & 3u;
+  const uint32_t m = code & 1u;
+  const uint32_t magnitude = e ? (((e + 126u) << 23) | (m << 22)) : (m ? 0x3F000000u : 0u);
+  return __uint_as_float(magnitude | ((code & 8u) << 28));
+}
+
+// The `j`-th weight of a run of words, dequantized.
+template <int BITS, bool MXFP4>
+__device__ __forceinline__ float weight_at(const uint32_t* words, int j, float scale, float bias) {
+  if constexpr (MXFP4) {
+    const uint32_t code = (words[j / 8] >> (4 * (j % 8))) & 15u;
+    return e2m1(code) * scale;
+  } else {
+    return value_at<BITS>(words, j) * scale + bias;
+  }
+}
+
+template <typename A, typename B>
+struct same_type {
+  static constexpr bool value = false;
+};
+template <typename A>
+struct same_type<A, A> {
+  static constexpr bool value = true;
+};
+
+// PTX prmt (generic mode): byte i of the result is byte (selector nibble i
+// & 7) of {a, b} (a's bytes 0-3, b's 4-7), or, when the nibble's bit 3 is
+// set, that byte's sign bit repeated over all eight bits.
+__device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t selector) {
+  uint32_t d;
+  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(selector));
+  return d;
+}
+
+// Four MXFP4 values (nibbles 4*quad .. 4*quad+3 of `word`) as two bfloat16
+// pairs (values 0-1 and 2-3), times the group's scale: `half_scale` holds
+// 2^(e-128) in both halves, since the table below holds twice each E2M1
+// magnitude (0, 1, 2, 3, 4, 6, 8, 12: each exact in bfloat16, as is its
+// product with a power of two). The float route (e2m1 above) costs about ten
+// operations a value; this one about two and a half, where dequantizing,
+// not reading the weights, limits the experts' kernel.
+__device__ __forceinline__ void mxfp4_quad_bf16(uint32_t word, int quad, uint32_t half_scale,
+                                                uint32_t& first, uint32_t& second) {
+  // Each code's magnitude as the high and low bytes of its bfloat16 bits.
+  const uint32_t codes = (word >> (16 * quad)) & 0x7777u;
+  const uint32_t high = prmt(0x40403F00u, 0x41414040u, codes);
+  const uint32_t low = prmt(0x40008000u, 0x4000C080u, codes);
+  // Each code's sign bit (bit 3 of its nibble) as a byte of 0xFF or 0x00:
+  // a nibble's bit 3 is the top bit of its byte in word << 4 (even nibbles)
+  // or in word (odd ones).
+  const uint32_t signs = prmt(word << 4, word, quad ? 0xFBEAu : 0xD9C8u);
+  const uint32_t signed_high = high | (signs & 0x80808080u);
+  uint32_t pair01 = prmt(low, signed_high, 0x5140u);
+  uint32_t pair23 = prmt(low, signed_high, 0x7362u);
+  const __nv_bfloat162 scale = *reinterpret_cast<const __nv_bfloat162*>(&half_scale);
+  __nv_bfloat162 v01 = __hmul2(*reinterpret_cast<__nv_bfloat162*>(&pair01), scale);
+  __nv_bfloat162 v23 = __hmul2(*reinterpret_cast<__nv_bfloat162*>(&pair23), scale);
+  first = *reinterpret_cast<uint32_t*>(&v01);
+  second = *reinterpret_cast<uint32_t*>(&v23);
+}
+
+// 2^(e-128) in both bfloat16 halves, from a group's scale 2^(e-127) as a
+// float (0 for e <= 1, a value no weight of a trained model has).
+__device__ __forceinline__ uint32_t half_scale_bf16x2(float scale) {
+  const uint32_t bits = __float_as_uint(scale) >> 16;
+  const uint32_t half = bits > 0x80u ? bits - 0x80u : 0u;
+  return half | (half << 16);
+}
+
+// A group's scale as a float: an E8M0 byte is 2^(e - 127), which is the byte
+// in a float's exponent field; an affine scale is converted.
+template <bool MXFP4, typename S>
+__device__ __forceinline__ float scale_of(S s) {
+  if constexpr (MXFP4) {
+    return __uint_as_float(static_cast<uint32_t>(s) << 23);
+  } else {
+    return static_cast<float>(s);
+  }
+}
+
+// out[r, n0 .. n0 + 16) for r < rows, of x [rows, K] (row stride K) and
+// w [N, K * BITS / 32] with its scales and biases [N, K / GROUP] (biases
+// unread for MXFP4). With `picked` (the experts' kernel), row r is instead
+// row picked[r] / X_PER_ROW of x and row picked[r] of out. Called by every
+// thread of a block of WARPS warps; the warps take the K chunks in turn and
+// add their partial sums through shared memory. In a warp, lane = 4 * g + c:
+// g picks the feature pair (g, g + 8) and the row of each row tile, c the
+// thread's 8*V consecutive k of each chunk. `rows` may be anything up to
+// 8 * NT; row tiles past it are skipped (the same for the whole block, so
+// the warps do not diverge).
+template <typename T, int BITS, int GROUP, int V, int NT, int WARPS, bool MXFP4, typename S,
+          typename B>
+__device__ __forceinline__ void product(const T* x, const uint32_t* w, const S* scales,
+                                        const B* biases, T* out, int rows, int K, int N,
+                                        int n0, const int* picked = nullptr,
+                                        int x_per_row = 1) {
+  constexpr int CHUNK = 32 * V;        // k per warp per step
+  constexpr int WORDS = V * BITS / 4;  // packed words per thread per feature per step
+  const int words_per_row = K * BITS / 32;
+  const int groups_per_row = K / GROUP;
+
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const int g = lane / 4;
+  const int c = lane % 4;
+
+  const uint32_t* w_lo = w + (size_t)(n0 + g) * words_per_row;
+  const uint32_t* w_hi = w + (size_t)(n0 + g + 8) * words_per_row;
+  const S* s_lo = scales + (size_t)(n0 + g) * groups_per_row;
+  const S* s_hi = scales + (size_t)(n0 + g + 8) * groups_per_row;
+  const B* b_lo = biases + (MXFP4 ? 0 : (size_t)(n0 + g) * groups_per_row);
+  const B* b_hi = biases + (MXFP4 ? 0 : (size_t)(n0 + g + 8) * groups_per_row);
+
+  float acc[NT][4];
+#pragma unroll
+  for (int t = 0; t < NT; ++t) {
+    acc[t][0] = acc[t][1] = acc[t][2] = acc[t][3] = 0.f;
+  }
+
+  const int chunks = K / CHUNK;
+  // The next chunk's weights and scales are loaded before this chunk's are
+  // used, so that each warp keeps a load in flight while it multiplies.
+  uint32_t next_lo[WORDS], next_hi[WORDS];
+  float next_scales[4];
+  auto load_chunk = [&](int chunk) {
+    const int k0 = chunk * CHUNK + c * 8 * V;
+    load_words<WORDS>(w_lo + k0 * BITS / 32, next_lo);
+    load_words<WORDS>(w_hi + k0 * BITS / 32, next_hi);
+    const int group = k0 / GROUP;
+    next_scales[0] = scale_of<MXFP4>(s_lo[group]);
+    next_scales[2] = scale_of<MXFP4>(s_hi[group]);
+    if constexpr (MXFP4) {
+      next_scales[1] = next_scales[3] = 0.f;
+    } else {
+      next_scales[1] = static_cast<float>(b_lo[group]);
+      next_scales[3] = static_cast<float>(b_hi[group]);
+    }
+  };
+  if (warp < chunks) {
+    load_chunk(warp);
+  }
+  for (int chunk = warp; chunk < chunks; chunk += WARPS) {
+    const int k0 = chunk * CHUNK + c * 8 * V;
+    uint32_t q_lo[WORDS], q_hi[WORDS];
+#pragma unroll
+    for (int i = 0; i < WORDS; ++i) {
+      q_lo[i] = next_lo[i];
+      q_hi[i] = next_hi[i];
+    }
+    const float scale_lo = next_scales[0];
+    const float bias_lo = next_scales[1];
+    const float scale_hi = next_scales[2];
+    const float bias_hi = next_scales[3];
+    // The bfloat16 MXFP4 route's scales (unused otherwise: compiled away).
+    const uint32_t half_lo = half_scale_bf16x2(scale_lo);
+    const uint32_t half_hi = half_scale_bf16x2(scale_hi);
+    if (chunk + WARPS < chunks) {
+      load_chunk(chunk + WARPS);
+    }
+#pragma unroll
+    for (int o = 0; o < V; ++o) {
+      // This octet's x for each row tile: eight consecutive k, one 16-byte load.
+      uint4 xs[NT];
+#pragma unroll
+      for (int t = 0; t < NT; ++t) {
+        const int row = t * 8 + g;
+        if (row < rows) {
+          const int from = picked ? picked[row] / x_per_row : row;
+          xs[t] = *reinterpret_cast<const uint4*>(x + (size_t)from * K + k0 + 8 * o);
+        } else {
+          xs[t] = make_uint4(0, 0, 0, 0);
+        }
+      }
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int j = 8 * o + 4 * h;
+        uint32_t a[4];
+        if constexpr (MXFP4 && same_type<T, __nv_bfloat16>::value) {
+          // Nibbles j .. j + 3: word j / 8, quad (j % 8) / 4.
+          mxfp4_quad_bf16(q_lo[j / 8], (j % 8) / 4, half_lo, a[0], a[2]);
+          mxfp4_quad_bf16(q_hi[j / 8], (j % 8) / 4, half_hi, a[1], a[3]);
+        } else {
+          a[0] = pack2(weight_at<BITS, MXFP4>(q_lo, j, scale_lo, bias_lo),
+                       weight_at<BITS, MXFP4>(q_lo, j + 1, scale_lo, bias_lo), T{});
+          a[1] = pack2(weight_at<BITS, MXFP4>(q_hi, j, scale_hi, bias_hi),
+                       weight_at<BITS, MXFP4>(q_hi, j + 1, scale_hi, bias_hi), T{});
+          a[2] = pack2(weight_at<BITS, MXFP4>(q_lo, j + 2, scale_lo, bias_lo),
+                       weight_at<BITS, MXFP4>(q_lo, j + 3, scale_lo, bias_lo), T{});
+          a[3] = pack2(weight_at<BITS, MXFP4>(q_hi, j + 2, scale_hi, bias_hi),
+                       weight_at<BITS, MXFP4>(q_hi, j + 3, scale_hi, bias_hi), T{});
+        }
+#pragma unroll
+        for (int t = 0; t < NT; ++t) {
+          if (t * 8 < rows) {
+            const uint32_t b0 = h == 0 ? xs[t].x : xs[t].z;
+            const uint32_t b1 = h == 0 ? xs[t].y : xs[t].w;
+            mma(acc[t], a, b0, b1, T{});
+          }
+        }
+      }
+    }
+  }
+
+  // acc[t][0..1]: feature n0 + g, rows 8t + 2c + {0, 1}; acc[t][2..3]: feature
+  // n0 + g + 8, the same rows. Warps add up through shared memory.
+  __shared__ float partial[WARPS][NT * 8][16];
+#pragma unroll
+  for (int t = 0; t < NT; ++t) {
+    partial[warp][t * 8 + 2 * c][g] = acc[t][0];
+    partial[warp][t * 8 + 2 * c + 1][g] = acc[t][1];
+    partial[warp][t * 8 + 2 * c][g + 8] = acc[t][2];
+    partial[warp][t * 8 + 2 * c + 1][g + 8] = acc[t][3];
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < NT * 8 * 16; i += WARPS * 32) {
+    const int row = i / 16;
+    const int feature = i % 16;
+    if (row < rows) {
+      float sum = 0.f;
+#pragma unroll
+      for (int v = 0; v < WARPS; ++v) {
+        sum += partial[v][row][feature];
+      }
+      const int to = picked ? picked[row] : row;
+      out[(size_t)to * N + n0 + feature] = static_cast<T>(sum);
+    }
+  }
 }
 
 } // namespace qmm_rows

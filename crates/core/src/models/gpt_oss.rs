@@ -20,6 +20,7 @@ use crate::models::blocks::{
 };
 use crate::models::cache::{AttentionMask, KvCache, LayerCache};
 use crate::models::fused;
+use crate::qmm_rows;
 use crate::quant::{self, QuantMode, QuantizedWeight};
 use crate::{Error, Result};
 
@@ -79,6 +80,42 @@ impl ExpertProjection {
             }
         };
         Ok(y.add(self.bias.take_axis(experts, 0)?.expand_dims(-2)?)?)
+    }
+
+    /// Whether our experts' kernel takes this projection for `tokens` tokens
+    /// of `dtype` activations with `k` features here.
+    fn takes_ours(&self, dtype: mlx_rs::Dtype, k: i32, tokens: i32) -> bool {
+        matches!(&self.matrix, ExpertMatrix::Quantized(q) if qmm_rows::wants_experts(dtype, q, k, tokens))
+    }
+
+    /// Through our experts' kernel (quantized experts, checked by
+    /// [`Self::takes_ours`]): `x` `[R, in]`, `picks` `[R · per_row]`
+    /// (row `r`'s experts at `r · per_row ..`) → `[R · per_row, out]`, one
+    /// row per pick, in the picks' order: nothing sorted or gathered first.
+    /// `tokens` bounds the picks of one expert. MLX's `gather_qmm` on the
+    /// same rows if the kernel failed its self-check.
+    fn forward_picked(&self, x: &Array, picks: &Array, per_row: i32, tokens: i32) -> Result<Array> {
+        let ExpertMatrix::Quantized(q) = &self.matrix else {
+            return Err(err(
+                "our experts' kernel takes quantized experts only".into()
+            ));
+        };
+        let pairs = picks.dim(0);
+        let y = match qmm_rows::experts_matmul(x, q, picks, per_row, tokens)? {
+            Some(y) => y,
+            None => {
+                let rows = x.dim(0);
+                quant::gather_qmm(
+                    &x.reshape(&[rows, 1, 1, x.dim(-1)])?,
+                    q,
+                    &picks.reshape(&[rows, per_row])?,
+                    true,
+                    false,
+                )?
+                .reshape(&[pairs, -1])?
+            }
+        };
+        Ok(y.add(self.bias.take_axis(picks, 0)?)?)
     }
 }
 
@@ -317,6 +354,29 @@ impl GptOss {
         starts[shape.len() - 1] = experts_dim - k;
         let chosen = slice(&order, &starts, &shape)?;
         let weights = ops::softmax_axis(take_along_axis(&scores, &chosen, -1)?, -1, true)?;
+        let hidden = x.dim(-1);
+        let tokens = (chosen.size() / k as usize) as i32;
+        if layer.gate.takes_ours(x.dtype(), hidden, tokens) {
+            // A batched or speculative decode step on CUDA (2–64 tokens): our
+            // experts' kernel reads each picked expert's matrix once for all
+            // the tokens that picked it, straight from the picks, so nothing
+            // is sorted, gathered or put back in order around it.
+            let rows = x.reshape(&[tokens, hidden])?;
+            let picks = chosen.reshape(&[-1])?;
+            let up = layer.up.forward_picked(&rows, &picks, k, tokens)?;
+            let gate = layer.gate.forward_picked(&rows, &picks, k, tokens)?;
+            let limit = scalar_like(self.config.swiglu_limit, &gate)?;
+            let act = fused::clamped_swiglu(&gate, &up, &limit)?;
+            let mut shape = chosen.shape().to_vec();
+            shape.push(hidden);
+            let down = layer
+                .down
+                .forward_picked(&act, &picks, 1, tokens)?
+                .reshape(&shape)?;
+            return Ok(down
+                .multiply(weights.expand_dims(-1)?)?
+                .sum_axis(-2, None)?);
+        }
         // Many tokens (prefill): group the rows by expert first, so that each
         // expert's matrix is read once for all its rows, and restore the
         // order afterwards (as mlx-lm's SwitchGLU does).
@@ -326,7 +386,7 @@ impl GptOss {
             let order = ops::argsort_axis(&flat, 0)?;
             let restore = ops::argsort_axis(&order, 0)?;
             let rows = order.floor_divide(Array::from_int(k).as_dtype(order.dtype())?)?;
-            let xs = x.reshape(&[-1, 1, x.dim(-1)])?.take_axis(&rows, 0)?;
+            let xs = x.reshape(&[-1, 1, hidden])?.take_axis(&rows, 0)?;
             (xs, flat.take_axis(&order, 0)?, Some(restore))
         } else {
             (x.expand_dims(-2)?.expand_dims(-2)?, chosen.clone(), None)
