@@ -52,3 +52,16 @@ for n in sorted({c for c, _ in groups}):
 print()
 print(f"{len(rows)} runs; ratio: ours over mlx-lm's for speeds, mlx-lm's over ours for times"
       " (above 1 is better for us)")
+
+# Our decode steps, where their time went (medians): building and queueing
+# the next step on the host, and waiting for this step's tokens. A wait near
+# zero means the steps are host-bound.
+timed = [(n, impl) for n, impl in sorted(groups) if impl.startswith("mlx-harmony")
+         and all("step_queue_ms" in r for r in groups[(n, impl)])]
+if timed:
+    print()
+    print("| sequences | engine | step queue ms (host) | step wait ms (device behind) |")
+    print("| --- | --- | --- | --- |")
+    for n, impl in timed:
+        print(f"| {n} | {impl} | {cell(groups[(n, impl)], 'step_queue_ms', 2)} | "
+              f"{cell(groups[(n, impl)], 'step_wait_ms', 2)} |")

@@ -115,6 +115,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         let end = Instant::now();
+        let timing = batch.decode_timing();
         let all_started = all_started.unwrap_or(end);
         let decode_seconds = (end - all_started).as_secs_f64();
         let mut ttft: Vec<f64> = first_token
@@ -125,7 +126,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             continue;
         }
         println!(
-            "{{\"impl\": \"{}\", \"concurrency\": {concurrency}, \"decode_tps\": {:.2}, \"e2e_tps\": {:.2}, \"ttft_p50_s\": {:.4}, \"ttft_p95_s\": {:.4}, \"generated\": {generated}}}",
+            "{{\"impl\": \"{}\", \"concurrency\": {concurrency}, \"decode_tps\": {:.2}, \"e2e_tps\": {:.2}, \"ttft_p50_s\": {:.4}, \"ttft_p95_s\": {:.4}, \"generated\": {generated}, \"step_queue_ms\": {:.3}, \"step_wait_ms\": {:.3}}}",
             // MLX_HARMONY_QMM=mlx: the same engine with MLX's quantized products.
             if mlx_harmony_core::qmm_rows::enabled() {
                 "mlx-harmony"
@@ -140,6 +141,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             generated as f64 / (end - start).as_secs_f64(),
             percentile(&mut ttft, 0.5),
             percentile(&mut ttft, 0.95),
+            // Per one-token decode step: building and queueing the next step
+            // (host), and waiting for this one's tokens (the device behind).
+            timing.queue_seconds * 1e3 / timing.steps.max(1) as f64,
+            timing.wait_seconds * 1e3 / timing.steps.max(1) as f64,
         );
     }
     Ok(())

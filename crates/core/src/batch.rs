@@ -122,6 +122,20 @@ pub struct BatchGenerator {
     draft: Option<DraftModel>,
     /// `--kv-bits`: the rows' caches are kept packed.
     kv_quantization: Option<KvQuantization>,
+    /// Where the decode steps' time went (for the benchmarks).
+    decode_timing: DecodeTiming,
+}
+
+/// Where the time of the (one-token) decode steps went, summed: building
+/// each next step's graph and handing it to MLX (which encodes its kernels on
+/// this thread), and waiting for the current step's tokens. A step is
+/// host-bound when the waits are near zero: the device finished before the
+/// next step was queued.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DecodeTiming {
+    pub steps: usize,
+    pub queue_seconds: f64,
+    pub wait_seconds: f64,
 }
 
 /// Caches of finished sequences, kept so that a later prompt that starts the
@@ -230,6 +244,7 @@ impl BatchGenerator {
             can_speculate,
             draft: None,
             kv_quantization: None,
+            decode_timing: DecodeTiming::default(),
         }
     }
 
@@ -449,6 +464,11 @@ impl BatchGenerator {
 
     /// One step: a chunk of a waiting prompt (when there is room), then one
     /// token for every row. Returns what happened, in order.
+    /// Where the one-token decode steps' time went so far.
+    pub fn decode_timing(&self) -> DecodeTiming {
+        self.decode_timing
+    }
+
     pub fn step(&mut self) -> Result<Vec<BatchEvent>> {
         let mut events = Vec::new();
         // Prompt chunks up to the step's budget: several short prompts can
@@ -659,6 +679,7 @@ impl BatchGenerator {
         // first (a repetition penalty, a constraint's mask): then they are
         // taken after the read, while the device runs the forward pass.
         let pipelined = self.rows.iter().all(|r| !r.sampler.needs_each_token());
+        let begun = Instant::now();
         let logits = self.forward(&current, rows)?;
         let mut following = None;
         if pipelined {
@@ -668,10 +689,14 @@ impl BatchGenerator {
         } else {
             self.queue(&logits)?;
         }
+        let queued = Instant::now();
         let tokens: Vec<u32> = {
             eval([&current])?;
             current.as_slice::<u32>().to_vec()
         };
+        self.decode_timing.steps += 1;
+        self.decode_timing.queue_seconds += (queued - begun).as_secs_f64();
+        self.decode_timing.wait_seconds += queued.elapsed().as_secs_f64();
         let mut keep = Vec::with_capacity(self.rows.len());
         let mut ended = Vec::new();
         for (index, (row, &token)) in self.rows.iter_mut().zip(&tokens).enumerate() {

@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Compiles every variant of crates/core/src/kernels/ (the qmm_rows and
+qmm_gather kernels) with NVRTC, wrapped the way MLX's cuda_kernel wraps a body
+(the generated signature, the template arguments as constants), for sm_80 and
+sm_90. The variants are the template arguments crates/core/src/qmm_rows.rs can
+pick: T bf16/f16; MXFP4 (4 bits, group 32) or affine 4/8 bits in groups of
+32/64/128; V 1/2/4 (as K allows the group); NT 1 and 8 (the fewest and most
+row tiles: NT only sets loop counts); X_PER_ROW 1, or 4 for
+the experts' form (GPT-OSS's picks a token). Exits 1 on the first failure,
+printing NVRTC's log.
+
+Usage: check_kernels.py NVRTC_DIR   (where NVIDIA's nvrtc and runtime wheels are installed)
+"""
+
+import ctypes
+import itertools
+import sys
+import time
+from pathlib import Path
+
+KERNELS = Path(__file__).resolve().parent.parent / "crates" / "core" / "src" / "kernels"
+
+# What MLX's generated source provides around a body: fixed-width integers,
+# the Shape type of its `<name>_shape` arguments, the namespace.
+PRELUDE = """
+typedef unsigned int uint32_t;
+typedef unsigned char uint8_t;
+template <typename T, int N> struct fixed_array {
+  T v[N];
+  __device__ const T& operator[](int i) const { return v[i]; }
+};
+namespace mlx { namespace core { namespace cu { using Shape = fixed_array<int, 8>; } } }
+"""
+
+
+def source(header, body, experts, t, scales, bits, group, v, nt, mxfp4, x_per_row):
+    inputs = [f"const {t}* x", "const __grid_constant__ Shape x_shape", "const uint32_t* w",
+              "const __grid_constant__ Shape w_shape", f"const {scales}* scales",
+              f"const {scales}* biases"]
+    if experts:
+        inputs += ["const uint32_t* experts", "const __grid_constant__ Shape experts_shape"]
+    constants = (f"constexpr int BITS = {bits}; constexpr int GROUP = {group}; "
+                 f"constexpr int V = {v}; constexpr int NT = {nt}; constexpr int WARPS = 8; "
+                 f"constexpr int X_PER_ROW = {x_per_row}; "
+                 f"constexpr bool MXFP4 = {'true' if mxfp4 else 'false'}; using T = {t};")
+    return (PRELUDE + header + "namespace mlx { namespace core { namespace cu {\n"
+            + "__global__ void kernel(" + ", ".join(inputs + [f"{t}* out"]) + ") {\n"
+            + constants + "\n" + body + "\n}\n}}}\n")
+
+
+def main():
+    root = Path(sys.argv[1])
+    nvrtc = ctypes.CDLL(str(next((root / "nvidia" / "cuda_nvrtc" / "lib").glob("libnvrtc.so.*"))))
+    include = root / "nvidia" / "cuda_runtime" / "include"
+    header = (KERNELS / "qmm_rows_header.cuh").read_text()
+    bodies = {False: (KERNELS / "qmm_rows_body.cu").read_text(),
+              True: (KERNELS / "qmm_gather_body.cu").read_text()}
+    formats = [(True, 4, 32)] + [(False, bits, group) for bits in (4, 8) for group in (32, 64, 128)]
+    count, start = 0, time.time()
+    for experts, t, (mxfp4, bits, group), v, nt, arch in itertools.product(
+            (False, True), ("__nv_bfloat16", "__half"), formats, (1, 2, 4), (1, 8),
+            ("sm_80", "sm_90")):
+        # V 1 needs K % 64 != 0 (groups of 32 only), V 2 K % 128 != 0 (groups of 32 or 64).
+        if (v == 1 and group != 32) or (v == 2 and group == 128):
+            continue
+        # Only the Hopper build for most shapes; every shape for one format on Ampere.
+        if arch == "sm_80" and (bits, group, mxfp4) not in ((4, 64, False), (4, 32, True)):
+            continue
+        for x_per_row in ((1, 4) if experts else (1,)):
+            text = source(header, bodies[experts], experts, t, "uint8_t" if mxfp4 else t, bits,
+                          group, v, nt, mxfp4, x_per_row)
+            program = ctypes.c_void_p()
+            nvrtc.nvrtcCreateProgram(ctypes.byref(program), text.encode(), b"kernel.cu", 0, None, None)
+            options = [f"--gpu-architecture={arch}".encode(), b"-std=c++17",
+                       f"-I{include}".encode(), b"-default-device"]
+            status = nvrtc.nvrtcCompileProgram(
+                program, len(options), (ctypes.c_char_p * len(options))(*options))
+            size = ctypes.c_size_t()
+            nvrtc.nvrtcGetProgramLogSize(program, ctypes.byref(size))
+            log = ctypes.create_string_buffer(size.value)
+            nvrtc.nvrtcGetProgramLog(program, log)
+            nvrtc.nvrtcDestroyProgram(ctypes.byref(program))
+            count += 1
+            if status != 0:
+                print(f"check-kernels: {'qmm_gather' if experts else 'qmm_rows'} T={t} "
+                      f"MXFP4={mxfp4} BITS={bits} GROUP={group} V={v} NT={nt} "
+                      f"X_PER_ROW={x_per_row} {arch} does not compile:\n{log.value.decode()}")
+                sys.exit(1)
+    print(f"check-kernels: {count} kernel variants compiled with NVRTC ({time.time() - start:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
