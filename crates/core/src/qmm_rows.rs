@@ -502,6 +502,20 @@ pub fn reference_product(
     })
 }
 
+/// How far the kernels' result may be from the float32 product with the
+/// dequantized weights, at a result whose largest magnitude is `scale`: a
+/// few units of the 16-bit rounding of the weights and the result (as MLX's
+/// own kernels round). A wrong group, scale or k order is off by about
+/// `scale` itself.
+pub fn rounding_allowance(dtype: Dtype, scale: f32) -> f32 {
+    let unit = if dtype == Dtype::Bfloat16 {
+        1.0 / 128.0
+    } else {
+        1.0 / 1024.0
+    };
+    4.0 * unit * scale
+}
+
 fn self_check(variant: Variant, stream: &Stream) -> Result<()> {
     use mlx_rs::ops;
     // A K that leads to the same template arguments as the real call: with
@@ -569,13 +583,7 @@ fn self_check(variant: Variant, stream: &Stream) -> Result<()> {
     diff.eval()?;
     scale.eval()?;
     let (diff, scale) = (diff.item_exact::<f32>(), scale.item_exact::<f32>());
-    // 16-bit rounding of the weights and the result: a few units of it.
-    let unit = if variant.dtype == Dtype::Bfloat16 {
-        1.0 / 128.0
-    } else {
-        1.0 / 1024.0
-    };
-    if diff.is_finite() && diff <= 4.0 * unit * scale {
+    if diff.is_finite() && diff <= rounding_allowance(variant.dtype, scale) {
         Ok(())
     } else {
         Err(Error::Invalid(format!(

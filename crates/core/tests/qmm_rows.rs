@@ -82,15 +82,7 @@ fn check_weights(rows: i32, k: i32, q: &QuantizedWeight, dtype: Dtype) {
     // new shape, up to ~40 s each on the H200, measured).
     let exact = qmm_rows::reference_product(&x, q, None).unwrap();
     let (ours_diff, scale) = difference(&ours, &exact);
-    // Ours rounds the dequantized weights and the result to 16-bit floats (as
-    // MLX's kernels do): allow a few units of that rounding at the result's
-    // scale. A wrong group, scale or k order is off by the scale itself.
-    let unit = if dtype == Dtype::Bfloat16 {
-        1.0 / 128.0
-    } else {
-        1.0 / 1024.0
-    };
-    let allowed = 4.0 * unit * scale;
+    let allowed = qmm_rows::rounding_allowance(dtype, scale);
     assert!(
         ours_diff.is_finite() && ours_diff <= allowed,
         "rows {rows}, K {k}, N {n}, {dtype:?}, group {group}, {bits} bits: \
@@ -242,12 +234,7 @@ fn check_experts(tokens: i32, top: i32, k: i32, q: &QuantizedWeight, dtype: Dtyp
         assert_eq!(ours.dtype(), dtype);
         let exact = qmm_rows::reference_product(&x, q, Some((&picked, per_row))).unwrap();
         let (diff, scale) = difference(&ours, &exact);
-        let unit = if dtype == Dtype::Bfloat16 {
-            1.0 / 128.0
-        } else {
-            1.0 / 1024.0
-        };
-        let allowed = 4.0 * unit * scale;
+        let allowed = qmm_rows::rounding_allowance(dtype, scale);
         assert!(
             diff.is_finite() && diff <= allowed,
             "{tokens} tokens x top {top} of {experts} experts, {per_row} picks a row of x, K {k}, \
@@ -350,7 +337,8 @@ fn gpt_oss_experts_match_mlx() {
             });
             let exact = qmm_rows::reference_product(&x, &q, Some((&picks, per_row))).unwrap();
             let (diff, scale) = difference(&y, &exact);
-            assert!(diff <= 4.0 / 128.0 * scale, "{diff} at scale {scale}");
+            let allowed = qmm_rows::rounding_allowance(Dtype::Bfloat16, scale);
+            assert!(diff <= allowed, "{diff} at scale {scale}");
         }
     }
 }
