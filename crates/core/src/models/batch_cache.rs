@@ -476,20 +476,31 @@ impl LayerCache for BatchKvCache {
                 "a batch cache takes one token per row per step".into(),
             ));
         }
-        let first_visible = window.map_or(0, |w| self.end - w);
+        // Over the columns from the window's first on (see first_attended).
+        let first = self.first_attended(queries, window);
         let bound_hides = self.bound.is_some_and(|b| self.columns() > b.held());
-        if first_visible <= 0 && !bound_hides && self.left_padding.iter().all(|&p| p == 0) {
+        if !bound_hides && self.left_padding.iter().all(|&p| p <= first) {
             return Ok(AttentionMask::None);
         }
-        let columns = self.end;
+        let columns = self.end - first;
         let mut allowed = Vec::with_capacity(self.rows() * columns as usize);
         for row in 0..self.rows() {
-            allowed.extend((0..columns).map(|j| j >= first_visible && self.visible(row, j)));
+            allowed.extend((first..self.end).map(|j| self.visible(row, j)));
         }
         Ok(AttentionMask::Array(Array::from_slice(
             &allowed,
             &[self.rows() as i32, 1, 1, columns],
         )))
+    }
+
+    fn first_attended(&self, queries: i32, window: Option<i32>) -> i32 {
+        // One token a row: its window is the last `window` columns, the
+        // same for every row (the rows are right-aligned). Sliding layers
+        // then attend over those alone instead of masking the rest.
+        match window {
+            Some(w) if queries == 1 => (self.end - w).max(0),
+            _ => 0,
+        }
     }
 }
 

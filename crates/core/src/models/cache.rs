@@ -711,6 +711,16 @@ pub trait LayerCache {
     /// compute it once per pass.
     fn mask(&self, queries: i32, window: Option<i32>) -> Result<AttentionMask>;
 
+    /// The first of the fetched key columns the `queries` tokens just added
+    /// can see with `window`: attention runs over the columns from it only,
+    /// and `mask` covers those columns. 0 (every column) unless the cache
+    /// holds positions no query of a sliding layer sees (a batch cache keeps
+    /// every position of its rows).
+    fn first_attended(&self, queries: i32, window: Option<i32>) -> i32 {
+        let _ = (queries, window);
+        0
+    }
+
     /// For a cache that keeps its keys and values quantized: appends
     /// `keys`/`values` and returns attention of `queries` (`[B, heads, L,
     /// D]`, grouped-query heads allowed) over every position held, computed

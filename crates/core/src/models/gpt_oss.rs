@@ -330,10 +330,22 @@ impl GptOss {
         let scale = (c.head_dim as f32).powf(-0.5);
         let sinks = layer.sinks.as_dtype(q.dtype())?;
         let kind = usize::from(layer.sliding);
+        let window = layer.sliding.then_some(c.sliding_window);
         if masks[kind].is_none() {
-            let window = layer.sliding.then_some(c.sliding_window);
             masks[kind] = Some(cache.mask(seq, window)?);
         }
+        // A batch cache keeps every position; a sliding layer attends over
+        // its window's columns only (the mask covers those).
+        let first = cache.first_attended(seq, window);
+        let (k, v) = if first > 0 {
+            let starts = [0, 0, first, 0];
+            (
+                slice(&k, &starts, k.shape())?,
+                slice(&v, &starts, v.shape())?,
+            )
+        } else {
+            (k, v)
+        };
         let mask = sdpa_mask(masks[kind].as_ref().expect("set above"));
         let out = fast::scaled_dot_product_attention(&q, &k, &v, scale, mask, Some(&sinks))?;
         let out = out.transpose_axes(&[0, 2, 1, 3])?.reshape(&[
