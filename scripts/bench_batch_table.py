@@ -54,13 +54,14 @@ print(f"{len(rows)} runs; ratio: ours over mlx-lm's for speeds, mlx-lm's over ou
       " (above 1 is better for us)")
 
 # Our decode steps, where their time went (medians): building and queueing
-# the next step on the host, and waiting for this step's tokens. A wait near
-# zero means the steps are host-bound.
+# the next step (host work, and MLX blocking while the device is behind), and
+# waiting for this step's tokens. A wait near zero puts the step's time in the
+# queueing; scripts/step_ops.py tells host work from the device's.
 timed = [(n, impl) for n, impl in sorted(groups) if impl.startswith("mlx-harmony")
          and all("step_queue_ms" in r for r in groups[(n, impl)])]
 if timed:
     print()
-    print("| sequences | engine | step queue ms (host) | step wait ms (device behind) |")
+    print("| sequences | engine | step queue ms | step wait ms |")
     print("| --- | --- | --- | --- |")
     for n, impl in timed:
         print(f"| {n} | {impl} | {cell(groups[(n, impl)], 'step_queue_ms', 2)} | "

@@ -141,8 +141,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             generated as f64 / (end - start).as_secs_f64(),
             percentile(&mut ttft, 0.5),
             percentile(&mut ttft, 0.95),
-            // Per one-token decode step: building and queueing the next step
-            // (host), and waiting for this one's tokens (the device behind).
+            // Per one-token decode step: building and queueing the next step,
+            // and waiting for this one's tokens (BatchGenerator::decode_timing).
             timing.queue_seconds * 1e3 / timing.steps.max(1) as f64,
             timing.wait_seconds * 1e3 / timing.steps.max(1) as f64,
         );

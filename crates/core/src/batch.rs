@@ -127,10 +127,12 @@ pub struct BatchGenerator {
 }
 
 /// Where the time of the (one-token) decode steps went, summed: building
-/// each next step's graph and handing it to MLX (which encodes its kernels on
-/// this thread), and waiting for the current step's tokens. A step is
-/// host-bound when the waits are near zero: the device finished before the
-/// next step was queued.
+/// each next step's graph and handing it to MLX (`queue_seconds`: MLX
+/// encodes the kernels on this thread, and blocks there while too much work
+/// is in flight), and waiting for the current step's tokens
+/// (`wait_seconds`). Waits near zero say the time is in the queueing; only
+/// with the per-operation costs of `scripts/step_ops.py` beside it does it
+/// say whether that is host work or the device behind (docs/PERFORMANCE.md).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DecodeTiming {
     pub steps: usize,
@@ -462,13 +464,13 @@ impl BatchGenerator {
         self.rows.is_empty() && self.waiting.is_empty() && self.prefill.is_none()
     }
 
-    /// One step: a chunk of a waiting prompt (when there is room), then one
-    /// token for every row. Returns what happened, in order.
     /// Where the one-token decode steps' time went so far.
     pub fn decode_timing(&self) -> DecodeTiming {
         self.decode_timing
     }
 
+    /// One step: a chunk of a waiting prompt (when there is room), then one
+    /// token for every row. Returns what happened, in order.
     pub fn step(&mut self) -> Result<Vec<BatchEvent>> {
         let mut events = Vec::new();
         // Prompt chunks up to the step's budget: several short prompts can
