@@ -92,30 +92,25 @@ impl ExpertProjection {
     /// [`Self::takes_ours`]): `x` `[R, in]`, `picks` `[R · per_row]`
     /// (row `r`'s experts at `r · per_row ..`) → `[R · per_row, out]`, one
     /// row per pick, in the picks' order: nothing sorted or gathered first.
-    /// `tokens` bounds the picks of one expert. MLX's `gather_qmm` on the
-    /// same rows if the kernel failed its self-check.
+    /// `tokens` bounds the picks of one expert. Dense experts, or a kernel
+    /// that failed its self-check: [`Self::forward`] on the same rows.
     fn forward_picked(&self, x: &Array, picks: &Array, per_row: i32, tokens: i32) -> Result<Array> {
-        let ExpertMatrix::Quantized(q) = &self.matrix else {
-            return Err(err(
-                "our experts' kernel takes quantized experts only".into()
-            ));
+        let ours = match &self.matrix {
+            ExpertMatrix::Quantized(q) => qmm_rows::experts_matmul(x, q, picks, per_row, tokens)?,
+            ExpertMatrix::Dense(_) => None,
         };
-        let pairs = picks.dim(0);
-        let y = match qmm_rows::experts_matmul(x, q, picks, per_row, tokens)? {
-            Some(y) => y,
+        match ours {
+            Some(y) => Ok(y.add(self.bias.take_axis(picks, 0)?)?),
             None => {
                 let rows = x.dim(0);
-                quant::gather_qmm(
+                let y = self.forward(
                     &x.reshape(&[rows, 1, 1, x.dim(-1)])?,
-                    q,
                     &picks.reshape(&[rows, per_row])?,
-                    true,
                     false,
-                )?
-                .reshape(&[pairs, -1])?
+                )?;
+                Ok(y.reshape(&[picks.dim(0), -1])?)
             }
-        };
-        Ok(y.add(self.bias.take_axis(picks, 0)?)?)
+        }
     }
 }
 
