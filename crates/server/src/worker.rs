@@ -457,7 +457,16 @@ fn run_alone(
         Arc::new(move || events.is_closed() || stats.shutting_down.load(Ordering::SeqCst))
     };
     let gone = AtomicBool::new(false);
+    // The answer's end (and anything after it) waits until the request is
+    // counted, so that a client reading /metrics once answered finds it.
+    let held = std::sync::Mutex::new(Vec::new());
     let send = |event: Event| {
+        let mut held = held.lock().unwrap_or_else(|e| e.into_inner());
+        if !held.is_empty() || matches!(event, Event::Done { .. }) {
+            held.push(event);
+            return;
+        }
+        drop(held);
         if job.events.send(event).is_err() && !gone.swap(true, Ordering::SeqCst) {
             // The client went away: stop at the next token.
             cancel.cancel();
@@ -492,10 +501,14 @@ fn run_alone(
             send(Event::Failed(error));
         }
     }
-    if gone.load(Ordering::SeqCst) {
+    if gone.load(Ordering::SeqCst) || job.events.is_closed() {
         stats.cancelled.fetch_add(1, Ordering::SeqCst);
     } else {
         stats.completed.fetch_add(1, Ordering::SeqCst);
+    }
+    for event in held.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        // The client may have gone meanwhile; nothing is left to stop.
+        let _ = job.events.send(event);
     }
 }
 
@@ -686,15 +699,17 @@ fn route(live: &mut HashMap<SequenceId, Live>, event: BatchEvent, stats: &Stats)
                     stream.finish(&turn, prompt_tokens, has_functions, &mut |e| out.push(e));
                 }
             }
-            for event in out {
-                entry.send(event);
-            }
-            let counter = if entry.gone {
+            // Counted before the answer goes out: a client that reads
+            // /metrics once it has its answer finds the request there.
+            let counter = if entry.gone || entry.events.is_closed() {
                 &stats.cancelled
             } else {
                 &stats.completed
             };
             counter.fetch_add(1, Ordering::SeqCst);
+            for event in out {
+                entry.send(event);
+            }
         }
         BatchEvent::Failed { id, message } => {
             let Some(mut entry) = live.remove(&id) else {
