@@ -19,12 +19,31 @@ pub const PREFILL_CHUNK: usize = 512;
 pub fn prefill_chunk() -> usize {
     static CHUNK: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *CHUNK.get_or_init(|| {
-        std::env::var("MLX_HARMONY_PREFILL_CHUNK")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .filter(|n| (16..=8192).contains(n))
-            .unwrap_or(PREFILL_CHUNK)
+        let value = std::env::var("MLX_HARMONY_PREFILL_CHUNK").ok();
+        let (chunk, warning) = chunk_from(value.as_deref());
+        if let Some(warning) = warning {
+            eprintln!("{warning}");
+        }
+        chunk
     })
+}
+
+/// The chunk `MLX_HARMONY_PREFILL_CHUNK=value` asks for, and a warning when
+/// the value is not one (the default is used then).
+fn chunk_from(value: Option<&str>) -> (usize, Option<String>) {
+    let Some(value) = value.filter(|v| !v.is_empty()) else {
+        return (PREFILL_CHUNK, None);
+    };
+    match value.trim().parse::<usize>() {
+        Ok(n) if (16..=8192).contains(&n) => (n, None),
+        _ => (
+            PREFILL_CHUNK,
+            Some(format!(
+                "warning: MLX_HARMONY_PREFILL_CHUNK={value:?} is not a number of tokens from 16 \
+                 to 8192; using {PREFILL_CHUNK}"
+            )),
+        ),
+    }
 }
 
 /// Runs `tokens` through the model into `caches` and returns the logits of
@@ -57,4 +76,25 @@ pub fn reusable_prefix(cached: &[u32], tokens: &[u32]) -> usize {
         .take_while(|(a, b)| a == b)
         .count()
         .min(tokens.len().saturating_sub(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_prefill_chunk_is_named_and_the_default_used() {
+        assert_eq!(chunk_from(None), (PREFILL_CHUNK, None));
+        assert_eq!(chunk_from(Some("")), (PREFILL_CHUNK, None));
+        assert_eq!(chunk_from(Some("1024")), (1024, None));
+        for bad in ["8", "9000", "lots", "-5"] {
+            let (chunk, warning) = chunk_from(Some(bad));
+            assert_eq!(chunk, PREFILL_CHUNK);
+            let warning = warning.unwrap();
+            assert!(
+                warning.contains(bad) && warning.contains("16 to 8192"),
+                "{warning}"
+            );
+        }
+    }
 }
