@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Random-weight benchmark models in the mlx-community layout (fixtures/bench/, git-ignored),
 built with mlx-lm's own classes: a SmolLM2-135M-shaped Llama in 4-bit (float32 scales, for
-CPUs); with --large a Llama-3-8B-shaped one in 4-bit (bfloat16), with --gpt-oss-20b a
+CPUs); with --eight-heads one of its size whose 8 heads tensor-parallel ranks share evenly
+(float32, CPU); with --large a Llama-3-8B-shaped one in 4-bit (bfloat16), with --gpt-oss-20b a
 GPT-OSS-20B-shaped one as mlx-community ships it (MXFP4 experts, 8-bit rest, bfloat16), both
 for GPU runs. --out DIR writes elsewhere; --only skips the small CPU model. Runs in
 scripts/reference-env (or the GPU machine's reference bundle, scripts/gpu-bench)."""
@@ -22,6 +23,12 @@ SHAPES = {
     "smollm2-135m-shape-q4": dict(hidden_size=576, num_hidden_layers=30, intermediate_size=1536,
                                   num_attention_heads=9, num_key_value_heads=3, vocab_size=49152,
                                   rms_norm_eps=1e-5, rope_theta=100000.0, tie_word_embeddings=True),
+    # SmolLM2-sized, with heads that two or four tensor-parallel ranks share
+    # evenly (mlx-lm's `model.shard` needs that; SmolLM2's 9 and 3 do not
+    # divide): scripts/bench-tensor-parallel's default.
+    "llama-8-heads-shape-q4": dict(hidden_size=512, num_hidden_layers=30, intermediate_size=1536,
+                                   num_attention_heads=8, num_key_value_heads=4, vocab_size=49152,
+                                   rms_norm_eps=1e-5, rope_theta=100000.0, tie_word_embeddings=True),
     "llama3-8b-shape-q4": dict(hidden_size=4096, num_hidden_layers=32, intermediate_size=14336,
                                num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
                                rms_norm_eps=1e-5, rope_theta=500000.0, tie_word_embeddings=False),
@@ -92,6 +99,8 @@ def make_gpt_oss(name):
 
 if "--only" not in sys.argv:
     make("smollm2-135m-shape-q4", SHAPES["smollm2-135m-shape-q4"], mx.float32)
+if "--eight-heads" in sys.argv:
+    make("llama-8-heads-shape-q4", SHAPES["llama-8-heads-shape-q4"], mx.float32)
 if "--large" in sys.argv:
     make("llama3-8b-shape-q4", SHAPES["llama3-8b-shape-q4"], mx.bfloat16)
 if "--gpt-oss-20b" in sys.argv:

@@ -12,6 +12,9 @@ On MLX older than 0.32.4 (to compare on the very MLX our build uses) the
 `global_scale` argument mlx-lm 0.32.2 passes to `gather_qmm` is dropped when
 it is None, which is what 0.32.4 does with it.
 
+With MLX_HARMONY_BENCH_TENSOR_PARALLEL set, under MLX's launcher, the model is
+sharded with mlx-lm's `model.shard` and rank 0 reports.
+
 Usage: mlxlm_bench_model.py MODEL PROMPT_IDS_FILE GEN_TOKENS RUNS
 """
 
@@ -70,7 +73,17 @@ class TimedModel:
 
 def main():
     model_dir, prompt_file, gen, runs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    model, _ = load_model(Path(model_dir))
+    # Under MLX's launcher (scripts/bench-tensor-parallel): mlx-lm's own
+    # tensor-parallel sharding (`model.shard`), rank 0 reporting.
+    group = mx.distributed.init() if os.environ.get("MLX_HARMONY_BENCH_TENSOR_PARALLEL") else None
+    if group is not None:
+        model, _ = load_model(Path(model_dir), lazy=True)
+        model.shard(group)
+        mx.eval(model.parameters())
+    else:
+        model, _ = load_model(Path(model_dir))
+    ranks = group.size() if group is not None else 1
+    reports = group is None or group.rank() == 0
     prompt = mx.array([int(t) for t in Path(prompt_file).read_text().split()], dtype=mx.uint32)
     queue_ms = []
     async_eval = mx.async_eval
@@ -112,9 +125,9 @@ def main():
                 first = time.perf_counter()
             n += 1
         end = time.perf_counter()
-        if run == 0:
+        if run == 0 or not reports:
             continue  # warm-up
-        print(json.dumps({"impl": "mlx-lm", "mlx": mx.__version__,
+        print(json.dumps({"impl": "mlx-lm", "mlx": mx.__version__, "ranks": ranks,
                           "prefill_tps": round(len(prompt) / (first - start), 2),
                           "decode_tps": round((n - 1) / (end - first), 2), "ttft_s": round(first - start, 4),
                           "peak_bytes": mx.get_peak_memory(),

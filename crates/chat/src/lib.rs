@@ -400,7 +400,10 @@ impl Session {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("cannot create {}", parent.display()))?;
         }
-        self.conversation.save(path)?;
+        if !mlx_harmony_frontend::tensor_parallel::is_follower() {
+            // Under tensor parallelism rank 0 alone writes the file.
+            self.conversation.save(path)?;
+        }
         Ok(())
     }
 

@@ -243,7 +243,10 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
             Err(e) => writeln!(out, "error: {e:#}")?,
         }
     }
-    if let Some(path) = &history {
+    if let Some(path) = history
+        .as_ref()
+        .filter(|_| !mlx_harmony_frontend::tensor_parallel::is_follower())
+    {
         if let Some(parent) = path.parent() {
             let _ = std::fs::create_dir_all(parent);
         }

@@ -219,3 +219,41 @@ fn gpt_oss_turns_are_saved_with_their_harmony_channels() {
         assert!(m["hyperparameters"]["seed"] == 3, "{m}");
     }
 }
+
+#[test]
+fn two_tensor_parallel_ranks_chat_as_one_process() {
+    // MLX's launcher hands every rank the same standard input; rank 0
+    // prints. Two turns: the second reuses the first's cache on each rank.
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture("gpt-oss");
+    let args = [
+        "--model",
+        model.to_str().unwrap(),
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "16",
+        "--device",
+        "cpu",
+    ];
+    let input = b"Name three colours.\nAnd three animals?\n\\quit\n";
+    let mut alone = chat(dir.path());
+    let one = run_with_input(alone.args(args), input);
+    assert_success(&one);
+    let mut launch =
+        mlx_harmony_testkit::mlx_launch(2, Path::new(env!("CARGO_BIN_EXE_mlx-harmony-chat")));
+    launch
+        .env("MLX_HARMONY_CHAT_HISTORY", dir.path().join("history"))
+        .env("TERM", "dumb")
+        .current_dir(dir.path())
+        .args(args)
+        .arg("--tensor-parallel");
+    let two = run_with_input(&mut launch, input);
+    assert_success(&two);
+    let (one, two) = (
+        String::from_utf8_lossy(&one.stdout),
+        String::from_utf8_lossy(&two.stdout),
+    );
+    assert!(one.lines().count() >= 2, "{one}");
+    assert_eq!(two, one);
+}

@@ -25,6 +25,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let selected = device::select(DeviceChoice::Auto)?;
     eprintln!("device: {selected}");
+    // Under MLX's launcher (scripts/bench-tensor-parallel): one rank of a
+    // tensor-parallel group, the model sharded as the programs'
+    // --tensor-parallel does; rank 0 reports.
+    let ranks = if std::env::var_os("MLX_HARMONY_BENCH_TENSOR_PARALLEL").is_some() {
+        mlx_harmony_core::distributed::join_tensor_parallel(None)?.size()
+    } else {
+        1
+    };
+    let reports = mlx_harmony_core::distributed::tensor_parallel().is_none_or(|g| g.rank() == 0);
     let prompt: Vec<u32> = std::fs::read_to_string(prompt_file)?
         .split_whitespace()
         .map(|t| t.parse())
@@ -75,11 +84,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let _ = next.item_exact::<u32>();
         let end = Instant::now();
-        if run == 0 {
+        if run == 0 || !reports {
             continue; // warm-up: kernel compilation, allocator
         }
         println!(
-            "{{\"impl\": \"mlx-harmony\", \"prefill_tps\": {:.2}, \"decode_tps\": {:.2}, \"ttft_s\": {:.4}, \"peak_bytes\": {}, \"step_build_ms\": {:.3}, \"step_queue_ms\": {:.3}, \"step_wait_ms\": {:.3}}}",
+            "{{\"impl\": \"mlx-harmony\", \"ranks\": {ranks}, \"prefill_tps\": {:.2}, \"decode_tps\": {:.2}, \"ttft_s\": {:.4}, \"peak_bytes\": {}, \"step_build_ms\": {:.3}, \"step_queue_ms\": {:.3}, \"step_wait_ms\": {:.3}}}",
             prompt.len() as f64 / (first - start).as_secs_f64(),
             (generate_count - 1) as f64 / (end - first).as_secs_f64(),
             (first - start).as_secs_f64(),

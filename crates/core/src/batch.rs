@@ -11,7 +11,7 @@
 //! handle. Decoding is pipelined as in the single-sequence loop: the next
 //! step is queued before the tokens of this one are read.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -20,13 +20,14 @@ use mlx_rs::ops;
 use mlx_rs::transforms::{async_eval, eval};
 
 use crate::array_ext::slice;
+use crate::distributed::{self, Group};
 use crate::draft::DraftModel;
 use crate::generate::{Cancel, FinishReason, GenerateOptions, Generation, LoadedModel, Progress};
 use crate::lookup;
 use crate::models::batch_cache::BatchKvCache;
 use crate::models::blocks::last_position;
 use crate::models::cache::{KvCache, KvQuantization};
-use crate::sampling::{Sampler, TokenLogprobs, apply_allowed_rows, greedy_rows};
+use crate::sampling::{Sampler, SamplerShape, TokenLogprobs, apply_allowed_rows, greedy_rows};
 use crate::{Error, Result};
 
 /// Names a sequence of a batch.
@@ -124,6 +125,44 @@ pub struct BatchGenerator {
     kv_quantization: Option<KvQuantization>,
     /// Where the decode steps' time went (for the benchmarks).
     decode_timing: DecodeTiming,
+    /// Under tensor parallelism: how this rank's batch keeps in step with
+    /// the others'.
+    replica: Option<Replica>,
+}
+
+/// Under tensor parallelism every rank runs the same batch, since every
+/// step's graph must be the same on all of them: rank 0, which takes the
+/// requests, hands the others at each step the sequences added since the
+/// last one and those cancelled ([`BatchGenerator::follow`] on theirs).
+/// Cancellations are read only then, so that every rank drops a sequence
+/// at the same step; tokens are rank 0's ([`crate::distributed::agree`]).
+struct Replica {
+    group: &'static Group,
+    /// Rank 0: the sequences added since the last step, as the others make
+    /// them.
+    added: Vec<SharedSequence>,
+    /// Each unfinished sequence's flag as its caller holds it (rank 0), and
+    /// the one the batch reads.
+    cancels: HashMap<SequenceId, (Cancel, Cancel)>,
+}
+
+/// A sequence as rank 0 hands it to the others: what makes their rows run
+/// the same operations.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SharedSequence {
+    id: SequenceId,
+    prompt: Vec<u32>,
+    sampler: SamplerShape,
+    options: GenerateOptions,
+}
+
+/// What rank 0 hands the others before a step (`done`: there will be no
+/// more).
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct Tick {
+    added: Vec<SharedSequence>,
+    cancelled: Vec<SequenceId>,
+    done: bool,
 }
 
 /// Where the time of the (one-token) decode steps went, summed: building
@@ -247,7 +286,29 @@ impl BatchGenerator {
             draft: None,
             kv_quantization: None,
             decode_timing: DecodeTiming::default(),
+            replica: None,
         }
+    }
+
+    /// Under tensor parallelism, keeps this batch in step with the other
+    /// ranks' (see `Replica`): on rank 0, each step first hands them what
+    /// changed; on the others, [`BatchGenerator::follow`] applies it. For a
+    /// program whose other ranks do not run the same calls themselves (the
+    /// server: rank 0 alone takes requests); a program that every rank runs
+    /// alike needs none of it. Does nothing without tensor parallelism; an
+    /// error once sequences were added.
+    pub fn replicate(&mut self) -> Result<()> {
+        if self.next_id > 0 {
+            return Err(Error::Invalid(
+                "a batch is replicated before its first sequence".into(),
+            ));
+        }
+        self.replica = distributed::tensor_parallel().map(|group| Replica {
+            group,
+            added: Vec::new(),
+            cancels: HashMap::new(),
+        });
+        Ok(())
     }
 
     /// Keeps every row's keys and values quantized as `settings` say
@@ -442,11 +503,115 @@ impl BatchGenerator {
     }
 
     /// Queues a sequence; it joins the batch at a following step.
-    pub fn add(&mut self, request: SequenceRequest) -> SequenceId {
+    pub fn add(&mut self, mut request: SequenceRequest) -> SequenceId {
         let id = self.next_id;
         self.next_id += 1;
+        if let Some(replica) = &mut self.replica {
+            // The batch reads a flag of its own, set at the next step from
+            // the caller's (see `Replica`).
+            let inside = Cancel::new();
+            let outside = std::mem::replace(&mut request.cancel, inside.clone());
+            replica.cancels.insert(id, (outside, inside));
+            if replica.group.rank() == 0 {
+                replica.added.push(SharedSequence {
+                    id,
+                    prompt: request.prompt.clone(),
+                    sampler: request.sampler.shape(),
+                    options: request.options.clone(),
+                });
+            }
+        }
         self.waiting.push_back((id, request, Instant::now()));
         id
+    }
+
+    /// Rank 0 of a tensor-parallel group: hands the others what changed
+    /// since the last step (see `Replica`). Nothing to do elsewhere.
+    fn lead(&mut self) -> Result<()> {
+        let Some(replica) = &mut self.replica else {
+            return Ok(());
+        };
+        if replica.group.rank() != 0 {
+            return Ok(());
+        }
+        let mut cancelled = Vec::new();
+        for (&id, (outside, inside)) in &replica.cancels {
+            if outside.is_cancelled() && !inside.is_cancelled() {
+                inside.cancel();
+                cancelled.push(id);
+            }
+        }
+        cancelled.sort_unstable();
+        let tick = Tick {
+            added: std::mem::take(&mut replica.added),
+            cancelled,
+            done: false,
+        };
+        let bytes = serde_json::to_vec(&tick).map_err(|e| Error::Invalid(e.to_string()))?;
+        replica.group.share_bytes(Some(&bytes))?;
+        Ok(())
+    }
+
+    /// A tensor-parallel rank other than 0: takes rank 0's changes, applies
+    /// them and runs the same step as rank 0 (its events are rank 0's to
+    /// report). `false` once rank 0 said it is done
+    /// ([`BatchGenerator::release_followers`]).
+    pub fn follow(&mut self) -> Result<bool> {
+        let group = match &self.replica {
+            Some(replica) if replica.group.rank() != 0 => replica.group,
+            _ => {
+                return Err(Error::Invalid(
+                    "only a replicated batch of a tensor-parallel rank other than 0 follows \
+                     rank 0's (BatchGenerator::replicate)"
+                        .into(),
+                ));
+            }
+        };
+        let bytes = group.share_bytes(None)?;
+        let tick: Tick = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Invalid(format!("rank 0's step could not be read: {e}")))?;
+        if tick.done {
+            return Ok(false);
+        }
+        for shared in tick.added {
+            let id = self.add(SequenceRequest {
+                prompt: shared.prompt,
+                sampler: Sampler::follower(shared.sampler)?,
+                options: shared.options,
+                cancel: Cancel::new(),
+            });
+            if id != shared.id {
+                return Err(Error::Invalid(format!(
+                    "tensor-parallel ranks disagree: sequence {id} here is {} on rank 0",
+                    shared.id
+                )));
+            }
+        }
+        if let Some(replica) = &self.replica {
+            for id in tick.cancelled {
+                if let Some((_, inside)) = replica.cancels.get(&id) {
+                    inside.cancel();
+                }
+            }
+        }
+        self.step()?;
+        Ok(true)
+    }
+
+    /// Rank 0 of a tensor-parallel group: tells the others there will be no
+    /// more steps, so that their [`BatchGenerator::follow`] returns `false`.
+    pub fn release_followers(&mut self) -> Result<()> {
+        if let Some(replica) = &self.replica
+            && replica.group.rank() == 0
+        {
+            let tick = Tick {
+                done: true,
+                ..Tick::default()
+            };
+            let bytes = serde_json::to_vec(&tick).map_err(|e| Error::Invalid(e.to_string()))?;
+            replica.group.share_bytes(Some(&bytes))?;
+        }
+        Ok(())
     }
 
     /// Sequences decoding now.
@@ -472,6 +637,7 @@ impl BatchGenerator {
     /// One step: a chunk of a waiting prompt (when there is room), then one
     /// token for every row. Returns what happened, in order.
     pub fn step(&mut self) -> Result<Vec<BatchEvent>> {
+        self.lead()?;
         let mut events = Vec::new();
         // Prompt chunks up to the step's budget: several short prompts can
         // join in one step, a long one takes a chunk per step.
@@ -485,6 +651,13 @@ impl BatchGenerator {
         }
         if !self.rows.is_empty() {
             self.decode(&mut events)?;
+        }
+        if let Some(replica) = &mut self.replica {
+            for event in &events {
+                if let BatchEvent::Finished { id, .. } | BatchEvent::Failed { id, .. } = event {
+                    replica.cancels.remove(id);
+                }
+            }
         }
         Ok(events)
     }

@@ -64,7 +64,7 @@ impl FinishReason {
 /// What one generation is asked for, beyond the prompt and the sampler.
 /// Everything here belongs to one sequence, so that sequences generated
 /// together can each have their own.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GenerateOptions {
     /// The most tokens to generate.
     pub max_tokens: usize,

@@ -73,6 +73,7 @@ pub mod checkpoint;
 #[cfg(feature = "testing")]
 pub mod demo;
 pub mod device;
+pub mod distributed;
 pub mod draft;
 pub mod error;
 pub mod generate;

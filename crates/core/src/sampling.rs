@@ -20,10 +20,11 @@ use mlx_rs::transforms::async_eval;
 use mlx_rs::{Array, random};
 
 use crate::array_ext::{self, slice};
+use crate::distributed;
 use crate::{Error, Result};
 
 /// Everything that decides how a token is picked.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SamplingSettings {
     pub temperature: f32,
     /// Nucleus sampling; 0 or 1 turn it off.
@@ -217,7 +218,7 @@ pub fn apply_repetition_penalty(
 /// (the most likely token of the log-probabilities), in one operation.
 pub fn greedy_rows(logits: &Array) -> Result<Array> {
     let logprobs = logits.subtract(logits.logsumexp_axis(-1, true)?)?;
-    Ok(argmax_axis(&logprobs, -1, None)?)
+    distributed::agree(argmax_axis(&logprobs, -1, None)?)
 }
 
 /// Which tokens may come next, decided outside the model: a grammar the
@@ -296,6 +297,37 @@ pub fn apply_allowed_rows(logits: &Array, allowed: &[Option<&[u32]>]) -> Result<
     let mask = bit.eq(Array::from_slice(&[1u32], &[1]))?;
     let mask = mask.reshape(logits.shape())?;
     Ok(ops::select(&mask, logits, &neg_inf_like(logits)?)?)
+}
+
+/// See [`Sampler::shape`].
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SamplerShape {
+    pub settings: SamplingSettings,
+    pub top_logprobs: Option<usize>,
+    pub constrained: bool,
+    pub scripted: bool,
+}
+
+/// A constraint that allows every token: a follower's stand-in for rank
+/// 0's real one.
+struct AnyToken;
+
+impl TokenConstraint for AnyToken {
+    fn consume(&mut self, _token: u32) -> Result<()> {
+        Ok(())
+    }
+
+    fn allowed(&mut self) -> Result<Option<Vec<u32>>> {
+        Ok(None)
+    }
+
+    fn reset(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    fn fresh(&self) -> Box<dyn TokenConstraint> {
+        Box::new(AnyToken)
+    }
 }
 
 /// Picks tokens; holds the random key so that a seed reproduces a run.
@@ -382,6 +414,34 @@ impl Sampler {
             reply: 0,
             next: 0,
         });
+        Ok(sampler)
+    }
+
+    /// What a tensor-parallel follower's sampler must share with this one
+    /// for both to run the same operations (their tokens are rank 0's).
+    pub fn shape(&self) -> SamplerShape {
+        SamplerShape {
+            settings: self.settings.clone(),
+            top_logprobs: self.top_logprobs,
+            constrained: self.constraint.is_some(),
+            #[cfg(feature = "testing")]
+            scripted: self.script.is_some(),
+            #[cfg(not(feature = "testing"))]
+            scripted: false,
+        }
+    }
+
+    /// A follower's sampler of `shape`: the same settings and the same
+    /// path through a step. A constraint stands in as one that allows
+    /// every token (rank 0 applies the real one, and its tokens decide);
+    /// a scripted sampler as a plain one that does not take the quick
+    /// greedy path either.
+    pub fn follower(shape: SamplerShape) -> Result<Self> {
+        let mut sampler = Sampler::new(shape.settings)?;
+        sampler.top_logprobs = shape.top_logprobs;
+        if shape.constrained || shape.scripted {
+            sampler.constraint = Some(Box::new(AnyToken));
+        }
         Ok(sampler)
     }
 
@@ -555,7 +615,8 @@ impl Sampler {
         if let Some(script) = &mut self.script {
             // The model's step is still computed, as when sampling.
             mlx_rs::transforms::eval([logits])?;
-            return Ok(Array::from_slice(&[script.next_token(history)?], &[1]));
+            let token = Array::from_slice(&[script.next_token(history)?], &[1]);
+            return distributed::agree(token);
         }
         let logprobs = self.filtered(logits, history)?;
         let (token, distribution) = if self.settings.temperature == 0.0 {
@@ -566,6 +627,9 @@ impl Sampler {
             let token = random::categorical(&scaled, -1, None, &key)?;
             (token, scaled)
         };
+        // Tensor-parallel ranks compute the same logits; rank 0's draw
+        // decides, whatever the others' random keys are.
+        let token = distributed::agree(token)?;
         if let Some(top) = self.top_logprobs {
             // Tempered logits are normalized only when they are reported.
             let distribution = if self.settings.temperature == 0.0 {

@@ -56,6 +56,13 @@ pub struct ModelArgs {
     #[arg(long)]
     pub no_prewarm_cache: bool,
 
+    /// Run as one rank of a tensor-parallel group that MLX's launcher set
+    /// up (`mlx.launch -n 2 --backend ring|nccl|jaccl -- PROGRAM ...
+    /// --tensor-parallel`): each rank keeps its part of every attention and
+    /// MLP layer, and rank 0 prints; see docs/DISTRIBUTED.md.
+    #[arg(long)]
+    pub tensor_parallel: bool,
+
     /// Keep the weights resident in memory: Metal wired memory, or locked
     /// pages on the CPU (needs a large enough `ulimit -l`).
     #[arg(long)]
@@ -309,6 +316,12 @@ impl ModelArgs {
     /// (prewarm, load time, mlock) to standard error when `verbose`.
     pub fn open(&self, choice: &ModelChoice, verbose: bool) -> Result<Opened> {
         let device = device::select(self.device.into())?;
+        if self.tensor_parallel {
+            let group = crate::tensor_parallel::join()?;
+            if verbose {
+                eprintln!("tensor parallel: rank {} of {}", group.rank(), group.size());
+            }
+        }
         let prompt_config = choice
             .prompt_config_path
             .as_deref()

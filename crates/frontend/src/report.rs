@@ -10,7 +10,7 @@ pub fn exit_code(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            crate::tensor_parallel::report_error(&format!("{err:#}"));
             ExitCode::FAILURE
         }
     }

@@ -3,7 +3,7 @@
 use std::process::Command;
 
 use mlx_harmony_core::demo;
-use mlx_harmony_testkit::{assert_success, parity_fixture, run_with_input, smollm2};
+use mlx_harmony_testkit::{assert_success, mlx_launch, parity_fixture, run_with_input, smollm2};
 
 fn generate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_mlx-harmony-generate"))
@@ -794,4 +794,70 @@ fn draft_models_are_checked_before_generating() {
         "--num-draft-tokens",
         "2",
     ]));
+}
+
+/// The same greedy answer from two tensor-parallel ranks (ring back end,
+/// two processes here, each holding half of every attention and MLP layer)
+/// as from one process.
+fn two_ranks_answer_as_one(model: &std::path::Path) {
+    let args = [
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "Name three colours.",
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "24",
+        "--device",
+        "cpu",
+    ];
+    let one = generate().args(args).output().unwrap();
+    assert_success(&one);
+    let two = mlx_launch(
+        2,
+        std::path::Path::new(env!("CARGO_BIN_EXE_mlx-harmony-generate")),
+    )
+    .args(args)
+    .args(["--tensor-parallel", "--verbose"])
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&two.stderr);
+    assert!(two.status.success(), "{stderr}");
+    // The group formed (only rank 0 speaks), so the answer is the sharded one.
+    assert!(stderr.contains("tensor parallel: rank 0 of 2"), "{stderr}");
+    assert!(!stderr.contains("rank 1"), "{stderr}");
+    let (one, two) = (
+        String::from_utf8_lossy(&one.stdout),
+        String::from_utf8_lossy(&two.stdout),
+    );
+    assert!(one.trim().len() > 20, "{one:?}");
+    assert_eq!(two, one);
+}
+
+#[test]
+fn two_tensor_parallel_ranks_give_the_greedy_tokens_of_one_process_smollm2_gguf() {
+    // SmolLM2's 3 key-value heads are shared 1 + 2.
+    two_ranks_answer_as_one(&smollm2());
+}
+
+#[test]
+fn two_tensor_parallel_ranks_give_the_greedy_tokens_of_one_process_gpt_oss() {
+    two_ranks_answer_as_one(&parity_fixture("gpt-oss"));
+}
+
+#[test]
+fn tensor_parallel_outside_a_launcher_says_how_to_start_one() {
+    let out = generate()
+        .args(["--model", "x", "--prompt", "y", "--tensor-parallel"])
+        .env_remove("MLX_HOSTFILE")
+        .env_remove("MLX_RANK")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("mlx.launch -n 2") && err.contains("--tensor-parallel"),
+        "{err}"
+    );
 }

@@ -172,6 +172,61 @@ fn script(texts: &[String], loaded: &LoadedModel) -> anyhow::Result<worker::Scri
     Ok(worker::Script { replies, next: 0 })
 }
 
+/// The model thread's settings, from the flags.
+fn worker_config(args: &ServeArgs, choice: &ModelChoice) -> WorkerConfig {
+    WorkerConfig {
+        tools: args.tools.any().then(|| args.tools.clone()),
+        max_tool_calls: args.tools.max_tool_calls,
+        max_concurrency: args.max_concurrency.max(1),
+        prompt_lookup: args.model.prompt_lookup.unwrap_or(0) as usize,
+        prompt_cache_bytes: args.prompt_cache_bytes,
+        prompt_cache_file: args
+            .prompt_cache_file
+            .clone()
+            .map(|path| (path, choice.spec.clone())),
+        #[cfg(feature = "scripted-replies")]
+        script: None,
+    }
+}
+
+/// `--tensor-parallel`: joins the group; `true` on the ranks other than 0,
+/// which then follow rank 0's batch instead of serving (rank 0 alone
+/// listens and answers). Refuses what the other ranks cannot follow.
+fn join_tensor_parallel(args: &ServeArgs) -> anyhow::Result<bool> {
+    if !args.model.tensor_parallel {
+        return Ok(false);
+    }
+    if args.tools.any() {
+        anyhow::bail!(
+            "--tensor-parallel: the server's own tools (--python, --browser, --apply-patch) run \
+             their requests one at a time outside the batch, which the other ranks do not \
+             follow; serve without them (clients can still run their own tools)"
+        );
+    }
+    if args.prompt_cache_file.is_some() {
+        anyhow::bail!(
+            "--tensor-parallel: --prompt-cache-file holds a whole model's keys and values, \
+             and each rank holds its part of the heads; serve without it"
+        );
+    }
+    let group = mlx_harmony_frontend::tensor_parallel::join()?;
+    Ok(group.rank() != 0)
+}
+
+/// A rank other than 0: loads its part of the model and runs rank 0's
+/// batch with it until rank 0's server stops.
+fn follow(args: &ServeArgs, choice: &ModelChoice) -> anyhow::Result<()> {
+    // Ctrl-C in the launcher's terminal reaches every rank: rank 0 finishes
+    // the answers in progress, which need this rank, and then releases it.
+    // SAFETY: setting a signal's disposition to "ignore".
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+    }
+    let config = worker_config(args, choice);
+    let opened = args.model.open(choice, args.verbose)?;
+    worker::follow(opened.generator, &config)
+}
+
 /// Loads the model on its own thread, which then serves jobs from `queue`
 /// until it closes; returns what the handlers need to know of the model.
 fn start_model_thread(
@@ -191,19 +246,7 @@ fn start_model_thread(
     let model_args = args.model.clone();
     let verbose = args.verbose;
     #[allow(unused_mut)]
-    let mut config = WorkerConfig {
-        tools: args.tools.any().then(|| args.tools.clone()),
-        max_tool_calls: args.tools.max_tool_calls,
-        max_concurrency: args.max_concurrency.max(1),
-        prompt_lookup: args.model.prompt_lookup.unwrap_or(0) as usize,
-        prompt_cache_bytes: args.prompt_cache_bytes,
-        prompt_cache_file: args
-            .prompt_cache_file
-            .clone()
-            .map(|path| (path, choice.spec.clone())),
-        #[cfg(feature = "scripted-replies")]
-        script: None,
-    };
+    let mut config = worker_config(args, &choice);
     #[cfg(feature = "scripted-replies")]
     let script_texts = read_script(args.scripted_replies.as_deref())?;
     let thread = std::thread::Builder::new()
@@ -273,6 +316,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .served_model_name
         .clone()
         .unwrap_or_else(|| args.model.profile.clone().unwrap_or(choice.spec.clone()));
+    if join_tensor_parallel(&args)? {
+        return follow(&args, &choice);
+    }
     let address = format!("{}:{}", args.host, args.port);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let listener = runtime

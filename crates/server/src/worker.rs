@@ -268,19 +268,7 @@ pub fn run(
 ) {
     let loaded = generator.loaded.clone();
     let max = config.max_concurrency.max(1);
-    // `--max-kv-size` (or the prompt config's) bounds every row's cache.
-    let max_kv_size = generator.max_kv_size().map(|n| n as u32);
-    // `--kv-bits`: every row's cache kept quantized.
-    let kv_quantization = generator.kv_quantization();
-    let prompt_cache_bytes = config.prompt_cache_bytes;
-    let new_batch = || {
-        let mut batch = BatchGenerator::with_prompt_cache(loaded.clone(), max, prompt_cache_bytes);
-        batch
-            .set_max_kv_size(max_kv_size)
-            .and_then(|()| batch.set_kv_quantization(kv_quantization))
-            .expect("a new batch is idle and the settings were checked at start");
-        batch
-    };
+    let new_batch = batch_maker(&generator, &config);
     let mut batch = new_batch();
     // `--draft-model`: the batch drafts with it for a request decoding alone.
     batch.set_draft_model(generator.take_draft_model());
@@ -384,6 +372,13 @@ pub fn run(
                         "generation failed: {error}"
                     ))));
                 }
+                if mlx_harmony_core::distributed::tensor_parallel().is_some() {
+                    // The other ranks' batches cannot be rebuilt in step
+                    // with a new one here: the group ends (MLX's launcher
+                    // stops the others).
+                    eprintln!("error: a tensor-parallel step failed: {error}; stopping");
+                    std::process::exit(1);
+                }
                 let draft = batch.take_draft_model();
                 batch = new_batch();
                 batch.set_draft_model(draft);
@@ -392,7 +387,11 @@ pub fn run(
         stats.active.store(batch.active(), Ordering::SeqCst);
         stats.generating.store(!live.is_empty(), Ordering::SeqCst);
     }
-    // The queue has closed (shutdown): keep the prompt cache for the next start.
+    // The queue has closed (shutdown): the other tensor-parallel ranks stop
+    // too, and the prompt cache is kept for the next start.
+    if let Err(e) = batch.release_followers() {
+        eprintln!("warning: the other tensor-parallel ranks were not told to stop: {e}");
+    }
     if let Some((path, model)) = &config.prompt_cache_file {
         match batch.save_prompt_cache(path, model) {
             Ok(entries) => eprintln!(
@@ -402,6 +401,42 @@ pub fn run(
             Err(e) => eprintln!("warning: the prompt cache was not written: {e}"),
         }
     }
+}
+
+/// What makes the worker's batch: `--max-kv-size` (or the prompt
+/// config's) bounds every row's cache, `--kv-bits` keeps them quantized.
+fn batch_maker(
+    generator: &TokenGenerator,
+    config: &WorkerConfig,
+) -> impl Fn() -> BatchGenerator + use<> {
+    let loaded = generator.loaded.clone();
+    let max = config.max_concurrency.max(1);
+    let max_kv_size = generator.max_kv_size().map(|n| n as u32);
+    let kv_quantization = generator.kv_quantization();
+    let prompt_cache_bytes = config.prompt_cache_bytes;
+    move || {
+        let mut batch = BatchGenerator::with_prompt_cache(loaded.clone(), max, prompt_cache_bytes);
+        batch
+            .set_max_kv_size(max_kv_size)
+            .and_then(|()| batch.set_kv_quantization(kv_quantization))
+            // Under --tensor-parallel the other ranks run rank 0's batch.
+            .and_then(|()| batch.replicate())
+            .expect("a new batch is idle and the settings were checked at start");
+        batch
+    }
+}
+
+/// A tensor-parallel rank other than 0: runs the same batch as rank 0's
+/// worker, step for step, until rank 0's worker stops (see
+/// [`BatchGenerator::follow`]). Rank 0 answers the requests.
+pub fn follow(mut generator: TokenGenerator, config: &WorkerConfig) -> anyhow::Result<()> {
+    let mut batch = batch_maker(&generator, config)();
+    batch.set_draft_model(generator.take_draft_model());
+    while batch
+        .follow()
+        .map_err(|e| anyhow::anyhow!("tensor-parallel step: {e}"))?
+    {}
+    Ok(())
 }
 
 /// A chat request the server's own tools may answer: its tool loop runs

@@ -24,13 +24,60 @@ struct Server {
     child: Child,
     port: u16,
     model: String,
+    /// Started by MLX's launcher as tensor-parallel ranks.
+    ranks: bool,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if self.ranks {
+            // Killing the launcher would leave its ranks running: the ranks
+            // are asked to stop (rank 0 as on Ctrl-C; it then releases the
+            // others), and the launcher ends with them.
+            for pid in server_processes(self.port) {
+                // SAFETY: a plain signal to a process of this test.
+                unsafe {
+                    libc::kill(pid, libc::SIGTERM);
+                }
+            }
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            for pid in server_processes(self.port) {
+                // SAFETY: as above.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The server processes listening (or about to) on `port`, by their
+/// command lines.
+fn server_processes(port: u16) -> Vec<i32> {
+    let binary = env!("CARGO_BIN_EXE_mlx-harmony-server");
+    let port_arg = format!("\0--port\0{port}\0");
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if cmdline.starts_with(binary) && cmdline.contains(&port_arg) {
+            pids.push(pid);
+        }
+    }
+    pids
 }
 
 fn free_port() -> u16 {
@@ -42,12 +89,31 @@ fn free_port() -> u16 {
 }
 
 fn start(model: &Path, extra: &[&str]) -> Server {
+    start_with(
+        Command::new(env!("CARGO_BIN_EXE_mlx-harmony-server")),
+        model,
+        extra,
+        false,
+    )
+}
+
+/// The server as two tensor-parallel ranks (ring back end, this machine).
+fn start_tensor_parallel(model: &Path, extra: &[&str]) -> Server {
+    let launch =
+        mlx_harmony_testkit::mlx_launch(2, Path::new(env!("CARGO_BIN_EXE_mlx-harmony-server")));
+    let mut args = vec!["--tensor-parallel"];
+    args.extend(extra);
+    start_with(launch, model, &args, true)
+}
+
+fn start_with(mut command: Command, model: &Path, extra: &[&str], ranks: bool) -> Server {
     let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_mlx-harmony-server"))
+    let child = command
         .arg("--model")
         .arg(model)
         .args(["--port", &port.to_string(), "--served-model-name", "tiny"])
         .args(extra)
+        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -56,6 +122,7 @@ fn start(model: &Path, extra: &[&str]) -> Server {
         child,
         port,
         model: "tiny".into(),
+        ranks,
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
@@ -1621,4 +1688,19 @@ fn with_kv_bits_requests_decode_together_on_quantized_caches() {
     );
     let prompts = ["Once upon a time", "1 2 3 4 5 6 7 8 9 10 11 12", "Hi"];
     assert_same_completions(&server, &server, &prompts, 40);
+}
+
+#[test]
+fn two_tensor_parallel_ranks_serve_the_openai_sdk_as_one_process_does() {
+    let model = mlx_harmony_testkit::smollm2();
+    let one = start(&model, &[]);
+    let two = start_tensor_parallel(&model, &[]);
+    // Rank 1 follows rank 0's batch and does not listen.
+    assert_eq!(server_processes(two.port).len(), 2);
+    run_sdk_script_with(
+        &two,
+        "openai_tensor_parallel.py",
+        &[&format!("http://127.0.0.1:{}/v1", one.port)],
+    );
+    drop(two);
 }

@@ -70,3 +70,50 @@ pub fn assert_same_rate(plain: usize, other: usize, runs: usize, what: &str) {
         "{what}: {p:.3} plain, {q:.3} the other way"
     );
 }
+
+/// `program` started as `ranks` ranks of a tensor-parallel group by MLX's
+/// own launcher (ring back end, on this machine), from the reference
+/// environment that scripts/test makes (or `MLX_HARMONY_MLX_LAUNCH`). Each
+/// call gets ring ports of its own, so tests can run side by side.
+pub fn mlx_launch(ranks: usize, program: &Path) -> Command {
+    let launcher = std::env::var_os("MLX_HARMONY_MLX_LAUNCH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv-reference/bin/mlx.launch")
+        });
+    assert!(
+        launcher.is_file(),
+        "{} is missing: run scripts/reference-env (MLX's launcher comes with it)",
+        launcher.display()
+    );
+    let mut command = Command::new(launcher);
+    command
+        .args(["-n", &ranks.to_string(), "--backend", "ring"])
+        .args(["--starting-port", &free_ports(ranks).to_string(), "--"])
+        .arg(program);
+    command
+}
+
+/// The first of `count` consecutive TCP ports free on 127.0.0.1 now.
+fn free_ports(count: usize) -> u16 {
+    use std::net::TcpListener;
+    for _ in 0..200 {
+        let Ok(first) = TcpListener::bind("127.0.0.1:0") else {
+            continue;
+        };
+        let Ok(address) = first.local_addr() else {
+            continue;
+        };
+        let start = address.port();
+        if start as usize + count > u16::MAX as usize {
+            continue;
+        }
+        let rest: Vec<_> = (1..count)
+            .map_while(|i| TcpListener::bind(("127.0.0.1", start + i as u16)).ok())
+            .collect();
+        if rest.len() + 1 == count {
+            return start;
+        }
+    }
+    panic!("no {count} consecutive free ports on 127.0.0.1");
+}

@@ -5,11 +5,15 @@
 //! [`super::quant_config`]). Architectures (`llama.rs`,
 //! `qwen2.rs`, ...) only translate their config into a [`DecoderSpec`].
 
+use std::ops::Range;
+
 use mlx_rs::Array;
 use mlx_rs::fast::{self, ScaledDotProductAttentionMask};
 use mlx_rs::ops::{self, indexing::IndexOp};
 
+use crate::array_ext::slice;
 use crate::checkpoint::Checkpoint;
+use crate::distributed::{self, Group};
 use crate::models::cache::{AttentionMask, KvCache, LayerCache};
 use crate::models::fused;
 pub use crate::models::quant_config::QuantConfig;
@@ -25,16 +29,37 @@ pub struct Weights<'a> {
     checkpoint: &'a mut Checkpoint,
     quant: Option<&'a QuantConfig>,
     prefix: String,
+    /// The tensor-parallel group whose shard is loaded, if any.
+    group: Option<&'static Group>,
 }
 
 impl<'a> Weights<'a> {
-    /// The whole checkpoint, quantized as `quant` says.
+    /// The whole checkpoint, quantized as `quant` says; sharded for this
+    /// rank where the process runs tensor-parallel
+    /// ([`crate::distributed::join_tensor_parallel`]).
     pub fn new(checkpoint: &'a mut Checkpoint, quant: Option<&'a QuantConfig>) -> Self {
         Weights {
             checkpoint,
             quant,
             prefix: String::new(),
+            group: distributed::tensor_parallel(),
         }
+    }
+
+    /// The tensor-parallel group the layers are sharded over, if any.
+    pub fn group(&self) -> Option<&'static Group> {
+        self.group
+    }
+
+    /// The quantization group size of the layer `name` in this scope, when
+    /// the checkpoint has it quantized: a shard of its input features must
+    /// hold whole groups.
+    pub fn group_size_of(&self, name: &str) -> Option<i32> {
+        let path = self.path(name);
+        self.checkpoint
+            .tensors
+            .contains_key(&format!("{path}.scales"))
+            .then(|| self.quant.map_or(64, |q| q.for_module(&path).0))
     }
 
     /// The weights under `name` (joined to this scope's prefix with a dot).
@@ -43,6 +68,7 @@ impl<'a> Weights<'a> {
             prefix: self.path(&name.to_string()),
             checkpoint: &mut *self.checkpoint,
             quant: self.quant,
+            group: self.group,
         }
     }
 
@@ -137,6 +163,28 @@ impl<'a> Weights<'a> {
         }
     }
 
+    /// The linear layer `name` keeping `keep` of its features (all of them
+    /// with `None`): this rank's shard under tensor parallelism.
+    pub fn linear_part(
+        &mut self,
+        name: &str,
+        in_features: i32,
+        out_features: i32,
+        bias: bool,
+        keep: Option<&Keep>,
+    ) -> Result<Linear> {
+        let linear = self.linear(name, in_features, out_features, bias)?;
+        match keep {
+            None => Ok(linear),
+            Some(keep) => linear.part(keep).map_err(|e| match e {
+                Error::Invalid(message) => {
+                    Error::Invalid(format!("{}: {message}", self.path(name)))
+                }
+                other => other,
+            }),
+        }
+    }
+
     /// The embedding table `name`, quantized or not.
     pub fn embedding(&mut self, name: &str, vocab: i32, dims: i32) -> Result<Embedding> {
         let mut w = self.pp(name);
@@ -176,6 +224,124 @@ impl Linear {
             Some(b) => y.add(b)?,
             None => y,
         })
+    }
+}
+
+/// Which features of a projection a rank keeps under tensor parallelism.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Keep {
+    /// Output features (rows): the rank computes its slice of the output
+    /// (queries, keys and values of its heads; its part of the MLP's hidden
+    /// units).
+    Outputs(Range<i32>),
+    /// Input features (columns): the rank's product is a partial sum, which
+    /// the model sums over the group; `bias` says whether this rank adds
+    /// the bias (one rank does).
+    Inputs { features: Range<i32>, bias: bool },
+}
+
+impl Keep {
+    /// `a`'s part along its features axis (`-2` for outputs, `-1` for
+    /// inputs, of a `[.., out, in]` matrix), in a buffer of its own.
+    /// `per_feature`: columns per input feature (packed quantized weights
+    /// hold several in a word; quantization scales one per group).
+    fn slice(&self, a: &Array, per_feature: Option<(i32, i32)>) -> Result<Array> {
+        let (axis, range) = match self {
+            Keep::Outputs(range) => (a.ndim() - 2, range.clone()),
+            Keep::Inputs { features, .. } => (a.ndim() - 1, features.clone()),
+        };
+        let (start, end) = match (self, per_feature) {
+            (Keep::Inputs { .. }, Some((num, den))) => {
+                (range.start * num / den, range.end * num / den)
+            }
+            _ => (range.start, range.end),
+        };
+        let mut starts = vec![0; a.ndim()];
+        let mut ends = a.shape().to_vec();
+        starts[axis] = start;
+        ends[axis] = end;
+        distributed::own(&slice(a, &starts, &ends)?)
+    }
+
+    /// A `[.., out]` bias of a projection cut this way: its outputs' part,
+    /// or all of it (or none) for an input cut.
+    fn bias(&self, bias: &Array) -> Result<Option<Array>> {
+        match self {
+            Keep::Outputs(range) => {
+                let mut starts = vec![0; bias.ndim()];
+                let mut ends = bias.shape().to_vec();
+                starts[bias.ndim() - 1] = range.start;
+                ends[bias.ndim() - 1] = range.end;
+                Ok(Some(distributed::own(&slice(bias, &starts, &ends)?)?))
+            }
+            Keep::Inputs { bias: true, .. } => Ok(Some(bias.clone())),
+            Keep::Inputs { bias: false, .. } => Ok(None),
+        }
+    }
+
+    /// A quantized `[.., out, in]` matrix's part; an input cut must keep
+    /// whole quantization groups.
+    pub fn quantized(&self, q: &QuantizedWeight) -> Result<QuantizedWeight> {
+        if let Keep::Inputs { features, .. } = self
+            && (features.start % q.group_size != 0 || features.end % q.group_size != 0)
+        {
+            return Err(Error::Invalid(format!(
+                "input features {features:?} of a layer quantized in groups of {} cannot be one \
+                 rank's shard: run on fewer ranks",
+                q.group_size
+            )));
+        }
+        Ok(QuantizedWeight {
+            weight: self.slice(&q.weight, Some((q.bits, 32)))?,
+            scales: self.slice(&q.scales, Some((1, q.group_size)))?,
+            biases: q
+                .biases
+                .as_ref()
+                .map(|b| self.slice(b, Some((1, q.group_size))))
+                .transpose()?,
+            group_size: q.group_size,
+            bits: q.bits,
+            mode: q.mode,
+        })
+    }
+
+    /// A dense `[.., out, in]` matrix's part.
+    pub fn dense(&self, w: &Array) -> Result<Array> {
+        self.slice(w, None)
+    }
+
+    /// A `[.., out]` bias's part where every rank must add one of the same
+    /// shape: zeros on the ranks that do not add it.
+    pub fn bias_or_zeros(&self, bias: &Array) -> Result<Array> {
+        match self.bias(bias)? {
+            Some(b) => Ok(b),
+            None => Ok(ops::zeros_like(bias)?),
+        }
+    }
+}
+
+impl Linear {
+    /// This layer's part that a rank keeps (see [`Keep`]).
+    pub fn part(self, keep: &Keep) -> Result<Linear> {
+        Ok(match self {
+            Linear::Dense { weight, bias } => Linear::Dense {
+                weight: keep.dense(&weight)?,
+                bias: bias.map(|b| keep.bias(&b)).transpose()?.flatten(),
+            },
+            Linear::Quantized { weight, bias } => Linear::Quantized {
+                weight: keep.quantized(&weight)?,
+                bias: bias.map(|b| keep.bias(&b)).transpose()?.flatten(),
+            },
+        })
+    }
+}
+
+/// `y` summed over the tensor-parallel group (a row-parallel projection's
+/// partial products), or `y` itself without one.
+pub fn sum_over(group: Option<&Group>, y: Array) -> Result<Array> {
+    match group {
+        Some(group) => group.all_sum(&y),
+        None => Ok(y),
     }
 }
 
@@ -250,6 +416,10 @@ pub struct DecoderSpec {
 
 /// Grouped-query attention.
 pub struct Attention {
+    /// Query and key-value heads this rank computes (all of them without
+    /// tensor parallelism).
+    heads: i32,
+    kv_heads: i32,
     q_proj: Linear,
     k_proj: Linear,
     v_proj: Linear,
@@ -258,27 +428,99 @@ pub struct Attention {
     k_norm: Option<Array>,
 }
 
+/// The heads a rank computes under tensor parallelism: whole key-value
+/// heads, each with the query heads that share it, and the projections'
+/// features that go with them. Without a group: every head, nothing cut.
+pub struct AttentionShard {
+    pub heads: i32,
+    pub kv_heads: i32,
+    /// This rank's query heads, as a range of heads (for per-head tensors
+    /// such as GPT-OSS's sinks).
+    pub q_heads: Range<i32>,
+    pub q: Option<Keep>,
+    pub kv: Option<Keep>,
+    pub o: Option<Keep>,
+}
+
+impl AttentionShard {
+    pub fn new(
+        group: Option<&Group>,
+        heads: i32,
+        kv_heads: i32,
+        head_dim: i32,
+    ) -> Result<AttentionShard> {
+        let Some(group) = group else {
+            return Ok(AttentionShard {
+                heads,
+                kv_heads,
+                q_heads: 0..heads,
+                q: None,
+                kv: None,
+                o: None,
+            });
+        };
+        let per_kv = heads / kv_heads;
+        let kv = group.part(kv_heads, "key-value heads")?;
+        let q = kv.start * per_kv..kv.end * per_kv;
+        let features = |r: &Range<i32>| r.start * head_dim..r.end * head_dim;
+        Ok(AttentionShard {
+            heads: q.len() as i32,
+            kv_heads: kv.len() as i32,
+            q: Some(Keep::Outputs(features(&q))),
+            kv: Some(Keep::Outputs(features(&kv))),
+            o: Some(Keep::Inputs {
+                features: features(&q),
+                bias: group.rank() == 0,
+            }),
+            q_heads: q,
+        })
+    }
+}
+
 /// The SwiGLU MLP: `down(silu(gate(x)) * up(x))`.
 pub struct Mlp {
     gate_proj: Linear,
     up_proj: Linear,
     down_proj: Linear,
+    /// Under tensor parallelism each rank holds a part of the hidden units,
+    /// and the down projection's partial products are summed over the group.
+    group: Option<&'static Group>,
 }
 
 impl Mlp {
-    /// The MLP of the scope `w` (a layer's `mlp`).
+    /// The MLP of the scope `w` (a layer's `mlp`): this rank's hidden units
+    /// under tensor parallelism (whole quantization groups of the down
+    /// projection's input each).
     pub fn load(w: &mut Weights, hidden: i32, inter: i32, bias: bool) -> Result<Self> {
+        let group = w.group();
+        let (up_keep, down_keep) = match group {
+            None => (None, None),
+            Some(g) => {
+                let unit = w.group_size_of("down_proj").unwrap_or(1);
+                let units = g.part(inter / unit, "MLP hidden-unit groups")?;
+                let features = units.start * unit..units.end * unit;
+                (
+                    Some(Keep::Outputs(features.clone())),
+                    Some(Keep::Inputs {
+                        features,
+                        bias: g.rank() == 0,
+                    }),
+                )
+            }
+        };
         Ok(Mlp {
-            gate_proj: w.linear("gate_proj", hidden, inter, bias)?,
-            up_proj: w.linear("up_proj", hidden, inter, bias)?,
-            down_proj: w.linear("down_proj", inter, hidden, bias)?,
+            gate_proj: w.linear_part("gate_proj", hidden, inter, bias, up_keep.as_ref())?,
+            up_proj: w.linear_part("up_proj", hidden, inter, bias, up_keep.as_ref())?,
+            down_proj: w.linear_part("down_proj", inter, hidden, bias, down_keep.as_ref())?,
+            group,
         })
     }
 
     pub fn forward(&self, x: &Array) -> Result<Array> {
         let gate = self.gate_proj.forward(x)?;
         let up = self.up_proj.forward(x)?;
-        self.down_proj.forward(&fused::swiglu(&gate, &up)?)
+        let y = self.down_proj.forward(&fused::swiglu(&gate, &up)?)?;
+        sum_over(self.group, y)
     }
 }
 
@@ -291,7 +533,10 @@ struct Layer {
 
 /// The pre-norm decoder stack shared by Llama, Mistral, Qwen2 and Qwen3.
 pub struct Decoder {
+    /// The whole model's shape (a tensor-parallel rank computes a part of
+    /// its heads and hidden units).
     pub spec: DecoderSpec,
+    group: Option<&'static Group>,
     embed_tokens: Embedding,
     layers: Vec<Layer>,
     norm: Array,
@@ -306,17 +551,22 @@ impl Decoder {
         let (hidden, head_dim) = (spec.hidden_size, spec.head_dim);
         let q_out = spec.num_heads * head_dim;
         let kv_out = spec.num_kv_heads * head_dim;
+        let group = w.group();
+        let heads = AttentionShard::new(group, spec.num_heads, spec.num_kv_heads, head_dim)?;
         let mut model = w.pp("model");
         let embed_tokens = model.embedding("embed_tokens", spec.vocab_size, hidden)?;
         let mut layers = Vec::with_capacity(spec.num_layers as usize);
         for i in 0..spec.num_layers {
             let mut layer = model.pp(format_args!("layers.{i}"));
             let mut a = layer.pp("self_attn");
+            let bias = spec.attention_bias;
             let attention = Attention {
-                q_proj: a.linear("q_proj", hidden, q_out, spec.attention_bias)?,
-                k_proj: a.linear("k_proj", hidden, kv_out, spec.attention_bias)?,
-                v_proj: a.linear("v_proj", hidden, kv_out, spec.attention_bias)?,
-                o_proj: a.linear("o_proj", q_out, hidden, false)?,
+                heads: heads.heads,
+                kv_heads: heads.kv_heads,
+                q_proj: a.linear_part("q_proj", hidden, q_out, bias, heads.q.as_ref())?,
+                k_proj: a.linear_part("k_proj", hidden, kv_out, bias, heads.kv.as_ref())?,
+                v_proj: a.linear_part("v_proj", hidden, kv_out, bias, heads.kv.as_ref())?,
+                o_proj: a.linear_part("o_proj", q_out, hidden, false, heads.o.as_ref())?,
                 q_norm: spec
                     .qk_norm
                     .then(|| a.take("q_norm.weight", &[head_dim]))
@@ -346,6 +596,7 @@ impl Decoder {
         };
         Ok(Decoder {
             spec,
+            group,
             embed_tokens,
             layers,
             norm,
@@ -373,9 +624,9 @@ impl Decoder {
             };
             Ok(t.transpose_axes(&[0, 2, 1, 3])?)
         };
-        let q = heads(a.q_proj.forward(x)?, s.num_heads, a.q_norm.as_ref())?;
-        let k = heads(a.k_proj.forward(x)?, s.num_kv_heads, a.k_norm.as_ref())?;
-        let v = heads(a.v_proj.forward(x)?, s.num_kv_heads, None)?;
+        let q = heads(a.q_proj.forward(x)?, a.heads, a.q_norm.as_ref())?;
+        let k = heads(a.k_proj.forward(x)?, a.kv_heads, a.k_norm.as_ref())?;
+        let v = heads(a.v_proj.forward(x)?, a.kv_heads, None)?;
         let offset = cache.rope_offset()?;
         let q = s.rope.apply(&q, &offset)?;
         let k = s.rope.apply(&k, &offset)?;
@@ -395,8 +646,8 @@ impl Decoder {
         };
         let out =
             out.transpose_axes(&[0, 2, 1, 3])?
-                .reshape(&[batch, seq, s.num_heads * s.head_dim])?;
-        a.o_proj.forward(&out)
+                .reshape(&[batch, seq, a.heads * s.head_dim])?;
+        sum_over(self.group, a.o_proj.forward(&out)?)
     }
 
     /// Logits `[B, L, vocab]` for token ids `[B, L]`, extending `caches`.
@@ -458,4 +709,135 @@ pub fn check_caches(caches: usize, layers: usize) -> Result<()> {
 /// The logits of the last position of `[B, L, V]` logits, `[B, V]`.
 pub fn last_position(logits: &Array) -> Result<Array> {
     Ok(logits.index((.., -1, ..)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn max_difference(a: &Array, b: &Array) -> f32 {
+        a.subtract(b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max(None)
+            .unwrap()
+            .item_exact::<f32>()
+    }
+
+    /// Two ranks' parts of a layer give the whole layer's product: split
+    /// outputs side by side, split inputs summed (as the group's sum does).
+    fn parts_make_the_whole(linear: impl Fn() -> Linear, out_features: i32, in_features: i32) {
+        let x = mlx_rs::random::normal::<f32>(&[3, in_features], None, None, None).unwrap();
+        let whole = linear().forward(&x).unwrap();
+        let half = |n: i32, rank: i32| rank * n / 2..(rank + 1) * n / 2;
+        let outputs: Vec<Array> = (0..2)
+            .map(|rank| {
+                let keep = Keep::Outputs(half(out_features, rank));
+                linear().part(&keep).unwrap().forward(&x).unwrap()
+            })
+            .collect();
+        let joined = ops::concatenate(&outputs, -1).unwrap();
+        assert!(max_difference(&joined, &whole) < 1e-4);
+        let inputs: Vec<Array> = (0..2)
+            .map(|rank| {
+                let features = half(in_features, rank);
+                let part = slice(&x, &[0, features.start], &[3, features.end]).unwrap();
+                let keep = Keep::Inputs {
+                    features,
+                    bias: rank == 0,
+                };
+                linear().part(&keep).unwrap().forward(&part).unwrap()
+            })
+            .collect();
+        let summed = inputs[0].add(&inputs[1]).unwrap();
+        assert!(
+            max_difference(&summed, &whole) < 1e-3,
+            "{summed:?} {whole:?}"
+        );
+    }
+
+    #[test]
+    fn a_dense_layers_parts_make_the_whole() {
+        mlx_rs::random::seed(3).unwrap();
+        let weight = mlx_rs::random::normal::<f32>(&[8, 128], None, None, None).unwrap();
+        let bias = mlx_rs::random::normal::<f32>(&[8], None, None, None).unwrap();
+        parts_make_the_whole(
+            || Linear::Dense {
+                weight: weight.clone(),
+                bias: Some(bias.clone()),
+            },
+            8,
+            128,
+        );
+    }
+
+    #[test]
+    fn a_quantized_layers_parts_make_the_whole() {
+        mlx_rs::random::seed(4).unwrap();
+        let dense = mlx_rs::random::normal::<f32>(&[8, 256], None, None, None).unwrap();
+        let bias = mlx_rs::random::normal::<f32>(&[8], None, None, None).unwrap();
+        for (group, bits, mode) in [(64, 4, QuantMode::Affine), (32, 4, QuantMode::Mxfp4)] {
+            let q = quant::quantize(&dense, group, bits, mode).unwrap();
+            parts_make_the_whole(
+                || Linear::Quantized {
+                    weight: QuantizedWeight {
+                        weight: q.weight.clone(),
+                        scales: q.scales.clone(),
+                        biases: q.biases.clone(),
+                        ..q
+                    },
+                    bias: Some(bias.clone()),
+                },
+                8,
+                256,
+            );
+        }
+    }
+
+    #[test]
+    fn ranks_take_whole_key_value_heads_with_their_query_heads() {
+        // SmolLM2: 9 query heads over 3 key-value heads, head size 64, on 2 ranks.
+        let shards: Vec<AttentionShard> = (0..2)
+            .map(|rank| {
+                let group = Group::pretend(rank, 2);
+                AttentionShard::new(Some(&group), 9, 3, 64).unwrap()
+            })
+            .collect();
+        assert_eq!((shards[0].heads, shards[0].kv_heads), (6, 2));
+        assert_eq!((shards[1].heads, shards[1].kv_heads), (3, 1));
+        assert_eq!(shards[1].q_heads, 6..9);
+        assert_eq!(shards[1].kv, Some(Keep::Outputs(128..192)));
+        assert_eq!(
+            shards[1].o,
+            Some(Keep::Inputs {
+                features: 384..576,
+                bias: false
+            })
+        );
+        let group = Group::pretend(0, 4);
+        let err = AttentionShard::new(Some(&group), 9, 3, 64)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("3 key-value heads") && err.contains("4 ranks"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_input_part_must_keep_whole_quantization_groups() {
+        let dense = Array::zeros::<f32>(&[8, 128]).unwrap();
+        let weight = quant::quantize(&dense, 64, 4, QuantMode::Affine).unwrap();
+        let keep = Keep::Inputs {
+            features: 0..32,
+            bias: true,
+        };
+        let err = keep.quantized(&weight).err().unwrap().to_string();
+        assert!(
+            err.contains("groups of 64") && err.contains("fewer ranks"),
+            "{err}"
+        );
+    }
 }

@@ -15,8 +15,10 @@ use serde_json::Value;
 
 use crate::array_ext::{scalar_like, slice, slice_strided};
 use crate::checkpoint::Checkpoint;
+use crate::distributed::{self, Group};
 use crate::models::blocks::{
-    Embedding, Linear, QuantConfig, Rope, Weights, check_caches, residual, sdpa_mask,
+    AttentionShard, Embedding, Keep, Linear, QuantConfig, Rope, Weights, check_caches, residual,
+    sdpa_mask, sum_over,
 };
 use crate::models::cache::{AttentionMask, KvCache, LayerCache};
 use crate::models::fused;
@@ -82,6 +84,17 @@ impl ExpertProjection {
         Ok(y.add(self.bias.take_axis(experts, 0)?.expand_dims(-2)?)?)
     }
 
+    /// The part a tensor-parallel rank keeps (see [`Keep`]).
+    fn part(self, keep: &Keep) -> Result<Self> {
+        Ok(ExpertProjection {
+            matrix: match self.matrix {
+                ExpertMatrix::Dense(w) => ExpertMatrix::Dense(keep.dense(&w)?),
+                ExpertMatrix::Quantized(q) => ExpertMatrix::Quantized(keep.quantized(&q)?),
+            },
+            bias: keep.bias_or_zeros(&self.bias)?,
+        })
+    }
+
     /// Whether our experts' kernel takes this projection for `tokens` tokens
     /// of `dtype` activations with `k` features here.
     fn takes_ours(&self, dtype: mlx_rs::Dtype, k: i32, tokens: i32) -> bool {
@@ -130,7 +143,12 @@ struct MoeLayer {
 }
 
 pub struct GptOss {
+    /// The whole model's shape (a tensor-parallel rank computes a part of
+    /// its heads and of each expert's hidden units).
     pub config: GptOssConfig,
+    heads: i32,
+    kv_heads: i32,
+    group: Option<&'static Group>,
     rope: Rope,
     embed_tokens: Embedding,
     layers: Vec<MoeLayer>,
@@ -142,12 +160,37 @@ fn err(message: String) -> Error {
     Error::Invalid(message)
 }
 
+type Experts = (ExpertProjection, ExpertProjection, ExpertProjection);
+
 /// Reads the experts of one layer (the scope `w`, a layer's `mlp.experts`)
-/// in either layout.
-fn load_experts(
-    w: &mut Weights,
-    c: &GptOssConfig,
-) -> Result<(ExpertProjection, ExpertProjection, ExpertProjection)> {
+/// in either layout; under tensor parallelism, this rank's part of every
+/// expert's hidden units (whole quantization groups of the down
+/// projection's input each). Every rank then runs every expert on its
+/// part, so the work is even whatever the router picks.
+fn load_experts(w: &mut Weights, c: &GptOssConfig) -> Result<Experts> {
+    let (gate, up, down) = load_whole_experts(w, c)?;
+    let Some(group) = w.group() else {
+        return Ok((gate, up, down));
+    };
+    let unit = match &down.matrix {
+        ExpertMatrix::Quantized(q) => q.group_size,
+        ExpertMatrix::Dense(_) => 1,
+    };
+    let units = group.part(c.intermediate_size / unit, "expert hidden-unit groups")?;
+    let features = units.start * unit..units.end * unit;
+    let outputs = Keep::Outputs(features.clone());
+    let inputs = Keep::Inputs {
+        features,
+        bias: group.rank() == 0,
+    };
+    Ok((
+        gate.part(&outputs)?,
+        up.part(&outputs)?,
+        down.part(&inputs)?,
+    ))
+}
+
+fn load_whole_experts(w: &mut Weights, c: &GptOssConfig) -> Result<Experts> {
     let (e, hidden, inter) = (c.num_local_experts, c.hidden_size, c.intermediate_size);
     if w.has("gate_up_proj_blocks") {
         // OpenAI's release: uint8 blocks [E, out, in/32, 16] are the MXFP4
@@ -219,7 +262,14 @@ impl GptOss {
         let rope = Rope::from_config(&checkpoint.config, c.head_dim)?;
         let quant = QuantConfig::from_config(&checkpoint.config)?;
         let mut w = Weights::new(checkpoint, quant.as_ref());
+        let group = w.group();
         let (hidden, head_dim) = (c.hidden_size, c.head_dim);
+        let heads = AttentionShard::new(
+            group,
+            c.num_attention_heads,
+            c.num_key_value_heads,
+            head_dim,
+        )?;
         let (q_out, kv_out) = (
             c.num_attention_heads * head_dim,
             c.num_key_value_heads * head_dim,
@@ -252,13 +302,21 @@ impl GptOss {
                 .pp("mlp")
                 .linear("router", hidden, c.num_local_experts, true)?;
             let mut a = layer.pp("self_attn");
-            let (q_proj, k_proj, v_proj, o_proj, sinks) = (
-                a.linear("q_proj", hidden, q_out, true)?,
-                a.linear("k_proj", hidden, kv_out, true)?,
-                a.linear("v_proj", hidden, kv_out, true)?,
-                a.linear("o_proj", q_out, hidden, true)?,
-                a.take("sinks", &[c.num_attention_heads])?,
+            let (q_proj, k_proj, v_proj, o_proj) = (
+                a.linear_part("q_proj", hidden, q_out, true, heads.q.as_ref())?,
+                a.linear_part("k_proj", hidden, kv_out, true, heads.kv.as_ref())?,
+                a.linear_part("v_proj", hidden, kv_out, true, heads.kv.as_ref())?,
+                a.linear_part("o_proj", q_out, hidden, true, heads.o.as_ref())?,
             );
+            let sinks = a.take("sinks", &[c.num_attention_heads])?;
+            let sinks = match group {
+                Some(_) => distributed::own(&slice(
+                    &sinks,
+                    &[heads.q_heads.start],
+                    &[heads.q_heads.end],
+                )?)?,
+                None => sinks,
+            };
             layers.push(MoeLayer {
                 input_norm: layer.take("input_layernorm.weight", &[hidden])?,
                 q_proj,
@@ -278,6 +336,9 @@ impl GptOss {
         let lm_head = w.linear("lm_head", hidden, c.vocab_size, false)?;
         Ok(GptOss {
             config: c,
+            heads: heads.heads,
+            kv_heads: heads.kv_heads,
+            group,
             rope,
             embed_tokens,
             layers,
@@ -315,9 +376,9 @@ impl GptOss {
             Ok(t.reshape(&[batch, seq, n, c.head_dim])?
                 .transpose_axes(&[0, 2, 1, 3])?)
         };
-        let q = heads(layer.q_proj.forward(x)?, c.num_attention_heads)?;
-        let k = heads(layer.k_proj.forward(x)?, c.num_key_value_heads)?;
-        let v = heads(layer.v_proj.forward(x)?, c.num_key_value_heads)?;
+        let q = heads(layer.q_proj.forward(x)?, self.heads)?;
+        let k = heads(layer.k_proj.forward(x)?, self.kv_heads)?;
+        let v = heads(layer.v_proj.forward(x)?, self.kv_heads)?;
         let offset = cache.rope_offset()?;
         let q = self.rope.apply(&q, &offset)?;
         let k = self.rope.apply(&k, &offset)?;
@@ -343,12 +404,16 @@ impl GptOss {
         };
         let mask = sdpa_mask(masks[kind].as_ref().expect("set above"));
         let out = fast::scaled_dot_product_attention(&q, &k, &v, scale, mask, Some(&sinks))?;
-        let out = out.transpose_axes(&[0, 2, 1, 3])?.reshape(&[
-            batch,
-            seq,
-            c.num_attention_heads * c.head_dim,
-        ])?;
-        layer.o_proj.forward(&out)
+        let out =
+            out.transpose_axes(&[0, 2, 1, 3])?
+                .reshape(&[batch, seq, self.heads * c.head_dim])?;
+        sum_over(self.group, layer.o_proj.forward(&out)?)
+    }
+
+    /// The experts' output for `x`, summed over the tensor-parallel group
+    /// (each rank holds a part of every expert's hidden units).
+    fn moe(&self, layer: &MoeLayer, x: &Array) -> Result<Array> {
+        sum_over(self.group, self.experts(layer, x)?)
     }
 
     fn experts(&self, layer: &MoeLayer, x: &Array) -> Result<Array> {
@@ -425,9 +490,7 @@ impl GptOss {
             h = residual(&h, &layer.input_norm, eps, |x| {
                 self.attention(layer, x, cache, &mut masks)
             })?;
-            h = residual(&h, &layer.post_attention_norm, eps, |x| {
-                self.experts(layer, x)
-            })?;
+            h = residual(&h, &layer.post_attention_norm, eps, |x| self.moe(layer, x))?;
         }
         self.lm_head
             .forward(&fast::rms_norm(&h, Some(&self.norm), eps)?)
