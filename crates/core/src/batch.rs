@@ -146,6 +146,16 @@ struct Replica {
     cancels: HashMap<SequenceId, (Cancel, Cancel)>,
 }
 
+impl Replica {
+    /// Rank 0: hands `tick` to the other ranks ([`BatchGenerator::follow`]
+    /// reads it).
+    fn send(&self, tick: &Tick) -> Result<()> {
+        let bytes = serde_json::to_vec(tick).map_err(|e| Error::Invalid(e.to_string()))?;
+        self.group.share_bytes(Some(&bytes))?;
+        Ok(())
+    }
+}
+
 /// A sequence as rank 0 hands it to the others: what makes their rows run
 /// the same operations.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -547,9 +557,7 @@ impl BatchGenerator {
             cancelled,
             done: false,
         };
-        let bytes = serde_json::to_vec(&tick).map_err(|e| Error::Invalid(e.to_string()))?;
-        replica.group.share_bytes(Some(&bytes))?;
-        Ok(())
+        replica.send(&tick)
     }
 
     /// A tensor-parallel rank other than 0: takes rank 0's changes, applies
@@ -604,12 +612,10 @@ impl BatchGenerator {
         if let Some(replica) = &self.replica
             && replica.group.rank() == 0
         {
-            let tick = Tick {
+            replica.send(&Tick {
                 done: true,
                 ..Tick::default()
-            };
-            let bytes = serde_json::to_vec(&tick).map_err(|e| Error::Invalid(e.to_string()))?;
-            replica.group.share_bytes(Some(&bytes))?;
+            })?;
         }
         Ok(())
     }

@@ -142,6 +142,8 @@ impl Group {
         if self.size == 1 {
             return Ok(bytes.unwrap_or_default().to_vec());
         }
+        // Only rank 0's bytes are shared, whatever the others pass.
+        let bytes = bytes.filter(|_| self.rank == 0);
         let length = bytes.map_or(0, |b| b.len()) as u64;
         // The length as two 32-bit halves (every back end sums uint32).
         let halves = [(length & 0xffff_ffff) as u32, (length >> 32) as u32];
@@ -153,8 +155,8 @@ impl Group {
             return Ok(Vec::new());
         }
         let mine = match bytes {
-            Some(b) if self.rank == 0 => Array::from_slice(b, &[length as i32]),
-            _ => Array::from_slice(&vec![0u8; length], &[length as i32]),
+            Some(b) => Array::from_slice(b, &[length as i32]),
+            None => Array::from_slice(&vec![0u8; length], &[length as i32]),
         };
         let shared = self.all_sum(&mine)?;
         shared.eval()?;
@@ -208,6 +210,16 @@ pub fn agree(tokens: Array) -> Result<Array> {
         Some(group) => group.from_root(&tokens),
         None => Ok(tokens),
     }
+}
+
+/// `x[.., range, ..]` along `axis`, in a buffer of its own (see [`own`]):
+/// a rank's part of a loaded tensor.
+pub fn own_part(x: &Array, axis: usize, range: Range<i32>) -> Result<Array> {
+    let mut starts = vec![0; x.ndim()];
+    let mut ends = x.shape().to_vec();
+    starts[axis] = range.start;
+    ends[axis] = range.end;
+    own(&crate::array_ext::slice(x, &starts, &ends)?)
 }
 
 /// A copy of `x` in a buffer of its own: a slice of a loaded tensor is a

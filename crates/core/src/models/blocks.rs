@@ -11,7 +11,6 @@ use mlx_rs::Array;
 use mlx_rs::fast::{self, ScaledDotProductAttentionMask};
 use mlx_rs::ops::{self, indexing::IndexOp};
 
-use crate::array_ext::slice;
 use crate::checkpoint::Checkpoint;
 use crate::distributed::{self, Group};
 use crate::models::cache::{AttentionMask, KvCache, LayerCache};
@@ -59,7 +58,14 @@ impl<'a> Weights<'a> {
         self.checkpoint
             .tensors
             .contains_key(&format!("{path}.scales"))
-            .then(|| self.quant.map_or(64, |q| q.for_module(&path).0))
+            .then(|| self.quantization_of(&path).0)
+    }
+
+    /// Group size, bits and mode of the module at `path`, as the config
+    /// says (MLX's defaults without a quantization block).
+    fn quantization_of(&self, path: &str) -> (i32, i32, QuantMode) {
+        self.quant
+            .map_or((64, 4, QuantMode::Affine), |q| q.for_module(path))
     }
 
     /// The weights under `name` (joined to this scope's prefix with a dot).
@@ -100,9 +106,7 @@ impl<'a> Weights<'a> {
         out_features: i32,
         in_features: i32,
     ) -> Result<QuantizedWeight> {
-        let (group_size, bits, mode) = self
-            .quant
-            .map_or((64, 4, QuantMode::Affine), |q| q.for_module(&self.prefix));
+        let (group_size, bits, mode) = self.quantization_of(&self.prefix);
         let shape = |last: i32| [lead, &[out_features, last]].concat();
         let scales = self.take("scales", &shape(in_features / group_size))?;
         let biases = match mode {
@@ -250,30 +254,24 @@ impl Keep {
             Keep::Outputs(range) => (a.ndim() - 2, range.clone()),
             Keep::Inputs { features, .. } => (a.ndim() - 1, features.clone()),
         };
-        let (start, end) = match (self, per_feature) {
+        let range = match (self, per_feature) {
             (Keep::Inputs { .. }, Some((num, den))) => {
-                (range.start * num / den, range.end * num / den)
+                range.start * num / den..range.end * num / den
             }
-            _ => (range.start, range.end),
+            _ => range,
         };
-        let mut starts = vec![0; a.ndim()];
-        let mut ends = a.shape().to_vec();
-        starts[axis] = start;
-        ends[axis] = end;
-        distributed::own(&slice(a, &starts, &ends)?)
+        distributed::own_part(a, axis, range)
     }
 
     /// A `[.., out]` bias of a projection cut this way: its outputs' part,
     /// or all of it (or none) for an input cut.
     fn bias(&self, bias: &Array) -> Result<Option<Array>> {
         match self {
-            Keep::Outputs(range) => {
-                let mut starts = vec![0; bias.ndim()];
-                let mut ends = bias.shape().to_vec();
-                starts[bias.ndim() - 1] = range.start;
-                ends[bias.ndim() - 1] = range.end;
-                Ok(Some(distributed::own(&slice(bias, &starts, &ends)?)?))
-            }
+            Keep::Outputs(range) => Ok(Some(distributed::own_part(
+                bias,
+                bias.ndim() - 1,
+                range.clone(),
+            )?)),
             Keep::Inputs { bias: true, .. } => Ok(Some(bias.clone())),
             Keep::Inputs { bias: false, .. } => Ok(None),
         }
@@ -714,6 +712,7 @@ pub fn last_position(logits: &Array) -> Result<Array> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::array_ext::slice;
 
     fn max_difference(a: &Array, b: &Array) -> f32 {
         a.subtract(b)

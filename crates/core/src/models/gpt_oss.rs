@@ -310,11 +310,7 @@ impl GptOss {
             );
             let sinks = a.take("sinks", &[c.num_attention_heads])?;
             let sinks = match group {
-                Some(_) => distributed::own(&slice(
-                    &sinks,
-                    &[heads.q_heads.start],
-                    &[heads.q_heads.end],
-                )?)?,
+                Some(_) => distributed::own_part(&sinks, 0, heads.q_heads.clone())?,
                 None => sinks,
             };
             layers.push(MoeLayer {
