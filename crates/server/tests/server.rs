@@ -4,7 +4,7 @@
 //! queue, a client that disconnects mid-stream, and a graceful shutdown.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -80,14 +80,6 @@ fn server_processes(port: u16) -> Vec<i32> {
     pids
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn start(model: &Path, extra: &[&str]) -> Server {
     start_with(
         Command::new(env!("CARGO_BIN_EXE_mlx-harmony-server")),
@@ -107,7 +99,7 @@ fn start_tensor_parallel(model: &Path, extra: &[&str]) -> Server {
 }
 
 fn start_with(mut command: Command, model: &Path, extra: &[&str], ranks: bool) -> Server {
-    let port = free_port();
+    let port = mlx_harmony_testkit::free_ports(1);
     let child = command
         .arg("--model")
         .arg(model)

@@ -94,8 +94,9 @@ pub fn mlx_launch(ranks: usize, program: &Path) -> Command {
     command
 }
 
-/// The first of `count` consecutive TCP ports free on 127.0.0.1 now.
-fn free_ports(count: usize) -> u16 {
+/// The first of `count` consecutive TCP ports free on 127.0.0.1 now (a
+/// server's port: `free_ports(1)`; MLX's ring ranks take consecutive ones).
+pub fn free_ports(count: usize) -> u16 {
     use std::net::TcpListener;
     for _ in 0..200 {
         let Ok(first) = TcpListener::bind("127.0.0.1:0") else {
