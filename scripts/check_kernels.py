@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """Compiles every variant of crates/core/src/kernels/ (the qmm_rows and
-qmm_gather kernels) with NVRTC, wrapped the way MLX's cuda_kernel wraps a body
+qmm_gather kernels, and the shared-rows form qmm_rows.rs generates) with NVRTC, wrapped the way MLX's cuda_kernel wraps a body
 (the generated signature, the template arguments as constants), for sm_80 and
 sm_90. The variants are the template arguments crates/core/src/qmm_rows.rs can
 pick: T bf16/f16; MXFP4 (4 bits, group 32) or affine 4/8 bits in groups of
 32/64/128; V 1/2/4 (as K allows the group); NT 1 and 8 (the fewest and most
-row tiles: NT only sets loop counts); X_PER_ROW 1, or 4 for
-the experts' form (GPT-OSS's picks a token). Exits 1 on the first failure,
-printing NVRTC's log.
+row tiles: NT only sets loop counts); PAIRED for 4-bit affine weights (as
+qmm_rows.rs sets it); X_PER_ROW 1, or 4 for the experts' form (GPT-OSS's picks
+a token). Exits 1 on the first failure, printing NVRTC's log.
 
 Usage: check_kernels.py NVRTC_DIR   (where NVIDIA's nvrtc and runtime wheels are installed)
 """
@@ -33,18 +33,37 @@ namespace mlx { namespace core { namespace cu { using Shape = fixed_array<int, 8
 """
 
 
-def source(header, body, experts, t, scales, bits, group, v, nt, mxfp4, x_per_row):
-    inputs = [f"const {t}* x", "const __grid_constant__ Shape x_shape", "const uint32_t* w",
-              "const __grid_constant__ Shape w_shape", f"const {scales}* scales",
-              f"const {scales}* biases"]
-    if experts:
+def shared_body(count):
+    """The shared-rows form's body for `count` matrices, as
+    crates/core/src/qmm_rows.rs generates it (shared_body)."""
+    cases = "".join(
+        f"  case {i}:\n    if (n0 < w{i}_shape[0]) {{\n      "
+        f"qmm_rows::product<T, BITS, GROUP, V, NT, WARPS, MXFP4, PAIRED>(\n        "
+        f"x, w{i}, scales{i}, biases{i}, out{i}, x_shape[0], x_shape[1], w{i}_shape[0], n0);\n    "
+        f"}}\n    break;\n" for i in range(count))
+    return "const int n0 = blockIdx.x * 16;\nswitch (blockIdx.y) {\n" + cases + "}\n"
+
+
+def source(header, body, form, t, scales, bits, group, v, nt, mxfp4, x_per_row):
+    """A body wrapped as MLX wraps it; `form` is "matrix", "experts" or "sharedN"."""
+    matrices = int(form[len("shared"):]) if form.startswith("shared") else 1
+    inputs = [f"const {t}* x", "const __grid_constant__ Shape x_shape"]
+    for i in range(matrices):
+        suffix = str(i) if form.startswith("shared") else ""
+        inputs += [f"const uint32_t* w{suffix}", f"const __grid_constant__ Shape w{suffix}_shape",
+                   f"const {scales}* scales{suffix}", f"const {scales}* biases{suffix}"]
+    if form == "experts":
         inputs += ["const uint32_t* experts", "const __grid_constant__ Shape experts_shape"]
+    outputs = ([f"{t}* out{i}" for i in range(matrices)] if form.startswith("shared")
+               else [f"{t}* out"])
     constants = (f"constexpr int BITS = {bits}; constexpr int GROUP = {group}; "
                  f"constexpr int V = {v}; constexpr int NT = {nt}; constexpr int WARPS = 8; "
                  f"constexpr int X_PER_ROW = {x_per_row}; "
-                 f"constexpr bool MXFP4 = {'true' if mxfp4 else 'false'}; using T = {t};")
+                 f"constexpr bool MXFP4 = {'true' if mxfp4 else 'false'}; "
+                 f"constexpr bool PAIRED = {'true' if bits == 4 and not mxfp4 else 'false'}; "
+                 f"using T = {t};")
     return (PRELUDE + header + "namespace mlx { namespace core { namespace cu {\n"
-            + "__global__ void kernel(" + ", ".join(inputs + [f"{t}* out"]) + ") {\n"
+            + "__global__ void kernel(" + ", ".join(inputs + outputs) + ") {\n"
             + constants + "\n" + body + "\n}\n}}}\n")
 
 
@@ -53,21 +72,30 @@ def main():
     nvrtc = ctypes.CDLL(str(next((root / "nvidia" / "cuda_nvrtc" / "lib").glob("libnvrtc.so.*"))))
     include = root / "nvidia" / "cuda_runtime" / "include"
     header = (KERNELS / "qmm_rows_header.cuh").read_text()
-    bodies = {False: (KERNELS / "qmm_rows_body.cu").read_text(),
-              True: (KERNELS / "qmm_gather_body.cu").read_text()}
+    bodies = {"matrix": (KERNELS / "qmm_rows_body.cu").read_text(),
+              "experts": (KERNELS / "qmm_gather_body.cu").read_text(),
+              "shared2": shared_body(2), "shared3": shared_body(3)}
     formats = [(True, 4, 32)] + [(False, bits, group) for bits in (4, 8) for group in (32, 64, 128)]
     count, start = 0, time.time()
-    for experts, t, (mxfp4, bits, group), v, nt, arch in itertools.product(
-            (False, True), ("__nv_bfloat16", "__half"), formats, (1, 2, 4), (1, 8),
+    for form, t, (mxfp4, bits, group), v, nt, arch in itertools.product(
+            bodies, ("__nv_bfloat16", "__half"), formats, (1, 2, 4), (1, 8),
             ("sm_80", "sm_90")):
+        # The shared-rows form repeats the one-matrix product (compiled above
+        # in every variant): Hopper, bfloat16, three formats, and two
+        # matrices for one.
+        if form.startswith("shared") and (
+                arch == "sm_80" or t != "__nv_bfloat16"
+                or (bits, group) not in ((4, 64), (4, 32), (8, 64))
+                or (form == "shared2" and (bits, group, mxfp4) != (4, 64, False))):
+            continue
         # V 1 needs K % 64 != 0 (groups of 32 only), V 2 K % 128 != 0 (groups of 32 or 64).
         if (v == 1 and group != 32) or (v == 2 and group == 128):
             continue
         # Only the Hopper build for most shapes; every shape for one format on Ampere.
         if arch == "sm_80" and (bits, group, mxfp4) not in ((4, 64, False), (4, 32, True)):
             continue
-        for x_per_row in ((1, 4) if experts else (1,)):
-            text = source(header, bodies[experts], experts, t, "uint8_t" if mxfp4 else t, bits,
+        for x_per_row in ((1, 4) if form == "experts" else (1,)):
+            text = source(header, bodies[form], form, t, "uint8_t" if mxfp4 else t, bits,
                           group, v, nt, mxfp4, x_per_row)
             program = ctypes.c_void_p()
             nvrtc.nvrtcCreateProgram(ctypes.byref(program), text.encode(), b"kernel.cu", 0, None, None)
@@ -82,7 +110,7 @@ def main():
             nvrtc.nvrtcDestroyProgram(ctypes.byref(program))
             count += 1
             if status != 0:
-                print(f"check-kernels: {'qmm_gather' if experts else 'qmm_rows'} T={t} "
+                print(f"check-kernels: {form} T={t} "
                       f"MXFP4={mxfp4} BITS={bits} GROUP={group} V={v} NT={nt} "
                       f"X_PER_ROW={x_per_row} {arch} does not compile:\n{log.value.decode()}")
                 sys.exit(1)

@@ -19,7 +19,7 @@ CHAIN; weight copies are cycled so that a small layer is not served from cache.
 
 Usage: qmm_rows.py [--shape llama3-8b|gpt-oss-20b] [--bits 4] [--group 64]
                    [--bandwidth-gbs 4800] [--runs 20] [--chain 16] [--experts-only]
-                   [ROWS...]
+                   [--ours-only] [--variants 16p,8f] [ROWS...]
 Runs with the reference environment's MLX (scripts/reference-env), on the GPU
 when MLX has one (the H200 through scripts/gpu-bench-bundle), else the CPU.
 """
@@ -44,6 +44,11 @@ KERNELS = Path(__file__).resolve().parent.parent / "crates" / "core" / "src" / "
 WARPS = 8  # as crates/core/src/qmm_rows.rs
 
 
+def paired_for(bits, mxfp4):
+    """The dequantization route crates/core/src/qmm_rows.rs picks: 4-bit affine two at a time."""
+    return bits == 4 and not mxfp4
+
+
 def our_kernel(experts=False):
     """The engine's qmm_rows (or qmm_gather) kernel, from the same sources the Rust side embeds."""
     body = "qmm_gather_body.cu" if experts else "qmm_rows_body.cu"
@@ -57,9 +62,11 @@ def our_kernel(experts=False):
 
 
 def our_product(kernel, x, wq, scales, biases, group, bits, experts=None, tokens=None, mxfp4=False,
-                x_per_row=1):
+                x_per_row=1, warps=None, paired=None):
     """x [R, K] @ w^T (or each row times its expert's matrix) with the template
-    arguments crates/core/src/qmm_rows.rs picks."""
+    arguments crates/core/src/qmm_rows.rs picks, or the given warps and route."""
+    warps = warps or WARPS
+    paired = paired_for(bits, mxfp4) if paired is None else paired
     rows, k = x.shape
     out_rows = rows if experts is None else experts.shape[0]
     n = wq.shape[-2]
@@ -71,9 +78,10 @@ def our_product(kernel, x, wq, scales, biases, group, bits, experts=None, tokens
     return kernel(
         inputs=inputs,
         template=[("T", x.dtype), ("BITS", bits), ("GROUP", group), ("V", octets),
-                  ("NT", row_tiles), ("WARPS", WARPS), ("X_PER_ROW", x_per_row), ("MXFP4", mxfp4)],
-        grid=(n // 16 * WARPS * 32, wq.shape[0] if experts is not None else 1, 1),
-        threadgroup=(WARPS * 32, 1, 1),
+                  ("NT", row_tiles), ("WARPS", warps), ("X_PER_ROW", x_per_row), ("MXFP4", mxfp4),
+                  ("PAIRED", paired)],
+        grid=(n // 16 * warps * 32, wq.shape[0] if experts is not None else 1, 1),
+        threadgroup=(warps * 32, 1, 1),
         output_shapes=[(out_rows, n)],
         output_dtypes=[x.dtype],
     )[0]
@@ -176,6 +184,13 @@ def main():
                         help="products evaluated together per timed evaluation")
     parser.add_argument("--experts-only", action="store_true",
                         help="GPT-OSS: only the experts' table")
+    parser.add_argument("--ours-only", action="store_true",
+                        help="time only our kernel (its difference then from the float32 product "
+                             "with the dequantized weights)")
+    parser.add_argument("--variants", default="",
+                        help="more of our kernel's variants to time beside the engine's, e.g. "
+                             "'16p,8f': warps a block, then p (4-bit pairs) or f (float route); "
+                             "each cell also gives its largest relative difference from MLX")
     parser.add_argument("rows", nargs="*", type=int, default=[1, 2, 4, 8, 16, 32, 64])
     args = parser.parse_args()
     global CHAIN
@@ -185,9 +200,12 @@ def main():
           f"ms a product; bound = weights read once at {args.bandwidth_gbs:.0f} GB/s")
     cuda = getattr(mx, "cuda", None)
     kernel = our_kernel() if mx.default_device() == mx.gpu and cuda and cuda.is_available() else None
+    variants = [(int(v[:-1]), v[-1] == "p") for v in args.variants.split(",") if v]
     extra = " ours ms | (B,K)/ours | ours/bound | ours max rel. diff |" if kernel else ""
+    extra += "".join(f" {w} warps, {'pairs' if p else 'float'} ms |" for w, p in variants)
     print("| layer | K x N | rows | (B,1,K) ms | (B,K) ms | (B,1,K)/(B,K) | bound ms | (B,K)/bound |" + extra)
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |" + (" ---: | ---: | ---: | ---: |" if kernel else ""))
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+          + (" ---: | ---: | ---: | ---: |" if kernel else "") + " ---: |" * len(variants))
     for name, k, n in [] if args.experts_only else SHAPES[args.shape]:
         # Enough copies of the weights that together they pass any cache
         # (~200 MB, up to 64 copies: a product never finds its weights in L2).
@@ -210,10 +228,14 @@ def main():
                 return mx.quantized_matmul(inputs, wq, scales, biases, transpose=True,
                                            group_size=args.group, bits=args.bits)
 
-            batched, _, _ = time_call(lambda: call(x), args.runs)
-            flattened, _, _ = time_call(lambda: call(flat), args.runs)
-            line = (f"| {name} | {k}x{n} | {rows} | {batched * 1e3:.3f} | {flattened * 1e3:.3f} | "
-                    f"{batched / flattened:.2f} | {bound:.4f} | {flattened * 1e3 / bound:.1f} |")
+            if args.ours_only:
+                flattened = float("nan")
+                line = f"| {name} | {k}x{n} | {rows} | - | - | - | {bound:.4f} | - |"
+            else:
+                batched, _, _ = time_call(lambda: call(x), args.runs)
+                flattened, _, _ = time_call(lambda: call(flat), args.runs)
+                line = (f"| {name} | {k}x{n} | {rows} | {batched * 1e3:.3f} | {flattened * 1e3:.3f} | "
+                        f"{batched / flattened:.2f} | {bound:.4f} | {flattened * 1e3 / bound:.1f} |")
             if kernel and rows <= 64 and n % 16 == 0:
                 def ours_call():
                     wq, scales, biases = copies[turn["i"] % len(copies)]
@@ -223,12 +245,35 @@ def main():
                 ours, _, _ = time_call(ours_call, args.runs)
                 wq, scales, biases = copies[0]
                 mine = our_product(kernel, flat, wq, scales, biases, args.group, args.bits)
-                theirs = mx.quantized_matmul(flat, wq, scales, biases, transpose=True,
-                                             group_size=args.group, bits=args.bits)
+                if args.ours_only:
+                    # The float32 product with the dequantized weights (MLX's own
+                    # quantized product would be compiled anew for each shape).
+                    dense = mx.dequantize(wq, scales, biases, group_size=args.group, bits=args.bits)
+                    theirs = flat.astype(mx.float32) @ dense.astype(mx.float32).T
+                else:
+                    theirs = mx.quantized_matmul(flat, wq, scales, biases, transpose=True,
+                                                 group_size=args.group, bits=args.bits)
                 diff = (mx.abs(mine.astype(mx.float32) - theirs.astype(mx.float32)).max()
                         / mx.abs(theirs.astype(mx.float32)).max()).item()
                 line += (f" {ours * 1e3:.3f} | {flattened / ours:.2f} | {ours * 1e3 / bound:.1f} | "
                          f"{diff:.1e} |")
+                for warps, paired in variants:
+                    if warps > 8 and rows > 32:
+                        line += " - |"  # the warps' partial sums would pass 48 KB of shared memory
+                        continue
+
+                    def variant_call():
+                        wq, scales, biases = copies[turn["i"] % len(copies)]
+                        turn["i"] += 1
+                        return our_product(kernel, flat, wq, scales, biases, args.group, args.bits,
+                                           warps=warps, paired=paired)
+
+                    t, _, _ = time_call(variant_call, args.runs)
+                    other = our_product(kernel, flat, wq, scales, biases, args.group, args.bits,
+                                        warps=warps, paired=paired).astype(mx.float32)
+                    other_diff = (mx.abs(other - theirs.astype(mx.float32)).max()
+                                  / mx.abs(theirs.astype(mx.float32)).max()).item()
+                    line += f" {t * 1e3:.3f} ({other_diff:.0e}) |"
             print(line, flush=True)
     if args.shape == "gpt-oss-20b":
         experts_table(args)

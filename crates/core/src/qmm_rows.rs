@@ -16,7 +16,8 @@
 //! Chosen for: affine 4- or 8-bit weights in groups of 32, 64 or 128, or
 //! MXFP4; bfloat16 or float16 activations; 2–64 rows (tokens, for the
 //! experts); `N % 16 == 0`; on a CUDA stream. `MLX_HARMONY_QMM=mlx` turns them
-//! off (to compare); the first call of each kernel variant checks it against
+//! off (to compare), `MLX_HARMONY_QMM=unshared` launches them once per matrix
+//! where [`matmul_shared`] would take several; the first call of each kernel variant checks it against
 //! MLX's dequantized product on a small case and falls back to MLX, with one
 //! warning, if it does not compile or agree.
 
@@ -41,12 +42,18 @@ pub const MIN_ROWS: i32 = 2;
 /// The most rows one call takes (eight row tiles of 8).
 pub const MAX_ROWS: i32 = 64;
 
-/// The two kernels: one matrix, or experts' matrices picked per row.
+/// The kernels: one matrix, experts' matrices picked per row, or 2–3
+/// matrices that read the same rows (a layer's q, k and v projections; its
+/// gate and up) in one launch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Form {
     Matrix,
     Experts,
+    Shared(usize),
 }
+
+/// The most matrices one launch of the shared-rows form takes.
+pub const MAX_SHARED: usize = 3;
 
 /// The template arguments that make one compiled kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -63,6 +70,9 @@ struct Variant {
     row_tiles: i32,
     /// Experts: the picks of each row of x (1 for one matrix).
     x_per_row: i32,
+    /// 4-bit affine weights dequantized two at a time (the header's
+    /// `affine4_pair`); the float route otherwise.
+    paired: bool,
 }
 
 impl Variant {
@@ -78,15 +88,17 @@ impl Variant {
         } else {
             1
         };
+        let mxfp4 = q.mode == QuantMode::Mxfp4;
         Variant {
             form,
             dtype,
-            mxfp4: q.mode == QuantMode::Mxfp4,
+            mxfp4,
             bits: q.bits,
             group: q.group_size,
             octets,
             row_tiles,
             x_per_row: 1,
+            paired: !mxfp4 && q.bits == 4,
         }
     }
 
@@ -98,20 +110,45 @@ impl Variant {
     }
 }
 
-/// Whether the user left our kernel on (`MLX_HARMONY_QMM=mlx` turns it off).
-pub fn enabled() -> bool {
-    static ENABLED: OnceLock<bool> = OnceLock::new();
-    *ENABLED.get_or_init(|| match std::env::var("MLX_HARMONY_QMM") {
-        Ok(v) if v.eq_ignore_ascii_case("mlx") => false,
-        Ok(v) if v.eq_ignore_ascii_case("ours") || v.is_empty() => true,
+/// What `MLX_HARMONY_QMM` asks for: our kernels (`ours`, the default),
+/// ours with one launch per matrix (`unshared`: to measure
+/// [`matmul_shared`]), or MLX's products (`mlx`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Choice {
+    Ours,
+    Unshared,
+    Mlx,
+}
+
+fn choice() -> Choice {
+    static CHOICE: OnceLock<Choice> = OnceLock::new();
+    *CHOICE.get_or_init(|| match std::env::var("MLX_HARMONY_QMM") {
+        Ok(v) if v.eq_ignore_ascii_case("mlx") => Choice::Mlx,
+        Ok(v) if v.eq_ignore_ascii_case("unshared") => Choice::Unshared,
+        Ok(v) if v.eq_ignore_ascii_case("ours") || v.is_empty() => Choice::Ours,
         Ok(other) => {
             eprintln!(
-                "warning: MLX_HARMONY_QMM={other:?} is not \"ours\" or \"mlx\"; using ours where it applies"
+                "warning: MLX_HARMONY_QMM={other:?} is not \"ours\", \"unshared\" or \"mlx\"; \
+                 using ours where it applies"
             );
-            true
+            Choice::Ours
         }
-        Err(_) => true,
+        Err(_) => Choice::Ours,
     })
+}
+
+/// `MLX_HARMONY_QMM`'s setting in effect: "ours", "unshared" or "mlx".
+pub fn setting() -> &'static str {
+    match choice() {
+        Choice::Ours => "ours",
+        Choice::Unshared => "unshared",
+        Choice::Mlx => "mlx",
+    }
+}
+
+/// Whether the user left our kernels on (`MLX_HARMONY_QMM=mlx` turns them off).
+pub fn enabled() -> bool {
+    choice() != Choice::Mlx
 }
 
 fn cuda_present() -> bool {
@@ -274,6 +311,76 @@ pub fn experts_matmul(
     Ok(Some(apply(x, q, Some(experts), variant, &stream)?))
 }
 
+/// `x @ wᵢᵀ` for each of `weights` (2 or 3 matrices read by the same rows:
+/// q, k and v, or gate and up) in one kernel launch, where the kernel takes
+/// each of them (see [`try_product`]) and they share a format; `None`
+/// otherwise, and the caller multiplies them one by one. At 2–64 rows a
+/// product's time is mostly its launch and ramp, not its weights
+/// (`scripts/qmm_rows.py`), so one launch for several matrices saves that
+/// much on each step.
+pub fn matmul_shared(x: &Array, weights: &[&QuantizedWeight]) -> Result<Option<Vec<Array>>> {
+    if choice() != Choice::Ours || !cuda_present() || !takes_shared(x, weights) {
+        return Ok(None);
+    }
+    crate::quant::ensure_mlx_error_handler();
+    let stream = Stream::thread_local_or_default();
+    if !on_gpu(&stream) {
+        return Ok(None);
+    }
+    let shape = x.shape().to_vec();
+    let k = shape[shape.len() - 1];
+    let rows: i32 = shape[..shape.len() - 1].iter().product();
+    let variant = Variant::new(Form::Shared(weights.len()), x.dtype(), weights[0], k, rows);
+    if !checked(variant, &stream) {
+        return Ok(None);
+    }
+    let flat = x.reshape(&[rows, k])?;
+    let outputs = apply_shared(&flat, weights, variant, &stream)?;
+    outputs
+        .into_iter()
+        .map(|y| {
+            let mut out_shape = shape.clone();
+            *out_shape.last_mut().expect("x has a last axis") = y.dim(-1);
+            Ok(y.reshape(&out_shape)?)
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
+}
+
+/// The shape checks of [`matmul_shared`], without the device: 2 to
+/// [`MAX_SHARED`] matrices, each one [`takes`], all of one format.
+pub fn takes_shared(x: &Array, weights: &[&QuantizedWeight]) -> bool {
+    (2..=MAX_SHARED).contains(&weights.len())
+        && weights.iter().all(|q| takes(x, q))
+        && weights.iter().all(|q| {
+            q.mode == weights[0].mode
+                && q.bits == weights[0].bits
+                && q.group_size == weights[0].group_size
+        })
+}
+
+/// [`matmul_shared`] unconditionally (the caller has checked
+/// [`takes_shared`] and that `stream` is a CUDA stream). For the tests.
+pub fn shared_product(
+    x: &Array,
+    weights: &[&QuantizedWeight],
+    stream: &Stream,
+) -> Result<Vec<Array>> {
+    if x.ndim() != 2 || !takes_shared(x, weights) {
+        return Err(weights
+            .first()
+            .map_or_else(|| Error::Invalid("no matrices".into()), |q| refused(x, q)));
+    }
+    let variant = Variant::new(
+        Form::Shared(weights.len()),
+        x.dtype(),
+        weights[0],
+        x.dim(1),
+        x.dim(0),
+    );
+    apply_shared(x, weights, variant, stream)
+}
+
 /// [`experts_matmul`] unconditionally (the caller has checked
 /// [`takes_experts`] and that `stream` is a CUDA stream). For the tests.
 pub fn experts_product(
@@ -313,6 +420,10 @@ unsafe impl Send for Kernel {}
 unsafe impl Sync for Kernel {}
 
 fn new_kernel(name: &CStr, inputs: &[&CStr], body: &str) -> Kernel {
+    new_kernel_with(name, inputs, &[c"out"], body)
+}
+
+fn new_kernel_with(name: &CStr, inputs: &[&CStr], output_names: &[&CStr], body: &str) -> Kernel {
     let source = CString::new(body).expect("no NUL in the kernel source");
     let header = CString::new(HEADER).expect("no NUL in the kernel header");
     // SAFETY: the vectors and strings live across the call; mlx-c copies them.
@@ -322,7 +433,9 @@ fn new_kernel(name: &CStr, inputs: &[&CStr], body: &str) -> Kernel {
             mlx_sys::mlx_vector_string_append_value(names, input.as_ptr());
         }
         let outputs = mlx_sys::mlx_vector_string_new();
-        mlx_sys::mlx_vector_string_append_value(outputs, c"out".as_ptr());
+        for output in output_names {
+            mlx_sys::mlx_vector_string_append_value(outputs, output.as_ptr());
+        }
         let handle = mlx_sys::mlx_fast_cuda_kernel_new(
             name.as_ptr(),
             names,
@@ -338,10 +451,52 @@ fn new_kernel(name: &CStr, inputs: &[&CStr], body: &str) -> Kernel {
     }
 }
 
+/// The shared-rows kernel's body for `count` matrices: block row `y`
+/// computes matrix `y`'s output, its blocks past that matrix's features
+/// leave at once (the matrices may differ in N; the grid has the widest's).
+fn shared_body(count: usize) -> String {
+    let mut body = String::from(
+        "// Generated by crates/core/src/qmm_rows.rs (shared_body): matrices that read\n\
+         // the same rows x, one per block row.\n\
+         const int n0 = blockIdx.x * 16;\n\
+         switch (blockIdx.y) {\n",
+    );
+    for i in 0..count {
+        body.push_str(&format!(
+            "  case {i}:\n    if (n0 < w{i}_shape[0]) {{\n      \
+             qmm_rows::product<T, BITS, GROUP, V, NT, WARPS, MXFP4, PAIRED>(\n        \
+             x, w{i}, scales{i}, biases{i}, out{i}, x_shape[0], x_shape[1], w{i}_shape[0], n0);\n    \
+             }}\n    break;\n"
+        ));
+    }
+    body.push_str("}\n");
+    body
+}
+
 fn kernel(form: Form) -> &'static Kernel {
     static MATRIX: OnceLock<Kernel> = OnceLock::new();
     static EXPERTS: OnceLock<Kernel> = OnceLock::new();
+    static SHARED: [OnceLock<Kernel>; MAX_SHARED + 1] = [const { OnceLock::new() }; MAX_SHARED + 1];
     match form {
+        Form::Shared(count) => SHARED[count].get_or_init(|| {
+            let names: Vec<CString> =
+                std::iter::once("x".to_string())
+                    .chain((0..count).flat_map(|i| {
+                        [format!("w{i}"), format!("scales{i}"), format!("biases{i}")]
+                    }))
+                    .map(|n| CString::new(n).expect("no NUL"))
+                    .collect();
+            let outputs: Vec<CString> = (0..count)
+                .map(|i| CString::new(format!("out{i}")).expect("no NUL"))
+                .collect();
+            let name = CString::new(format!("mlx_harmony_qmm_shared{count}")).expect("no NUL");
+            new_kernel_with(
+                &name,
+                &names.iter().map(|n| n.as_c_str()).collect::<Vec<_>>(),
+                &outputs.iter().map(|n| n.as_c_str()).collect::<Vec<_>>(),
+                &shared_body(count),
+            )
+        }),
         Form::Matrix => MATRIX.get_or_init(|| {
             new_kernel(
                 c"mlx_harmony_qmm_rows",
@@ -366,34 +521,90 @@ fn apply(
     variant: Variant,
     stream: &Stream,
 ) -> Result<Array> {
-    crate::quant::ensure_mlx_error_handler();
     let rows = x.dim(0);
     let weight = q.weight.shape();
     let n = weight[weight.len() - 2];
-    // MXFP4 has no biases; the kernel's signature has them: the scales stand
-    // in, unread.
-    let biases = q.biases.as_ref().unwrap_or(&q.scales);
     let experts = experts.map(|e| e.as_dtype(Dtype::Uint32)).transpose()?;
     let matrices = if variant.form == Form::Experts {
         weight[0]
     } else {
         1
     };
-    let out_shape = [experts.as_ref().map_or(rows, |e| e.dim(0)), n];
+    let out_rows = experts.as_ref().map_or(rows, |e| e.dim(0));
+    let mut inputs = vec![x, &q.weight, &q.scales, biases_of(q)];
+    if let Some(experts) = &experts {
+        inputs.push(experts);
+    }
+    let mut outputs = launch(
+        variant,
+        &inputs,
+        &[[out_rows, n]],
+        x.dtype(),
+        (n / 16, matrices),
+        stream,
+    )?;
+    Ok(outputs.pop().expect("one output"))
+}
+
+/// The shared-rows form: one output `[rows, Nᵢ]` per matrix.
+fn apply_shared(
+    x: &Array,
+    weights: &[&QuantizedWeight],
+    variant: Variant,
+    stream: &Stream,
+) -> Result<Vec<Array>> {
+    let rows = x.dim(0);
+    let mut inputs = vec![x];
+    for q in weights {
+        inputs.extend([&q.weight, &q.scales, biases_of(q)]);
+    }
+    let out_shapes: Vec<[i32; 2]> = weights.iter().map(|q| [rows, q.weight.dim(0)]).collect();
+    let widest = out_shapes.iter().map(|s| s[1]).max().unwrap_or(0);
+    launch(
+        variant,
+        &inputs,
+        &out_shapes,
+        x.dtype(),
+        (widest / 16, weights.len() as i32),
+        stream,
+    )
+}
+
+/// MXFP4 has no biases; the kernels' signatures have them: the scales
+/// stand in, unread.
+fn biases_of(q: &QuantizedWeight) -> &Array {
+    q.biases.as_ref().unwrap_or(&q.scales)
+}
+
+/// Queues `variant`'s kernel on `inputs` with `blocks` (x: blocks of 16
+/// output features, y: matrices) of [`WARPS`] warps, returning its outputs
+/// (of `dtype`, shaped `out_shapes`).
+fn launch(
+    variant: Variant,
+    inputs: &[&Array],
+    out_shapes: &[[i32; 2]],
+    dtype: Dtype,
+    blocks: (i32, i32),
+    stream: &Stream,
+) -> Result<Vec<Array>> {
+    crate::quant::ensure_mlx_error_handler();
     let threads = WARPS * 32;
-    // SAFETY: every handle made here is freed here; the result array is
-    // copied into an owned handle before the vector is freed.
+    // SAFETY: every handle made here is freed here; the result arrays are
+    // copied into owned handles before the vector is freed.
     unsafe {
         let config = mlx_sys::mlx_fast_cuda_kernel_config_new();
-        let dtype = x.dtype() as mlx_sys::mlx_dtype;
-        let mut status = mlx_sys::mlx_fast_cuda_kernel_config_add_output_arg(
-            config,
-            out_shape.as_ptr(),
-            out_shape.len(),
-            dtype,
-        );
+        let dtype = dtype as mlx_sys::mlx_dtype;
+        let mut status = 0;
+        for shape in out_shapes {
+            status |= mlx_sys::mlx_fast_cuda_kernel_config_add_output_arg(
+                config,
+                shape.as_ptr(),
+                shape.len(),
+                dtype,
+            );
+        }
         status |=
-            mlx_sys::mlx_fast_cuda_kernel_config_set_grid(config, (n / 16) * threads, matrices, 1);
+            mlx_sys::mlx_fast_cuda_kernel_config_set_grid(config, blocks.0 * threads, blocks.1, 1);
         status |= mlx_sys::mlx_fast_cuda_kernel_config_set_thread_group(config, threads, 1, 1);
         status |= mlx_sys::mlx_fast_cuda_kernel_config_add_template_arg_dtype(
             config,
@@ -414,21 +625,15 @@ fn apply(
                 value,
             );
         }
-        status |= mlx_sys::mlx_fast_cuda_kernel_config_add_template_arg_bool(
-            config,
-            c"MXFP4".as_ptr(),
-            variant.mxfp4,
-        );
-        let mut inputs = vec![
-            x.as_ptr(),
-            q.weight.as_ptr(),
-            q.scales.as_ptr(),
-            biases.as_ptr(),
-        ];
-        if let Some(experts) = &experts {
-            inputs.push(experts.as_ptr());
+        for (name, value) in [(c"MXFP4", variant.mxfp4), (c"PAIRED", variant.paired)] {
+            status |= mlx_sys::mlx_fast_cuda_kernel_config_add_template_arg_bool(
+                config,
+                name.as_ptr(),
+                value,
+            );
         }
-        let input_vector = mlx_sys::mlx_vector_array_new_data(inputs.as_ptr(), inputs.len());
+        let handles: Vec<_> = inputs.iter().map(|a| a.as_ptr()).collect();
+        let input_vector = mlx_sys::mlx_vector_array_new_data(handles.as_ptr(), handles.len());
         let mut outputs = mlx_sys::mlx_vector_array_new();
         if status == 0 {
             status = mlx_sys::mlx_fast_cuda_kernel_apply(
@@ -439,16 +644,24 @@ fn apply(
                 stream.as_ptr(),
             );
         }
-        let mut result = None;
-        if status == 0 && mlx_sys::mlx_vector_array_size(outputs) == 1 {
-            let mut item = mlx_sys::mlx_array_new();
-            mlx_sys::mlx_vector_array_get(&mut item, outputs, 0);
-            result = Some(Array::from_ptr(item));
+        let mut results = Vec::with_capacity(out_shapes.len());
+        if status == 0 && mlx_sys::mlx_vector_array_size(outputs) == out_shapes.len() {
+            for i in 0..out_shapes.len() {
+                let mut item = mlx_sys::mlx_array_new();
+                mlx_sys::mlx_vector_array_get(&mut item, outputs, i);
+                results.push(Array::from_ptr(item));
+            }
         }
         mlx_sys::mlx_vector_array_free(outputs);
         mlx_sys::mlx_vector_array_free(input_vector);
         mlx_sys::mlx_fast_cuda_kernel_config_free(config);
-        result.ok_or_else(|| Error::Invalid("MLX refused the qmm_rows CUDA kernel call".into()))
+        if results.len() == out_shapes.len() {
+            Ok(results)
+        } else {
+            Err(Error::Invalid(
+                "MLX refused the qmm_rows CUDA kernel call".into(),
+            ))
+        }
     }
 }
 
@@ -463,7 +676,7 @@ fn checked(variant: Variant, stream: &Stream) -> bool {
     let verdict = self_check(variant, stream);
     if let Err(why) = &verdict {
         let theirs = match variant.form {
-            Form::Matrix => "quantized_matmul",
+            Form::Matrix | Form::Shared(_) => "quantized_matmul",
             Form::Experts => "gather_qmm",
         };
         eprintln!(
@@ -517,7 +730,6 @@ pub fn rounding_allowance(dtype: Dtype, scale: f32) -> f32 {
 }
 
 fn self_check(variant: Variant, stream: &Stream) -> Result<()> {
-    use mlx_rs::ops;
     // A K that leads to the same template arguments as the real call: with
     // octets 2 the group is 32 or 64, with octets 1 it is 32.
     let k = match variant.octets {
@@ -542,6 +754,31 @@ fn self_check(variant: Variant, stream: &Stream) -> Result<()> {
     };
     let key = mlx_rs::random::key(7)?;
     let (ours, exact) = match variant.form {
+        Form::Shared(count) => {
+            // Matrices of different widths (32, 16, 48): the narrower ones'
+            // blocks past their features must leave without writing.
+            let x =
+                mlx_rs::random::normal::<f32>(&[rows, k], None, None, &mlx_rs::random::key(8)?)?
+                    .as_dtype(variant.dtype)?;
+            let weights = (0..count)
+                .map(|i| {
+                    let width = [32, 16, 48][i % 3];
+                    let key = mlx_rs::random::key(20 + i as u64)?;
+                    quantize(&mlx_rs::random::normal::<f32>(
+                        &[width, k],
+                        None,
+                        None,
+                        &key,
+                    )?)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let refs: Vec<&QuantizedWeight> = weights.iter().collect();
+            let outputs = apply_shared(&x, &refs, variant, stream)?;
+            for (out, q) in outputs.iter().zip(&weights) {
+                within_rounding(out, &reference_product(&x, q, None)?, variant.dtype)?;
+            }
+            return Ok(());
+        }
         Form::Matrix => {
             let w = mlx_rs::random::normal::<f32>(&[n, k], None, None, &key)?;
             let x =
@@ -577,13 +814,19 @@ fn self_check(variant: Variant, stream: &Stream) -> Result<()> {
             )
         }
     };
+    within_rounding(&ours, &exact, variant.dtype)
+}
+
+/// Whether `ours` is `exact` up to [`rounding_allowance`].
+fn within_rounding(ours: &Array, exact: &Array, dtype: Dtype) -> Result<()> {
+    use mlx_rs::ops;
     let ours = ours.as_dtype(Dtype::Float32)?;
-    let diff = ops::abs(&ours.subtract(&exact)?)?.max(None)?;
-    let scale = ops::abs(&exact)?.max(None)?;
+    let diff = ops::abs(&ours.subtract(exact)?)?.max(None)?;
+    let scale = ops::abs(exact)?.max(None)?;
     diff.eval()?;
     scale.eval()?;
     let (diff, scale) = (diff.item_exact::<f32>(), scale.item_exact::<f32>());
-    if diff.is_finite() && diff <= rounding_allowance(variant.dtype, scale) {
+    if diff.is_finite() && diff <= rounding_allowance(dtype, scale) {
         Ok(())
     } else {
         Err(Error::Invalid(format!(

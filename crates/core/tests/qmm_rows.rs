@@ -149,6 +149,97 @@ fn model_shapes_match_mlx() {
 }
 
 #[test]
+fn shared_rows_match_mlx() {
+    // Two or three matrices of different widths read by the same rows in
+    // one launch (q, k, v; gate, up), each against its own float32 product.
+    let formats = [
+        (QuantMode::Affine, 64, 4),
+        (QuantMode::Affine, 32, 8),
+        (QuantMode::Mxfp4, 32, 4),
+    ];
+    let x = input(5, 256, Dtype::Bfloat16, 2);
+    let qs: Vec<QuantizedWeight> = [64, 32, 32]
+        .into_iter()
+        .map(|n| {
+            quantized(
+                &[n, 256],
+                Dtype::Bfloat16,
+                QuantMode::Affine,
+                64,
+                4,
+                n as u64,
+            )
+        })
+        .collect();
+    let refs: Vec<&QuantizedWeight> = qs.iter().collect();
+    assert!(qmm_rows::takes_shared(&x, &refs));
+    assert!(qmm_rows::takes_shared(&x, &refs[..2]));
+    assert!(!qmm_rows::takes_shared(&x, &refs[..1]));
+    let other = quantized(&[32, 256], Dtype::Bfloat16, QuantMode::Affine, 32, 4, 9);
+    assert!(
+        !qmm_rows::takes_shared(&x, &[&qs[0], &other]),
+        "matrices of two formats go one by one"
+    );
+    if !cuda() {
+        eprintln!("skipped: no CUDA device (the kernel runs only on CUDA)");
+        return;
+    }
+    // Few cases, as each new variant is compiled by NVRTC on the GPU (the
+    // one-matrix tests above cover the products' formats and row counts):
+    // every format at 5 rows, K of 256 (octets 4) or 192 (octets 2); row
+    // counts of each row-tile count in one format; Llama-3-8B's q, k, v.
+    let stream = Stream::new();
+    // (activations, format, K, the matrices' widths, rows)
+    type Case = (Dtype, (QuantMode, i32, i32), i32, Vec<i32>, i32);
+    let mut cases: Vec<Case> = Vec::new();
+    for dtype in [Dtype::Bfloat16, Dtype::Float16] {
+        for format in formats {
+            cases.push((dtype, format, 256, vec![64, 16, 48], 5));
+            cases.push((dtype, format, 192, vec![32, 48], 5));
+        }
+    }
+    for rows in [2, 16, 33, 64] {
+        cases.push((Dtype::Bfloat16, formats[0], 256, vec![64, 16, 48], rows));
+    }
+    cases.push((
+        Dtype::Bfloat16,
+        formats[0],
+        4096,
+        vec![4096, 1024, 1024],
+        16,
+    ));
+    for (dtype, (mode, group, bits), k, widths, rows) in cases {
+        let start = std::time::Instant::now();
+        let qs: Vec<QuantizedWeight> = widths
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| quantized(&[n, k], dtype, mode, group, bits, (n + k + i as i32) as u64))
+            .collect();
+        let refs: Vec<&QuantizedWeight> = qs.iter().collect();
+        let x = input(rows, k, dtype, (rows + k) as u64);
+        assert!(qmm_rows::takes_shared(&x, &refs));
+        let outs = qmm_rows::shared_product(&x, &refs, &stream).unwrap();
+        assert_eq!(outs.len(), refs.len());
+        for (out, q) in outs.iter().zip(&qs) {
+            assert_eq!(out.shape(), &[rows, q.weight.dim(0)]);
+            let exact = qmm_rows::reference_product(&x, q, None).unwrap();
+            let (diff, scale) = difference(out, &exact);
+            let allowed = qmm_rows::rounding_allowance(dtype, scale);
+            assert!(
+                diff.is_finite() && diff <= allowed,
+                "{dtype:?} {mode:?} group {group} {bits} bits, K {k}, rows {rows}, N {}: \
+                 differs by {diff} at scale {scale}",
+                q.weight.dim(0)
+            );
+        }
+        eprintln!(
+            "{dtype:?} {mode:?} group {group} {bits} bits, K {k}, widths {widths:?}, rows {rows}: ok ({} ms)",
+            start.elapsed().as_millis()
+        );
+    }
+}
+
+#[test]
 fn the_kernel_claims_only_shapes_it_handles() {
     let q = weights(48, 256, Dtype::Bfloat16, 64, 4, 1);
     assert!(qmm_rows::takes(&input(16, 256, Dtype::Bfloat16, 2), &q));

@@ -153,6 +153,34 @@ __device__ __forceinline__ void mxfp4_quad_bf16(uint32_t word, int quad, uint32_
   second = *reinterpret_cast<uint32_t*>(&v23);
 }
 
+// Two 4-bit affine values, bits 0-3 and 16-19 of `word`, dequantized as a
+// pair of T: each code goes into the mantissa of a 16-bit float that holds
+// MAGIC (128 in bfloat16, 1024 in float16) + q exactly, MAGIC is taken away
+// (exact), then one fused `q * scale + bias` per pair, rounded once. About
+// two operations a value against about six on the float route (value_at,
+// then a conversion), which limits the kernel at 16 rows and more.
+__device__ __forceinline__ uint32_t affine4_pair(uint32_t word, uint32_t scale2, uint32_t bias2,
+                                                 __nv_bfloat16) {
+  const uint32_t magic = 0x43004300u;
+  const uint32_t biased = (word & 0x000F000Fu) | magic;
+  const __nv_bfloat162 q = __hsub2(*reinterpret_cast<const __nv_bfloat162*>(&biased),
+                                   *reinterpret_cast<const __nv_bfloat162*>(&magic));
+  __nv_bfloat162 v = __hfma2(q, *reinterpret_cast<const __nv_bfloat162*>(&scale2),
+                             *reinterpret_cast<const __nv_bfloat162*>(&bias2));
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+
+__device__ __forceinline__ uint32_t affine4_pair(uint32_t word, uint32_t scale2, uint32_t bias2,
+                                                 __half) {
+  const uint32_t magic = 0x64006400u;
+  const uint32_t biased = (word & 0x000F000Fu) | magic;
+  const __half2 q = __hsub2(*reinterpret_cast<const __half2*>(&biased),
+                            *reinterpret_cast<const __half2*>(&magic));
+  __half2 v = __hfma2(q, *reinterpret_cast<const __half2*>(&scale2),
+                      *reinterpret_cast<const __half2*>(&bias2));
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+
 // 2^(e-128) in both bfloat16 halves, from a group's scale 2^(e-127) as a
 // float (0 for e <= 1, a value no weight of a trained model has).
 __device__ __forceinline__ uint32_t half_scale_bf16x2(float scale) {
@@ -182,8 +210,22 @@ __device__ __forceinline__ float scale_of(S s) {
 // thread's 8*V consecutive k of each chunk. `rows` may be anything up to
 // 8 * NT; row tiles past it are skipped (the same for the whole block, so
 // the warps do not diverge).
-template <typename T, int BITS, int GROUP, int V, int NT, int WARPS, bool MXFP4, typename S,
-          typename B>
+//
+// PAIRED (4-bit affine only, scales of type T): the weights are dequantized
+// two at a time (affine4_pair), which pairs the codes of nibbles i and i + 4
+// of a word. A thread's four k positions of an mma are then octet positions
+// {i, i + 4, i + 1, i + 5} (i = 0 or 2) instead of four consecutive ones, and
+// its B fragment is the same four positions of x, picked out of the octet's
+// 16-byte load by byte permutes.
+//
+// x is read an octet at a time, just before its products (16 bytes a row
+// tile, from L2 mostly: every block reads all of x). Reading a whole chunk's,
+// or the next chunk's with its weights, measured no faster at 4–64 rows
+// (scripts/qmm_rows.py, H200, 2026-12-01: the registers they hold cost more
+// than the latency they hide). Rows past `rows` in a tile read the last row
+// again (their results are not written): no branch per load.
+template <typename T, int BITS, int GROUP, int V, int NT, int WARPS, bool MXFP4, bool PAIRED,
+          typename S, typename B>
 __device__ __forceinline__ void product(const T* x, const uint32_t* w, const S* scales,
                                         const B* biases, T* out, int rows, int K, int N,
                                         int n0, const int* picked = nullptr,
@@ -211,7 +253,22 @@ __device__ __forceinline__ void product(const T* x, const uint32_t* w, const S* 
     acc[t][0] = acc[t][1] = acc[t][2] = acc[t][3] = 0.f;
   }
 
+  static_assert(!PAIRED || (BITS == 4 && !MXFP4 && same_type<S, T>::value),
+                "the paired route is for 4-bit affine weights with scales of type T");
   const int chunks = K / CHUNK;
+  // Each row tile's row of x for this thread (clamped to the last row), at
+  // the thread's first k.
+  const T* x_rows[NT];
+#pragma unroll
+  for (int t = 0; t < NT; ++t) {
+    const int row = min(t * 8 + g, rows - 1);
+    const int from = picked ? picked[row] / x_per_row : row;
+    x_rows[t] = x + (size_t)from * K + c * 8 * V;
+  }
+  // Octet o of a chunk's x for row tile t.
+  auto x_octet = [&](int chunk, int o, int t) {
+    return __ldg(reinterpret_cast<const uint4*>(x_rows[t] + chunk * CHUNK + 8 * o));
+  };
   // The next chunk's weights and scales are loaded before this chunk's are
   // used, so that each warp keeps a load in flight while it multiplies.
   uint32_t next_lo[WORDS], next_hi[WORDS];
@@ -234,7 +291,6 @@ __device__ __forceinline__ void product(const T* x, const uint32_t* w, const S* 
     load_chunk(warp);
   }
   for (int chunk = warp; chunk < chunks; chunk += WARPS) {
-    const int k0 = chunk * CHUNK + c * 8 * V;
     uint32_t q_lo[WORDS], q_hi[WORDS];
 #pragma unroll
     for (int i = 0; i < WORDS; ++i) {
@@ -248,28 +304,36 @@ __device__ __forceinline__ void product(const T* x, const uint32_t* w, const S* 
     // The bfloat16 MXFP4 route's scales (unused otherwise: compiled away).
     const uint32_t half_lo = half_scale_bf16x2(scale_lo);
     const uint32_t half_hi = half_scale_bf16x2(scale_hi);
+    // The paired route's scales and biases, two of each (exact: they were T).
+    const uint32_t scale2_lo = pack2(scale_lo, scale_lo, T{});
+    const uint32_t scale2_hi = pack2(scale_hi, scale_hi, T{});
+    const uint32_t bias2_lo = pack2(bias_lo, bias_lo, T{});
+    const uint32_t bias2_hi = pack2(bias_hi, bias_hi, T{});
     if (chunk + WARPS < chunks) {
       load_chunk(chunk + WARPS);
     }
 #pragma unroll
     for (int o = 0; o < V; ++o) {
-      // This octet's x for each row tile: eight consecutive k, one 16-byte load.
+      // This octet's x for each row tile (tiles past `rows` skipped: the
+      // same for the whole block).
       uint4 xs[NT];
 #pragma unroll
       for (int t = 0; t < NT; ++t) {
-        const int row = t * 8 + g;
-        if (row < rows) {
-          const int from = picked ? picked[row] / x_per_row : row;
-          xs[t] = *reinterpret_cast<const uint4*>(x + (size_t)from * K + k0 + 8 * o);
-        } else {
-          xs[t] = make_uint4(0, 0, 0, 0);
-        }
+        xs[t] = t * 8 < rows ? x_octet(chunk, o, t) : make_uint4(0, 0, 0, 0);
       }
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const int j = 8 * o + 4 * h;
         uint32_t a[4];
-        if constexpr (MXFP4 && same_type<T, __nv_bfloat16>::value) {
+        if constexpr (PAIRED) {
+          // Word o's nibbles (2h, 2h + 4), then (2h + 1, 2h + 5): h = 0
+          // takes octet positions {0, 4, 1, 5}, h = 1 {2, 6, 3, 7}.
+          const int shift = 8 * h;
+          a[0] = affine4_pair(q_lo[o] >> shift, scale2_lo, bias2_lo, T{});
+          a[1] = affine4_pair(q_hi[o] >> shift, scale2_hi, bias2_hi, T{});
+          a[2] = affine4_pair(q_lo[o] >> (shift + 4), scale2_lo, bias2_lo, T{});
+          a[3] = affine4_pair(q_hi[o] >> (shift + 4), scale2_hi, bias2_hi, T{});
+        } else if constexpr (MXFP4 && same_type<T, __nv_bfloat16>::value) {
           // Nibbles j .. j + 3: word j / 8, quad (j % 8) / 4.
           mxfp4_quad_bf16(q_lo[j / 8], (j % 8) / 4, half_lo, a[0], a[2]);
           mxfp4_quad_bf16(q_hi[j / 8], (j % 8) / 4, half_hi, a[1], a[3]);
@@ -286,8 +350,18 @@ __device__ __forceinline__ void product(const T* x, const uint32_t* w, const S* 
 #pragma unroll
         for (int t = 0; t < NT; ++t) {
           if (t * 8 < rows) {
-            const uint32_t b0 = h == 0 ? xs[t].x : xs[t].z;
-            const uint32_t b1 = h == 0 ? xs[t].y : xs[t].w;
+            uint32_t b0, b1;
+            if constexpr (PAIRED) {
+              // x at octet positions (i, i + 4) and (i + 1, i + 5), i = 2h:
+              // the low or high halves of words h and h + 2 of the load.
+              const uint32_t first = h == 0 ? xs[t].x : xs[t].y;
+              const uint32_t fifth = h == 0 ? xs[t].z : xs[t].w;
+              b0 = prmt(first, fifth, 0x5410u);
+              b1 = prmt(first, fifth, 0x7632u);
+            } else {
+              b0 = h == 0 ? xs[t].x : xs[t].z;
+              b1 = h == 0 ? xs[t].y : xs[t].w;
+            }
             mma(acc[t], a, b0, b1, T{});
           }
         }

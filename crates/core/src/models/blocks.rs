@@ -213,21 +213,54 @@ pub enum Linear {
 }
 
 impl Linear {
-    pub fn forward(&self, x: &Array) -> Result<Array> {
-        let (y, bias) = match self {
-            Linear::Dense { weight, bias } => (
-                rows_flattened(x, |x| Ok(ops::matmul(x, weight.t())?))?,
-                bias,
-            ),
-            Linear::Quantized { weight, bias } => (
-                rows_flattened(x, |x| crate::qmm_rows::matmul(x, weight, true))?,
-                bias,
-            ),
+    /// The products of projections that read the same `x` (a layer's q, k
+    /// and v; its gate and up), biases added: in one kernel launch where
+    /// [`crate::qmm_rows::matmul_shared`] takes them (quantized, on CUDA,
+    /// 2–64 rows), one by one otherwise.
+    pub fn forward_shared<const N: usize>(x: &Array, linears: [&Linear; N]) -> Result<[Array; N]> {
+        let weights: Option<Vec<&QuantizedWeight>> = linears
+            .iter()
+            .map(|l| match l {
+                Linear::Quantized { weight, .. } => Some(weight),
+                Linear::Dense { .. } => None,
+            })
+            .collect();
+        let shared = match weights {
+            Some(weights) => crate::qmm_rows::matmul_shared(x, &weights)?,
+            None => None,
         };
+        let ys = match shared {
+            Some(ys) => ys
+                .into_iter()
+                .zip(linears)
+                .map(|(y, l)| l.with_bias(y))
+                .collect::<Result<Vec<_>>>()?,
+            None => linears
+                .iter()
+                .map(|l| l.forward(x))
+                .collect::<Result<Vec<_>>>()?,
+        };
+        Ok(ys
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("one product per projection")))
+    }
+
+    fn with_bias(&self, y: Array) -> Result<Array> {
+        let (Linear::Dense { bias, .. } | Linear::Quantized { bias, .. }) = self;
         Ok(match bias {
             Some(b) => y.add(b)?,
             None => y,
         })
+    }
+
+    pub fn forward(&self, x: &Array) -> Result<Array> {
+        let y = match self {
+            Linear::Dense { weight, .. } => rows_flattened(x, |x| Ok(ops::matmul(x, weight.t())?))?,
+            Linear::Quantized { weight, .. } => {
+                rows_flattened(x, |x| crate::qmm_rows::matmul(x, weight, true))?
+            }
+        };
+        self.with_bias(y)
     }
 }
 
@@ -515,8 +548,7 @@ impl Mlp {
     }
 
     pub fn forward(&self, x: &Array) -> Result<Array> {
-        let gate = self.gate_proj.forward(x)?;
-        let up = self.up_proj.forward(x)?;
+        let [gate, up] = Linear::forward_shared(x, [&self.gate_proj, &self.up_proj])?;
         let y = self.down_proj.forward(&fused::swiglu(&gate, &up)?)?;
         sum_over(self.group, y)
     }
@@ -622,9 +654,10 @@ impl Decoder {
             };
             Ok(t.transpose_axes(&[0, 2, 1, 3])?)
         };
-        let q = heads(a.q_proj.forward(x)?, a.heads, a.q_norm.as_ref())?;
-        let k = heads(a.k_proj.forward(x)?, a.kv_heads, a.k_norm.as_ref())?;
-        let v = heads(a.v_proj.forward(x)?, a.kv_heads, None)?;
+        let [q, k, v] = Linear::forward_shared(x, [&a.q_proj, &a.k_proj, &a.v_proj])?;
+        let q = heads(q, a.heads, a.q_norm.as_ref())?;
+        let k = heads(k, a.kv_heads, a.k_norm.as_ref())?;
+        let v = heads(v, a.kv_heads, None)?;
         let offset = cache.rope_offset()?;
         let q = s.rope.apply(&q, &offset)?;
         let k = s.rope.apply(&k, &offset)?;

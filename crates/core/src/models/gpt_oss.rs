@@ -372,9 +372,10 @@ impl GptOss {
             Ok(t.reshape(&[batch, seq, n, c.head_dim])?
                 .transpose_axes(&[0, 2, 1, 3])?)
         };
-        let q = heads(layer.q_proj.forward(x)?, self.heads)?;
-        let k = heads(layer.k_proj.forward(x)?, self.kv_heads)?;
-        let v = heads(layer.v_proj.forward(x)?, self.kv_heads)?;
+        let [q, k, v] = Linear::forward_shared(x, [&layer.q_proj, &layer.k_proj, &layer.v_proj])?;
+        let q = heads(q, self.heads)?;
+        let k = heads(k, self.kv_heads)?;
+        let v = heads(v, self.kv_heads)?;
         let offset = cache.rope_offset()?;
         let q = self.rope.apply(&q, &offset)?;
         let k = self.rope.apply(&k, &offset)?;
