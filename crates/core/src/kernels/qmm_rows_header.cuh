@@ -154,31 +154,31 @@ __device__ __forceinline__ void mxfp4_quad_bf16(uint32_t word, int quad, uint32_
 }
 
 // Two 4-bit affine values, bits 0-3 and 16-19 of `word`, dequantized as a
-// pair of T: each code goes into the mantissa of a 16-bit float that holds
-// MAGIC (128 in bfloat16, 1024 in float16) + q exactly, MAGIC is taken away
-// (exact), then one fused `q * scale + bias` per pair, rounded once. About
-// two operations a value against about six on the float route (value_at,
-// then a conversion), which limits the kernel at 16 rows and more.
+// pair of 16-bit floats (`Pair`): each code goes into the mantissa of a
+// 16-bit float that holds `magic` + q exactly, `magic` is taken away (exact),
+// then one fused `q * scale + bias` per pair, rounded once. About two
+// operations a value against about six on the float route (value_at, then a
+// conversion).
+template <typename Pair>
+__device__ __forceinline__ uint32_t affine4_pair_of(uint32_t word, uint32_t scale2,
+                                                    uint32_t bias2, uint32_t magic) {
+  const uint32_t biased = (word & 0x000F000Fu) | magic;
+  const Pair q = __hsub2(*reinterpret_cast<const Pair*>(&biased),
+                         *reinterpret_cast<const Pair*>(&magic));
+  Pair v = __hfma2(q, *reinterpret_cast<const Pair*>(&scale2),
+                   *reinterpret_cast<const Pair*>(&bias2));
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+
+// The magic numbers: 128 in bfloat16 (7 mantissa bits), 1024 in float16 (10).
 __device__ __forceinline__ uint32_t affine4_pair(uint32_t word, uint32_t scale2, uint32_t bias2,
                                                  __nv_bfloat16) {
-  const uint32_t magic = 0x43004300u;
-  const uint32_t biased = (word & 0x000F000Fu) | magic;
-  const __nv_bfloat162 q = __hsub2(*reinterpret_cast<const __nv_bfloat162*>(&biased),
-                                   *reinterpret_cast<const __nv_bfloat162*>(&magic));
-  __nv_bfloat162 v = __hfma2(q, *reinterpret_cast<const __nv_bfloat162*>(&scale2),
-                             *reinterpret_cast<const __nv_bfloat162*>(&bias2));
-  return *reinterpret_cast<uint32_t*>(&v);
+  return affine4_pair_of<__nv_bfloat162>(word, scale2, bias2, 0x43004300u);
 }
 
 __device__ __forceinline__ uint32_t affine4_pair(uint32_t word, uint32_t scale2, uint32_t bias2,
                                                  __half) {
-  const uint32_t magic = 0x64006400u;
-  const uint32_t biased = (word & 0x000F000Fu) | magic;
-  const __half2 q = __hsub2(*reinterpret_cast<const __half2*>(&biased),
-                            *reinterpret_cast<const __half2*>(&magic));
-  __half2 v = __hfma2(q, *reinterpret_cast<const __half2*>(&scale2),
-                      *reinterpret_cast<const __half2*>(&bias2));
-  return *reinterpret_cast<uint32_t*>(&v);
+  return affine4_pair_of<__half2>(word, scale2, bias2, 0x64006400u);
 }
 
 // 2^(e-128) in both bfloat16 halves, from a group's scale 2^(e-127) as a
