@@ -1,7 +1,9 @@
 //! Our quantized products for the few-row shapes of a batched or speculative
-//! decode step, on CUDA (#23): one weight matrix (`qmm_rows`), and the
-//! mixture-of-experts form (`qmm_gather`: each expert's matrix applied to the
-//! rows that chose it, GPT-OSS's experts).
+//! decode step, on CUDA (#23): one weight matrix (`qmm_rows`), two or three
+//! matrices that read the same rows in one launch (`qmm_shared`: a layer's q,
+//! k and v, its gate and up; [`matmul_shared`]), and the mixture-of-experts
+//! form (`qmm_gather`: each expert's matrix applied to the rows that chose
+//! it, GPT-OSS's experts).
 //!
 //! MLX's CUDA back end runs `quantized_matmul` with 2–4 rows as its one-row
 //! kernel once per row, and with 8–64 rows well above the time it takes to
@@ -17,9 +19,9 @@
 //! MXFP4; bfloat16 or float16 activations; 2–64 rows (tokens, for the
 //! experts); `N % 16 == 0`; on a CUDA stream. `MLX_HARMONY_QMM=mlx` turns them
 //! off (to compare), `MLX_HARMONY_QMM=unshared` launches them once per matrix
-//! where [`matmul_shared`] would take several; the first call of each kernel variant checks it against
-//! MLX's dequantized product on a small case and falls back to MLX, with one
-//! warning, if it does not compile or agree.
+//! where [`matmul_shared`] would take several. The first call of each kernel
+//! variant checks it against MLX's dequantized product on a small case and
+//! falls back to MLX, with one warning, if it does not compile or agree.
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
