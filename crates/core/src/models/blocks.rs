@@ -508,6 +508,24 @@ impl AttentionShard {
     }
 }
 
+/// How a rank cuts `inter` hidden units (an MLP's, or each expert's) under
+/// tensor parallelism: whole runs of `unit` features (the down projection's
+/// quantization group, so that its input cut keeps whole groups), shared as
+/// evenly as the group allows; `what` names them in an error. Returns the
+/// gate and up projections' cut (their outputs) and the down projection's
+/// (its inputs, its bias added by rank 0 alone).
+pub fn hidden_units_part(group: &Group, inter: i32, unit: i32, what: &str) -> Result<(Keep, Keep)> {
+    let units = group.part(inter / unit, what)?;
+    let features = units.start * unit..units.end * unit;
+    Ok((
+        Keep::Outputs(features.clone()),
+        Keep::Inputs {
+            features,
+            bias: group.rank() == 0,
+        },
+    ))
+}
+
 /// The SwiGLU MLP: `down(silu(gate(x)) * up(x))`.
 pub struct Mlp {
     gate_proj: Linear,
@@ -525,20 +543,13 @@ impl Mlp {
     pub fn load(w: &mut Weights, hidden: i32, inter: i32, bias: bool) -> Result<Self> {
         let group = w.group();
         let (up_keep, down_keep) = match group {
-            None => (None, None),
+            None => None,
             Some(g) => {
                 let unit = w.group_size_of("down_proj").unwrap_or(1);
-                let units = g.part(inter / unit, "MLP hidden-unit groups")?;
-                let features = units.start * unit..units.end * unit;
-                (
-                    Some(Keep::Outputs(features.clone())),
-                    Some(Keep::Inputs {
-                        features,
-                        bias: g.rank() == 0,
-                    }),
-                )
+                Some(hidden_units_part(g, inter, unit, "MLP hidden-unit groups")?)
             }
-        };
+        }
+        .unzip();
         Ok(Mlp {
             gate_proj: w.linear_part("gate_proj", hidden, inter, bias, up_keep.as_ref())?,
             up_proj: w.linear_part("up_proj", hidden, inter, bias, up_keep.as_ref())?,

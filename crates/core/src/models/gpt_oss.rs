@@ -17,8 +17,8 @@ use crate::array_ext::{scalar_like, slice, slice_strided};
 use crate::checkpoint::Checkpoint;
 use crate::distributed::{self, Group};
 use crate::models::blocks::{
-    AttentionShard, Embedding, Keep, Linear, QuantConfig, Rope, Weights, check_caches, residual,
-    sdpa_mask, sum_over,
+    AttentionShard, Embedding, Keep, Linear, QuantConfig, Rope, Weights, check_caches,
+    hidden_units_part, residual, sdpa_mask, sum_over,
 };
 use crate::models::cache::{AttentionMask, KvCache, LayerCache};
 use crate::models::fused;
@@ -176,13 +176,12 @@ fn load_experts(w: &mut Weights, c: &GptOssConfig) -> Result<Experts> {
         ExpertMatrix::Quantized(q) => q.group_size,
         ExpertMatrix::Dense(_) => 1,
     };
-    let units = group.part(c.intermediate_size / unit, "expert hidden-unit groups")?;
-    let features = units.start * unit..units.end * unit;
-    let outputs = Keep::Outputs(features.clone());
-    let inputs = Keep::Inputs {
-        features,
-        bias: group.rank() == 0,
-    };
+    let (outputs, inputs) = hidden_units_part(
+        group,
+        c.intermediate_size,
+        unit,
+        "expert hidden-unit groups",
+    )?;
     Ok((
         gate.part(&outputs)?,
         up.part(&outputs)?,
