@@ -255,25 +255,52 @@ pub fn try_product(x: &Array, q: &QuantizedWeight, stream: &Stream) -> Result<Op
     if !enabled() || !cuda_present() || !takes(x, q) || !on_gpu(stream) {
         return Ok(None);
     }
-    let shape = x.shape().to_vec();
-    let k = shape[shape.len() - 1];
-    let rows: i32 = shape[..shape.len() - 1].iter().product();
-    let variant = Variant::new(Form::Matrix, x.dtype(), q, k, rows);
+    let rows = Rows::of(x);
+    let variant = Variant::new(Form::Matrix, x.dtype(), q, rows.k(), rows.count());
     if !checked(variant, stream) {
         return Ok(None);
     }
-    let flat = if shape.len() == 2 {
-        x.clone()
-    } else {
-        x.reshape(&[rows, k])?
-    };
-    let y = apply(&flat, q, None, variant, stream)?;
-    if shape.len() == 2 {
-        Ok(Some(y))
-    } else {
-        let mut out_shape = shape;
-        *out_shape.last_mut().expect("x has a last axis") = y.dim(-1);
-        Ok(Some(y.reshape(&out_shape)?))
+    let y = apply(&rows.flatten(x)?, q, None, variant, stream)?;
+    rows.restore(y).map(Some)
+}
+
+/// The rows of an `x` of shape `[..., K]` as the kernels take them, `[rows,
+/// K]`, and their results (`[rows, N]`) shaped back to `[..., N]`.
+struct Rows {
+    shape: Vec<i32>,
+}
+
+impl Rows {
+    /// `x` has at least one axis (the kernels' `takes` checks have held).
+    fn of(x: &Array) -> Self {
+        Rows {
+            shape: x.shape().to_vec(),
+        }
+    }
+
+    fn k(&self) -> i32 {
+        self.shape[self.shape.len() - 1]
+    }
+
+    fn count(&self) -> i32 {
+        self.shape[..self.shape.len() - 1].iter().product()
+    }
+
+    fn flatten(&self, x: &Array) -> Result<Array> {
+        if self.shape.len() == 2 {
+            Ok(x.clone())
+        } else {
+            Ok(x.reshape(&[self.count(), self.k()])?)
+        }
+    }
+
+    fn restore(&self, y: Array) -> Result<Array> {
+        if self.shape.len() == 2 {
+            return Ok(y);
+        }
+        let mut shape = self.shape.clone();
+        *shape.last_mut().expect("x has a last axis") = y.dim(-1);
+        Ok(y.reshape(&shape)?)
     }
 }
 
@@ -329,22 +356,20 @@ pub fn matmul_shared(x: &Array, weights: &[&QuantizedWeight]) -> Result<Option<V
     if !on_gpu(&stream) {
         return Ok(None);
     }
-    let shape = x.shape().to_vec();
-    let k = shape[shape.len() - 1];
-    let rows: i32 = shape[..shape.len() - 1].iter().product();
-    let variant = Variant::new(Form::Shared(weights.len()), x.dtype(), weights[0], k, rows);
+    let rows = Rows::of(x);
+    let variant = Variant::new(
+        Form::Shared(weights.len()),
+        x.dtype(),
+        weights[0],
+        rows.k(),
+        rows.count(),
+    );
     if !checked(variant, &stream) {
         return Ok(None);
     }
-    let flat = x.reshape(&[rows, k])?;
-    let outputs = apply_shared(&flat, weights, variant, &stream)?;
-    outputs
+    apply_shared(&rows.flatten(x)?, weights, variant, &stream)?
         .into_iter()
-        .map(|y| {
-            let mut out_shape = shape.clone();
-            *out_shape.last_mut().expect("x has a last axis") = y.dim(-1);
-            Ok(y.reshape(&out_shape)?)
-        })
+        .map(|y| rows.restore(y))
         .collect::<Result<Vec<_>>>()
         .map(Some)
 }
