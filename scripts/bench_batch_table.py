@@ -22,16 +22,22 @@ def cell(group, key, digits):
     return f"{median:.{digits}f} [{low:.{digits}f}-{high:.{digits}f}]"
 
 
-# "mlx-harmony-mlxqmm": our engine with MLX's quantized products
-# (MLX_HARMONY_QMM=mlx), when the run measured it too.
-compare = any(impl == "mlx-harmony-mlxqmm" for _, impl in groups)
-extra = " ours with MLX's qmm | ours over it |" if compare else ""
+# A variant of our engine measured in the same run, beside ours: with MLX's
+# quantized products (MLX_HARMONY_QMM=mlx), one launch a matrix
+# (MLX_HARMONY_QMM=unshared) or MLX's attention over one cache array
+# (MLX_HARMONY_ATTEND=mlx).
+VARIANTS = {"mlx-harmony-mlxqmm": "ours with MLX's qmm",
+            "mlx-harmony-unshared": "ours, one launch a matrix",
+            "mlx-harmony-mlxattend": "ours with MLX's attention"}
+variant = next((impl for _, impl in sorted(groups) if impl in VARIANTS), None)
+compare = variant is not None
+extra = f" {VARIANTS[variant]} | ours over it |" if compare else ""
 print("| sequences | metric | mlx-harmony | mlx-lm | ratio |" + extra)
 print("| --- | --- | --- | --- | --- |" + (" --- | --- |" if compare else ""))
 for n in sorted({c for c, _ in groups}):
     ours, theirs = groups.get((n, "mlx-harmony"), []), groups.get((n, "mlx-lm"), [])
-    plain = groups.get((n, "mlx-harmony-mlxqmm"), [])
-    if not ours or not theirs:
+    plain = groups.get((n, variant), []) if compare else []
+    if not ours:
         continue
     for key, name, digits, higher_is_better in [
         ("decode_tps", "decode tok/s (all)", 1, True),
@@ -39,9 +45,12 @@ for n in sorted({c for c, _ in groups}):
         ("ttft_p50_s", "first token p50 s", 3, False),
         ("ttft_p95_s", "first token p95 s", 3, False),
     ]:
-        a, b = stat(ours, key)[0], stat(theirs, key)[0]
+        a = stat(ours, key)[0]
+        b = stat(theirs, key)[0] if theirs else None
         ratio = (a / b if higher_is_better else b / a) if a and b else float("nan")
-        line = f"| {n} | {name} | {cell(ours, key, digits)} | {cell(theirs, key, digits)} | {ratio:.2f}x |"
+        their_cell = cell(theirs, key, digits) if theirs else "-"
+        ratio_cell = f"{ratio:.2f}x" if ratio == ratio else "-"
+        line = f"| {n} | {name} | {cell(ours, key, digits)} | {their_cell} | {ratio_cell} |"
         if compare and plain:
             c = stat(plain, key)[0]
             versus = (a / c if higher_is_better else c / a) if a and c else float("nan")

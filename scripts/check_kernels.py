@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
 """Compiles every variant of crates/core/src/kernels/ (the qmm_rows and
-qmm_gather kernels, and the shared-rows form qmm_rows.rs generates) with NVRTC, wrapped the way MLX's cuda_kernel wraps a body
+qmm_gather kernels, the shared-rows form qmm_rows.rs generates, and the
+attend_rows kernel) with NVRTC, wrapped the way MLX's cuda_kernel wraps a body
 (the generated signature, the template arguments as constants), for sm_80 and
 sm_90. The variants are the template arguments crates/core/src/qmm_rows.rs can
 pick: T bf16/f16; MXFP4 (4 bits, group 32) or affine 4/8 bits in groups of
 32/64/128; V 1/2/4 (as K allows the group); NT 1 and 8 (the fewest and most
 row tiles: NT only sets loop counts); PAIRED for 4-bit affine weights (as
 qmm_rows.rs sets it); X_PER_ROW 1, or 4 for the experts' form (GPT-OSS's picks
-a token). Exits 1 on the first failure, printing NVRTC's log.
+a token). The attend_rows kernel: T bf16/f16, each (D, G) attend_rows.rs
+takes at its edges (D 64 and 128; G 1 and the most each D allows, and the
+models' 4 and 8), with and without sinks. Exits 1 on the first failure,
+printing NVRTC's log.
 
 Usage: check_kernels.py NVRTC_DIR   (where NVIDIA's nvrtc and runtime wheels are installed)
 """
@@ -67,16 +71,55 @@ def source(header, body, form, t, scales, bits, group, v, nt, mxfp4, x_per_row):
             + constants + "\n" + body + "\n}\n}}}\n")
 
 
+def attend_source(header, body, t, d, g, sinks):
+    """The attend_rows body wrapped as MLX wraps it (sinks of type float)."""
+    inputs = [f"const {t}* q", "const __grid_constant__ Shape q_shape"]
+    for name in ("store_k", "store_v", "recent_k", "recent_v"):
+        inputs += [f"const {t}* {name}", f"const __grid_constant__ Shape {name}_shape"]
+    inputs += ["const int* spans", "const float* sinks", f"{t}* out"]
+    constants = (f"constexpr int D = {d}; constexpr int G = {g}; constexpr int C = 2; "
+                 f"constexpr bool SINKS = {'true' if sinks else 'false'}; "
+                 f"constexpr int SCALE_BITS = 1040187392; using T = {t};")
+    return (PRELUDE + header + "namespace mlx { namespace core { namespace cu {\n"
+            + "__global__ void kernel(" + ", ".join(inputs) + ") {\n"
+            + constants + "\n" + body + "\n}\n}}}\n")
+
+
+def compile_or_exit(nvrtc, include, text, arch, label):
+    program = ctypes.c_void_p()
+    nvrtc.nvrtcCreateProgram(ctypes.byref(program), text.encode(), b"kernel.cu", 0, None, None)
+    options = [f"--gpu-architecture={arch}".encode(), b"-std=c++17",
+               f"-I{include}".encode(), b"-default-device"]
+    status = nvrtc.nvrtcCompileProgram(
+        program, len(options), (ctypes.c_char_p * len(options))(*options))
+    size = ctypes.c_size_t()
+    nvrtc.nvrtcGetProgramLogSize(program, ctypes.byref(size))
+    log = ctypes.create_string_buffer(size.value)
+    nvrtc.nvrtcGetProgramLog(program, log)
+    nvrtc.nvrtcDestroyProgram(ctypes.byref(program))
+    if status != 0:
+        print(f"check-kernels: {label} {arch} does not compile:\n{log.value.decode()}")
+        sys.exit(1)
+
+
 def main():
     root = Path(sys.argv[1])
     nvrtc = ctypes.CDLL(str(next((root / "nvidia" / "cuda_nvrtc" / "lib").glob("libnvrtc.so.*"))))
     include = root / "nvidia" / "cuda_runtime" / "include"
+    count, start = 0, time.time()
+    attend_header = (KERNELS / "attend_rows_header.cuh").read_text()
+    attend_body = (KERNELS / "attend_rows_body.cu").read_text()
+    for t, (d, g), sinks, arch in itertools.product(
+            ("__nv_bfloat16", "__half"), ((64, 1), (64, 8), (64, 16), (128, 1), (128, 4), (128, 8)),
+            (False, True), ("sm_80", "sm_90")):
+        compile_or_exit(nvrtc, include, attend_source(attend_header, attend_body, t, d, g, sinks),
+                        arch, f"attend_rows T={t} D={d} G={g} SINKS={sinks}")
+        count += 1
     header = (KERNELS / "qmm_rows_header.cuh").read_text()
     bodies = {"matrix": (KERNELS / "qmm_rows_body.cu").read_text(),
               "experts": (KERNELS / "qmm_gather_body.cu").read_text(),
               "shared2": shared_body(2), "shared3": shared_body(3)}
     formats = [(True, 4, 32)] + [(False, bits, group) for bits in (4, 8) for group in (32, 64, 128)]
-    count, start = 0, time.time()
     for form, t, (mxfp4, bits, group), v, nt, arch in itertools.product(
             bodies, ("__nv_bfloat16", "__half"), formats, (1, 2, 4), (1, 8),
             ("sm_80", "sm_90")):
@@ -97,23 +140,10 @@ def main():
         for x_per_row in ((1, 4) if form == "experts" else (1,)):
             text = source(header, bodies[form], form, t, "uint8_t" if mxfp4 else t, bits,
                           group, v, nt, mxfp4, x_per_row)
-            program = ctypes.c_void_p()
-            nvrtc.nvrtcCreateProgram(ctypes.byref(program), text.encode(), b"kernel.cu", 0, None, None)
-            options = [f"--gpu-architecture={arch}".encode(), b"-std=c++17",
-                       f"-I{include}".encode(), b"-default-device"]
-            status = nvrtc.nvrtcCompileProgram(
-                program, len(options), (ctypes.c_char_p * len(options))(*options))
-            size = ctypes.c_size_t()
-            nvrtc.nvrtcGetProgramLogSize(program, ctypes.byref(size))
-            log = ctypes.create_string_buffer(size.value)
-            nvrtc.nvrtcGetProgramLog(program, log)
-            nvrtc.nvrtcDestroyProgram(ctypes.byref(program))
+            compile_or_exit(nvrtc, include, text, arch,
+                            f"{form} T={t} MXFP4={mxfp4} BITS={bits} GROUP={group} V={v} "
+                            f"NT={nt} X_PER_ROW={x_per_row}")
             count += 1
-            if status != 0:
-                print(f"check-kernels: {form} T={t} "
-                      f"MXFP4={mxfp4} BITS={bits} GROUP={group} V={v} NT={nt} "
-                      f"X_PER_ROW={x_per_row} {arch} does not compile:\n{log.value.decode()}")
-                sys.exit(1)
     print(f"check-kernels: {count} kernel variants compiled with NVRTC ({time.time() - start:.0f} s)")
 
 

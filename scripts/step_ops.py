@@ -8,7 +8,10 @@ until the device is done. A decode step is host-bound when its operations'
 queueing time passes its device time: an operation whose host time grows with
 the rows is what makes a batched step host-bound.
 
-Usage: step_ops.py [--count 48] [ROWS...]   (default rows: 1 16)
+Usage: step_ops.py [--count 48] [--shape gpt-oss-20b|llama3-8b] [ROWS...]
+       (default rows: 1 16). The Llama table also times a cache write the way
+       the engine does it (each write takes the last one's array, so MLX
+       updates it in place) and a whole layer with MLX's products.
 Runs with the reference environment's MLX (scripts/reference-env) on the GPU
 when MLX has one (the H200 through scripts/gpu-bench-bundle), else the CPU.
 """
@@ -21,6 +24,90 @@ import mlx.core as mx
 
 KERNELS = Path(__file__).resolve().parent.parent / "crates" / "core" / "src" / "kernels"
 HIDDEN, EXPERTS, TOP, HEADS, KV_HEADS, HEAD_DIM, CONTEXT = 2880, 32, 4, 64, 8, 64, 640
+
+
+def llama_ops(rows):
+    """The Llama-3-8B-shaped layer's operations of a batched decode step (the
+    engine's order: models/blocks.rs), as (name, make) pairs; make(count)
+    returns the outputs of `count` instances."""
+    hidden, heads, kv_heads, head_dim, inter, context = 4096, 32, 8, 128, 14336, 640
+    x = mx.random.normal((rows, hidden)).astype(mx.bfloat16)
+    norm_w = mx.ones((hidden,), dtype=mx.bfloat16)
+    q = mx.random.normal((rows, heads, 1, head_dim)).astype(mx.bfloat16)
+    k = mx.random.normal((rows, kv_heads, context, head_dim)).astype(mx.bfloat16)
+    v = mx.random.normal((rows, kv_heads, context, head_dim)).astype(mx.bfloat16)
+    new_kv = mx.random.normal((rows, kv_heads, 1, head_dim)).astype(mx.bfloat16)
+    gate = mx.random.normal((rows, inter)).astype(mx.bfloat16)
+    up = mx.random.normal((rows, inter)).astype(mx.bfloat16)
+    attn_out = mx.random.normal((rows, heads, 1, head_dim)).astype(mx.bfloat16)
+    capacity = context + 256
+    # Rows joined at different steps: each masks its own first columns.
+    mask = mx.arange(context)[None, None, None, :] >= (mx.arange(rows) % 32)[:, None, None, None]
+    mx.eval(x, norm_w, q, k, v, new_kv, gate, up, attn_out, mask)
+
+    def weights(n, k_):
+        return mx.quantize(mx.random.normal((n, k_)).astype(mx.bfloat16) * 0.02, group_size=64,
+                           bits=4)
+
+    wq, wk, wv, wo = (weights(n, hidden) for n in (hidden, 1024, 1024, hidden))
+    wg, wu, wd = weights(inter, hidden), weights(inter, hidden), weights(hidden, inter)
+    mx.eval(wq, wk, wv, wo, wg, wu, wd)
+
+    def qmm(a, w):
+        return mx.quantized_matmul(a, w[0], w[1], w[2], transpose=True, group_size=64, bits=4)
+
+    def cache_writes(count):
+        # As the engine writes: each write takes the array the last one made
+        # and nothing else holds it, so MLX may update it in place.
+        cache = mx.zeros((rows, kv_heads, capacity, head_dim), dtype=mx.bfloat16)
+        mx.eval(cache)
+        for i in range(count):
+            column = context + i % 256
+            cache = mx.slice_update(cache, new_kv, mx.array([0, 0, column, 0]),
+                                    axes=(0, 1, 2, 3))
+        return [cache]
+
+    def layer(h):
+        n = mx.fast.rms_norm(h, norm_w, 1e-5)
+        qq, kk, vv = qmm(n, wq), qmm(n, wk), qmm(n, wv)
+        qq = mx.fast.rope(qq.reshape(rows, 1, heads, head_dim).transpose(0, 2, 1, 3), head_dim,
+                          traditional=False, base=500000.0, scale=1.0, offset=context)
+        kk = mx.fast.rope(kk.reshape(rows, 1, kv_heads, head_dim).transpose(0, 2, 1, 3),
+                          head_dim, traditional=False, base=500000.0, scale=1.0, offset=context)
+        vv = vv.reshape(rows, 1, kv_heads, head_dim).transpose(0, 2, 1, 3)
+        # The new keys and values are not written (timed above): attention
+        # reads the context as it is, plus the step's rope output kept live.
+        o = mx.fast.scaled_dot_product_attention(qq + kk.sum() * 0 + vv.sum() * 0, k, v,
+                                                 scale=head_dim ** -0.5)
+        h = h + qmm(o.transpose(0, 2, 1, 3).reshape(rows, hidden), wo)
+        n = mx.fast.rms_norm(h, norm_w, 1e-5)
+        g, u = qmm(n, wg), qmm(n, wu)
+        return h + qmm(g * mx.sigmoid(g) * u, wd)
+
+    def products(h):
+        return [qmm(h, w) for w in (wq, wk, wv, wo, wg, wu)] + [qmm(gate, wd)]
+
+    def many(make):
+        return lambda count: [make() for _ in range(count)]
+
+    return [
+        ("rms_norm", many(lambda: mx.fast.rms_norm(x, norm_w, 1e-5))),
+        ("rope q (32 heads), one offset", many(lambda: mx.fast.rope(
+            q, head_dim, traditional=False, base=500000.0, scale=1.0, offset=context))),
+        ("cache write, a copy (input still held)", many(lambda: mx.slice_update(
+            k, new_kv, mx.array([0, 0, context - 1, 0]), axes=(0, 1, 2, 3)))),
+        ("cache write, chained (in place)", cache_writes),
+        ("sdpa, no mask (640 positions)", many(lambda: mx.fast.scaled_dot_product_attention(
+            q, k, v, scale=head_dim ** -0.5))),
+        ("sdpa, a mask (one padding a row)", many(lambda: mx.fast.scaled_dot_product_attention(
+            q, k, v, scale=head_dim ** -0.5, mask=mask))),
+        ("attention output to rows (transpose, reshape)", many(
+            lambda: attn_out.transpose(0, 2, 1, 3).reshape(rows, hidden) + 0)),
+        ("silu(gate) * up", many(lambda: gate * mx.sigmoid(gate) * up)),
+        ("residual add", many(lambda: x + x)),
+        ("whole layer, MLX's products (no cache write)", many(lambda: layer(x))),
+        ("the layer's seven products alone (MLX's)", many(lambda: products(x))),
+    ]
 
 
 def ops(rows):
@@ -72,7 +159,7 @@ def ops(rows):
             inputs=[x, experts[0], experts[1], experts[1], picks],
             template=[("T", mx.bfloat16), ("BITS", 4), ("GROUP", 32), ("V", 2),
                       ("NT", next(t for t in (1, 2, 4, 8) if rows <= 8 * t)), ("WARPS", 8),
-                      ("X_PER_ROW", TOP), ("MXFP4", True)],
+                      ("X_PER_ROW", TOP), ("MXFP4", True), ("PAIRED", False)],
             grid=(HIDDEN // 16 * 256, EXPERTS, 1), threadgroup=(256, 1, 1),
             output_shapes=[(rows * TOP, HIDDEN)], output_dtypes=[mx.bfloat16])[0]))
     return table
@@ -81,11 +168,16 @@ def ops(rows):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=48)
+    parser.add_argument("--shape", choices=["gpt-oss-20b", "llama3-8b"], default="gpt-oss-20b")
     parser.add_argument("rows", nargs="*", type=int, default=[1, 16])
     args = parser.parse_args()
     print(f"MLX {mx.__version__} on {mx.default_device()}; {args.count} copies a timing; "
           "microseconds per operation")
-    tables = {rows: ops(rows) for rows in args.rows}
+    if args.shape == "llama3-8b":
+        tables = {rows: llama_ops(rows) for rows in args.rows}
+    else:
+        tables = {rows: [(name, (lambda m: lambda count: [m() for _ in range(count)])(make))
+                         for name, make in ops(rows)] for rows in args.rows}
     head = " | ".join(f"host @{r} | device @{r}" for r in args.rows)
     print(f"| operation | {head} |")
     print("| --- |" + " ---: |" * (2 * len(args.rows)))
@@ -93,10 +185,10 @@ def main():
         cells = []
         for rows in args.rows:
             make = tables[rows][index][1]
-            mx.eval([make() for _ in range(4)])  # warm-up: kernels compiled
+            mx.eval(make(4))  # warm-up: kernels compiled
             best_host, best_all = float("inf"), float("inf")
             for _ in range(5):
-                outs = [make() for _ in range(args.count)]
+                outs = make(args.count)
                 mx.synchronize()
                 start = time.perf_counter()
                 mx.async_eval(outs)

@@ -67,6 +67,7 @@
 //! ```
 
 pub mod array_ext;
+pub mod attend_rows;
 pub mod batch;
 pub mod chat_template;
 pub mod checkpoint;
@@ -93,6 +94,7 @@ pub mod text;
 pub mod tool_parsers;
 pub mod turn;
 
+mod cuda_kernel;
 mod platform;
 
 pub use error::{Error, Result};

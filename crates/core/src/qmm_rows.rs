@@ -23,12 +23,11 @@
 //! variant checks it against MLX's dequantized product on a small case and
 //! falls back to MLX, with one warning, if it does not compile or agree.
 
-use std::collections::HashMap;
-use std::ffi::{CStr, CString};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use mlx_rs::{Array, Dtype, Stream};
 
+use crate::cuda_kernel::{Checks, CudaKernel, TemplateArg, cuda_present, env_setting, on_gpu};
 use crate::quant::{QuantMode, QuantizedWeight};
 use crate::{Error, Result};
 
@@ -112,67 +111,17 @@ impl Variant {
     }
 }
 
-/// What `MLX_HARMONY_QMM` asks for: our kernels (`ours`, the default),
-/// ours with one launch per matrix (`unshared`: to measure
-/// [`matmul_shared`]), or MLX's products (`mlx`).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Choice {
-    Ours,
-    Unshared,
-    Mlx,
-}
-
-fn choice() -> Choice {
-    static CHOICE: OnceLock<Choice> = OnceLock::new();
-    *CHOICE.get_or_init(|| match std::env::var("MLX_HARMONY_QMM") {
-        Ok(v) if v.eq_ignore_ascii_case("mlx") => Choice::Mlx,
-        Ok(v) if v.eq_ignore_ascii_case("unshared") => Choice::Unshared,
-        Ok(v) if v.eq_ignore_ascii_case("ours") || v.is_empty() => Choice::Ours,
-        Ok(other) => {
-            eprintln!(
-                "warning: MLX_HARMONY_QMM={other:?} is not \"ours\", \"unshared\" or \"mlx\"; \
-                 using ours where it applies"
-            );
-            Choice::Ours
-        }
-        Err(_) => Choice::Ours,
-    })
-}
-
-/// `MLX_HARMONY_QMM`'s setting in effect: "ours", "unshared" or "mlx".
+/// `MLX_HARMONY_QMM`'s setting in effect: our kernels (`"ours"`, the
+/// default), ours with one launch per matrix (`"unshared"`: to measure
+/// [`matmul_shared`]), or MLX's products (`"mlx"`).
 pub fn setting() -> &'static str {
-    match choice() {
-        Choice::Ours => "ours",
-        Choice::Unshared => "unshared",
-        Choice::Mlx => "mlx",
-    }
+    static SETTING: OnceLock<&'static str> = OnceLock::new();
+    SETTING.get_or_init(|| env_setting("MLX_HARMONY_QMM", &["ours", "unshared", "mlx"]))
 }
 
 /// Whether the user left our kernels on (`MLX_HARMONY_QMM=mlx` turns them off).
 pub fn enabled() -> bool {
-    choice() != Choice::Mlx
-}
-
-fn cuda_present() -> bool {
-    static CUDA: OnceLock<bool> = OnceLock::new();
-    *CUDA.get_or_init(|| {
-        let mut cuda = false;
-        // SAFETY: plain out-parameter call.
-        let status = unsafe { mlx_sys::mlx_cuda_is_available(&mut cuda) };
-        status == 0 && cuda
-    })
-}
-
-fn on_gpu(stream: &Stream) -> bool {
-    // SAFETY: out-parameter calls on a device handle made and freed here.
-    unsafe {
-        let mut device = mlx_sys::mlx_device_new();
-        let mut kind = mlx_sys::mlx_device_type__MLX_CPU;
-        let ok = mlx_sys::mlx_stream_get_device(&mut device, stream.as_ptr()) == 0
-            && mlx_sys::mlx_device_get_type(&mut kind, device) == 0;
-        mlx_sys::mlx_device_free(device);
-        ok && kind == mlx_sys::mlx_device_type__MLX_GPU
-    }
+    setting() != "mlx"
 }
 
 /// Whether the kernels unpack `q` for activations of `dtype` with `k` input
@@ -348,7 +297,7 @@ pub fn experts_matmul(
 /// (`scripts/qmm_rows.py`), so one launch for several matrices saves that
 /// much on each step.
 pub fn matmul_shared(x: &Array, weights: &[&QuantizedWeight]) -> Result<Option<Vec<Array>>> {
-    if choice() != Choice::Ours || !cuda_present() || !takes_shared(x, weights) {
+    if setting() != "ours" || !cuda_present() || !takes_shared(x, weights) {
         return Ok(None);
     }
     crate::quant::ensure_mlx_error_handler();
@@ -437,45 +386,8 @@ fn refused(x: &Array, q: &QuantizedWeight) -> Error {
     ))
 }
 
-/// A kernel object (MLX keeps the sources and compiles each variant once,
-/// on first use).
-struct Kernel(mlx_sys::mlx_fast_cuda_kernel);
-
-// SAFETY: the handle wraps an immutable std::function over the kernel's
-// sources; MLX's kernel cache behind it is locked.
-unsafe impl Send for Kernel {}
-unsafe impl Sync for Kernel {}
-
-fn new_kernel(name: &CStr, inputs: &[&CStr], body: &str) -> Kernel {
-    new_kernel_with(name, inputs, &[c"out"], body)
-}
-
-fn new_kernel_with(name: &CStr, inputs: &[&CStr], output_names: &[&CStr], body: &str) -> Kernel {
-    let source = CString::new(body).expect("no NUL in the kernel source");
-    let header = CString::new(HEADER).expect("no NUL in the kernel header");
-    // SAFETY: the vectors and strings live across the call; mlx-c copies them.
-    unsafe {
-        let names = mlx_sys::mlx_vector_string_new();
-        for input in inputs {
-            mlx_sys::mlx_vector_string_append_value(names, input.as_ptr());
-        }
-        let outputs = mlx_sys::mlx_vector_string_new();
-        for output in output_names {
-            mlx_sys::mlx_vector_string_append_value(outputs, output.as_ptr());
-        }
-        let handle = mlx_sys::mlx_fast_cuda_kernel_new(
-            name.as_ptr(),
-            names,
-            outputs,
-            source.as_ptr(),
-            header.as_ptr(),
-            true,
-            0,
-        );
-        mlx_sys::mlx_vector_string_free(names);
-        mlx_sys::mlx_vector_string_free(outputs);
-        Kernel(handle)
-    }
+fn new_kernel(name: &str, inputs: &[&str], outputs: &[&str], body: &str) -> CudaKernel {
+    CudaKernel::new(name, inputs, outputs, body, HEADER)
 }
 
 /// The shared-rows kernel's body for `count` matrices: block row `y`
@@ -500,41 +412,38 @@ fn shared_body(count: usize) -> String {
     body
 }
 
-fn kernel(form: Form) -> &'static Kernel {
-    static MATRIX: OnceLock<Kernel> = OnceLock::new();
-    static EXPERTS: OnceLock<Kernel> = OnceLock::new();
-    static SHARED: [OnceLock<Kernel>; MAX_SHARED + 1] = [const { OnceLock::new() }; MAX_SHARED + 1];
+fn kernel(form: Form) -> &'static CudaKernel {
+    static MATRIX: OnceLock<CudaKernel> = OnceLock::new();
+    static EXPERTS: OnceLock<CudaKernel> = OnceLock::new();
+    static SHARED: [OnceLock<CudaKernel>; MAX_SHARED + 1] =
+        [const { OnceLock::new() }; MAX_SHARED + 1];
     match form {
         Form::Shared(count) => SHARED[count].get_or_init(|| {
-            let names: Vec<CString> =
-                std::iter::once("x".to_string())
-                    .chain((0..count).flat_map(|i| {
-                        [format!("w{i}"), format!("scales{i}"), format!("biases{i}")]
-                    }))
-                    .map(|n| CString::new(n).expect("no NUL"))
-                    .collect();
-            let outputs: Vec<CString> = (0..count)
-                .map(|i| CString::new(format!("out{i}")).expect("no NUL"))
-                .collect();
-            let name = CString::new(format!("mlx_harmony_qmm_shared{count}")).expect("no NUL");
-            new_kernel_with(
-                &name,
-                &names.iter().map(|n| n.as_c_str()).collect::<Vec<_>>(),
-                &outputs.iter().map(|n| n.as_c_str()).collect::<Vec<_>>(),
+            let mut inputs = vec!["x".to_string()];
+            for i in 0..count {
+                inputs.extend([format!("w{i}"), format!("scales{i}"), format!("biases{i}")]);
+            }
+            let outputs: Vec<String> = (0..count).map(|i| format!("out{i}")).collect();
+            new_kernel(
+                &format!("mlx_harmony_qmm_shared{count}"),
+                &inputs.iter().map(String::as_str).collect::<Vec<_>>(),
+                &outputs.iter().map(String::as_str).collect::<Vec<_>>(),
                 &shared_body(count),
             )
         }),
         Form::Matrix => MATRIX.get_or_init(|| {
             new_kernel(
-                c"mlx_harmony_qmm_rows",
-                &[c"x", c"w", c"scales", c"biases"],
+                "mlx_harmony_qmm_rows",
+                &["x", "w", "scales", "biases"],
+                &["out"],
                 BODY,
             )
         }),
         Form::Experts => EXPERTS.get_or_init(|| {
             new_kernel(
-                c"mlx_harmony_qmm_gather",
-                &[c"x", c"w", c"scales", c"biases", c"experts"],
+                "mlx_harmony_qmm_gather",
+                &["x", "w", "scales", "biases", "experts"],
+                &["out"],
                 GATHER_BODY,
             )
         }),
@@ -614,106 +523,36 @@ fn launch(
     blocks: (i32, i32),
     stream: &Stream,
 ) -> Result<Vec<Array>> {
-    crate::quant::ensure_mlx_error_handler();
-    let threads = WARPS * 32;
-    // SAFETY: every handle made here is freed here; the result arrays are
-    // copied into owned handles before the vector is freed.
-    unsafe {
-        let config = mlx_sys::mlx_fast_cuda_kernel_config_new();
-        let dtype = dtype as mlx_sys::mlx_dtype;
-        let mut status = 0;
-        for shape in out_shapes {
-            status |= mlx_sys::mlx_fast_cuda_kernel_config_add_output_arg(
-                config,
-                shape.as_ptr(),
-                shape.len(),
-                dtype,
-            );
-        }
-        status |=
-            mlx_sys::mlx_fast_cuda_kernel_config_set_grid(config, blocks.0 * threads, blocks.1, 1);
-        status |= mlx_sys::mlx_fast_cuda_kernel_config_set_thread_group(config, threads, 1, 1);
-        status |= mlx_sys::mlx_fast_cuda_kernel_config_add_template_arg_dtype(
-            config,
-            c"T".as_ptr(),
-            dtype,
-        );
-        for (name, value) in [
-            (c"BITS", variant.bits),
-            (c"GROUP", variant.group),
-            (c"V", variant.octets),
-            (c"NT", variant.row_tiles),
-            (c"WARPS", WARPS),
-            (c"X_PER_ROW", variant.x_per_row),
-        ] {
-            status |= mlx_sys::mlx_fast_cuda_kernel_config_add_template_arg_int(
-                config,
-                name.as_ptr(),
-                value,
-            );
-        }
-        for (name, value) in [(c"MXFP4", variant.mxfp4), (c"PAIRED", variant.paired)] {
-            status |= mlx_sys::mlx_fast_cuda_kernel_config_add_template_arg_bool(
-                config,
-                name.as_ptr(),
-                value,
-            );
-        }
-        let handles: Vec<_> = inputs.iter().map(|a| a.as_ptr()).collect();
-        let input_vector = mlx_sys::mlx_vector_array_new_data(handles.as_ptr(), handles.len());
-        let mut outputs = mlx_sys::mlx_vector_array_new();
-        if status == 0 {
-            status = mlx_sys::mlx_fast_cuda_kernel_apply(
-                &mut outputs,
-                kernel(variant.form).0,
-                input_vector,
-                config,
-                stream.as_ptr(),
-            );
-        }
-        let mut results = Vec::with_capacity(out_shapes.len());
-        if status == 0 && mlx_sys::mlx_vector_array_size(outputs) == out_shapes.len() {
-            for i in 0..out_shapes.len() {
-                let mut item = mlx_sys::mlx_array_new();
-                mlx_sys::mlx_vector_array_get(&mut item, outputs, i);
-                results.push(Array::from_ptr(item));
-            }
-        }
-        mlx_sys::mlx_vector_array_free(outputs);
-        mlx_sys::mlx_vector_array_free(input_vector);
-        mlx_sys::mlx_fast_cuda_kernel_config_free(config);
-        if results.len() == out_shapes.len() {
-            Ok(results)
-        } else {
-            Err(Error::Invalid(
-                "MLX refused the qmm_rows CUDA kernel call".into(),
-            ))
-        }
-    }
+    let outputs: Vec<(&[i32], Dtype)> = out_shapes.iter().map(|s| (&s[..], dtype)).collect();
+    kernel(variant.form).apply(
+        inputs,
+        &outputs,
+        &[
+            TemplateArg::Dtype(c"T", dtype),
+            TemplateArg::Int(c"BITS", variant.bits),
+            TemplateArg::Int(c"GROUP", variant.group),
+            TemplateArg::Int(c"V", variant.octets),
+            TemplateArg::Int(c"NT", variant.row_tiles),
+            TemplateArg::Int(c"WARPS", WARPS),
+            TemplateArg::Int(c"X_PER_ROW", variant.x_per_row),
+            TemplateArg::Bool(c"MXFP4", variant.mxfp4),
+            TemplateArg::Bool(c"PAIRED", variant.paired),
+        ],
+        blocks,
+        WARPS * 32,
+        stream,
+    )
 }
 
 /// Runs `variant` once on a small case against MLX's dequantized product and remembers
 /// whether it compiled and agreed; a failure turns it off with one warning.
 fn checked(variant: Variant, stream: &Stream) -> bool {
-    static RESULTS: OnceLock<Mutex<HashMap<Variant, bool>>> = OnceLock::new();
-    let results = RESULTS.get_or_init(|| Mutex::new(HashMap::new()));
-    if let Some(&ok) = results.lock().expect("not poisoned").get(&variant) {
-        return ok;
-    }
-    let verdict = self_check(variant, stream);
-    if let Err(why) = &verdict {
-        let theirs = match variant.form {
-            Form::Matrix | Form::Shared(_) => "quantized_matmul",
-            Form::Experts => "gather_qmm",
-        };
-        eprintln!(
-            "warning: the qmm_rows CUDA kernel ({variant:?}) failed its check ({why}); \
-             using MLX's {theirs} for these shapes"
-        );
-    }
-    let ok = verdict.is_ok();
-    results.lock().expect("not poisoned").insert(variant, ok);
-    ok
+    static CHECKS: Checks<Variant> = Checks::new();
+    let theirs = match variant.form {
+        Form::Matrix | Form::Shared(_) => "MLX's quantized_matmul",
+        Form::Experts => "MLX's gather_qmm",
+    };
+    CHECKS.passed(variant, "qmm_rows", theirs, || self_check(variant, stream))
 }
 
 /// The float32 product of `x` with the dequantized weights: `x @ wᵀ`, or

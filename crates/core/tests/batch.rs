@@ -88,6 +88,15 @@ fn request(prompt: &[u32], options: GenerateOptions) -> SequenceRequest {
     }
 }
 
+/// Each prompt generated alone, with its own limit of new tokens.
+fn each_alone(loaded: &LoadedModel, prompts: &[Vec<u32>], limits: &[usize]) -> Vec<Generation> {
+    prompts
+        .iter()
+        .zip(limits)
+        .map(|(p, &n)| one_by_one(loaded, p, &GenerateOptions::new(n)))
+        .collect()
+}
+
 /// Adds the first request now and request `i` after `at[i]` steps, runs
 /// the batch until it is idle and returns the generations in order.
 fn joining_late(
@@ -120,11 +129,7 @@ fn batched_equals_one_by_one(model: &str) {
     let prompts = prompts(&loaded);
     // Different lengths, so that rows leave at different steps.
     let limits = [12, 20, 7, 16];
-    let expected: Vec<Generation> = prompts
-        .iter()
-        .zip(limits)
-        .map(|(p, n)| one_by_one(&loaded, p, &GenerateOptions::new(n)))
-        .collect();
+    let expected = each_alone(&loaded, &prompts, &limits);
 
     // All at once.
     let mut batch = BatchGenerator::new(loaded.clone(), 8);
@@ -180,6 +185,34 @@ fn batched_greedy_equals_one_by_one_on_llama() {
 #[test]
 fn batched_greedy_equals_one_by_one_on_gpt_oss_with_sliding_windows() {
     batched_equals_one_by_one("gpt-oss");
+}
+
+/// Long enough that a batch cache's recent columns fill and move into its
+/// store more than once while rows decode (run with
+/// `MLX_HARMONY_ATTEND=emulate`, as scripts/test does, on a machine without
+/// CUDA), with a row joining mid-way and one leaving early.
+#[test]
+fn a_long_batched_decode_equals_one_by_one() {
+    for model in ["llama", "gpt-oss"] {
+        let loaded = Rc::new(LoadedModel::load(&fixture(model)).unwrap());
+        let prompts = prompts(&loaded);
+        let limits = [75, 30, 50];
+        let expected = each_alone(&loaded, &prompts, &limits);
+        let mut batch = BatchGenerator::new(loaded.clone(), 8);
+        let first = batch.add(request(&prompts[0], GenerateOptions::new(limits[0])));
+        let later = vec![
+            (0, request(&prompts[1], GenerateOptions::new(limits[1]))),
+            (40, request(&prompts[2], GenerateOptions::new(limits[2]))),
+        ];
+        let done = run(&mut batch, later);
+        for (i, expected) in expected.iter().enumerate() {
+            let id = first + i as SequenceId;
+            assert_eq!(
+                done[&id].0.tokens, expected.tokens,
+                "{model}: sequence {i} of a long batch differs"
+            );
+        }
+    }
 }
 
 #[test]

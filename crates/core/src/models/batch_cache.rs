@@ -9,9 +9,10 @@ use mlx_rs::ops;
 
 use super::cache::{
     AttentionMask, GROWTH_STEP, KEEP_FIRST, KvCache, KvQuantization, LayerCache, RopeOffset,
-    append_columns, attend_packed, pack,
+    append_columns, attend_packed, pack, write_columns,
 };
 use crate::array_ext::slice;
+use crate::attend_rows::{self, Route, Spans};
 use crate::{Error, Result};
 
 /// The cache of one attention layer for the rows of a continuous batch,
@@ -25,6 +26,12 @@ use crate::{Error, Result};
 /// later prompt from any of its positions). A bounded cache
 /// ([`BatchKvCache::bounded`], `--max-kv-size`) shows each row only its
 /// first and newest positions and drops the others from time to time.
+///
+/// Where a decode step's attention takes our kernel ([`attend_rows`]), the
+/// newest columns (at most [`attend_rows::RECENT_COLUMNS`]) are kept apart
+/// in a small `recent` array and moved into the store all at once: writing
+/// a step's token into the store would copy all of it on CUDA. Every other
+/// operation first moves them in ([`BatchKvCache::flush`]).
 #[derive(Clone, Default)]
 pub struct BatchKvCache {
     /// The keys' then the values' arrays, `[rows, kv_heads, capacity, _]`:
@@ -38,6 +45,12 @@ pub struct BatchKvCache {
     /// Columns written so far (the column of the next token).
     end: i32,
     left_padding: Vec<i32>,
+    /// The newest columns' keys and values, `[rows, kv_heads,
+    /// RECENT_COLUMNS, _]` (empty when none are kept apart); the first
+    /// `recent_count` are in use and are the columns `end - recent_count ..
+    /// end`.
+    recent: Vec<Array>,
+    recent_count: i32,
     /// Per row: positions no longer held (RoPE positions go on past them).
     dropped: Vec<i32>,
     bound: Option<BatchBound>,
@@ -117,6 +130,7 @@ impl BatchKvCache {
     /// shorter side is padded on the left so that both end in the same
     /// column.
     pub fn join(&mut self, single: &KvCache) -> Result<()> {
+        self.flush()?;
         if single.window().is_some() {
             return Err(Error::Invalid(
                 "a sequence joins a batch from a cache that keeps every position".into(),
@@ -179,6 +193,30 @@ impl BatchKvCache {
         self.dropped.push(dropped);
         self.end = end;
         self.pack_if_due()
+    }
+
+    /// Moves the recent columns into the store (growing it as a step's
+    /// write would), so that the store holds every column again.
+    pub fn flush(&mut self) -> Result<()> {
+        if self.recent.is_empty() {
+            return Ok(());
+        }
+        let recent = std::mem::take(&mut self.recent);
+        let count = std::mem::take(&mut self.recent_count);
+        if count == 0 {
+            return Ok(());
+        }
+        let start = self.end - count;
+        for (stored, part) in self.store.iter_mut().zip(&recent) {
+            let columns = slice(
+                part,
+                &[0, 0, 0, 0],
+                &[part.dim(0), part.dim(1), count, part.dim(3)],
+            )?;
+            let (written, _) = append_columns(Some(stored), &columns, start, self.end, 0)?;
+            *stored = written;
+        }
+        Ok(())
     }
 
     /// Columns `0..end` of each of `arrays`.
@@ -320,15 +358,23 @@ impl BatchKvCache {
         self.left_padding = keep.iter().map(|&k| self.left_padding[k]).collect();
         self.dropped = keep.iter().map(|&k| self.dropped[k]).collect();
         let unused = self.left_padding.iter().copied().min().unwrap_or(0);
+        let store_end = self.end - self.recent_count;
         let rows = |a: &Array| -> Result<Array> {
             let a = a.take_axis(&index, 0)?;
             slice(
                 &a,
                 &[0, 0, unused, 0],
-                &[a.dim(0), a.dim(1), self.end, a.dim(3)],
+                &[a.dim(0), a.dim(1), store_end, a.dim(3)],
             )
         };
         self.store = self.store.iter().map(rows).collect::<Result<Vec<_>>>()?;
+        // The recent columns stay where they are (the last ones): only
+        // their rows change.
+        self.recent = self
+            .recent
+            .iter()
+            .map(|a| a.take_axis(&index, 0))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         self.end -= unused;
         for pad in &mut self.left_padding {
             *pad -= unused;
@@ -338,7 +384,7 @@ impl BatchKvCache {
 
     /// The arrays to evaluate together with the model's output.
     pub fn state(&self) -> Vec<&Array> {
-        self.store.iter().collect()
+        self.store.iter().chain(&self.recent).collect()
     }
 
     /// Row `row`'s positions as a single sequence's cache (a copy, so that
@@ -352,15 +398,28 @@ impl BatchKvCache {
             return Ok(None);
         }
         let (row, pad) = (row as i32, self.left_padding[row]);
+        let store_end = self.end - self.recent_count;
         let parts = self
             .store
             .iter()
-            .map(|a| {
-                slice(
+            .enumerate()
+            .map(|(i, a)| {
+                let held = slice(
                     a,
                     &[row, 0, pad, 0],
-                    &[row + 1, a.dim(1), self.end, a.dim(3)],
-                )
+                    &[row + 1, a.dim(1), store_end, a.dim(3)],
+                )?;
+                match self.recent.get(i) {
+                    Some(recent) if self.recent_count > 0 => {
+                        let newest = slice(
+                            recent,
+                            &[row, 0, 0, 0],
+                            &[row + 1, recent.dim(1), self.recent_count, recent.dim(3)],
+                        )?;
+                        Ok(ops::concatenate(&[held, newest], 2)?)
+                    }
+                    _ => Ok(held),
+                }
             })
             .collect::<Result<Vec<_>>>()?;
         let (keys, values) = match self.quantization.filter(|_| self.packed) {
@@ -401,6 +460,7 @@ impl LayerCache for BatchKvCache {
     }
 
     fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<(Array, Array)> {
+        self.flush()?;
         if self
             .bound
             .is_some_and(|b| self.columns() >= b.held() + GROWTH_STEP)
@@ -432,6 +492,7 @@ impl LayerCache for BatchKvCache {
         let Some(settings) = self.quantization else {
             return Ok(None);
         };
+        self.flush()?;
         self.pack_if_due()?;
         if !self.packed {
             return Ok(None);
@@ -456,8 +517,93 @@ impl LayerCache for BatchKvCache {
         .map(Some)
     }
 
+    fn attend_rows(
+        &mut self,
+        queries: &Array,
+        keys: &Array,
+        values: &Array,
+        scale: f32,
+        window: Option<i32>,
+        sinks: Option<&Array>,
+    ) -> Result<Option<Array>> {
+        if queries.dim(2) != 1
+            || self.quantization.is_some()
+            || self.bound.is_some()
+            || self.store.is_empty()
+        {
+            return Ok(None);
+        }
+        let Some(route) = attend_rows::route(queries, keys.dim(1), scale, sinks.is_some()) else {
+            return Ok(None);
+        };
+        if self.recent_count == attend_rows::RECENT_COLUMNS {
+            self.flush()?;
+        }
+        if self.recent.is_empty() {
+            let shape = |a: &Array| [a.dim(0), a.dim(1), attend_rows::RECENT_COLUMNS, a.dim(3)];
+            self.recent = vec![
+                ops::zeros_dtype(&shape(keys), keys.dtype())?,
+                ops::zeros_dtype(&shape(values), values.dtype())?,
+            ];
+        }
+        let count = self.recent_count;
+        for (part, new) in self.recent.iter_mut().zip([keys, values]) {
+            *part = write_columns(part, new, count, count + 1)?.0;
+        }
+        self.recent_count += 1;
+        self.end += 1;
+        let first = self.first_attended(1, window);
+        let spans = Spans {
+            begins: self.left_padding.iter().map(|&p| p.max(first)).collect(),
+            store_end: self.end - self.recent_count,
+            total: self.end,
+        };
+        let store = [&self.store[0], &self.store[1]];
+        let recent = [&self.recent[0], &self.recent[1]];
+        match route {
+            Route::Kernel => attend_rows::attend(
+                &attend_rows::Step {
+                    queries,
+                    store,
+                    recent,
+                    spans: &spans,
+                    scale,
+                    sinks,
+                },
+                &mlx_rs::Stream::thread_local_or_default(),
+            )
+            .map(Some),
+            Route::Emulated => {
+                // The two parts joined from the first column any row sees,
+                // and the mask the one-array route would use.
+                let part = |a: &Array, from: i32, to: i32| {
+                    slice(a, &[0, 0, from, 0], &[a.dim(0), a.dim(1), to, a.dim(3)])
+                };
+                let joined = |i: usize| -> Result<Array> {
+                    Ok(ops::concatenate(
+                        &[
+                            part(store[i], first.min(spans.store_end), spans.store_end)?,
+                            part(
+                                recent[i],
+                                (first - spans.store_end).max(0),
+                                self.recent_count,
+                            )?,
+                        ],
+                        2,
+                    )?)
+                };
+                let (k, v) = (joined(0)?, joined(1)?);
+                let mask = self.mask(1, window)?;
+                let mask = crate::models::blocks::sdpa_mask(&mask);
+                Ok(Some(mlx_rs::fast::scaled_dot_product_attention(
+                    queries, &k, &v, scale, mask, sinks,
+                )?))
+            }
+        }
+    }
+
     fn forget_last(&mut self, count: i32) -> i32 {
-        if !self.takes_several() {
+        if !self.takes_several() || self.flush().is_err() {
             return 0;
         }
         let forgotten = count.clamp(0, self.end);

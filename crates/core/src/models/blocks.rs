@@ -673,18 +673,19 @@ impl Decoder {
         let q = s.rope.apply(&q, &offset)?;
         let k = s.rope.apply(&k, &offset)?;
         let scale = (s.head_dim as f32).powf(-0.5);
-        let out = match cache.attend_quantized(&q, &k, &v, scale, mask)? {
-            Some(out) => out,
-            None => {
-                let (k, v) = cache.update_and_fetch(&k, &v)?;
-                // MLX aligns the causal mask to the last query, so chunks
-                // after the first see every cached position.
-                if mask.is_none() {
-                    *mask = Some(cache.mask(seq, None)?);
-                }
-                let mask = sdpa_mask(mask.as_ref().expect("set above"));
-                fast::scaled_dot_product_attention(&q, &k, &v, scale, mask, None)?
+        let out = if let Some(out) = cache.attend_rows(&q, &k, &v, scale, None, None)? {
+            out
+        } else if let Some(out) = cache.attend_quantized(&q, &k, &v, scale, mask)? {
+            out
+        } else {
+            let (k, v) = cache.update_and_fetch(&k, &v)?;
+            // MLX aligns the causal mask to the last query, so chunks
+            // after the first see every cached position.
+            if mask.is_none() {
+                *mask = Some(cache.mask(seq, None)?);
             }
+            let mask = sdpa_mask(mask.as_ref().expect("set above"));
+            fast::scaled_dot_product_attention(&q, &k, &v, scale, mask, None)?
         };
         let out =
             out.transpose_axes(&[0, 2, 1, 3])?

@@ -739,6 +739,26 @@ pub trait LayerCache {
         Ok(None)
     }
 
+    /// For a cache that runs a decode step's attention itself (a batch
+    /// cache whose newest columns are kept apart: see
+    /// [`crate::attend_rows`]): appends `keys`/`values` (one token a row)
+    /// and returns attention of `queries` (`[B, heads, 1, D]`) over the
+    /// positions each row sees with `window`, `sinks` (`[heads]`) as one
+    /// more logit per head. `None`, touching nothing, otherwise: then
+    /// [`LayerCache::attend_quantized`] or `update_and_fetch` run.
+    fn attend_rows(
+        &mut self,
+        queries: &Array,
+        keys: &Array,
+        values: &Array,
+        scale: f32,
+        window: Option<i32>,
+        sinks: Option<&Array>,
+    ) -> Result<Option<Array>> {
+        let _ = (queries, keys, values, scale, window, sinks);
+        Ok(None)
+    }
+
     /// Forgets the last `count` positions just added (the rejected tokens
     /// of a speculative check); returns how many it forgot (0 where it
     /// cannot: see [`KvCache::trim`], [`BatchKvCache`]).

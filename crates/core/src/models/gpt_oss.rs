@@ -378,11 +378,14 @@ impl GptOss {
         let offset = cache.rope_offset()?;
         let q = self.rope.apply(&q, &offset)?;
         let k = self.rope.apply(&k, &offset)?;
-        let (k, v) = cache.update_and_fetch(&k, &v)?;
         let scale = (c.head_dim as f32).powf(-0.5);
         let sinks = layer.sinks.as_dtype(q.dtype())?;
         let kind = usize::from(layer.sliding);
         let window = layer.sliding.then_some(c.sliding_window);
+        if let Some(out) = cache.attend_rows(&q, &k, &v, scale, window, Some(&sinks))? {
+            return self.attention_output(layer, out, batch, seq);
+        }
+        let (k, v) = cache.update_and_fetch(&k, &v)?;
         if masks[kind].is_none() {
             masks[kind] = Some(cache.mask(seq, window)?);
         }
@@ -400,9 +403,22 @@ impl GptOss {
         };
         let mask = sdpa_mask(masks[kind].as_ref().expect("set above"));
         let out = fast::scaled_dot_product_attention(&q, &k, &v, scale, mask, Some(&sinks))?;
-        let out =
-            out.transpose_axes(&[0, 2, 1, 3])?
-                .reshape(&[batch, seq, self.heads * c.head_dim])?;
+        self.attention_output(layer, out, batch, seq)
+    }
+
+    /// Attention's `[B, heads, L, D]` through the output projection.
+    fn attention_output(
+        &self,
+        layer: &MoeLayer,
+        out: Array,
+        batch: i32,
+        seq: i32,
+    ) -> Result<Array> {
+        let out = out.transpose_axes(&[0, 2, 1, 3])?.reshape(&[
+            batch,
+            seq,
+            self.heads * self.config.head_dim,
+        ])?;
         sum_over(self.group, layer.o_proj.forward(&out)?)
     }
 
