@@ -15,6 +15,9 @@
 //! binary keeps running on the CPU and on Metal, where MLX's own kernels are
 //! used.
 //!
+//! For a prompt pass's hundreds of rows on CUDA, [`try_dense`] takes MLX's
+//! dense product on the weights dequantized instead of `quantized_matmul`.
+//!
 //! Chosen for: affine 4- or 8-bit weights in groups of 32, 64 or 128, or
 //! MXFP4; bfloat16 or float16 activations; 2–64 rows (tokens, for the
 //! experts); `N % 16 == 0`; on a CUDA stream. `MLX_HARMONY_QMM=mlx` turns them
@@ -185,7 +188,8 @@ pub fn wants_experts(dtype: Dtype, q: &QuantizedWeight, k: i32, tokens: i32) -> 
 
 /// `x @ wᵀ` (with `transpose`) or `x @ w` as the models compute their
 /// quantized projections: our kernel where it applies (see [`try_product`]),
-/// MLX's `quantized_matmul` otherwise.
+/// the dense route for a prompt pass's many rows on CUDA (see
+/// [`try_dense`]), MLX's `quantized_matmul` otherwise.
 pub fn matmul(x: &Array, q: &QuantizedWeight, transpose: bool) -> Result<Array> {
     if transpose {
         crate::quant::ensure_mlx_error_handler();
@@ -193,8 +197,49 @@ pub fn matmul(x: &Array, q: &QuantizedWeight, transpose: bool) -> Result<Array> 
         if let Some(y) = try_product(x, q, &stream)? {
             return Ok(y);
         }
+        if let Some(y) = try_dense(x, q, &stream)? {
+            return Ok(y);
+        }
     }
     crate::quant::quantized_matmul(x, q, transpose)
+}
+
+/// The fewest rows for which [`try_dense`] dequantizes the weights.
+pub const DENSE_MIN_ROWS: i32 = 256;
+/// The most weights [`try_dense`] dequantizes for one product (128 MB in
+/// bfloat16: a layer's projections; not a large vocabulary's head).
+pub const DENSE_MAX_WEIGHTS: i64 = 64 << 20;
+
+/// `x @ wᵀ` as MLX's dense `matmul` on the weights dequantized to `x`'s
+/// dtype, for [`DENSE_MIN_ROWS`] rows or more on a CUDA stream (a prompt
+/// pass); `None` elsewhere. MLX's CUDA `quantized_matmul` runs such products
+/// at 100–140 TFLOP/s on the H200, the dequantization and cuBLAS's product
+/// together at 170–650 (1.6–2.3× faster at 512 rows, 3–5× at 2 048–8 192:
+/// `scripts/prefill_products.py`, 2026-12-01), and the dequantized copy
+/// lives only until the product is done.
+pub fn try_dense(x: &Array, q: &QuantizedWeight, stream: &Stream) -> Result<Option<Array>> {
+    let shape = x.shape();
+    let Some(&k) = shape.last() else {
+        return Ok(None);
+    };
+    let rows: i32 = shape[..shape.len() - 1].iter().product();
+    let weights = q.weight.shape();
+    let dense_weights = i64::from(weights[0]) * i64::from(k);
+    if !enabled()
+        || rows < DENSE_MIN_ROWS
+        || weights.len() != 2
+        || dense_weights > DENSE_MAX_WEIGHTS
+        || !matches!(x.dtype(), Dtype::Bfloat16 | Dtype::Float16)
+        || !cuda_present()
+        || !on_gpu(stream)
+    {
+        return Ok(None);
+    }
+    let w = crate::quant::dequantize(q)?.as_dtype(x.dtype())?;
+    if w.dim(-1) != k {
+        return Ok(None);
+    }
+    Ok(Some(mlx_rs::ops::matmul(x, w.t())?))
 }
 
 /// `x @ wᵀ` with our kernel when it applies here (CUDA stream, shapes of

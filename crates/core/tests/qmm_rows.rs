@@ -288,6 +288,48 @@ fn the_kernel_claims_only_shapes_it_handles() {
     }
 }
 
+/// A prompt pass's products on CUDA (256 rows and more) take MLX's dense
+/// product on the dequantized weights: the same values as MLX's quantized
+/// product up to rounding, for every mode and dtype; fewer rows, too large
+/// a matrix, or a machine without CUDA keep the quantized product.
+#[test]
+fn prompt_pass_products_dequantize_on_cuda_only() {
+    let stream = Stream::new();
+    let q = weights(48, 256, Dtype::Bfloat16, 64, 4, 1);
+    let few = input(qmm_rows::DENSE_MIN_ROWS - 1, 256, Dtype::Bfloat16, 2);
+    assert!(qmm_rows::try_dense(&few, &q, &stream).unwrap().is_none());
+    if !cuda() {
+        let many = input(600, 256, Dtype::Bfloat16, 2);
+        assert!(qmm_rows::try_dense(&many, &q, &stream).unwrap().is_none());
+        return;
+    }
+    for (dtype, mode, group, bits) in [
+        (Dtype::Bfloat16, QuantMode::Affine, 64, 4),
+        (Dtype::Float16, QuantMode::Affine, 32, 8),
+        (Dtype::Bfloat16, QuantMode::Mxfp4, 32, 4),
+    ] {
+        let q = quantized(&[96, 512], dtype, mode, group, bits, 5);
+        for rows in [qmm_rows::DENSE_MIN_ROWS, 700] {
+            let x = input(rows, 512, dtype, rows as u64)
+                .reshape(&[1, rows, 512])
+                .unwrap();
+            let ours = qmm_rows::try_dense(&x, &q, &stream)
+                .unwrap()
+                .expect("dense route");
+            assert_eq!(ours.shape(), &[1, rows, 96]);
+            let exact = qmm_rows::reference_product(&x.reshape(&[rows, 512]).unwrap(), &q, None)
+                .unwrap()
+                .reshape(&[1, rows, 96])
+                .unwrap();
+            let (diff, scale) = difference(&ours, &exact);
+            assert!(
+                diff <= qmm_rows::rounding_allowance(dtype, scale),
+                "{dtype:?} {mode:?} {bits} bits, {rows} rows: {diff} at scale {scale}"
+            );
+        }
+    }
+}
+
 /// The experts' kernel: `tokens` tokens, each picking `top` distinct experts
 /// of `q`'s, against the float32 product with each pick's dequantized expert,
 /// both ways the model calls it: one row of x per token (`top` picks a row,
