@@ -12,7 +12,8 @@ Medians of RUNS timed evaluations after a warm-up; each evaluation chains
 CHAIN products (one graph), cycling weight copies so that none is served
 from cache.
 
-Usage: prefill_products.py [--shape llama3-8b|gpt-oss-20b] [--runs 10] [--chain 8] [ROWS...]
+Usage: prefill_products.py [--shape llama3-8b|gpt-oss-20b|smollm2-135m] [--runs 10] [--chain 8]
+                           [--dtype bfloat16|float16|float32] [ROWS...]
        (default rows: 512 2048)
 Runs with the reference environment's MLX, on the GPU when MLX has one.
 """
@@ -27,6 +28,8 @@ SHAPES = {
     "llama3-8b": [("q_proj", 4096, 4096), ("k_proj/v_proj", 4096, 1024), ("o_proj", 4096, 4096),
                   ("gate/up_proj", 4096, 14336), ("down_proj", 14336, 4096)],
     "gpt-oss-20b": [("qkv", 2880, 5120), ("o_proj", 4096, 2880)],
+    "smollm2-135m": [("q_proj/o_proj", 576, 576), ("gate/up_proj", 576, 1536),
+                     ("down_proj", 1536, 576)],
 }
 
 
@@ -49,9 +52,12 @@ def main():
     parser.add_argument("--chain", type=int, default=8)
     parser.add_argument("--bits", type=int, default=4)
     parser.add_argument("--group", type=int, default=64)
+    parser.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default="bfloat16",
+                        help="the activations' and scales' dtype")
     parser.add_argument("rows", nargs="*", type=int, default=[512, 2048])
     args = parser.parse_args()
-    print(f"MLX {mx.__version__} on {mx.default_device()}; {args.shape}, {args.bits}-bit, "
+    dtype = getattr(mx, args.dtype)
+    print(f"MLX {mx.__version__} on {mx.default_device()}; {args.shape}, {args.dtype}, {args.bits}-bit, "
           f"group {args.group}; ms a product (TFLOP/s), medians of {args.runs}")
     print("| layer | K × N | rows | quantized_matmul | dequantize + matmul | matmul alone "
           "| qmm over dequantize + matmul |")
@@ -60,12 +66,12 @@ def main():
     for name, k, n in SHAPES[args.shape]:
         ws = []
         for c in range(copies):
-            w = mx.random.normal((n, k), key=mx.random.key(c)).astype(mx.bfloat16) * 0.02
+            w = mx.random.normal((n, k), key=mx.random.key(c)).astype(dtype) * 0.02
             ws.append(mx.quantize(w, group_size=args.group, bits=args.bits))
         dense = [mx.dequantize(*q, group_size=args.group, bits=args.bits) for q in ws]
         mx.eval(ws, dense)
         for rows in args.rows:
-            x = (mx.random.normal((rows, k), key=mx.random.key(99)) * 0.5).astype(mx.bfloat16)
+            x = (mx.random.normal((rows, k), key=mx.random.key(99)) * 0.5).astype(dtype)
             mx.eval(x)
 
             def qmm():

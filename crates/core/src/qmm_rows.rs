@@ -15,8 +15,9 @@
 //! binary keeps running on the CPU and on Metal, where MLX's own kernels are
 //! used.
 //!
-//! For a prompt pass's hundreds of rows on CUDA, [`try_dense`] takes MLX's
-//! dense product on the weights dequantized instead of `quantized_matmul`.
+//! For a prompt pass's hundreds of rows on CUDA, and for 16-bit activations
+//! on the CPU, [`try_dense`] takes MLX's dense product on the weights
+//! dequantized instead of `quantized_matmul`.
 //!
 //! Chosen for: affine 4- or 8-bit weights in groups of 32, 64 or 128, or
 //! MXFP4; bfloat16 or float16 activations; 2–64 rows (tokens, for the
@@ -188,8 +189,9 @@ pub fn wants_experts(dtype: Dtype, q: &QuantizedWeight, k: i32, tokens: i32) -> 
 
 /// `x @ wᵀ` (with `transpose`) or `x @ w` as the models compute their
 /// quantized projections: our kernel where it applies (see [`try_product`]),
-/// the dense route for a prompt pass's many rows on CUDA (see
-/// [`try_dense`]), MLX's `quantized_matmul` otherwise.
+/// the dense route where it is faster (a prompt pass's many rows on CUDA,
+/// 16-bit activations on the CPU: see [`try_dense`]), MLX's
+/// `quantized_matmul` otherwise.
 pub fn matmul(x: &Array, q: &QuantizedWeight, transpose: bool) -> Result<Array> {
     if transpose {
         crate::quant::ensure_mlx_error_handler();
@@ -204,19 +206,31 @@ pub fn matmul(x: &Array, q: &QuantizedWeight, transpose: bool) -> Result<Array> 
     crate::quant::quantized_matmul(x, q, transpose)
 }
 
-/// The fewest rows for which [`try_dense`] dequantizes the weights.
+/// The fewest rows for which [`try_dense`] dequantizes the weights on CUDA.
 pub const DENSE_MIN_ROWS: i32 = 256;
+/// The fewest rows for which [`try_dense`] dequantizes the weights on the
+/// CPU (16-bit activations).
+pub const DENSE_MIN_ROWS_CPU: i32 = 4;
 /// The most weights [`try_dense`] dequantizes for one product (128 MB in
 /// bfloat16: a layer's projections; not a large vocabulary's head).
 pub const DENSE_MAX_WEIGHTS: i64 = 64 << 20;
 
 /// `x @ wᵀ` as MLX's dense `matmul` on the weights dequantized to `x`'s
-/// dtype, for [`DENSE_MIN_ROWS`] rows or more on a CUDA stream (a prompt
-/// pass); `None` elsewhere. MLX's CUDA `quantized_matmul` runs such products
-/// at 100–140 TFLOP/s on the H200, the dequantization and cuBLAS's product
-/// together at 170–650 (1.6–2.3× faster at 512 rows, 3–5× at 2 048–8 192:
-/// `scripts/prefill_products.py`, 2026-12-01), and the dequantized copy
-/// lives only until the product is done.
+/// dtype (bfloat16 or float16), where that is the faster route; `None`
+/// elsewhere. The dequantized copy lives only until the product is done.
+/// - On CUDA, for [`DENSE_MIN_ROWS`] rows or more (a prompt pass): MLX's
+///   `quantized_matmul` runs such products at 100–140 TFLOP/s on the H200,
+///   the dequantization and cuBLAS's product together at 170–650 (1.6–2.3×
+///   faster at 512 rows, 3–5× at 2 048–8 192).
+/// - On the CPU, for [`DENSE_MIN_ROWS_CPU`] rows or more: MLX's CPU
+///   `quantized_matmul` with 16-bit activations costs the same per row
+///   however many the rows: 3.9–7.6× slower than dequantizing at 4 rows,
+///   12–14× at 16, 17–21× from 64 (SmolLM2-135M's shapes, bfloat16; at one
+///   row the two are within a factor of two either way). With float32
+///   activations they are even, and float32 keeps MLX's product.
+/// - On Metal: MLX's product (its quantized kernels are made for it).
+///
+/// `scripts/prefill_products.py` measures all three ways (2026-12-01).
 pub fn try_dense(x: &Array, q: &QuantizedWeight, stream: &Stream) -> Result<Option<Array>> {
     let shape = x.shape();
     let Some(&k) = shape.last() else {
@@ -226,13 +240,18 @@ pub fn try_dense(x: &Array, q: &QuantizedWeight, stream: &Stream) -> Result<Opti
     let weights = q.weight.shape();
     let dense_weights = i64::from(weights[0]) * i64::from(k);
     if !enabled()
-        || rows < DENSE_MIN_ROWS
         || weights.len() != 2
         || dense_weights > DENSE_MAX_WEIGHTS
         || !matches!(x.dtype(), Dtype::Bfloat16 | Dtype::Float16)
-        || !cuda_present()
-        || !on_gpu(stream)
     {
+        return Ok(None);
+    }
+    let dense_here = if on_gpu(stream) {
+        cuda_present() && rows >= DENSE_MIN_ROWS
+    } else {
+        rows >= DENSE_MIN_ROWS_CPU
+    };
+    if !dense_here {
         return Ok(None);
     }
     let w = crate::quant::dequantize(q)?.as_dtype(x.dtype())?;

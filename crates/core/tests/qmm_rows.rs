@@ -279,37 +279,52 @@ fn the_kernel_claims_only_shapes_it_handles() {
         &input(4, 256, Dtype::Bfloat16, 2),
         &experts
     ));
-    // On a machine without CUDA the engine's product is MLX's.
+    // On a machine without CUDA the engine's product is MLX's (float32
+    // activations: 16-bit ones take the dense route there, tested below).
     if !cuda() {
-        let x = input(4, 256, Dtype::Bfloat16, 2);
-        let ours = qmm_rows::matmul(&x, &q, true).unwrap();
-        let theirs = quant::quantized_matmul(&x, &q, true).unwrap();
+        let x = input(4, 256, Dtype::Float32, 2);
+        let ours = qmm_rows::matmul(&x, &q32, true).unwrap();
+        let theirs = quant::quantized_matmul(&x, &q32, true).unwrap();
         assert_eq!(difference(&ours, &theirs).0, 0.0);
     }
 }
 
-/// A prompt pass's products on CUDA (256 rows and more) take MLX's dense
-/// product on the dequantized weights: the same values as MLX's quantized
-/// product up to rounding, for every mode and dtype; fewer rows, too large
-/// a matrix, or a machine without CUDA keep the quantized product.
+/// Where the dense route is faster, products take MLX's dense product on
+/// the dequantized weights: a prompt pass's (256 rows and more) on CUDA,
+/// 16-bit activations' from 4 rows on the CPU. The same values as the
+/// float32 product up to rounding, for every mode and dtype; float32
+/// activations, one row, or fewer than a prompt pass's rows on CUDA keep
+/// the quantized product.
 #[test]
-fn prompt_pass_products_dequantize_on_cuda_only() {
+fn products_dequantize_where_that_is_faster() {
     let stream = Stream::new();
     let q = weights(48, 256, Dtype::Bfloat16, 64, 4, 1);
+    let q32 = weights(48, 256, Dtype::Float32, 64, 4, 1);
+    assert!(
+        qmm_rows::try_dense(&input(600, 256, Dtype::Float32, 2), &q32, &stream)
+            .unwrap()
+            .is_none()
+    );
+    let one = input(1, 256, Dtype::Bfloat16, 2);
+    assert!(qmm_rows::try_dense(&one, &q, &stream).unwrap().is_none());
     let few = input(qmm_rows::DENSE_MIN_ROWS - 1, 256, Dtype::Bfloat16, 2);
-    assert!(qmm_rows::try_dense(&few, &q, &stream).unwrap().is_none());
-    if !cuda() {
-        let many = input(600, 256, Dtype::Bfloat16, 2);
-        assert!(qmm_rows::try_dense(&many, &q, &stream).unwrap().is_none());
-        return;
-    }
+    assert_eq!(
+        qmm_rows::try_dense(&few, &q, &stream).unwrap().is_some(),
+        !cuda(),
+        "fewer rows than a prompt pass's: dense on the CPU only"
+    );
+    let rows_checked = if cuda() {
+        vec![qmm_rows::DENSE_MIN_ROWS, 700]
+    } else {
+        vec![qmm_rows::DENSE_MIN_ROWS_CPU, 37]
+    };
     for (dtype, mode, group, bits) in [
         (Dtype::Bfloat16, QuantMode::Affine, 64, 4),
         (Dtype::Float16, QuantMode::Affine, 32, 8),
         (Dtype::Bfloat16, QuantMode::Mxfp4, 32, 4),
     ] {
         let q = quantized(&[96, 512], dtype, mode, group, bits, 5);
-        for rows in [qmm_rows::DENSE_MIN_ROWS, 700] {
+        for &rows in &rows_checked {
             let x = input(rows, 512, dtype, rows as u64)
                 .reshape(&[1, rows, 512])
                 .unwrap();
