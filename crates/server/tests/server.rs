@@ -939,15 +939,28 @@ fn the_prompt_cache_is_reused_across_requests() {
         prompt - 1
     );
 
-    // What /metrics says of those two requests (open, in Prometheus' text format).
-    let (status, head, text) = try_request(server.port, "GET", "/metrics", &[], b"").unwrap();
-    assert_eq!(status, 200, "{text}");
-    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
-    let value = |name: &str| -> f64 {
+    // What /metrics says of those two requests (open, in Prometheus' text
+    // format). A finished row leaves the batch at the step boundary after its
+    // last token was sent, so the active-sequences gauge may still count it
+    // for a moment after the response: read until it is back to zero.
+    let metric = |text: &str, name: &str| -> f64 {
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
             .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
     };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (head, text) = loop {
+        let (status, head, text) = try_request(server.port, "GET", "/metrics", &[], b"").unwrap();
+        assert_eq!(status, 200, "{text}");
+        if metric(&text, "mlx_harmony_active_sequences") == 0.0
+            || std::time::Instant::now() > deadline
+        {
+            break (head, text);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    let value = |name: &str| metric(&text, name);
     let generated = first["usage"]["completion_tokens"].as_u64().unwrap()
         + second["usage"]["completion_tokens"].as_u64().unwrap();
     assert_eq!(
