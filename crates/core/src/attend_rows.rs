@@ -145,6 +145,22 @@ impl Spans {
         }
     }
 
+    /// The columns from `from` to `total` of a cache kept as `store` and
+    /// `recent` (`[rows, kv_heads, columns, D]` each), as one array.
+    pub fn join(&self, store: &Array, recent: &Array, from: i32) -> Result<Array> {
+        let part = |a: &Array, from: i32, to: i32| {
+            crate::array_ext::slice(a, &[0, 0, from, 0], &[a.dim(0), a.dim(1), to, a.dim(3)])
+        };
+        let recent_used = self.total - self.store_end;
+        Ok(ops::concatenate(
+            &[
+                part(store, from.min(self.store_end), self.store_end)?,
+                part(recent, (from - self.store_end).max(0), recent_used)?,
+            ],
+            2,
+        )?)
+    }
+
     fn array(&self) -> Array {
         let mut values = self.begins.clone();
         values.extend([self.store_end, self.total]);
@@ -260,19 +276,9 @@ pub fn reference(step: &Step<'_>) -> Result<Array> {
     let kv_heads = store[0].dim(1);
     let group = heads / kv_heads;
     let joined = |i: usize| -> Result<Array> {
-        let part = |a: &Array, columns: i32| -> Result<Array> {
-            Ok(
-                crate::array_ext::slice(a, &[0, 0, 0, 0], &[rows, kv_heads, columns, head_dim])?
-                    .as_dtype(Dtype::Float32)?,
-            )
-        };
-        Ok(ops::concatenate(
-            &[
-                part(store[i], spans.store_end)?,
-                part(recent[i], spans.total - spans.store_end)?,
-            ],
-            2,
-        )?)
+        Ok(spans
+            .join(store[i], recent[i], 0)?
+            .as_dtype(Dtype::Float32)?)
     };
     let (keys, values) = (joined(0)?, joined(1)?);
     // [rows, kv_heads, group, D] @ [rows, kv_heads, D, total]

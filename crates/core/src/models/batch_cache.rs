@@ -576,22 +576,7 @@ impl LayerCache for BatchKvCache {
             Route::Emulated => {
                 // The two parts joined from the first column any row sees,
                 // and the mask the one-array route would use.
-                let part = |a: &Array, from: i32, to: i32| {
-                    slice(a, &[0, 0, from, 0], &[a.dim(0), a.dim(1), to, a.dim(3)])
-                };
-                let joined = |i: usize| -> Result<Array> {
-                    Ok(ops::concatenate(
-                        &[
-                            part(store[i], first.min(spans.store_end), spans.store_end)?,
-                            part(
-                                recent[i],
-                                (first - spans.store_end).max(0),
-                                self.recent_count,
-                            )?,
-                        ],
-                        2,
-                    )?)
-                };
+                let joined = |i: usize| spans.join(store[i], recent[i], first);
                 let (k, v) = (joined(0)?, joined(1)?);
                 let mask = self.mask(1, window)?;
                 let mask = crate::models::blocks::sdpa_mask(&mask);
