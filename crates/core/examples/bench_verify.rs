@@ -67,7 +67,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         logits.eval()?;
         let ms = start.elapsed().as_secs_f64() * 1e3;
         for cache in caches.iter_mut() {
-            if cache.forget_last(count as i32) != count as i32 {
+            if cache.forget_last(count as i32)? != count as i32 {
                 forgets = false;
             }
         }

@@ -125,8 +125,17 @@ pub fn check_on_device<C: LayerCache>(
         .count();
     let rejected = (draft.len() - accepted) as i32;
     if rejected > 0 {
-        for cache in caches.iter_mut() {
-            cache.forget_last(rejected);
+        for (layer, cache) in caches.iter_mut().enumerate() {
+            // A cache still holding rejected tokens would be attended by
+            // every later step: stop rather than decode from it.
+            let forgotten = cache.forget_last(rejected)?;
+            if forgotten != rejected {
+                return Err(crate::Error::Invalid(format!(
+                    "speculative decoding: layer {layer}'s cache could forget only {forgotten} \
+                     of the {rejected} rejected draft tokens (sliding-window, bounded or \
+                     multi-row caches cannot rewind); decode without a draft for this model"
+                )));
+            }
         }
     }
     logprobs.truncate(accepted + 1);

@@ -170,6 +170,32 @@ fn drafts_rejected_midway_leave_the_caches_as_plain_decoding_does() {
 }
 
 #[test]
+fn a_check_whose_caches_cannot_rewind_fails_instead_of_decoding_on() {
+    use mlx_harmony_core::lookup;
+    use mlx_harmony_core::models::cache::KvCache;
+    let loaded = LoadedModel::load(&mlx_harmony_testkit::parity_fixture("llama")).unwrap();
+    let model = &loaded.model;
+    // Bounded caches already full: a rotating cache cannot take back what
+    // it was just given once it has dropped positions.
+    let mut caches: Vec<KvCache> = (0..model.new_caches().len())
+        .map(|_| KvCache::rotating(4))
+        .collect();
+    let prompt = loaded.encode("The quick brown fox jumps over").unwrap();
+    mlx_harmony_core::generate::prefill(model, &mut caches, &prompt).unwrap();
+    let error = match lookup::check(model, &mut caches, &mut greedy(), prompt[0], &[7, 7, 7]) {
+        Err(error) => error.to_string(),
+        Ok(checked) => panic!(
+            "a wrong draft was checked on caches that cannot rewind: kept {}",
+            checked.accepted
+        ),
+    };
+    assert!(
+        error.contains("could forget only 0 of the"),
+        "unclear error: {error}"
+    );
+}
+
+#[test]
 fn sampling_with_lookup_keeps_the_models_distribution() {
     // Two tokens made far more likely than the rest (logit bias; `a` about
     // four times as likely as `b`), a prompt that alternates them: every

@@ -587,13 +587,15 @@ impl LayerCache for BatchKvCache {
         }
     }
 
-    fn forget_last(&mut self, count: i32) -> i32 {
-        if !self.takes_several() || self.flush().is_err() {
-            return 0;
+    fn forget_last(&mut self, count: i32) -> Result<i32> {
+        if !self.takes_several() {
+            return Ok(0);
         }
+        // The newest columns may still be in the recent part: one store.
+        self.flush()?;
         let forgotten = count.clamp(0, self.end);
         self.end -= forgotten;
-        forgotten
+        Ok(forgotten)
     }
 
     fn mask(&self, queries: i32, window: Option<i32>) -> Result<AttentionMask> {

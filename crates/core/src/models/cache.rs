@@ -760,9 +760,10 @@ pub trait LayerCache {
     }
 
     /// Forgets the last `count` positions just added (the rejected tokens
-    /// of a speculative check); returns how many it forgot (0 where it
-    /// cannot: see [`KvCache::trim`], [`BatchKvCache`]).
-    fn forget_last(&mut self, count: i32) -> i32;
+    /// of a speculative check); returns how many it forgot (fewer, or 0,
+    /// where it cannot: see [`KvCache::trim`], [`BatchKvCache`]). An error
+    /// where the cache could not be brought into a state to forget from.
+    fn forget_last(&mut self, count: i32) -> Result<i32>;
 }
 
 impl LayerCache for KvCache {
@@ -770,8 +771,8 @@ impl LayerCache for KvCache {
         Ok(RopeOffset::Same(self.offset))
     }
 
-    fn forget_last(&mut self, count: i32) -> i32 {
-        self.trim(count)
+    fn forget_last(&mut self, count: i32) -> Result<i32> {
+        Ok(self.trim(count))
     }
 
     fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<(Array, Array)> {
