@@ -495,7 +495,7 @@ pub async fn count_tokens(
     };
     let settings = resolve(&state, Default::default());
     let choices = choices::submit(&state, task, settings, Default::default(), 1).await?;
-    let (_, usage) = choices::collect(choices, 1).await?;
+    let (_, usage) = choices::collect(choices).await?;
     Ok(Json(json!({"input_tokens": usage.prompt_tokens})))
 }
 
@@ -565,7 +565,7 @@ pub async fn create_message(
     if request.stream {
         Ok(stream(state.model_id.clone(), id, choices).into_response())
     } else {
-        let (mut finished, usage) = choices::collect(choices, 1).await?;
+        let (mut finished, usage) = choices::collect(choices).await?;
         let done = finished.remove(0);
         let mut content = Vec::new();
         if let Some(reasoning) = done.reasoning() {

@@ -251,7 +251,9 @@ request_body! {
     #[serde(deny_unknown_fields)]
     pub struct CompletionRequest {
         pub model: String,
-        pub prompt: Content,
+        /// Text, a list of texts, token ids, or a list of token-id lists
+        /// (read by [`CompletionRequest::prompts`]).
+        pub prompt: Value,
         #[serde(default)]
         pub echo: Option<bool>,
         #[serde(default)]
@@ -266,6 +268,70 @@ request_body! {
 /// The most choices (`n`) one request may ask for: each is a sequence of
 /// the batch, so more would only queue behind each other.
 pub const MAX_CHOICES: usize = 16;
+
+/// The most sequences one completions request may start: its prompts times
+/// `n`.
+pub const MAX_COMPLETION_SEQUENCES: usize = 64;
+
+/// One prompt of a completions request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PromptInput {
+    /// Text, tokenized by the server (with the model's start token, where it
+    /// has one).
+    Text(String),
+    /// Token ids of the model's vocabulary, fed as they are.
+    Tokens(Vec<u32>),
+}
+
+impl CompletionRequest {
+    /// The request's prompts, in order: OpenAI's four forms (a string, a
+    /// list of strings, a list of token ids, a list of such lists), and a
+    /// list of text content parts as one text.
+    pub fn prompts(&self) -> Result<Vec<PromptInput>, ApiError> {
+        let wrong = || {
+            ApiError::invalid(
+                "`prompt` must be a string, a list of strings, a list of token ids \
+                 (whole numbers from 0) or a list of lists of token ids",
+            )
+            .with_param(Some("prompt".into()))
+        };
+        let tokens = |items: &[Value]| -> Option<Vec<u32>> {
+            items
+                .iter()
+                .map(|t| t.as_u64().and_then(|t| u32::try_from(t).ok()))
+                .collect()
+        };
+        let prompts = match &self.prompt {
+            Value::String(text) => vec![PromptInput::Text(text.clone())],
+            Value::Array(items) if items.is_empty() => {
+                return Err(ApiError::invalid("`prompt` is an empty list")
+                    .with_param(Some("prompt".into())));
+            }
+            Value::Array(items) => match &items[0] {
+                Value::String(_) => items
+                    .iter()
+                    .map(|item| item.as_str().map(|t| PromptInput::Text(t.to_string())))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(wrong)?,
+                Value::Number(_) => vec![PromptInput::Tokens(tokens(items).ok_or_else(wrong)?)],
+                Value::Array(_) => items
+                    .iter()
+                    .map(|item| item.as_array().and_then(|ids| tokens(ids)))
+                    .map(|ids| ids.map(PromptInput::Tokens))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(wrong)?,
+                Value::Object(_) => {
+                    let parts: Vec<ContentPart> =
+                        serde_json::from_value(self.prompt.clone()).map_err(|_| wrong())?;
+                    vec![PromptInput::Text(Content::Parts(parts).text("prompt")?)]
+                }
+                _ => return Err(wrong()),
+            },
+            _ => return Err(wrong()),
+        };
+        Ok(prompts)
+    }
+}
 
 /// What chat and completion requests share, as [`SharedFields::accept`] and
 /// [`SharedFields::hyperparameters`] check it.

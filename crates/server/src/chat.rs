@@ -119,7 +119,7 @@ pub async fn chat_completions(
         )
         .into_response())
     } else {
-        Ok(collect_chat(&state, choices, n, id, logprobs.is_some())
+        Ok(collect_chat(&state, choices, id, logprobs.is_some())
             .await?
             .into_response())
     }
@@ -128,11 +128,10 @@ pub async fn chat_completions(
 async fn collect_chat(
     state: &crate::AppState,
     choices: Choices,
-    n: usize,
     id: String,
     wants_logprobs: bool,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let (finished, usage) = choices::collect(choices, n).await?;
+    let (finished, usage) = choices::collect(choices).await?;
     let choices: Vec<Value> = finished
         .into_iter()
         .enumerate()
@@ -284,5 +283,5 @@ fn stream_chat(
             .cloned(),
         logprobs: vec![Vec::new(); n],
     };
-    choices::stream(choices, n, include_usage, writer)
+    choices::stream(choices, include_usage, writer)
 }

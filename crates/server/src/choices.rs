@@ -1,7 +1,7 @@
-//! Queuing a request's `n` choices and reading their events back as one
-//! stream. Each choice is a sequence of its own in the batch; the model
-//! thread runs their shared prompt once (`BatchGenerator` hands a prompt's
-//! cache to waiting sequences that start the same way).
+//! Queuing a request's choices (`n` for each of its prompts) and reading
+//! their events back as one stream. Each choice is a sequence of its own in
+//! the batch; the model thread runs a shared prompt once (`BatchGenerator`
+//! hands a prompt's cache to waiting sequences that start the same way).
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -18,15 +18,22 @@ use crate::error::ApiError;
 use crate::output::OutputControl;
 use crate::worker::{Event, Job, Task};
 
-/// A choice's events, tagged with its index, in order within each choice.
-pub type Choices = mpsc::UnboundedReceiver<(usize, Event)>;
+/// A request's choices: their events, each tagged with its choice's index,
+/// in order within each choice. Choice `i` is prompt `i / n`'s.
+pub struct Choices {
+    events: mpsc::UnboundedReceiver<(usize, Event)>,
+    /// Choices per prompt.
+    n: usize,
+    /// Choices in all.
+    total: usize,
+}
 
 /// Queues `n` jobs for `task` and waits until the model thread accepted
 /// every one (their prompts checked) or refused one. Choice `i` samples with
 /// the request's seed plus `i`, so that seeded choices differ from each other
 /// and are each reproducible.
 ///
-/// Dropping the returned receiver cancels every choice still decoding: the
+/// Dropping the returned choices cancels every one still decoding: the
 /// forwarding tasks end, and with them the channels the model thread writes.
 pub async fn submit(
     state: &AppState,
@@ -35,16 +42,32 @@ pub async fn submit(
     output: OutputControl,
     n: usize,
 ) -> Result<Choices, ApiError> {
+    submit_prompts(state, vec![task], settings, output, n).await
+}
+
+/// [`submit`] for several prompts (a completions request's list): `n`
+/// choices each, prompt `p`'s as choices `p * n .. (p + 1) * n` (the order
+/// of OpenAI's `index`), seeded `seed + i` within each prompt.
+pub async fn submit_prompts(
+    state: &AppState,
+    tasks: Vec<Task>,
+    settings: GenerationSettings,
+    output: OutputControl,
+    n: usize,
+) -> Result<Choices, ApiError> {
     if state.stats.shutting_down.load(Ordering::SeqCst) {
         return Err(ApiError::unavailable("the server is shutting down"));
     }
-    let mut receivers = Vec::with_capacity(n);
-    for index in 0..n {
+    let total = tasks.len() * n;
+    let mut receivers = Vec::with_capacity(total);
+    for index in 0..total {
         let (events, receiver) = mpsc::unbounded_channel();
         let mut settings = settings.clone();
-        settings.seed = settings.seed.map(|seed| seed.wrapping_add(index as u64));
+        settings.seed = settings
+            .seed
+            .map(|seed| seed.wrapping_add((index % n) as u64));
         let job = Job {
-            task: task.clone(),
+            task: tasks[index / n].clone(),
             settings,
             output: output.for_choice(),
             events,
@@ -74,7 +97,7 @@ pub async fn submit(
             }
         }
     }
-    let (merged, choices) = mpsc::unbounded_channel();
+    let (merged, events) = mpsc::unbounded_channel();
     for (index, mut receiver) in receivers.into_iter().enumerate() {
         let merged = merged.clone();
         tokio::spawn(async move {
@@ -94,7 +117,7 @@ pub async fn submit(
             }
         });
     }
-    Ok(choices)
+    Ok(Choices { events, n, total })
 }
 
 /// What a streaming handler waits for next.
@@ -111,7 +134,7 @@ pub enum Next {
 /// went away: the client's leaving is noticed even while no event comes.
 pub async fn next_event<T>(choices: &mut Choices, client: &mpsc::Sender<T>) -> Next {
     tokio::select! {
-        next = choices.recv() => match next {
+        next = choices.events.recv() => match next {
             Some((index, event)) => Next::Event(index, event),
             None => Next::Ended,
         },
@@ -119,10 +142,39 @@ pub async fn next_event<T>(choices: &mut Choices, client: &mpsc::Sender<T>) -> N
     }
 }
 
+/// The usage of choices, each with its index: each prompt's as
+/// [`prompt_usage`] counts it, added up.
+fn combined_usage(usages: &[(usize, Usage)], n: usize) -> Usage {
+    let prompts = usages
+        .iter()
+        .map(|(index, _)| index / n + 1)
+        .max()
+        .unwrap_or(0);
+    let mut total = Usage::new(0, 0, 0);
+    for prompt in 0..prompts {
+        let of_prompt: Vec<Usage> = usages
+            .iter()
+            .filter(|(index, _)| index / n == prompt)
+            .map(|(_, usage)| usage.clone())
+            .collect();
+        let usage = prompt_usage(&of_prompt);
+        total = Usage::new(
+            total.prompt_tokens + usage.prompt_tokens,
+            total.completion_tokens + usage.completion_tokens,
+            total.prompt_tokens_details.cached_tokens + usage.prompt_tokens_details.cached_tokens,
+        )
+        .with_reasoning_tokens(
+            total.completion_tokens_details.reasoning_tokens
+                + usage.completion_tokens_details.reasoning_tokens,
+        );
+    }
+    total
+}
+
 /// The usage of several choices of one prompt: the prompt counted once, with
 /// the cached tokens of the choice that ran most of it (the others found it
 /// cached), the completions summed.
-pub fn combined_usage(usages: &[Usage]) -> Usage {
+pub fn prompt_usage(usages: &[Usage]) -> Usage {
     let Some(first) = usages.first() else {
         return Usage::new(0, 0, 0);
     };
@@ -167,17 +219,23 @@ impl Finished {
 /// Reads every choice to its end (non-streaming answers): their ends in
 /// index order and their usage together; the first `Failed` ends it all with
 /// that error.
-pub async fn collect(choices: Choices, n: usize) -> Result<(Vec<Finished>, Usage), ApiError> {
-    let finished = collect_each(choices, n).await?;
-    let usage = combined_usage(&finished.iter().map(|f| f.usage.clone()).collect::<Vec<_>>());
-    Ok((finished, usage))
+pub async fn collect(choices: Choices) -> Result<(Vec<Finished>, Usage), ApiError> {
+    let n = choices.n;
+    let finished = collect_each(choices).await?;
+    let usages: Vec<(usize, Usage)> = finished
+        .iter()
+        .enumerate()
+        .map(|(index, f)| (index, f.usage.clone()))
+        .collect();
+    Ok((finished, combined_usage(&usages, n)))
 }
 
-async fn collect_each(mut choices: Choices, n: usize) -> Result<Vec<Finished>, ApiError> {
-    let mut done: Vec<Option<Finished>> = (0..n).map(|_| None).collect();
-    let mut logprobs: Vec<Vec<TokenLogprobs>> = vec![Vec::new(); n];
-    let mut left = n;
-    while let Some((index, event)) = choices.recv().await {
+async fn collect_each(mut choices: Choices) -> Result<Vec<Finished>, ApiError> {
+    let total = choices.total;
+    let mut done: Vec<Option<Finished>> = (0..total).map(|_| None).collect();
+    let mut logprobs: Vec<Vec<TokenLogprobs>> = vec![Vec::new(); total];
+    let mut left = total;
+    while let Some((index, event)) = choices.events.recv().await {
         match event {
             Event::Logprobs(tokens) => logprobs[index].extend(tokens),
             Event::Done {
@@ -235,19 +293,19 @@ pub trait ChunkWriter: Send + 'static {
 /// sequences at their next token (or their python call).
 pub fn stream(
     mut choices: Choices,
-    n: usize,
     include_usage: bool,
     mut writer: impl ChunkWriter,
 ) -> EventStream {
     let (chunks, body) = mpsc::channel::<Result<SseEvent, Infallible>>(64);
     let data = |value: Value| Ok(SseEvent::default().data(value.to_string()));
     tokio::spawn(async move {
-        for opening in writer.opening(n) {
+        let (n, total) = (choices.n, choices.total);
+        for opening in writer.opening(total) {
             if chunks.send(data(opening)).await.is_err() {
                 return;
             }
         }
-        let mut usages: Vec<Usage> = Vec::with_capacity(n);
+        let mut usages: Vec<(usize, Usage)> = Vec::with_capacity(total);
         loop {
             let (index, event) = match next_event(&mut choices, &chunks).await {
                 Next::Event(index, event) => (index, event),
@@ -260,13 +318,13 @@ pub fn stream(
                     usage,
                     ..
                 } => {
-                    usages.push(usage);
+                    usages.push((index, usage));
                     let _ = chunks.send(data(writer.finish(index, finish_reason))).await;
-                    if usages.len() < n {
+                    if usages.len() < total {
                         continue;
                     }
                     if include_usage {
-                        let usage = writer.usage(combined_usage(&usages));
+                        let usage = writer.usage(combined_usage(&usages, n));
                         let _ = chunks.send(data(usage)).await;
                     }
                     break;

@@ -1,5 +1,7 @@
 //! `POST /v1/completions`: plain text continued, as `text_completion`
-//! objects or a stream of them.
+//! objects or a stream of them. A request may carry several prompts (a
+//! list of texts or of token-id lists): each runs as its own `n` sequences
+//! of the batch, its choices numbered after the previous prompt's.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -52,18 +54,32 @@ pub async fn completions(
         )
         .with_param(Some("best_of".into())));
     }
-    let prompt = request.prompt.text("prompt")?;
+    let prompts = request.prompts()?;
+    if prompts.len() * n > api::MAX_COMPLETION_SEQUENCES {
+        return Err(ApiError::invalid(format!(
+            "{} prompts with n = {n} would start {} sequences; at most {} a request: \
+             send the prompts in several requests",
+            prompts.len(),
+            prompts.len() * n,
+            api::MAX_COMPLETION_SEQUENCES
+        ))
+        .with_param(Some("prompt".into())));
+    }
+    let total = prompts.len() * n;
     let hyper = shared.hyperparameters()?;
     let mut settings = resolve(&state, hyper);
     settings.logit_bias = shared.logit_bias()?;
     let (stream, include_usage) = request.streaming();
-    let choices =
-        choices::submit(&state, Task::Completion { prompt }, settings, control, n).await?;
+    let tasks = prompts
+        .into_iter()
+        .map(|prompt| Task::Completion { prompt })
+        .collect();
+    let choices = choices::submit_prompts(&state, tasks, settings, control, n).await?;
     let id = format!("cmpl-{:x}", now_nanos());
     let created = now();
     let model = state.model_id.clone();
     if !stream {
-        let (finished, usage) = choices::collect(choices, n).await?;
+        let (finished, usage) = choices::collect(choices).await?;
         let choices: Vec<Value> = finished
             .into_iter()
             .enumerate()
@@ -88,10 +104,10 @@ pub async fn completions(
         model,
         created,
         grammars,
-        logprobs: vec![Vec::new(); n],
-        offsets: vec![0; n],
+        logprobs: vec![Vec::new(); total],
+        offsets: vec![0; total],
     };
-    Ok(choices::stream(choices, n, include_usage, writer).into_response())
+    Ok(choices::stream(choices, include_usage, writer).into_response())
 }
 
 /// `text_completion` chunks: the text of each event.

@@ -1,4 +1,5 @@
-//! `mlx-harmony-server`'s behaviour: an OpenAI-compatible HTTP API over the
+//! `mlx-harmony-server`'s behaviour: OpenAI's (Chat Completions, Completions,
+//! Responses) and Anthropic's (Messages) HTTP APIs over the
 //! shared `TokenGenerator`.
 //!
 //! One model thread decodes up to `--max-concurrency` requests together

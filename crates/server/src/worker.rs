@@ -25,7 +25,7 @@ use mlx_harmony_frontend::args::ToolArgs;
 use mlx_harmony_frontend::{setup as frontend_setup, tools as frontend_tools};
 use tokio::sync::mpsc::{Receiver, UnboundedSender};
 
-use crate::api::Usage;
+use crate::api::{PromptInput, Usage};
 use crate::error::ApiError;
 use crate::metrics::Stats;
 use crate::output::OutputControl;
@@ -41,7 +41,7 @@ pub enum Task {
         buffer_answer: bool,
     },
     Completion {
-        prompt: String,
+        prompt: crate::api::PromptInput,
     },
     /// Only the prompt's length in tokens (Anthropic's count_tokens): the
     /// model thread renders it, answers `Started` and a `Done` whose usage
@@ -584,12 +584,26 @@ fn start(
             ));
         }
         Task::Completion { prompt } => {
-            let ids = loaded
-                .tokenizer
-                .encode(prompt.as_str(), true)
-                .map_err(|e| ApiError::invalid(format!("the prompt cannot be tokenized: {e}")))?
-                .get_ids()
-                .to_vec();
+            let ids = match prompt {
+                PromptInput::Text(text) => loaded
+                    .tokenizer
+                    .encode(text.as_str(), true)
+                    .map_err(|e| ApiError::invalid(format!("the prompt cannot be tokenized: {e}")))?
+                    .get_ids()
+                    .to_vec(),
+                PromptInput::Tokens(ids) => {
+                    let vocab = loaded.model.vocab_size().max(1) as usize;
+                    if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab) {
+                        return Err(ApiError::invalid(format!(
+                            "token id {bad} in `prompt` is not in the model's vocabulary \
+                             (ids 0 to {})",
+                            vocab - 1
+                        ))
+                        .with_param(Some("prompt".into())));
+                    }
+                    ids.clone()
+                }
+            };
             if ids.is_empty() {
                 return Err(
                     ApiError::invalid("`prompt` is empty").with_param(Some("prompt".into()))

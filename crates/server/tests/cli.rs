@@ -26,6 +26,19 @@ fn help_lists_the_flags_and_a_missing_model_is_a_clear_error() {
     ] {
         assert!(text.contains(flag), "{flag} missing from --help");
     }
+    // Every endpoint the router serves is named.
+    for endpoint in [
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/responses",
+        "/v1/messages",
+        "/v1/messages/count_tokens",
+        "/v1/models",
+        "/health",
+        "/metrics",
+    ] {
+        assert!(text.contains(endpoint), "{endpoint} missing from --help");
+    }
     assert!(text.contains("[default: 8000]"), "{text}");
     assert!(text.contains("[default: 127.0.0.1]"), "{text}");
     assert!(

@@ -247,6 +247,18 @@ fn the_openai_sdk_gets_n_choices_plain_and_streamed() {
 }
 
 #[test]
+fn the_openai_sdk_completes_lists_of_prompts_and_token_ids() {
+    let model = fixture("llama");
+    let server = start(&model, &[]);
+    let tokenizer = model.join("tokenizer.json");
+    run_sdk_script_with(
+        &server,
+        "openai_completions.py",
+        &[tokenizer.to_str().unwrap()],
+    );
+}
+
+#[test]
 fn the_openai_sdk_speaks_the_responses_api_to_gpt_oss() {
     let (server, _script) = start_scripted(
         &fixture("gpt-oss"),

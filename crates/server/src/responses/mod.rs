@@ -332,7 +332,7 @@ pub async fn create_response(
         let grammars = logprobs.and_then(|_| state.grammars.as_ref().ok().cloned());
         Ok(stream::stream(state.clone(), choices, reply, history, grammars).into_response())
     } else {
-        let (mut finished, usage) = choices::collect(choices, 1).await?;
+        let (mut finished, usage) = choices::collect(choices).await?;
         let done = finished.remove(0);
         let mut reply = reply;
         reply.finish_from(&done.steps, &done.content, &done.calls);
