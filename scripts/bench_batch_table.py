@@ -24,10 +24,11 @@ def cell(group, key, digits):
 
 # A variant of our engine measured in the same run, beside ours: with MLX's
 # quantized products (MLX_HARMONY_QMM=mlx), one launch a matrix
-# (MLX_HARMONY_QMM=unshared) or MLX's attention over one cache array
-# (MLX_HARMONY_ATTEND=mlx).
+# (MLX_HARMONY_QMM=unshared), the wide form (MLX_HARMONY_QMM=wide) or MLX's
+# attention over one cache array (MLX_HARMONY_ATTEND=mlx).
 VARIANTS = {"mlx-harmony-mlxqmm": "ours with MLX's qmm",
             "mlx-harmony-unshared": "ours, one launch a matrix",
+            "mlx-harmony-wide": "ours, wide form",
             "mlx-harmony-mlxattend": "ours with MLX's attention"}
 variant = next((impl for _, impl in sorted(groups) if impl in VARIANTS), None)
 compare = variant is not None

@@ -48,23 +48,61 @@ def shared_body(count):
     return "const int n0 = blockIdx.x * 16;\nswitch (blockIdx.y) {\n" + cases + "}\n"
 
 
-def source(header, body, form, t, scales, bits, group, v, nt, mxfp4, x_per_row):
-    """A body wrapped as MLX wraps it; `form` is "matrix", "experts" or "sharedN"."""
-    matrices = int(form[len("shared"):]) if form.startswith("shared") else 1
+def wide_body(count):
+    """The wide form's body for `count` matrices, as crates/core/src/qmm_rows.rs
+    generates it (wide_body)."""
+    cases = "".join(
+        f"  case {i}:\n    if (n0 < w{i}_shape[0]) {{\n      "
+        f"qmm_rows::product_wide<T, BITS, GROUP, V, NT, WARPS, MXFP4, PAIRED, FT>(\n        "
+        f"x, w{i}, scales{i}, biases{i}, out{i}, x_shape[0], x_shape[1], w{i}_shape[0], n0,\n"
+        f"        blockIdx.z, gridDim.z);\n    }}\n    break;\n" for i in range(count))
+    return "const int n0 = blockIdx.x * 16 * FT;\nswitch (blockIdx.y) {\n" + cases + "}\n"
+
+
+def sum_splits_body(count):
+    """The split sums' body for `count` matrices (qmm_rows.rs, sum_splits_body)."""
+    cases = "".join(
+        f"  case {i}:\n    qmm_sum_splits::add(partial{i}, out{i}, partial{i}_shape[0],\n"
+        f"      (size_t)partial{i}_shape[1] * partial{i}_shape[2], i);\n    break;\n"
+        for i in range(count))
+    return ("const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;\n"
+            "switch (blockIdx.y) {\n" + cases + "}\n")
+
+
+def sum_splits_source(header, count, t):
+    """The split sums' kernel for `count` matrices wrapped as MLX wraps it."""
+    inputs = []
+    for i in range(count):
+        inputs += [f"const float* partial{i}", f"const __grid_constant__ Shape partial{i}_shape"]
+    outputs = [f"{t}* out{i}" for i in range(count)]
+    return (PRELUDE + header + "namespace mlx { namespace core { namespace cu {\n"
+            + "__global__ void kernel(" + ", ".join(inputs + outputs) + ") {\n"
+            + f"using T = {t};\n" + sum_splits_body(count) + "\n}\n}}}\n")
+
+
+def source(header, body, form, t, scales, bits, group, v, nt, mxfp4, x_per_row, ft=1,
+           split=False):
+    """A body wrapped as MLX wraps it; `form` is "matrix", "experts", "sharedN" or
+    "wideN" (with FT tiles a warp; SPLIT: float outputs, the splits' sums)."""
+    several = form.startswith("shared") or form.startswith("wide")
+    matrices = int(form.lstrip("sharedwi")) if several else 1
     inputs = [f"const {t}* x", "const __grid_constant__ Shape x_shape"]
     for i in range(matrices):
-        suffix = str(i) if form.startswith("shared") else ""
+        suffix = str(i) if several else ""
         inputs += [f"const uint32_t* w{suffix}", f"const __grid_constant__ Shape w{suffix}_shape",
                    f"const {scales}* scales{suffix}", f"const {scales}* biases{suffix}"]
     if form == "experts":
         inputs += ["const uint32_t* experts", "const __grid_constant__ Shape experts_shape"]
-    outputs = ([f"{t}* out{i}" for i in range(matrices)] if form.startswith("shared")
+    out_type = "float" if split else t
+    outputs = ([f"{out_type}* out{i}" for i in range(matrices)] if several
                else [f"{t}* out"])
     constants = (f"constexpr int BITS = {bits}; constexpr int GROUP = {group}; "
                  f"constexpr int V = {v}; constexpr int NT = {nt}; constexpr int WARPS = 8; "
                  f"constexpr int X_PER_ROW = {x_per_row}; "
                  f"constexpr bool MXFP4 = {'true' if mxfp4 else 'false'}; "
                  f"constexpr bool PAIRED = {'true' if bits == 4 and not mxfp4 else 'false'}; "
+                 f"constexpr int FT = {ft}; "
+                 f"constexpr bool SPLIT = {'true' if split else 'false'}; "
                  f"using T = {t};")
     return (PRELUDE + header + "namespace mlx { namespace core { namespace cu {\n"
             + "__global__ void kernel(" + ", ".join(inputs + outputs) + ") {\n"
@@ -144,6 +182,29 @@ def main():
                             f"{form} T={t} MXFP4={mxfp4} BITS={bits} GROUP={group} V={v} "
                             f"NT={nt} X_PER_ROW={x_per_row}")
             count += 1
+    # The wide form (MLX_HARMONY_QMM=wide): each tile count it takes with the
+    # row tiles it takes them at (FT * NT <= 8), split or not, one to three
+    # matrices; every format on Hopper in bfloat16, one format otherwise.
+    for (mxfp4, bits, group), t, (nt, ft), split, matrices, arch in itertools.product(
+            formats, ("__nv_bfloat16", "__half"), ((1, 4), (2, 4), (4, 2), (8, 1)),
+            (False, True), (1, 2, 3), ("sm_80", "sm_90")):
+        if (arch == "sm_80" or t != "__nv_bfloat16") and (bits, group, mxfp4) != (4, 64, False):
+            continue
+        if matrices != 1 and (nt, ft) not in ((2, 4),):
+            continue
+        v = 4 if group != 32 or bits == 8 else 2
+        text = source(header, wide_body(matrices), f"wide{matrices}", t,
+                      "uint8_t" if mxfp4 else t, bits, group, v, nt, mxfp4, 1, ft, split)
+        compile_or_exit(nvrtc, include, text, arch,
+                        f"wide{matrices} T={t} MXFP4={mxfp4} BITS={bits} GROUP={group} V={v} "
+                        f"NT={nt} FT={ft} SPLIT={split}")
+        count += 1
+    sums_header = (KERNELS / "qmm_sum_splits_header.cuh").read_text()
+    for matrices, t, arch in itertools.product((1, 2, 3), ("__nv_bfloat16", "__half"),
+                                               ("sm_80", "sm_90")):
+        compile_or_exit(nvrtc, include, sum_splits_source(sums_header, matrices, t), arch,
+                        f"sum_splits{matrices} T={t}")
+        count += 1
     print(f"check-kernels: {count} kernel variants compiled with NVRTC ({time.time() - start:.0f} s)")
 
 

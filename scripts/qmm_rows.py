@@ -17,9 +17,15 @@ products back to back (one graph, so a product's time is not a lone call's
 launch and synchronisation) and a product's time is the evaluation's over
 CHAIN; weight copies are cycled so that a small layer is not served from cache.
 
+With --wide, also the wide form (MLX_HARMONY_QMM=wide: several tiles of 16
+features a warp for each read of x, K split over blocks where the features
+leave the GPU short of blocks, then the splits' sum kernel), split as the
+engine splits it and in each of --wide-splits.
+
 Usage: qmm_rows.py [--shape llama3-8b|gpt-oss-20b] [--bits 4] [--group 64]
                    [--bandwidth-gbs 4800] [--runs 20] [--chain 16] [--experts-only]
-                   [--ours-only] [--variants 16p,8f] [ROWS...]
+                   [--ours-only] [--variants 16p,8f] [--wide] [--wide-splits 1,2,4]
+                   [ROWS...]
 Runs with the reference environment's MLX (scripts/reference-env), on the GPU
 when MLX has one (the H200 through scripts/gpu-bench-bundle), else the CPU.
 """
@@ -84,6 +90,70 @@ def our_product(kernel, x, wq, scales, biases, group, bits, experts=None, tokens
         threadgroup=(warps * 32, 1, 1),
         output_shapes=[(out_rows, n)],
         output_dtypes=[x.dtype],
+    )[0]
+
+
+WIDE_BLOCKS = 264  # as crates/core/src/qmm_rows.rs
+
+
+def wide_kernels():
+    """The wide form's kernel for one matrix and its splits' sum kernel, as
+    crates/core/src/qmm_rows.rs builds them (the bodies as check_kernels.py
+    mirrors the Rust generators)."""
+    from check_kernels import sum_splits_body, wide_body
+    wide = mx.fast.cuda_kernel(
+        name="mlx_harmony_qmm_wide1",
+        input_names=["x", "w0", "scales0", "biases0"],
+        output_names=["out0"],
+        source=wide_body(1),
+        header=(KERNELS / "qmm_rows_header.cuh").read_text(),
+    )
+    sums = mx.fast.cuda_kernel(
+        name="mlx_harmony_qmm_sum_splits1",
+        input_names=["partial0"],
+        output_names=["out0"],
+        source=sum_splits_body(1),
+        header=(KERNELS / "qmm_sum_splits_header.cuh").read_text(),
+    )
+    return wide, sums
+
+
+def wide_plan(rows, k, n):
+    """Tiles a warp and splits of K as qmm_rows.rs's Variant::wide picks them."""
+    row_tiles = next(t for t in (1, 2, 4, 8) if rows <= 8 * t)
+    tiles = min(8 // row_tiles, 4)
+    octets = 4 if k % 128 == 0 else 2 if k % 64 == 0 else 1
+    blocks = -(-n // (16 * tiles))
+    most = max(1, k // (32 * octets) // (2 * WARPS))
+    return tiles, min(max(-(-WIDE_BLOCKS // blocks), 1), most)
+
+
+def wide_product(kernels, x, wq, scales, biases, group, bits, splits=None):
+    """x [R, K] @ w^T with the wide form, K in `splits` (the engine's choice by default)."""
+    wide, sums = kernels
+    rows, k = x.shape
+    n = wq.shape[0]
+    tiles, planned = wide_plan(rows, k, n)
+    splits = splits or planned
+    row_tiles = next(t for t in (1, 2, 4, 8) if rows <= 8 * t)
+    octets = 4 if k % 128 == 0 else 2 if k % 64 == 0 else 1
+    split = splits > 1
+    out = wide(
+        inputs=[x, wq, scales, scales if biases is None else biases],
+        template=[("T", x.dtype), ("BITS", bits), ("GROUP", group), ("V", octets),
+                  ("NT", row_tiles), ("WARPS", WARPS), ("MXFP4", False),
+                  ("PAIRED", paired_for(bits, False)), ("FT", tiles), ("SPLIT", split)],
+        grid=(-(-n // (16 * tiles)) * WARPS * 32, 1, splits),
+        threadgroup=(WARPS * 32, 1, 1),
+        output_shapes=[(splits, rows, n) if split else (rows, n)],
+        output_dtypes=[mx.float32 if split else x.dtype],
+    )[0]
+    if not split:
+        return out
+    return sums(
+        inputs=[out], template=[("T", x.dtype)],
+        grid=(-(-(rows * n) // 256) * 256, 1, 1), threadgroup=(256, 1, 1),
+        output_shapes=[(rows, n)], output_dtypes=[x.dtype],
     )[0]
 
 
@@ -191,6 +261,11 @@ def main():
                         help="more of our kernel's variants to time beside the engine's, e.g. "
                              "'16p,8f': warps a block, then p (4-bit pairs) or f (float route); "
                              "each cell also gives its largest relative difference from MLX")
+    parser.add_argument("--wide", action="store_true",
+                        help="time the wide form too (split as the engine splits K), with its "
+                             "largest relative difference from MLX")
+    parser.add_argument("--wide-splits", default="",
+                        help="with --wide, more splits of K to time, e.g. '1,2,4'")
     parser.add_argument("rows", nargs="*", type=int, default=[1, 2, 4, 8, 16, 32, 64])
     args = parser.parse_args()
     global CHAIN
@@ -201,11 +276,15 @@ def main():
     cuda = getattr(mx, "cuda", None)
     kernel = our_kernel() if mx.default_device() == mx.gpu and cuda and cuda.is_available() else None
     variants = [(int(v[:-1]), v[-1] == "p") for v in args.variants.split(",") if v]
+    wide = wide_kernels() if kernel and args.wide else None
+    wide_splits = [None] + [int(v) for v in args.wide_splits.split(",") if v] if wide else []
     extra = " ours ms | (B,K)/ours | ours/bound | ours max rel. diff |" if kernel else ""
     extra += "".join(f" {w} warps, {'pairs' if p else 'float'} ms |" for w, p in variants)
+    extra += "".join(" wide (splits, ms, /bound, diff) |" for _ in wide_splits)
     print("| layer | K x N | rows | (B,1,K) ms | (B,K) ms | (B,1,K)/(B,K) | bound ms | (B,K)/bound |" + extra)
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
-          + (" ---: | ---: | ---: | ---: |" if kernel else "") + " ---: |" * len(variants))
+          + (" ---: | ---: | ---: | ---: |" if kernel else "")
+          + " ---: |" * (len(variants) + len(wide_splits)))
     for name, k, n in [] if args.experts_only else SHAPES[args.shape]:
         # Enough copies of the weights that together they pass any cache
         # (~200 MB, up to 64 copies: a product never finds its weights in L2).
@@ -274,6 +353,21 @@ def main():
                     other_diff = (mx.abs(other - theirs.astype(mx.float32)).max()
                                   / mx.abs(theirs.astype(mx.float32)).max()).item()
                     line += f" {t * 1e3:.3f} ({other_diff:.0e}) |"
+                for splits in wide_splits:
+                    def wide_call():
+                        wq, scales, biases = copies[turn["i"] % len(copies)]
+                        turn["i"] += 1
+                        return wide_product(wide, flat, wq, scales, biases, args.group, args.bits,
+                                            splits)
+
+                    t, _, _ = time_call(wide_call, args.runs)
+                    other = wide_product(wide, flat, wq, scales, biases, args.group, args.bits,
+                                         splits).astype(mx.float32)
+                    other_diff = (mx.abs(other - theirs.astype(mx.float32)).max()
+                                  / mx.abs(theirs.astype(mx.float32)).max()).item()
+                    used = splits or wide_plan(rows, k, n)[1]
+                    line += (f" {used}, {t * 1e3:.3f}, {t * 1e3 / bound:.1f}x, "
+                             f"{other_diff:.0e} |")
             print(line, flush=True)
     if args.shape == "gpt-oss-20b":
         experts_table(args)

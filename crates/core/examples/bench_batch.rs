@@ -128,14 +128,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!(
             "{{\"impl\": \"{}\", \"concurrency\": {concurrency}, \"decode_tps\": {:.2}, \"e2e_tps\": {:.2}, \"ttft_p50_s\": {:.4}, \"ttft_p95_s\": {:.4}, \"generated\": {generated}, \"step_queue_ms\": {:.3}, \"step_wait_ms\": {:.3}}}",
             // MLX_HARMONY_QMM=mlx: the same engine with MLX's quantized
-            // products; =unshared: ours, one launch per matrix;
-            // MLX_HARMONY_ATTEND=mlx: MLX's attention over one cache array.
+            // products; =unshared: ours, one launch per matrix; =wide: the
+            // wide form; MLX_HARMONY_ATTEND=mlx: MLX's attention over one
+            // cache array.
             match (
                 mlx_harmony_core::qmm_rows::setting(),
                 mlx_harmony_core::attend_rows::setting(),
             ) {
                 ("mlx", _) => "mlx-harmony-mlxqmm",
                 ("unshared", _) => "mlx-harmony-unshared",
+                ("wide", _) => "mlx-harmony-wide",
                 (_, "mlx") => "mlx-harmony-mlxattend",
                 _ => "mlx-harmony",
             },

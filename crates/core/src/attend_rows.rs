@@ -250,7 +250,7 @@ fn launch(step: &Step<'_>, variant: Variant, stream: &Stream) -> Result<Array> {
             TemplateArg::Bool(c"SINKS", variant.sinks),
             TemplateArg::Int(c"SCALE_BITS", variant.scale_bits as i32),
         ],
-        (rows * kv_heads, 1),
+        (rows * kv_heads, 1, 1),
         THREADS,
         stream,
     )?;

@@ -163,14 +163,14 @@ impl CudaKernel {
     }
 
     /// Queues the variant `template` of the kernel on `inputs` over `blocks`
-    /// (x, y) of `threads` threads, returning its outputs (`outputs`: each
-    /// one's shape and dtype).
+    /// (x, y, z) of `threads` threads, returning its outputs (`outputs`:
+    /// each one's shape and dtype).
     pub(crate) fn apply(
         &self,
         inputs: &[&Array],
         outputs: &[(&[i32], Dtype)],
         template: &[TemplateArg<'_>],
-        blocks: (i32, i32),
+        blocks: (i32, i32, i32),
         threads: i32,
         stream: &Stream,
     ) -> Result<Vec<Array>> {
@@ -192,7 +192,7 @@ impl CudaKernel {
                 config,
                 blocks.0 * threads,
                 blocks.1,
-                1,
+                blocks.2,
             );
             status |= mlx_sys::mlx_fast_cuda_kernel_config_set_thread_group(config, threads, 1, 1);
             for arg in template {

@@ -23,9 +23,14 @@
 //! MXFP4; bfloat16 or float16 activations; 2–64 rows (tokens, for the
 //! experts); `N % 16 == 0`; on a CUDA stream. `MLX_HARMONY_QMM=mlx` turns them
 //! off (to compare), `MLX_HARMONY_QMM=unshared` launches them once per matrix
-//! where [`matmul_shared`] would take several. The first call of each kernel
-//! variant checks it against MLX's dequantized product on a small case and
-//! falls back to MLX, with one warning, if it does not compile or agree.
+//! where [`matmul_shared`] would take several. `MLX_HARMONY_QMM=wide` takes
+//! the wide form instead (`qmm_wide`, not yet the default: it has not run on
+//! a GPU yet): several tiles of 16 features a warp for each read of x, and K
+//! split over blocks where the features alone would not fill the GPU, the
+//! splits added up by a second small kernel (`qmm_sum_splits`). The first
+//! call of each kernel variant checks it against MLX's dequantized product on
+//! a small case and falls back to MLX, with one warning, if it does not
+//! compile or agree.
 
 use std::sync::OnceLock;
 
@@ -38,6 +43,7 @@ use crate::{Error, Result};
 const HEADER: &str = include_str!("kernels/qmm_rows_header.cuh");
 const BODY: &str = include_str!("kernels/qmm_rows_body.cu");
 const GATHER_BODY: &str = include_str!("kernels/qmm_gather_body.cu");
+const SUM_SPLITS_HEADER: &str = include_str!("kernels/qmm_sum_splits_header.cuh");
 
 /// Warps per block; they split K.
 const WARPS: i32 = 8;
@@ -47,15 +53,20 @@ pub const MIN_ROWS: i32 = 2;
 /// The most rows one call takes (eight row tiles of 8).
 pub const MAX_ROWS: i32 = 64;
 
-/// The kernels: one matrix, experts' matrices picked per row, or 2–3
+/// The kernels: one matrix, experts' matrices picked per row, 2–3
 /// matrices that read the same rows (a layer's q, k and v projections; its
-/// gate and up) in one launch.
+/// gate and up) in one launch, or the wide form of 1–3 matrices.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Form {
     Matrix,
     Experts,
     Shared(usize),
+    Wide(usize),
 }
+
+/// Blocks the wide form aims to launch at least (two for each of the
+/// H200's 132 multiprocessors): where the features give fewer, K is split.
+const WIDE_BLOCKS: i32 = 264;
 
 /// The most matrices one launch of the shared-rows form takes.
 pub const MAX_SHARED: usize = 3;
@@ -78,6 +89,11 @@ struct Variant {
     /// 4-bit affine weights dequantized two at a time (the header's
     /// `affine4_pair`); the float route otherwise.
     paired: bool,
+    /// The wide form: tiles of 16 features a warp (0 for the other forms).
+    wide_tiles: i32,
+    /// The wide form: K split over blocks, the sums written as float32 for
+    /// `qmm_sum_splits`.
+    split: bool,
 }
 
 impl Variant {
@@ -104,7 +120,33 @@ impl Variant {
             row_tiles,
             x_per_row: 1,
             paired: !mxfp4 && q.bits == 4,
+            wide_tiles: 0,
+            split: false,
         }
+    }
+
+    /// The wide form for `weights` (their formats alike), and the splits
+    /// of K it runs with: tiles a warp as many as keep `FT * NT <= 8`
+    /// (4 up to 16 rows, 2 at 32, 1 at 64), and K split where the blocks of
+    /// the matrices' features fall short of [`WIDE_BLOCKS`], each warp left
+    /// at least two chunks of K.
+    fn wide(dtype: Dtype, weights: &[&QuantizedWeight], k: i32, rows: i32) -> (Self, i32) {
+        let narrow = Variant::new(Form::Wide(weights.len()), dtype, weights[0], k, rows);
+        let wide_tiles = (8 / narrow.row_tiles).min(4);
+        let features = 16 * wide_tiles;
+        let blocks: i32 = weights
+            .iter()
+            .map(|q| (q.weight.dim(0) + features - 1) / features)
+            .sum();
+        let chunks = k / (32 * narrow.octets);
+        let most = (chunks / (2 * WARPS)).max(1);
+        let splits = ((WIDE_BLOCKS + blocks - 1) / blocks.max(1)).clamp(1, most);
+        let variant = Variant {
+            wide_tiles,
+            split: splits > 1,
+            ..narrow
+        };
+        (variant, splits)
     }
 
     fn experts(dtype: Dtype, q: &QuantizedWeight, k: i32, tokens: i32, x_per_row: i32) -> Self {
@@ -117,10 +159,11 @@ impl Variant {
 
 /// `MLX_HARMONY_QMM`'s setting in effect: our kernels (`"ours"`, the
 /// default), ours with one launch per matrix (`"unshared"`: to measure
-/// [`matmul_shared`]), or MLX's products (`"mlx"`).
+/// [`matmul_shared`]), the wide form (`"wide"`), or MLX's products
+/// (`"mlx"`).
 pub fn setting() -> &'static str {
     static SETTING: OnceLock<&'static str> = OnceLock::new();
-    SETTING.get_or_init(|| env_setting("MLX_HARMONY_QMM", &["ours", "unshared", "mlx"]))
+    SETTING.get_or_init(|| env_setting("MLX_HARMONY_QMM", &["ours", "unshared", "mlx", "wide"]))
 }
 
 /// Whether the user left our kernels on (`MLX_HARMONY_QMM=mlx` turns them off).
@@ -269,6 +312,14 @@ pub fn try_product(x: &Array, q: &QuantizedWeight, stream: &Stream) -> Result<Op
         return Ok(None);
     }
     let rows = Rows::of(x);
+    if setting() == "wide" {
+        let (variant, splits) = Variant::wide(x.dtype(), &[q], rows.k(), rows.count());
+        if !checked(variant, stream) {
+            return Ok(None);
+        }
+        let mut ys = apply_wide(&rows.flatten(x)?, &[q], variant, splits, stream)?;
+        return rows.restore(ys.pop().expect("one output")).map(Some);
+    }
     let variant = Variant::new(Form::Matrix, x.dtype(), q, rows.k(), rows.count());
     if !checked(variant, stream) {
         return Ok(None);
@@ -361,7 +412,7 @@ pub fn experts_matmul(
 /// (`scripts/qmm_rows.py`), so one launch for several matrices saves that
 /// much on each step.
 pub fn matmul_shared(x: &Array, weights: &[&QuantizedWeight]) -> Result<Option<Vec<Array>>> {
-    if setting() != "ours" || !cuda_present() || !takes_shared(x, weights) {
+    if !matches!(setting(), "ours" | "wide") || !cuda_present() || !takes_shared(x, weights) {
         return Ok(None);
     }
     crate::quant::ensure_mlx_error_handler();
@@ -370,6 +421,17 @@ pub fn matmul_shared(x: &Array, weights: &[&QuantizedWeight]) -> Result<Option<V
         return Ok(None);
     }
     let rows = Rows::of(x);
+    if setting() == "wide" {
+        let (variant, splits) = Variant::wide(x.dtype(), weights, rows.k(), rows.count());
+        if !checked(variant, &stream) {
+            return Ok(None);
+        }
+        return apply_wide(&rows.flatten(x)?, weights, variant, splits, &stream)?
+            .into_iter()
+            .map(|y| rows.restore(y))
+            .collect::<Result<Vec<_>>>()
+            .map(Some);
+    }
     let variant = Variant::new(
         Form::Shared(weights.len()),
         x.dtype(),
@@ -419,6 +481,34 @@ pub fn shared_product(
         x.dim(0),
     );
     apply_shared(x, weights, variant, stream)
+}
+
+/// The wide form's products of `weights` (1 to [`MAX_SHARED`] matrices of
+/// one format, each one [`takes`]) with `x` (`[rows, K]`), unconditionally
+/// (the caller has checked that `stream` is a CUDA stream), K split as the
+/// engine would split it or in `splits`. For the tests.
+pub fn wide_product(
+    x: &Array,
+    weights: &[&QuantizedWeight],
+    splits: Option<i32>,
+    stream: &Stream,
+) -> Result<Vec<Array>> {
+    let format_alike = weights.len() == 1 || takes_shared(x, weights);
+    if x.ndim() != 2 || weights.is_empty() || weights.len() > MAX_SHARED || !format_alike {
+        return Err(weights
+            .first()
+            .map_or_else(|| Error::Invalid("no matrices".into()), |q| refused(x, q)));
+    }
+    if !takes(x, weights[0]) {
+        return Err(refused(x, weights[0]));
+    }
+    let (variant, planned) = Variant::wide(x.dtype(), weights, x.dim(1), x.dim(0));
+    let splits = splits.unwrap_or(planned).max(1);
+    let variant = Variant {
+        split: splits > 1,
+        ..variant
+    };
+    apply_wide(x, weights, variant, splits, stream)
 }
 
 /// [`experts_matmul`] unconditionally (the caller has checked
@@ -481,13 +571,11 @@ fn kernel(form: Form) -> &'static CudaKernel {
     static EXPERTS: OnceLock<CudaKernel> = OnceLock::new();
     static SHARED: [OnceLock<CudaKernel>; MAX_SHARED + 1] =
         [const { OnceLock::new() }; MAX_SHARED + 1];
+    static WIDE: [OnceLock<CudaKernel>; MAX_SHARED + 1] =
+        [const { OnceLock::new() }; MAX_SHARED + 1];
     match form {
         Form::Shared(count) => SHARED[count].get_or_init(|| {
-            let mut inputs = vec!["x".to_string()];
-            for i in 0..count {
-                inputs.extend([format!("w{i}"), format!("scales{i}"), format!("biases{i}")]);
-            }
-            let outputs: Vec<String> = (0..count).map(|i| format!("out{i}")).collect();
+            let (inputs, outputs) = matrix_names(count);
             new_kernel(
                 &format!("mlx_harmony_qmm_shared{count}"),
                 &inputs.iter().map(String::as_str).collect::<Vec<_>>(),
@@ -511,7 +599,163 @@ fn kernel(form: Form) -> &'static CudaKernel {
                 GATHER_BODY,
             )
         }),
+        Form::Wide(count) => WIDE[count].get_or_init(|| {
+            let (inputs, outputs) = matrix_names(count);
+            new_kernel(
+                &format!("mlx_harmony_qmm_wide{count}"),
+                &inputs.iter().map(String::as_str).collect::<Vec<_>>(),
+                &outputs.iter().map(String::as_str).collect::<Vec<_>>(),
+                &wide_body(count),
+            )
+        }),
     }
+}
+
+/// The inputs and outputs of the kernels over `count` matrices read by the
+/// same rows: x, then each matrix's weights, scales and biases; an output
+/// each.
+fn matrix_names(count: usize) -> (Vec<String>, Vec<String>) {
+    let mut inputs = vec!["x".to_string()];
+    for i in 0..count {
+        inputs.extend([format!("w{i}"), format!("scales{i}"), format!("biases{i}")]);
+    }
+    (inputs, (0..count).map(|i| format!("out{i}")).collect())
+}
+
+/// The wide kernel's body for `count` matrices: block row `y` computes
+/// matrix `y`'s output, FT tiles of 16 features a block, blockIdx.z its
+/// split of K; blocks past a matrix's features leave at once.
+fn wide_body(count: usize) -> String {
+    let mut body = String::from(
+        "// Generated by crates/core/src/qmm_rows.rs (wide_body): matrices that read\n\
+         // the same rows x, one per block row, FT tiles of 16 features a block,\n\
+         // split blockIdx.z of K's gridDim.z splits.\n\
+         const int n0 = blockIdx.x * 16 * FT;\n\
+         switch (blockIdx.y) {\n",
+    );
+    for i in 0..count {
+        body.push_str(&format!(
+            "  case {i}:\n    if (n0 < w{i}_shape[0]) {{\n      \
+             qmm_rows::product_wide<T, BITS, GROUP, V, NT, WARPS, MXFP4, PAIRED, FT>(\n        \
+             x, w{i}, scales{i}, biases{i}, out{i}, x_shape[0], x_shape[1], w{i}_shape[0], n0,\n        \
+             blockIdx.z, gridDim.z);\n    \
+             }}\n    break;\n"
+        ));
+    }
+    body.push_str("}\n");
+    body
+}
+
+/// The body of the kernel that adds up the wide form's splits of K for
+/// `count` matrices: `partial{i}` (float32, `[splits, rows, Nᵢ]`) into
+/// `out{i}` (T, `[rows, Nᵢ]`), block row `y` for matrix `y`.
+fn sum_splits_body(count: usize) -> String {
+    let mut body = String::from(
+        "// Generated by crates/core/src/qmm_rows.rs (sum_splits_body).\n\
+         const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;\n\
+         switch (blockIdx.y) {\n",
+    );
+    for i in 0..count {
+        body.push_str(&format!(
+            "  case {i}:\n    qmm_sum_splits::add(partial{i}, out{i}, partial{i}_shape[0],\n      \
+             (size_t)partial{i}_shape[1] * partial{i}_shape[2], i);\n    break;\n"
+        ));
+    }
+    body.push_str("}\n");
+    body
+}
+
+fn sum_splits_kernel(count: usize) -> &'static CudaKernel {
+    static SUMS: [OnceLock<CudaKernel>; MAX_SHARED + 1] =
+        [const { OnceLock::new() }; MAX_SHARED + 1];
+    SUMS[count].get_or_init(|| {
+        let inputs: Vec<String> = (0..count).map(|i| format!("partial{i}")).collect();
+        let outputs: Vec<String> = (0..count).map(|i| format!("out{i}")).collect();
+        CudaKernel::new(
+            &format!("mlx_harmony_qmm_sum_splits{count}"),
+            &inputs.iter().map(String::as_str).collect::<Vec<_>>(),
+            &outputs.iter().map(String::as_str).collect::<Vec<_>>(),
+            &sum_splits_body(count),
+            SUM_SPLITS_HEADER,
+        )
+    })
+}
+
+/// Threads a block of the sum kernel.
+const SUM_THREADS: i32 = 256;
+
+/// The wide form's outputs `[rows, Nᵢ]` for `weights`, K in `splits`.
+fn apply_wide(
+    x: &Array,
+    weights: &[&QuantizedWeight],
+    variant: Variant,
+    splits: i32,
+    stream: &Stream,
+) -> Result<Vec<Array>> {
+    let rows = x.dim(0);
+    let mut inputs = vec![x];
+    for q in weights {
+        inputs.extend([&q.weight, &q.scales, biases_of(q)]);
+    }
+    let widths: Vec<i32> = weights.iter().map(|q| q.weight.dim(0)).collect();
+    let widest = widths.iter().copied().max().unwrap_or(0);
+    let features = 16 * variant.wide_tiles;
+    let blocks = (
+        (widest + features - 1) / features,
+        weights.len() as i32,
+        splits,
+    );
+    let split = variant.split && splits > 1;
+    let shapes: Vec<Vec<i32>> = widths
+        .iter()
+        .map(|&n| {
+            if split {
+                vec![splits, rows, n]
+            } else {
+                vec![rows, n]
+            }
+        })
+        .collect();
+    let out_dtype = if split { Dtype::Float32 } else { x.dtype() };
+    let outputs: Vec<(&[i32], Dtype)> = shapes.iter().map(|s| (&s[..], out_dtype)).collect();
+    let sums = kernel(variant.form).apply(
+        &inputs,
+        &outputs,
+        &[
+            TemplateArg::Dtype(c"T", x.dtype()),
+            TemplateArg::Int(c"BITS", variant.bits),
+            TemplateArg::Int(c"GROUP", variant.group),
+            TemplateArg::Int(c"V", variant.octets),
+            TemplateArg::Int(c"NT", variant.row_tiles),
+            TemplateArg::Int(c"WARPS", WARPS),
+            TemplateArg::Bool(c"MXFP4", variant.mxfp4),
+            TemplateArg::Bool(c"PAIRED", variant.paired),
+            TemplateArg::Int(c"FT", variant.wide_tiles),
+            TemplateArg::Bool(c"SPLIT", split),
+        ],
+        blocks,
+        WARPS * 32,
+        stream,
+    )?;
+    if !split {
+        return Ok(sums);
+    }
+    let partials: Vec<&Array> = sums.iter().collect();
+    let out_shapes: Vec<[i32; 2]> = widths.iter().map(|&n| [rows, n]).collect();
+    let outputs: Vec<(&[i32], Dtype)> = out_shapes.iter().map(|s| (&s[..], x.dtype())).collect();
+    let most = widths.iter().map(|&n| rows * n).max().unwrap_or(0);
+    sum_splits_kernel(weights.len()).apply(
+        &partials,
+        &outputs,
+        &[TemplateArg::Dtype(c"T", x.dtype())],
+        (
+            (most + SUM_THREADS - 1) / SUM_THREADS,
+            weights.len() as i32,
+            1,
+        ),
+        SUM_THREADS,
+        stream,
+    )
 }
 
 fn apply(
@@ -540,7 +784,7 @@ fn apply(
         &inputs,
         &[[out_rows, n]],
         x.dtype(),
-        (n / 16, matrices),
+        (n / 16, matrices, 1),
         stream,
     )?;
     Ok(outputs.pop().expect("one output"))
@@ -565,7 +809,7 @@ fn apply_shared(
         &inputs,
         &out_shapes,
         x.dtype(),
-        (widest / 16, weights.len() as i32),
+        (widest / 16, weights.len() as i32, 1),
         stream,
     )
 }
@@ -577,14 +821,14 @@ fn biases_of(q: &QuantizedWeight) -> &Array {
 }
 
 /// Queues `variant`'s kernel on `inputs` with `blocks` (x: blocks of 16
-/// output features, y: matrices) of [`WARPS`] warps, returning its outputs
+/// output features, y: matrices, z: 1) of [`WARPS`] warps, returning its outputs
 /// (of `dtype`, shaped `out_shapes`).
 fn launch(
     variant: Variant,
     inputs: &[&Array],
     out_shapes: &[[i32; 2]],
     dtype: Dtype,
-    blocks: (i32, i32),
+    blocks: (i32, i32, i32),
     stream: &Stream,
 ) -> Result<Vec<Array>> {
     let outputs: Vec<(&[i32], Dtype)> = out_shapes.iter().map(|s| (&s[..], dtype)).collect();
@@ -613,7 +857,7 @@ fn launch(
 fn checked(variant: Variant, stream: &Stream) -> bool {
     static CHECKS: Checks<Variant> = Checks::new();
     let theirs = match variant.form {
-        Form::Matrix | Form::Shared(_) => "MLX's quantized_matmul",
+        Form::Matrix | Form::Shared(_) | Form::Wide(_) => "MLX's quantized_matmul",
         Form::Experts => "MLX's gather_qmm",
     };
     CHECKS.passed(variant, "qmm_rows", theirs, || self_check(variant, stream))
@@ -684,6 +928,39 @@ fn self_check(variant: Variant, stream: &Stream) -> Result<()> {
     };
     let key = mlx_rs::random::key(7)?;
     let (ours, exact) = match variant.form {
+        Form::Wide(count) => {
+            // A K long enough for three uneven splits (each warp two chunks
+            // or more) where the variant splits; widths that leave the last
+            // block of each matrix part-filled (80: one full block of four
+            // tiles and one of one, at FT 4), and narrower matrices beside.
+            let k = match variant.octets {
+                4 => 4096,
+                2 => 64 * 67,
+                _ => 32 * 131,
+            };
+            let x =
+                mlx_rs::random::normal::<f32>(&[rows, k], None, None, &mlx_rs::random::key(8)?)?
+                    .as_dtype(variant.dtype)?;
+            let weights = (0..count)
+                .map(|i| {
+                    let width = [80, 16, 48][i % 3];
+                    let key = mlx_rs::random::key(30 + i as u64)?;
+                    quantize(&mlx_rs::random::normal::<f32>(
+                        &[width, k],
+                        None,
+                        None,
+                        &key,
+                    )?)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let refs: Vec<&QuantizedWeight> = weights.iter().collect();
+            let splits = if variant.split { 3 } else { 1 };
+            let outputs = apply_wide(&x, &refs, variant, splits, stream)?;
+            for (out, q) in outputs.iter().zip(&weights) {
+                within_rounding(out, &reference_product(&x, q, None)?, variant.dtype)?;
+            }
+            return Ok(());
+        }
         Form::Shared(count) => {
             // Matrices of different widths (32, 16, 48): the narrower ones'
             // blocks past their features must leave without writing.

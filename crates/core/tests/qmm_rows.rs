@@ -240,6 +240,112 @@ fn shared_rows_match_mlx() {
 }
 
 #[test]
+fn the_wide_form_matches_mlx_split_or_not() {
+    // The wide form (MLX_HARMONY_QMM=wide): FT tiles of 16 features a warp,
+    // K split over blocks and the splits added up by a second kernel.
+    // Widths that leave the last block part-filled (80 = 64 + 16 at FT 4;
+    // 48 at FT 2 and 4), 1–3 matrices, each row-tile count (FT 4, 4, 2, 1),
+    // K taking each load width, splits 1 to 5 (uneven shares of K; 5 leaves
+    // some warps without a chunk), every format.
+    let x = input(16, 256, Dtype::Bfloat16, 2);
+    let q = weights(48, 256, Dtype::Bfloat16, 64, 4, 1);
+    let stream = Stream::new();
+    let three_d = x.reshape(&[16, 1, 256]).unwrap();
+    assert!(
+        qmm_rows::wide_product(&three_d, &[&q], None, &stream).is_err(),
+        "rows come flattened"
+    );
+    assert!(qmm_rows::wide_product(&x, &[], None, &stream).is_err());
+    let other = quantized(&[32, 256], Dtype::Bfloat16, QuantMode::Affine, 32, 4, 9);
+    assert!(
+        qmm_rows::wide_product(&x, &[&q, &other], None, &stream).is_err(),
+        "matrices of two formats"
+    );
+    if !cuda() {
+        eprintln!("skipped: no CUDA device (the kernel runs only on CUDA)");
+        return;
+    }
+    let formats = [
+        (QuantMode::Affine, 64, 4),
+        (QuantMode::Affine, 128, 8),
+        (QuantMode::Affine, 32, 4),
+        (QuantMode::Mxfp4, 32, 4),
+    ];
+    // (activations, format, K, widths, rows, splits: None = the engine's)
+    type Case = (
+        Dtype,
+        (QuantMode, i32, i32),
+        i32,
+        Vec<i32>,
+        i32,
+        Option<i32>,
+    );
+    let mut cases: Vec<Case> = Vec::new();
+    for dtype in [Dtype::Bfloat16, Dtype::Float16] {
+        for format in formats {
+            for splits in [Some(1), Some(3)] {
+                cases.push((dtype, format, 2048, vec![80], 16, splits));
+            }
+        }
+    }
+    for rows in [2, 8, 13, 16, 17, 32, 33, 64] {
+        for splits in [Some(1), Some(2), Some(5)] {
+            cases.push((
+                Dtype::Bfloat16,
+                formats[0],
+                2048,
+                vec![80, 16, 48],
+                rows,
+                splits,
+            ));
+        }
+    }
+    // Loads of 8 and 4 bytes (K % 128 != 0); the engine's own splits.
+    cases.push((Dtype::Bfloat16, formats[2], 64 * 35, vec![48], 16, Some(2)));
+    cases.push((Dtype::Bfloat16, formats[2], 32 * 71, vec![48], 16, Some(2)));
+    // Llama-3-8B's shapes at 16 rows as the engine splits them: q, k, v;
+    // gate and up; down.
+    let llama = [
+        (4096, vec![4096, 1024, 1024]),
+        (4096, vec![14336, 14336]),
+        (14336, vec![4096]),
+    ];
+    for (k, widths) in llama {
+        cases.push((Dtype::Bfloat16, formats[0], k, widths, 16, None));
+    }
+    for (dtype, (mode, group, bits), k, widths, rows, splits) in cases {
+        let start = std::time::Instant::now();
+        let qs: Vec<QuantizedWeight> = widths
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| quantized(&[n, k], dtype, mode, group, bits, (n + k + i as i32) as u64))
+            .collect();
+        let refs: Vec<&QuantizedWeight> = qs.iter().collect();
+        let x = input(rows, k, dtype, (rows + k) as u64);
+        let outs = qmm_rows::wide_product(&x, &refs, splits, &stream).unwrap();
+        assert_eq!(outs.len(), refs.len());
+        for (out, q) in outs.iter().zip(&qs) {
+            assert_eq!(out.shape(), &[rows, q.weight.dim(0)]);
+            assert_eq!(out.dtype(), dtype);
+            let exact = qmm_rows::reference_product(&x, q, None).unwrap();
+            let (diff, scale) = difference(out, &exact);
+            let allowed = qmm_rows::rounding_allowance(dtype, scale);
+            assert!(
+                diff.is_finite() && diff <= allowed,
+                "{dtype:?} {mode:?} group {group} {bits} bits, K {k}, rows {rows}, splits \
+                 {splits:?}, N {}: differs by {diff} at scale {scale}",
+                q.weight.dim(0)
+            );
+        }
+        eprintln!(
+            "wide {dtype:?} {mode:?} group {group} {bits} bits, K {k}, widths {widths:?}, rows \
+             {rows}, splits {splits:?}: ok ({} ms)",
+            start.elapsed().as_millis()
+        );
+    }
+}
+
+#[test]
 fn the_kernel_claims_only_shapes_it_handles() {
     let q = weights(48, 256, Dtype::Bfloat16, 64, 4, 1);
     assert!(qmm_rows::takes(&input(16, 256, Dtype::Bfloat16, 2), &q));

@@ -200,6 +200,74 @@ __device__ __forceinline__ float scale_of(S s) {
   }
 }
 
+// One chunk's scale and bias of features g and g + 8 (`s`: scale, bias of g,
+// then of g + 8, as floats) in the forms the dequantization routes take; a
+// route's unused forms are compiled away.
+template <typename T>
+struct ChunkScales {
+  float scale_lo, bias_lo, scale_hi, bias_hi;
+  // The bfloat16 MXFP4 route's scales.
+  uint32_t half_lo, half_hi;
+  // The paired route's scales and biases, two of each (exact: they were T).
+  uint32_t scale2_lo, scale2_hi, bias2_lo, bias2_hi;
+
+  __device__ __forceinline__ explicit ChunkScales(const float* s)
+      : scale_lo(s[0]), bias_lo(s[1]), scale_hi(s[2]), bias_hi(s[3]),
+        half_lo(half_scale_bf16x2(s[0])), half_hi(half_scale_bf16x2(s[2])),
+        scale2_lo(pack2(s[0], s[0], T{})), scale2_hi(pack2(s[2], s[2], T{})),
+        bias2_lo(pack2(s[1], s[1], T{})), bias2_hi(pack2(s[3], s[3], T{})) {}
+};
+
+// The A fragment of one mma: the weights of features g (`q_lo`, the
+// thread's packed words of this chunk) and g + 8 (`q_hi`) at the four k
+// positions of half `h` of octet `o`, dequantized (see `product` for the
+// positions each route takes).
+template <typename T, int BITS, bool MXFP4, bool PAIRED>
+__device__ __forceinline__ void weight_fragment(const uint32_t* q_lo, const uint32_t* q_hi,
+                                                const ChunkScales<T>& s, int o, int h,
+                                                uint32_t* a) {
+  const int j = 8 * o + 4 * h;
+  if constexpr (PAIRED) {
+    // Word o's nibbles (2h, 2h + 4), then (2h + 1, 2h + 5): h = 0
+    // takes octet positions {0, 4, 1, 5}, h = 1 {2, 6, 3, 7}.
+    const int shift = 8 * h;
+    a[0] = affine4_pair(q_lo[o] >> shift, s.scale2_lo, s.bias2_lo, T{});
+    a[1] = affine4_pair(q_hi[o] >> shift, s.scale2_hi, s.bias2_hi, T{});
+    a[2] = affine4_pair(q_lo[o] >> (shift + 4), s.scale2_lo, s.bias2_lo, T{});
+    a[3] = affine4_pair(q_hi[o] >> (shift + 4), s.scale2_hi, s.bias2_hi, T{});
+  } else if constexpr (MXFP4 && same_type<T, __nv_bfloat16>::value) {
+    // Nibbles j .. j + 3: word j / 8, quad (j % 8) / 4.
+    mxfp4_quad_bf16(q_lo[j / 8], (j % 8) / 4, s.half_lo, a[0], a[2]);
+    mxfp4_quad_bf16(q_hi[j / 8], (j % 8) / 4, s.half_hi, a[1], a[3]);
+  } else {
+    a[0] = pack2(weight_at<BITS, MXFP4>(q_lo, j, s.scale_lo, s.bias_lo),
+                 weight_at<BITS, MXFP4>(q_lo, j + 1, s.scale_lo, s.bias_lo), T{});
+    a[1] = pack2(weight_at<BITS, MXFP4>(q_hi, j, s.scale_hi, s.bias_hi),
+                 weight_at<BITS, MXFP4>(q_hi, j + 1, s.scale_hi, s.bias_hi), T{});
+    a[2] = pack2(weight_at<BITS, MXFP4>(q_lo, j + 2, s.scale_lo, s.bias_lo),
+                 weight_at<BITS, MXFP4>(q_lo, j + 3, s.scale_lo, s.bias_lo), T{});
+    a[3] = pack2(weight_at<BITS, MXFP4>(q_hi, j + 2, s.scale_hi, s.bias_hi),
+                 weight_at<BITS, MXFP4>(q_hi, j + 3, s.scale_hi, s.bias_hi), T{});
+  }
+}
+
+// The B fragment of one mma: x at the same k positions as weight_fragment's,
+// out of the octet's 16-byte load `xs` (one row of the tile per thread).
+template <bool PAIRED>
+__device__ __forceinline__ void x_fragment(const uint4& xs, int h, uint32_t& b0, uint32_t& b1) {
+  if constexpr (PAIRED) {
+    // x at octet positions (i, i + 4) and (i + 1, i + 5), i = 2h: the low
+    // or high halves of words h and h + 2 of the load.
+    const uint32_t first = h == 0 ? xs.x : xs.y;
+    const uint32_t fifth = h == 0 ? xs.z : xs.w;
+    b0 = prmt(first, fifth, 0x5410u);
+    b1 = prmt(first, fifth, 0x7632u);
+  } else {
+    b0 = h == 0 ? xs.x : xs.z;
+    b1 = h == 0 ? xs.y : xs.w;
+  }
+}
+
 // out[r, n0 .. n0 + 16) for r < rows, of x [rows, K] (row stride K) and
 // w [N, K * BITS / 32] with its scales and biases [N, K / GROUP] (biases
 // unread for MXFP4). With `picked` (the experts' kernel), row r is instead
@@ -297,18 +365,7 @@ __device__ __forceinline__ void product(const T* x, const uint32_t* w, const S* 
       q_lo[i] = next_lo[i];
       q_hi[i] = next_hi[i];
     }
-    const float scale_lo = next_scales[0];
-    const float bias_lo = next_scales[1];
-    const float scale_hi = next_scales[2];
-    const float bias_hi = next_scales[3];
-    // The bfloat16 MXFP4 route's scales (unused otherwise: compiled away).
-    const uint32_t half_lo = half_scale_bf16x2(scale_lo);
-    const uint32_t half_hi = half_scale_bf16x2(scale_hi);
-    // The paired route's scales and biases, two of each (exact: they were T).
-    const uint32_t scale2_lo = pack2(scale_lo, scale_lo, T{});
-    const uint32_t scale2_hi = pack2(scale_hi, scale_hi, T{});
-    const uint32_t bias2_lo = pack2(bias_lo, bias_lo, T{});
-    const uint32_t bias2_hi = pack2(bias_hi, bias_hi, T{});
+    const ChunkScales<T> chunk_scales(next_scales);
     if (chunk + WARPS < chunks) {
       load_chunk(chunk + WARPS);
     }
@@ -323,45 +380,13 @@ __device__ __forceinline__ void product(const T* x, const uint32_t* w, const S* 
       }
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        const int j = 8 * o + 4 * h;
         uint32_t a[4];
-        if constexpr (PAIRED) {
-          // Word o's nibbles (2h, 2h + 4), then (2h + 1, 2h + 5): h = 0
-          // takes octet positions {0, 4, 1, 5}, h = 1 {2, 6, 3, 7}.
-          const int shift = 8 * h;
-          a[0] = affine4_pair(q_lo[o] >> shift, scale2_lo, bias2_lo, T{});
-          a[1] = affine4_pair(q_hi[o] >> shift, scale2_hi, bias2_hi, T{});
-          a[2] = affine4_pair(q_lo[o] >> (shift + 4), scale2_lo, bias2_lo, T{});
-          a[3] = affine4_pair(q_hi[o] >> (shift + 4), scale2_hi, bias2_hi, T{});
-        } else if constexpr (MXFP4 && same_type<T, __nv_bfloat16>::value) {
-          // Nibbles j .. j + 3: word j / 8, quad (j % 8) / 4.
-          mxfp4_quad_bf16(q_lo[j / 8], (j % 8) / 4, half_lo, a[0], a[2]);
-          mxfp4_quad_bf16(q_hi[j / 8], (j % 8) / 4, half_hi, a[1], a[3]);
-        } else {
-          a[0] = pack2(weight_at<BITS, MXFP4>(q_lo, j, scale_lo, bias_lo),
-                       weight_at<BITS, MXFP4>(q_lo, j + 1, scale_lo, bias_lo), T{});
-          a[1] = pack2(weight_at<BITS, MXFP4>(q_hi, j, scale_hi, bias_hi),
-                       weight_at<BITS, MXFP4>(q_hi, j + 1, scale_hi, bias_hi), T{});
-          a[2] = pack2(weight_at<BITS, MXFP4>(q_lo, j + 2, scale_lo, bias_lo),
-                       weight_at<BITS, MXFP4>(q_lo, j + 3, scale_lo, bias_lo), T{});
-          a[3] = pack2(weight_at<BITS, MXFP4>(q_hi, j + 2, scale_hi, bias_hi),
-                       weight_at<BITS, MXFP4>(q_hi, j + 3, scale_hi, bias_hi), T{});
-        }
+        weight_fragment<T, BITS, MXFP4, PAIRED>(q_lo, q_hi, chunk_scales, o, h, a);
 #pragma unroll
         for (int t = 0; t < NT; ++t) {
           if (t * 8 < rows) {
             uint32_t b0, b1;
-            if constexpr (PAIRED) {
-              // x at octet positions (i, i + 4) and (i + 1, i + 5), i = 2h:
-              // the low or high halves of words h and h + 2 of the load.
-              const uint32_t first = h == 0 ? xs[t].x : xs[t].y;
-              const uint32_t fifth = h == 0 ? xs[t].z : xs[t].w;
-              b0 = prmt(first, fifth, 0x5410u);
-              b1 = prmt(first, fifth, 0x7632u);
-            } else {
-              b0 = h == 0 ? xs[t].x : xs[t].z;
-              b1 = h == 0 ? xs[t].y : xs[t].w;
-            }
+            x_fragment<PAIRED>(xs[t], h, b0, b1);
             mma(acc[t], a, b0, b1, T{});
           }
         }
@@ -391,6 +416,174 @@ __device__ __forceinline__ void product(const T* x, const uint32_t* w, const S* 
       }
       const int to = picked ? picked[row] : row;
       out[(size_t)to * N + n0 + feature] = static_cast<T>(sum);
+    }
+  }
+}
+
+// The wide form of `product` (the qmm_wide kernel): each warp multiplies FT
+// tiles of 16 output features from n0 (tiles past N skipped) with each load
+// of x, and the block takes only its share of K, chunks [first, last) for
+// split `split` of `splits` (blockIdx.z of gridDim.z).
+//
+// Why: `product` reads a row tile's x (16 bytes a thread an octet, from L2)
+// for every 16 features, so at 16 rows a warp reads four times as many bytes
+// of x as of weights, and from 16 rows on its time grows with the rows, not
+// the weights (scripts/qmm_rows.py, H200). FT tiles a load of x cut that by
+// FT, and load FT times as many weight bytes per thread at once. Splitting K
+// over blocks keeps the GPU full when N / (16 FT) blocks would not (4 096
+// features make 64 blocks of 64).
+//
+// `out` is T, [rows, N], when splits == 1; float, [splits, rows, N], this
+// block's sums in slice `split`, otherwise (the qmm_sum_splits kernel adds
+// the slices up). Registers: FT * NT * 4 accumulators; the caller keeps
+// FT * NT <= 8.
+template <typename T, int BITS, int GROUP, int V, int NT, int WARPS, bool MXFP4, bool PAIRED,
+          int FT, typename S, typename B, typename O>
+__device__ __forceinline__ void product_wide(const T* x, const uint32_t* w, const S* scales,
+                                             const B* biases, O* out, int rows, int K, int N,
+                                             int n0, int split, int splits) {
+  constexpr int CHUNK = 32 * V;
+  constexpr int WORDS = V * BITS / 4;
+  static_assert(!PAIRED || (BITS == 4 && !MXFP4 && same_type<S, T>::value),
+                "the paired route is for 4-bit affine weights with scales of type T");
+  const int words_per_row = K * BITS / 32;
+  const int groups_per_row = K / GROUP;
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const int g = lane / 4;
+  const int c = lane % 4;
+  // The same for every thread of the block: branches on it do not diverge.
+  const int tiles = min(FT, (N - n0) / 16);
+  const int chunks = K / CHUNK;
+  const int per_split = (chunks + splits - 1) / splits;
+  const int first = split * per_split;
+  const int last = min(chunks, first + per_split);
+
+  float acc[FT][NT][4];
+#pragma unroll
+  for (int f = 0; f < FT; ++f) {
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+      acc[f][t][0] = acc[f][t][1] = acc[f][t][2] = acc[f][t][3] = 0.f;
+    }
+  }
+  const T* x_rows[NT];
+#pragma unroll
+  for (int t = 0; t < NT; ++t) {
+    x_rows[t] = x + (size_t)min(t * 8 + g, rows - 1) * K + c * 8 * V;
+  }
+  // As in `product`: the next chunk's weights and scales, for every tile,
+  // are loaded before this chunk's are used.
+  uint32_t next[FT][2][WORDS];
+  float next_scales[FT][4];
+  auto load_chunk = [&](int chunk) {
+    const int k0 = chunk * CHUNK + c * 8 * V;
+    const int group = k0 / GROUP;
+#pragma unroll
+    for (int f = 0; f < FT; ++f) {
+      if (f < tiles) {
+        const size_t lo = (size_t)(n0 + 16 * f + g);
+        const size_t hi = lo + 8;
+        load_words<WORDS>(w + lo * words_per_row + k0 * BITS / 32, next[f][0]);
+        load_words<WORDS>(w + hi * words_per_row + k0 * BITS / 32, next[f][1]);
+        next_scales[f][0] = scale_of<MXFP4>(scales[lo * groups_per_row + group]);
+        next_scales[f][2] = scale_of<MXFP4>(scales[hi * groups_per_row + group]);
+        if constexpr (MXFP4) {
+          next_scales[f][1] = next_scales[f][3] = 0.f;
+        } else {
+          next_scales[f][1] = static_cast<float>(biases[lo * groups_per_row + group]);
+          next_scales[f][3] = static_cast<float>(biases[hi * groups_per_row + group]);
+        }
+      }
+    }
+  };
+  if (first + warp < last) {
+    load_chunk(first + warp);
+  }
+  for (int chunk = first + warp; chunk < last; chunk += WARPS) {
+    uint32_t q[FT][2][WORDS];
+    float s[FT][4];
+#pragma unroll
+    for (int f = 0; f < FT; ++f) {
+#pragma unroll
+      for (int i = 0; i < WORDS; ++i) {
+        q[f][0][i] = next[f][0][i];
+        q[f][1][i] = next[f][1][i];
+      }
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        s[f][i] = next_scales[f][i];
+      }
+    }
+    if (chunk + WARPS < last) {
+      load_chunk(chunk + WARPS);
+    }
+#pragma unroll
+    for (int o = 0; o < V; ++o) {
+      uint4 xs[NT];
+#pragma unroll
+      for (int t = 0; t < NT; ++t) {
+        xs[t] = t * 8 < rows
+                    ? __ldg(reinterpret_cast<const uint4*>(x_rows[t] + chunk * CHUNK + 8 * o))
+                    : make_uint4(0, 0, 0, 0);
+      }
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        uint32_t b[NT][2];
+#pragma unroll
+        for (int t = 0; t < NT; ++t) {
+          x_fragment<PAIRED>(xs[t], h, b[t][0], b[t][1]);
+        }
+#pragma unroll
+        for (int f = 0; f < FT; ++f) {
+          if (f < tiles) {
+            const ChunkScales<T> tile_scales(s[f]);
+            uint32_t a[4];
+            weight_fragment<T, BITS, MXFP4, PAIRED>(q[f][0], q[f][1], tile_scales, o, h, a);
+#pragma unroll
+            for (int t = 0; t < NT; ++t) {
+              if (t * 8 < rows) {
+                mma(acc[f][t], a, b[t][0], b[t][1], T{});
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+
+  // The warps' sums added up through shared memory, a tile at a time (as in
+  // `product`), then written: T, or this split's float slice.
+  __shared__ float partial[WARPS][NT * 8][16];
+#pragma unroll
+  for (int f = 0; f < FT; ++f) {
+    if (f < tiles) {
+#pragma unroll
+      for (int t = 0; t < NT; ++t) {
+        partial[warp][t * 8 + 2 * c][g] = acc[f][t][0];
+        partial[warp][t * 8 + 2 * c + 1][g] = acc[f][t][1];
+        partial[warp][t * 8 + 2 * c][g + 8] = acc[f][t][2];
+        partial[warp][t * 8 + 2 * c + 1][g + 8] = acc[f][t][3];
+      }
+      __syncthreads();
+      for (int i = threadIdx.x; i < NT * 8 * 16; i += WARPS * 32) {
+        const int row = i / 16;
+        const int feature = n0 + 16 * f + i % 16;
+        if (row < rows) {
+          float sum = 0.f;
+#pragma unroll
+          for (int v = 0; v < WARPS; ++v) {
+            sum += partial[v][row][i % 16];
+          }
+          if constexpr (same_type<O, float>::value) {
+            out[((size_t)split * rows + row) * N + feature] = sum;
+          } else {
+            out[(size_t)row * N + feature] = static_cast<T>(sum);
+          }
+        }
+      }
+      // The next tile reuses `partial`.
+      __syncthreads();
     }
   }
 }
