@@ -37,26 +37,29 @@ namespace mlx { namespace core { namespace cu { using Shape = fixed_array<int, 8
 """
 
 
+def several_body(count, product, n0, extra=""):
+    """A body over `count` matrices read by the same rows, block row y for
+    matrix y: `product` (its template) on each, from feature `n0`."""
+    cases = "".join(
+        f"  case {i}:\n    if (n0 < w{i}_shape[0]) {{\n      {product}(\n        "
+        f"x, w{i}, scales{i}, biases{i}, out{i}, x_shape[0], x_shape[1], w{i}_shape[0], n0"
+        f"{extra});\n    }}\n    break;\n" for i in range(count))
+    return f"const int n0 = {n0};\nswitch (blockIdx.y) {{\n" + cases + "}\n"
+
+
 def shared_body(count):
     """The shared-rows form's body for `count` matrices, as
     crates/core/src/qmm_rows.rs generates it (shared_body)."""
-    cases = "".join(
-        f"  case {i}:\n    if (n0 < w{i}_shape[0]) {{\n      "
-        f"qmm_rows::product<T, BITS, GROUP, V, NT, WARPS, MXFP4, PAIRED>(\n        "
-        f"x, w{i}, scales{i}, biases{i}, out{i}, x_shape[0], x_shape[1], w{i}_shape[0], n0);\n    "
-        f"}}\n    break;\n" for i in range(count))
-    return "const int n0 = blockIdx.x * 16;\nswitch (blockIdx.y) {\n" + cases + "}\n"
+    return several_body(count, "qmm_rows::product<T, BITS, GROUP, V, NT, WARPS, MXFP4, PAIRED>",
+                        "blockIdx.x * 16")
 
 
 def wide_body(count):
     """The wide form's body for `count` matrices, as crates/core/src/qmm_rows.rs
     generates it (wide_body)."""
-    cases = "".join(
-        f"  case {i}:\n    if (n0 < w{i}_shape[0]) {{\n      "
-        f"qmm_rows::product_wide<T, BITS, GROUP, V, NT, WARPS, MXFP4, PAIRED, FT>(\n        "
-        f"x, w{i}, scales{i}, biases{i}, out{i}, x_shape[0], x_shape[1], w{i}_shape[0], n0,\n"
-        f"        blockIdx.z, gridDim.z);\n    }}\n    break;\n" for i in range(count))
-    return "const int n0 = blockIdx.x * 16 * FT;\nswitch (blockIdx.y) {\n" + cases + "}\n"
+    return several_body(
+        count, "qmm_rows::product_wide<T, BITS, GROUP, V, NT, WARPS, MXFP4, PAIRED, FT>",
+        "blockIdx.x * 16 * FT", ",\n        blockIdx.z, gridDim.z")
 
 
 def sum_splits_body(count):

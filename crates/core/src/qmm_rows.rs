@@ -573,16 +573,23 @@ fn kernel(form: Form) -> &'static CudaKernel {
         [const { OnceLock::new() }; MAX_SHARED + 1];
     static WIDE: [OnceLock<CudaKernel>; MAX_SHARED + 1] =
         [const { OnceLock::new() }; MAX_SHARED + 1];
+    // The forms over several matrices read by the same rows: generated
+    // bodies, names numbered by the matrices.
+    let several = |name: &str, count: usize, body: String| {
+        let (inputs, outputs) = matrix_names(count);
+        new_kernel(
+            &format!("{name}{count}"),
+            &inputs.iter().map(String::as_str).collect::<Vec<_>>(),
+            &outputs.iter().map(String::as_str).collect::<Vec<_>>(),
+            &body,
+        )
+    };
     match form {
-        Form::Shared(count) => SHARED[count].get_or_init(|| {
-            let (inputs, outputs) = matrix_names(count);
-            new_kernel(
-                &format!("mlx_harmony_qmm_shared{count}"),
-                &inputs.iter().map(String::as_str).collect::<Vec<_>>(),
-                &outputs.iter().map(String::as_str).collect::<Vec<_>>(),
-                &shared_body(count),
-            )
-        }),
+        Form::Shared(count) => SHARED[count]
+            .get_or_init(|| several("mlx_harmony_qmm_shared", count, shared_body(count))),
+        Form::Wide(count) => {
+            WIDE[count].get_or_init(|| several("mlx_harmony_qmm_wide", count, wide_body(count)))
+        }
         Form::Matrix => MATRIX.get_or_init(|| {
             new_kernel(
                 "mlx_harmony_qmm_rows",
@@ -597,15 +604,6 @@ fn kernel(form: Form) -> &'static CudaKernel {
                 &["x", "w", "scales", "biases", "experts"],
                 &["out"],
                 GATHER_BODY,
-            )
-        }),
-        Form::Wide(count) => WIDE[count].get_or_init(|| {
-            let (inputs, outputs) = matrix_names(count);
-            new_kernel(
-                &format!("mlx_harmony_qmm_wide{count}"),
-                &inputs.iter().map(String::as_str).collect::<Vec<_>>(),
-                &outputs.iter().map(String::as_str).collect::<Vec<_>>(),
-                &wide_body(count),
             )
         }),
     }
@@ -693,10 +691,7 @@ fn apply_wide(
     stream: &Stream,
 ) -> Result<Vec<Array>> {
     let rows = x.dim(0);
-    let mut inputs = vec![x];
-    for q in weights {
-        inputs.extend([&q.weight, &q.scales, biases_of(q)]);
-    }
+    let inputs = several_inputs(x, weights);
     let widths: Vec<i32> = weights.iter().map(|q| q.weight.dim(0)).collect();
     let widest = widths.iter().copied().max().unwrap_or(0);
     let features = 16 * variant.wide_tiles;
@@ -721,18 +716,7 @@ fn apply_wide(
     let sums = kernel(variant.form).apply(
         &inputs,
         &outputs,
-        &[
-            TemplateArg::Dtype(c"T", x.dtype()),
-            TemplateArg::Int(c"BITS", variant.bits),
-            TemplateArg::Int(c"GROUP", variant.group),
-            TemplateArg::Int(c"V", variant.octets),
-            TemplateArg::Int(c"NT", variant.row_tiles),
-            TemplateArg::Int(c"WARPS", WARPS),
-            TemplateArg::Bool(c"MXFP4", variant.mxfp4),
-            TemplateArg::Bool(c"PAIRED", variant.paired),
-            TemplateArg::Int(c"FT", variant.wide_tiles),
-            TemplateArg::Bool(c"SPLIT", split),
-        ],
+        &template_args(Variant { split, ..variant }, x.dtype()),
         blocks,
         WARPS * 32,
         stream,
@@ -798,10 +782,7 @@ fn apply_shared(
     stream: &Stream,
 ) -> Result<Vec<Array>> {
     let rows = x.dim(0);
-    let mut inputs = vec![x];
-    for q in weights {
-        inputs.extend([&q.weight, &q.scales, biases_of(q)]);
-    }
+    let inputs = several_inputs(x, weights);
     let out_shapes: Vec<[i32; 2]> = weights.iter().map(|q| [rows, q.weight.dim(0)]).collect();
     let widest = out_shapes.iter().map(|s| s[1]).max().unwrap_or(0);
     launch(
@@ -812,6 +793,15 @@ fn apply_shared(
         (widest / 16, weights.len() as i32, 1),
         stream,
     )
+}
+
+/// The inputs of a kernel over several matrices, in [`matrix_names`]' order.
+fn several_inputs<'a>(x: &'a Array, weights: &[&'a QuantizedWeight]) -> Vec<&'a Array> {
+    let mut inputs = vec![x];
+    for q in weights {
+        inputs.extend([&q.weight, &q.scales, biases_of(q)]);
+    }
+    inputs
 }
 
 /// MXFP4 has no biases; the kernels' signatures have them: the scales
@@ -835,21 +825,35 @@ fn launch(
     kernel(variant.form).apply(
         inputs,
         &outputs,
-        &[
-            TemplateArg::Dtype(c"T", dtype),
-            TemplateArg::Int(c"BITS", variant.bits),
-            TemplateArg::Int(c"GROUP", variant.group),
-            TemplateArg::Int(c"V", variant.octets),
-            TemplateArg::Int(c"NT", variant.row_tiles),
-            TemplateArg::Int(c"WARPS", WARPS),
-            TemplateArg::Int(c"X_PER_ROW", variant.x_per_row),
-            TemplateArg::Bool(c"MXFP4", variant.mxfp4),
-            TemplateArg::Bool(c"PAIRED", variant.paired),
-        ],
+        &template_args(variant, dtype),
         blocks,
         WARPS * 32,
         stream,
     )
+}
+
+/// The template arguments of `variant`'s kernel for activations of `dtype`.
+fn template_args(variant: Variant, dtype: Dtype) -> Vec<TemplateArg<'static>> {
+    let mut args = vec![
+        TemplateArg::Dtype(c"T", dtype),
+        TemplateArg::Int(c"BITS", variant.bits),
+        TemplateArg::Int(c"GROUP", variant.group),
+        TemplateArg::Int(c"V", variant.octets),
+        TemplateArg::Int(c"NT", variant.row_tiles),
+        TemplateArg::Int(c"WARPS", WARPS),
+        TemplateArg::Bool(c"MXFP4", variant.mxfp4),
+        TemplateArg::Bool(c"PAIRED", variant.paired),
+    ];
+    match variant.form {
+        // SPLIT also keeps MLX's kernel names (its cache key) apart for the
+        // float32 outputs.
+        Form::Wide(_) => args.extend([
+            TemplateArg::Int(c"FT", variant.wide_tiles),
+            TemplateArg::Bool(c"SPLIT", variant.split),
+        ]),
+        _ => args.push(TemplateArg::Int(c"X_PER_ROW", variant.x_per_row)),
+    }
+    args
 }
 
 /// Runs `variant` once on a small case against MLX's dequantized product and remembers
@@ -928,25 +932,27 @@ fn self_check(variant: Variant, stream: &Stream) -> Result<()> {
     };
     let key = mlx_rs::random::key(7)?;
     let (ours, exact) = match variant.form {
-        Form::Wide(count) => {
-            // A K long enough for three uneven splits (each warp two chunks
-            // or more) where the variant splits; widths that leave the last
-            // block of each matrix part-filled (80: one full block of four
-            // tiles and one of one, at FT 4), and narrower matrices beside.
-            let k = match variant.octets {
-                4 => 4096,
-                2 => 64 * 67,
-                _ => 32 * 131,
+        Form::Shared(count) | Form::Wide(count) => {
+            let wide = matches!(variant.form, Form::Wide(_));
+            // Matrices of different widths: the narrower ones' blocks past
+            // their features must leave without writing. The wide form: a K
+            // long enough for three uneven splits (each warp two chunks or
+            // more) where the variant splits, and a first width (80) that
+            // leaves its last block part-filled (one tile of four, at FT 4).
+            let (k, widths, seed) = match (wide, variant.octets) {
+                (false, _) => (k, [32, 16, 48], 20),
+                (true, 4) => (4096, [80, 16, 48], 30),
+                (true, 2) => (64 * 67, [80, 16, 48], 30),
+                (true, _) => (32 * 131, [80, 16, 48], 30),
             };
             let x =
                 mlx_rs::random::normal::<f32>(&[rows, k], None, None, &mlx_rs::random::key(8)?)?
                     .as_dtype(variant.dtype)?;
             let weights = (0..count)
                 .map(|i| {
-                    let width = [80, 16, 48][i % 3];
-                    let key = mlx_rs::random::key(30 + i as u64)?;
+                    let key = mlx_rs::random::key(seed + i as u64)?;
                     quantize(&mlx_rs::random::normal::<f32>(
-                        &[width, k],
+                        &[widths[i % 3], k],
                         None,
                         None,
                         &key,
@@ -954,33 +960,12 @@ fn self_check(variant: Variant, stream: &Stream) -> Result<()> {
                 })
                 .collect::<Result<Vec<_>>>()?;
             let refs: Vec<&QuantizedWeight> = weights.iter().collect();
-            let splits = if variant.split { 3 } else { 1 };
-            let outputs = apply_wide(&x, &refs, variant, splits, stream)?;
-            for (out, q) in outputs.iter().zip(&weights) {
-                within_rounding(out, &reference_product(&x, q, None)?, variant.dtype)?;
-            }
-            return Ok(());
-        }
-        Form::Shared(count) => {
-            // Matrices of different widths (32, 16, 48): the narrower ones'
-            // blocks past their features must leave without writing.
-            let x =
-                mlx_rs::random::normal::<f32>(&[rows, k], None, None, &mlx_rs::random::key(8)?)?
-                    .as_dtype(variant.dtype)?;
-            let weights = (0..count)
-                .map(|i| {
-                    let width = [32, 16, 48][i % 3];
-                    let key = mlx_rs::random::key(20 + i as u64)?;
-                    quantize(&mlx_rs::random::normal::<f32>(
-                        &[width, k],
-                        None,
-                        None,
-                        &key,
-                    )?)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let refs: Vec<&QuantizedWeight> = weights.iter().collect();
-            let outputs = apply_shared(&x, &refs, variant, stream)?;
+            let outputs = if wide {
+                let splits = if variant.split { 3 } else { 1 };
+                apply_wide(&x, &refs, variant, splits, stream)?
+            } else {
+                apply_shared(&x, &refs, variant, stream)?
+            };
             for (out, q) in outputs.iter().zip(&weights) {
                 within_rounding(out, &reference_product(&x, q, None)?, variant.dtype)?;
             }

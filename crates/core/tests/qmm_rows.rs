@@ -148,6 +148,39 @@ fn model_shapes_match_mlx() {
     }
 }
 
+/// Matrices of `widths` output features and `k` inputs in one format.
+fn matrices(
+    widths: &[i32],
+    k: i32,
+    dtype: Dtype,
+    (mode, group, bits): (QuantMode, i32, i32),
+) -> Vec<QuantizedWeight> {
+    widths
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| quantized(&[n, k], dtype, mode, group, bits, (n + k + i as i32) as u64))
+        .collect()
+}
+
+/// Each of `outs` (one product of `x` per matrix of `qs`) has its shape and
+/// dtype and is its float32 product up to the 16-bit rounding.
+fn check_each(x: &Array, qs: &[QuantizedWeight], outs: &[Array], label: &str) {
+    let (rows, k, dtype) = (x.dim(0), x.dim(1), x.dtype());
+    assert_eq!(outs.len(), qs.len());
+    for (out, q) in outs.iter().zip(qs) {
+        assert_eq!(out.shape(), &[rows, q.weight.dim(0)]);
+        assert_eq!(out.dtype(), dtype);
+        let exact = qmm_rows::reference_product(x, q, None).unwrap();
+        let (diff, scale) = difference(out, &exact);
+        let allowed = qmm_rows::rounding_allowance(dtype, scale);
+        assert!(
+            diff.is_finite() && diff <= allowed,
+            "{dtype:?} {label}, K {k}, rows {rows}, N {}: differs by {diff} at scale {scale}",
+            q.weight.dim(0)
+        );
+    }
+}
+
 #[test]
 fn shared_rows_match_mlx() {
     // Two or three matrices of different widths read by the same rows in
@@ -210,28 +243,17 @@ fn shared_rows_match_mlx() {
     ));
     for (dtype, (mode, group, bits), k, widths, rows) in cases {
         let start = std::time::Instant::now();
-        let qs: Vec<QuantizedWeight> = widths
-            .iter()
-            .enumerate()
-            .map(|(i, &n)| quantized(&[n, k], dtype, mode, group, bits, (n + k + i as i32) as u64))
-            .collect();
+        let qs = matrices(&widths, k, dtype, (mode, group, bits));
         let refs: Vec<&QuantizedWeight> = qs.iter().collect();
         let x = input(rows, k, dtype, (rows + k) as u64);
         assert!(qmm_rows::takes_shared(&x, &refs));
         let outs = qmm_rows::shared_product(&x, &refs, &stream).unwrap();
-        assert_eq!(outs.len(), refs.len());
-        for (out, q) in outs.iter().zip(&qs) {
-            assert_eq!(out.shape(), &[rows, q.weight.dim(0)]);
-            let exact = qmm_rows::reference_product(&x, q, None).unwrap();
-            let (diff, scale) = difference(out, &exact);
-            let allowed = qmm_rows::rounding_allowance(dtype, scale);
-            assert!(
-                diff.is_finite() && diff <= allowed,
-                "{dtype:?} {mode:?} group {group} {bits} bits, K {k}, rows {rows}, N {}: \
-                 differs by {diff} at scale {scale}",
-                q.weight.dim(0)
-            );
-        }
+        check_each(
+            &x,
+            &qs,
+            &outs,
+            &format!("{mode:?} group {group} {bits} bits"),
+        );
         eprintln!(
             "{dtype:?} {mode:?} group {group} {bits} bits, K {k}, widths {widths:?}, rows {rows}: ok ({} ms)",
             start.elapsed().as_millis()
@@ -315,28 +337,12 @@ fn the_wide_form_matches_mlx_split_or_not() {
     }
     for (dtype, (mode, group, bits), k, widths, rows, splits) in cases {
         let start = std::time::Instant::now();
-        let qs: Vec<QuantizedWeight> = widths
-            .iter()
-            .enumerate()
-            .map(|(i, &n)| quantized(&[n, k], dtype, mode, group, bits, (n + k + i as i32) as u64))
-            .collect();
+        let qs = matrices(&widths, k, dtype, (mode, group, bits));
         let refs: Vec<&QuantizedWeight> = qs.iter().collect();
         let x = input(rows, k, dtype, (rows + k) as u64);
         let outs = qmm_rows::wide_product(&x, &refs, splits, &stream).unwrap();
-        assert_eq!(outs.len(), refs.len());
-        for (out, q) in outs.iter().zip(&qs) {
-            assert_eq!(out.shape(), &[rows, q.weight.dim(0)]);
-            assert_eq!(out.dtype(), dtype);
-            let exact = qmm_rows::reference_product(&x, q, None).unwrap();
-            let (diff, scale) = difference(out, &exact);
-            let allowed = qmm_rows::rounding_allowance(dtype, scale);
-            assert!(
-                diff.is_finite() && diff <= allowed,
-                "{dtype:?} {mode:?} group {group} {bits} bits, K {k}, rows {rows}, splits \
-                 {splits:?}, N {}: differs by {diff} at scale {scale}",
-                q.weight.dim(0)
-            );
-        }
+        let label = format!("{mode:?} group {group} {bits} bits, splits {splits:?}");
+        check_each(&x, &qs, &outs, &label);
         eprintln!(
             "wide {dtype:?} {mode:?} group {group} {bits} bits, K {k}, widths {widths:?}, rows \
              {rows}, splits {splits:?}: ok ({} ms)",

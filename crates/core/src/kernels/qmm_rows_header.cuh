@@ -268,6 +268,38 @@ __device__ __forceinline__ void x_fragment(const uint4& xs, int h, uint32_t& b0,
   }
 }
 
+// The warps' accumulators of one tile of 16 features added up through shared
+// memory `partial`: acc[t][0..1] are feature g, rows 8t + 2c + {0, 1};
+// acc[t][2..3] feature g + 8, the same rows (lane = 4 * g + c of warp
+// `warp`). Each sum of a row below `rows` goes to `write(row, feature, sum)`
+// (feature 0..15 of the tile). Called by every thread of the block;
+// `partial` may be used again after a __syncthreads().
+template <int NT, int WARPS, typename Write>
+__device__ __forceinline__ void sum_warps(const float (&acc)[NT][4],
+                                          float (&partial)[WARPS][NT * 8][16], int warp, int g,
+                                          int c, int rows, Write write) {
+#pragma unroll
+  for (int t = 0; t < NT; ++t) {
+    partial[warp][t * 8 + 2 * c][g] = acc[t][0];
+    partial[warp][t * 8 + 2 * c + 1][g] = acc[t][1];
+    partial[warp][t * 8 + 2 * c][g + 8] = acc[t][2];
+    partial[warp][t * 8 + 2 * c + 1][g + 8] = acc[t][3];
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < NT * 8 * 16; i += WARPS * 32) {
+    const int row = i / 16;
+    const int feature = i % 16;
+    if (row < rows) {
+      float sum = 0.f;
+#pragma unroll
+      for (int v = 0; v < WARPS; ++v) {
+        sum += partial[v][row][feature];
+      }
+      write(row, feature, sum);
+    }
+  }
+}
+
 // out[r, n0 .. n0 + 16) for r < rows, of x [rows, K] (row stride K) and
 // w [N, K * BITS / 32] with its scales and biases [N, K / GROUP] (biases
 // unread for MXFP4). With `picked` (the experts' kernel), row r is instead
@@ -394,30 +426,12 @@ __device__ __forceinline__ void product(const T* x, const uint32_t* w, const S* 
     }
   }
 
-  // acc[t][0..1]: feature n0 + g, rows 8t + 2c + {0, 1}; acc[t][2..3]: feature
-  // n0 + g + 8, the same rows. Warps add up through shared memory.
+  // The warps add up through shared memory.
   __shared__ float partial[WARPS][NT * 8][16];
-#pragma unroll
-  for (int t = 0; t < NT; ++t) {
-    partial[warp][t * 8 + 2 * c][g] = acc[t][0];
-    partial[warp][t * 8 + 2 * c + 1][g] = acc[t][1];
-    partial[warp][t * 8 + 2 * c][g + 8] = acc[t][2];
-    partial[warp][t * 8 + 2 * c + 1][g + 8] = acc[t][3];
-  }
-  __syncthreads();
-  for (int i = threadIdx.x; i < NT * 8 * 16; i += WARPS * 32) {
-    const int row = i / 16;
-    const int feature = i % 16;
-    if (row < rows) {
-      float sum = 0.f;
-#pragma unroll
-      for (int v = 0; v < WARPS; ++v) {
-        sum += partial[v][row][feature];
-      }
-      const int to = picked ? picked[row] : row;
-      out[(size_t)to * N + n0 + feature] = static_cast<T>(sum);
-    }
-  }
+  sum_warps<NT, WARPS>(acc, partial, warp, g, c, rows, [&](int row, int feature, float sum) {
+    const int to = picked ? picked[row] : row;
+    out[(size_t)to * N + n0 + feature] = static_cast<T>(sum);
+  });
 }
 
 // The wide form of `product` (the qmm_wide kernel): each warp multiplies FT
@@ -552,36 +566,20 @@ __device__ __forceinline__ void product_wide(const T* x, const uint32_t* w, cons
     }
   }
 
-  // The warps' sums added up through shared memory, a tile at a time (as in
-  // `product`), then written: T, or this split's float slice.
+  // The warps' sums added up a tile at a time, then written: T, or this
+  // split's float slice.
   __shared__ float partial[WARPS][NT * 8][16];
 #pragma unroll
   for (int f = 0; f < FT; ++f) {
     if (f < tiles) {
-#pragma unroll
-      for (int t = 0; t < NT; ++t) {
-        partial[warp][t * 8 + 2 * c][g] = acc[f][t][0];
-        partial[warp][t * 8 + 2 * c + 1][g] = acc[f][t][1];
-        partial[warp][t * 8 + 2 * c][g + 8] = acc[f][t][2];
-        partial[warp][t * 8 + 2 * c + 1][g + 8] = acc[f][t][3];
-      }
-      __syncthreads();
-      for (int i = threadIdx.x; i < NT * 8 * 16; i += WARPS * 32) {
-        const int row = i / 16;
-        const int feature = n0 + 16 * f + i % 16;
-        if (row < rows) {
-          float sum = 0.f;
-#pragma unroll
-          for (int v = 0; v < WARPS; ++v) {
-            sum += partial[v][row][i % 16];
-          }
-          if constexpr (same_type<O, float>::value) {
-            out[((size_t)split * rows + row) * N + feature] = sum;
-          } else {
-            out[(size_t)row * N + feature] = static_cast<T>(sum);
-          }
+      sum_warps<NT, WARPS>(acc[f], partial, warp, g, c, rows, [&](int row, int feature, float sum) {
+        const int n = n0 + 16 * f + feature;
+        if constexpr (same_type<O, float>::value) {
+          out[((size_t)split * rows + row) * N + n] = sum;
+        } else {
+          out[(size_t)row * N + n] = static_cast<T>(sum);
         }
-      }
+      });
       // The next tile reuses `partial`.
       __syncthreads();
     }
