@@ -1,10 +1,29 @@
 #!/usr/bin/env python3
 """Medians (with min–max) and ratios of scripts/bench-batch's result lines,
-one table row per concurrency. Usage: bench_batch_table.py RESULTS_FILE"""
+one table row per concurrency. Usage: bench_batch_table.py RESULTS_FILE
+
+With --single GEN_TOKENS, instead turns examples/bench's lines (the
+single-stream path) on stdin into result lines of a concurrency-1 variant,
+"mlx-harmony-single" (scripts/gpu-bench-batch's SINGLE=1)."""
 
 import json
 import statistics
 import sys
+
+if sys.argv[1] == "--single":
+    generated = int(sys.argv[2])
+    for line in sys.stdin:
+        if not line.strip().startswith("{"):
+            continue
+        bench = json.loads(line)
+        # The whole request: the first token, then the rest at decode speed.
+        seconds = bench["ttft_s"] + (generated - 1) / bench["decode_tps"]
+        print(json.dumps({
+            "impl": "mlx-harmony-single", "concurrency": 1, "decode_tps": bench["decode_tps"],
+            "e2e_tps": round(generated / seconds, 2), "ttft_p50_s": bench["ttft_s"],
+            "ttft_p95_s": bench["ttft_s"], "generated": generated,
+            "step_queue_ms": bench["step_queue_ms"], "step_wait_ms": bench["step_wait_ms"]}))
+    sys.exit(0)
 
 rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip().startswith("{")]
 groups = {}
@@ -24,11 +43,13 @@ def cell(group, key, digits):
 
 # A variant of our engine measured in the same run, beside ours: with MLX's
 # quantized products (MLX_HARMONY_QMM=mlx), one launch a matrix
-# (MLX_HARMONY_QMM=unshared), the wide form (MLX_HARMONY_QMM=wide) or MLX's
-# attention over one cache array (MLX_HARMONY_ATTEND=mlx).
+# (MLX_HARMONY_QMM=unshared), the wide form (MLX_HARMONY_QMM=wide), MLX's
+# attention over one cache array (MLX_HARMONY_ATTEND=mlx) or the single-stream
+# path (SINGLE=1, concurrency 1 only).
 VARIANTS = {"mlx-harmony-mlxqmm": "ours with MLX's qmm",
             "mlx-harmony-unshared": "ours, one launch a matrix",
             "mlx-harmony-wide": "ours, wide form",
+            "mlx-harmony-single": "ours, single-stream path",
             "mlx-harmony-mlxattend": "ours with MLX's attention"}
 variant = next((impl for _, impl in sorted(groups) if impl in VARIANTS), None)
 compare = variant is not None
