@@ -13,7 +13,16 @@ What this script does, each step skipped when it is already done:
   2. copies mlx-sys 0.7.0 out of cargo's registry cache into `.mlx/mlx-sys-0.7.0`
      and patches it for Linux (nothing of it is ever committed);
   3. writes `.cargo/config.toml` (git-ignored): the `[patch.crates-io]` entry,
-     `MLX_DIR`, and an rpath so binaries find libmlx.so without LD_LIBRARY_PATH.
+     `MLX_DIR`, and an rpath so binaries find libmlx.so without LD_LIBRARY_PATH;
+     where OpenBLAS is installed (Debian: libopenblas0), a link to it.
+
+Why OpenBLAS: the wheel's libmlx.so takes its CPU matrix products
+(`cblas_sgemm`) from the Netlib reference BLAS it bundles, about 1 GFLOP/s
+here. A binary that links OpenBLAS itself puts OpenBLAS's `cblas_sgemm` first
+in the process's symbol lookup, ahead of libmlx's own dependency, so MLX's
+dense products on the CPU run on it (measured 30-80x faster from 16 rows:
+docs/PERFORMANCE.md). `MLX_HARMONY_OPENBLAS=off` leaves it out; a path names
+another libopenblas.so.0.
 
 The CPU and CUDA builds of libmlx 0.32.4 export the same C++ API, so one build
 runs on both: the back end is picked at run time by which libmlx.so the loader
@@ -271,12 +280,35 @@ def runtime_library_dirs(backend: str) -> list[Path]:
     return dirs
 
 
+def openblas() -> Path | None:
+    """The OpenBLAS library to link (see the module's doc), if any."""
+    asked = os.environ.get("MLX_HARMONY_OPENBLAS", "")
+    if asked.lower() == "off":
+        return None
+    if asked:
+        if not Path(asked).is_file():
+            fail(f"MLX_HARMONY_OPENBLAS={asked}: no such file (name libopenblas.so.0, or 'off')")
+        return Path(asked)
+    arch = platform.machine()
+    for folder in (f"/usr/lib/{arch}-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib"):
+        candidate = Path(folder) / "libopenblas.so.0"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def write_cargo_config(backend: str, mlx_sys: Path) -> None:
     build_mlx = STATE / "cpu" / "mlx"
     rpath = ":".join(str(p) for p in runtime_library_dirs(backend))
+    # Linked whether or not the binary calls it (--no-as-needed), so that its
+    # cblas_sgemm comes before the one libmlx.so brings.
+    blas = openblas()
+    link = (f', "-C", "link-arg=-Wl,--push-state,--no-as-needed", "-C", "link-arg={blas}", '
+            '"-C", "link-arg=-Wl,--pop-state"') if blas else ""
     content = (
         "# Written by scripts/setup-mlx.py for this checkout; re-run it rather than editing.\n"
-        f"# Back end: {backend} (MLX {MLX_VERSION}).\n"
+        f"# Back end: {backend} (MLX {MLX_VERSION}); BLAS for MLX's CPU products: "
+        f"{blas or 'the reference BLAS of the MLX wheel (OpenBLAS not found)'}.\n"
         "[patch.crates-io]\n"
         f'mlx-sys = {{ path = "{mlx_sys}" }}\n\n'
         "[env]\n"
@@ -284,10 +316,10 @@ def write_cargo_config(backend: str, mlx_sys: Path) -> None:
         f'MLX_HARMONY_MLX_BACKEND = "{backend}"\n\n'
         "[target.'cfg(target_os = \"linux\")']\n"
         # The cfg tells crates/core/Cargo.toml that MLX may now be built.
-        f'rustflags = ["--cfg", "mlx_harmony_mlx_ready", "-C", "link-arg=-Wl,-rpath,{rpath}"]\n\n'
+        f'rustflags = ["--cfg", "mlx_harmony_mlx_ready", "-C", "link-arg=-Wl,-rpath,{rpath}"{link}]\n\n'
         # Doctests are linked by rustdoc, which reads its own flags.
         "[build]\n"
-        f'rustdocflags = ["--cfg", "mlx_harmony_mlx_ready", "-C", "link-arg=-Wl,-rpath,{rpath}"]\n'
+        f'rustdocflags = ["--cfg", "mlx_harmony_mlx_ready", "-C", "link-arg=-Wl,-rpath,{rpath}"{link}]\n'
     )
     config = ROOT / ".cargo" / "config.toml"
     if config.is_file() and config.read_text() == content:
@@ -295,7 +327,8 @@ def write_cargo_config(backend: str, mlx_sys: Path) -> None:
         return
     config.parent.mkdir(exist_ok=True)
     config.write_text(content)
-    say(f".cargo/config.toml: written (back end {backend})")
+    say(f".cargo/config.toml: written (back end {backend}; "
+        f"{'OpenBLAS ' + str(blas) if blas else 'no OpenBLAS: CPU matrix products on the reference BLAS'})")
 
 
 # --------------------------------------------------------------------------- checks

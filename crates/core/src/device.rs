@@ -164,7 +164,49 @@ pub fn select(choice: DeviceChoice) -> Result<SelectedDevice> {
         Ok(SelectedDevice {
             kind: DeviceKind::Cpu,
             backend: "CPU",
-            name: None,
+            name: cpu_blas().map(|blas| format!("BLAS: {blas}")),
         })
     }
+}
+
+/// The optimized BLAS that MLX's CPU matrix products run on in this
+/// process, when there is one: OpenBLAS, which `scripts/setup-mlx.py` links
+/// on Linux where it is installed, ahead of the Netlib reference BLAS that
+/// PyPI's libmlx brings (~1 GFLOP/s). Read from where `cblas_sgemm` (what
+/// libmlx calls) resolves, e.g. "OpenBLAS 0.3.21 DYNAMIC_ARCH Haswell
+/// MAX_THREADS=64". `None` elsewhere (macOS: MLX uses Accelerate).
+pub fn cpu_blas() -> Option<&'static str> {
+    static BLAS: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    BLAS.get_or_init(|| {
+        // SAFETY: lookups of symbols by name in the loaded objects; `info`
+        // is filled by dladdr; the config function, if found, takes nothing
+        // and returns a static C string.
+        unsafe {
+            let sgemm = libc::dlsym(libc::RTLD_DEFAULT, c"cblas_sgemm".as_ptr());
+            let mut info: libc::Dl_info = std::mem::zeroed();
+            if sgemm.is_null() || libc::dladdr(sgemm, &mut info) == 0 || info.dli_fname.is_null() {
+                return None;
+            }
+            let provider = CStr::from_ptr(info.dli_fname).to_string_lossy();
+            if !provider.contains("openblas") {
+                return None;
+            }
+            let config = libc::dlsym(libc::RTLD_DEFAULT, c"openblas_get_config".as_ptr());
+            if config.is_null() {
+                return Some("OpenBLAS".to_string());
+            }
+            let config: extern "C" fn() -> *const std::ffi::c_char = std::mem::transmute(config);
+            let text = config();
+            if text.is_null() {
+                return Some("OpenBLAS".to_string());
+            }
+            let words = CStr::from_ptr(text).to_string_lossy();
+            let words: Vec<&str> = words.split_whitespace().collect();
+            Some(match words.first() {
+                Some(&"OpenBLAS") => words.join(" "),
+                _ => format!("OpenBLAS {}", words.join(" ")),
+            })
+        }
+    })
+    .as_deref()
 }

@@ -254,6 +254,10 @@ pub const DENSE_MIN_ROWS: i32 = 256;
 /// The fewest rows for which [`try_dense`] dequantizes the weights on the
 /// CPU (16-bit activations).
 pub const DENSE_MIN_ROWS_CPU: i32 = 4;
+/// The fewest rows for which [`try_dense`] dequantizes the weights on the
+/// CPU for float32 activations, where MLX's products run on OpenBLAS
+/// ([`crate::device::cpu_blas`]).
+pub const DENSE_MIN_ROWS_CPU_F32: i32 = 16;
 /// The most weights [`try_dense`] dequantizes for one product (128 MB in
 /// bfloat16: a layer's projections; not a large vocabulary's head).
 pub const DENSE_MAX_WEIGHTS: i64 = 64 << 20;
@@ -271,6 +275,12 @@ pub const DENSE_MAX_WEIGHTS: i64 = 64 << 20;
 ///   12–14× at 16, 17–21× from 64 (SmolLM2-135M's shapes, bfloat16; at one
 ///   row the two are within a factor of two either way). With float32
 ///   activations they are even, and float32 keeps MLX's product.
+/// - On the CPU with float32 activations, where MLX's dense products run on
+///   OpenBLAS (linked by `scripts/setup-mlx.py` where installed), for
+///   [`DENSE_MIN_ROWS_CPU_F32`] rows or more (a prompt pass): MLX's float32
+///   `quantized_matmul` costs the same per row, OpenBLAS's product far less
+///   per row once the dequantization is shared by enough of them. On the
+///   reference BLAS of MLX's wheel the two are even, and MLX's product stays.
 /// - On Metal: MLX's product (its quantized kernels are made for it).
 ///
 /// `scripts/prefill_products.py` measures all three ways (2026-12-01).
@@ -282,17 +292,20 @@ pub fn try_dense(x: &Array, q: &QuantizedWeight, stream: &Stream) -> Result<Opti
     let rows: i32 = shape[..shape.len() - 1].iter().product();
     let weights = q.weight.shape();
     let dense_weights = i64::from(weights[0]) * i64::from(k);
+    let half = matches!(x.dtype(), Dtype::Bfloat16 | Dtype::Float16);
     if !enabled()
         || weights.len() != 2
         || dense_weights > DENSE_MAX_WEIGHTS
-        || !matches!(x.dtype(), Dtype::Bfloat16 | Dtype::Float16)
+        || !(half || x.dtype() == Dtype::Float32)
     {
         return Ok(None);
     }
     let dense_here = if on_gpu(stream) {
-        cuda_present() && rows >= DENSE_MIN_ROWS
-    } else {
+        half && cuda_present() && rows >= DENSE_MIN_ROWS
+    } else if half {
         rows >= DENSE_MIN_ROWS_CPU
+    } else {
+        rows >= DENSE_MIN_ROWS_CPU_F32 && crate::device::cpu_blas().is_some()
     };
     if !dense_here {
         return Ok(None);

@@ -8,7 +8,28 @@ fn choices_follow_what_mlx_offers() {
 
     let cpu = device::select(DeviceChoice::Cpu).unwrap();
     assert_eq!(cpu.kind, DeviceKind::Cpu);
-    assert_eq!(cpu.to_string(), "cpu (CPU)");
+    // Where scripts/setup-mlx.py linked OpenBLAS, MLX's cblas_sgemm must
+    // resolve to it (ahead of the reference BLAS libmlx.so brings).
+    let config = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../.cargo/config.toml"
+    ))
+    .unwrap_or_default();
+    if config.contains("libopenblas") {
+        assert!(
+            device::cpu_blas().is_some(),
+            "the set-up linked OpenBLAS, but MLX's cblas_sgemm does not resolve to it"
+        );
+    }
+    // The CPU line names the optimized BLAS MLX's products run on, where
+    // the process has one.
+    match device::cpu_blas() {
+        Some(blas) => {
+            assert!(blas.starts_with("OpenBLAS "), "{blas}");
+            assert_eq!(cpu.to_string(), format!("cpu (CPU, BLAS: {blas})"));
+        }
+        None => assert_eq!(cpu.to_string(), "cpu (CPU)"),
+    }
 
     let auto = device::select(DeviceChoice::Auto).unwrap();
     if has_gpu {

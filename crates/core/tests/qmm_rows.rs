@@ -412,10 +412,27 @@ fn products_dequantize_where_that_is_faster() {
     let stream = Stream::new();
     let q = weights(48, 256, Dtype::Bfloat16, 64, 4, 1);
     let q32 = weights(48, 256, Dtype::Float32, 64, 4, 1);
+    // Float32 activations: dense only for a prompt pass on the CPU, and only
+    // where MLX's products run on OpenBLAS (on the reference BLAS of MLX's
+    // wheel the two routes are even); equal to the product then.
+    let prompt = input(qmm_rows::DENSE_MIN_ROWS_CPU_F32 + 3, 256, Dtype::Float32, 2);
+    let dense = qmm_rows::try_dense(&prompt, &q32, &stream).unwrap();
+    let openblas_cpu = !cuda() && mlx_harmony_core::device::cpu_blas().is_some();
+    assert_eq!(dense.is_some(), openblas_cpu, "float32 prompt pass");
+    if let Some(dense) = dense {
+        let exact = qmm_rows::reference_product(&prompt, &q32, None).unwrap();
+        let (diff, scale) = difference(&dense, &exact);
+        assert!(
+            diff <= 1e-4 * scale,
+            "float32 dense route: {diff} at scale {scale}"
+        );
+    }
+    let decode = input(qmm_rows::DENSE_MIN_ROWS_CPU_F32 - 1, 256, Dtype::Float32, 2);
     assert!(
-        qmm_rows::try_dense(&input(600, 256, Dtype::Float32, 2), &q32, &stream)
+        qmm_rows::try_dense(&decode, &q32, &stream)
             .unwrap()
-            .is_none()
+            .is_none(),
+        "float32, fewer rows than a prompt pass's: MLX's product"
     );
     let one = input(1, 256, Dtype::Bfloat16, 2);
     assert!(qmm_rows::try_dense(&one, &q, &stream).unwrap().is_none());
