@@ -14,15 +14,18 @@ What this script does, each step skipped when it is already done:
      and patches it for Linux (nothing of it is ever committed);
   3. writes `.cargo/config.toml` (git-ignored): the `[patch.crates-io]` entry,
      `MLX_DIR`, and an rpath so binaries find libmlx.so without LD_LIBRARY_PATH;
-     where OpenBLAS is installed (Debian: libopenblas0), a link to it.
+     where a single-threaded OpenBLAS is installed (Debian: libopenblas0-serial),
+     a link to it.
 
 Why OpenBLAS: the wheel's libmlx.so takes its CPU matrix products
 (`cblas_sgemm`) from the Netlib reference BLAS it bundles, about 1 GFLOP/s
 here. A binary that links OpenBLAS itself puts OpenBLAS's `cblas_sgemm` first
 in the process's symbol lookup, ahead of libmlx's own dependency, so MLX's
 dense products on the CPU run on it (measured 30-80x faster from 16 rows:
-docs/PERFORMANCE.md). `MLX_HARMONY_OPENBLAS=off` leaves it out; a path names
-another libopenblas.so.0.
+docs/PERFORMANCE.md). Only a single-threaded build: the threaded one's fork
+handler joins its worker threads and hung a test that starts a process (its
+python tool) in our process. `MLX_HARMONY_OPENBLAS=off` leaves it out; a path
+names another single-threaded libopenblas.so.0.
 
 The CPU and CUDA builds of libmlx 0.32.4 export the same C++ API, so one build
 runs on both: the back end is picked at run time by which libmlx.so the loader
@@ -280,19 +283,31 @@ def runtime_library_dirs(backend: str) -> list[Path]:
     return dirs
 
 
+def single_threaded(library: Path) -> bool:
+    """Whether `library` is an OpenBLAS built without threads
+    (openblas_get_parallel() == 0)."""
+    import ctypes
+    try:
+        return ctypes.CDLL(str(library)).openblas_get_parallel() == 0
+    except (OSError, AttributeError):
+        return False
+
+
 def openblas() -> Path | None:
-    """The OpenBLAS library to link (see the module's doc), if any."""
+    """The single-threaded OpenBLAS library to link (see the module's doc), if any."""
     asked = os.environ.get("MLX_HARMONY_OPENBLAS", "")
     if asked.lower() == "off":
         return None
     if asked:
-        if not Path(asked).is_file():
-            fail(f"MLX_HARMONY_OPENBLAS={asked}: no such file (name libopenblas.so.0, or 'off')")
+        if not single_threaded(Path(asked)):
+            fail(f"MLX_HARMONY_OPENBLAS={asked}: not a single-threaded OpenBLAS library "
+                 "(name a libopenblas.so.0 built without threads, or 'off')")
         return Path(asked)
     arch = platform.machine()
-    for folder in (f"/usr/lib/{arch}-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib"):
+    for folder in (f"/usr/lib/{arch}-linux-gnu/openblas-serial", f"/usr/lib/{arch}-linux-gnu",
+                   "/usr/lib64", "/usr/lib", "/usr/local/lib"):
         candidate = Path(folder) / "libopenblas.so.0"
-        if candidate.is_file():
+        if candidate.is_file() and single_threaded(candidate):
             return candidate
     return None
 
@@ -303,12 +318,15 @@ def write_cargo_config(backend: str, mlx_sys: Path) -> None:
     # Linked whether or not the binary calls it (--no-as-needed), so that its
     # cblas_sgemm comes before the one libmlx.so brings.
     blas = openblas()
+    # Its folder in the rpath too: the loader looks the library up by its
+    # soname, which a threaded build elsewhere may share.
     link = (f', "-C", "link-arg=-Wl,--push-state,--no-as-needed", "-C", "link-arg={blas}", '
-            '"-C", "link-arg=-Wl,--pop-state"') if blas else ""
+            f'"-C", "link-arg=-Wl,--pop-state", "-C", "link-arg=-Wl,-rpath,{blas.parent}"'
+            if blas else "")
     content = (
         "# Written by scripts/setup-mlx.py for this checkout; re-run it rather than editing.\n"
         f"# Back end: {backend} (MLX {MLX_VERSION}); BLAS for MLX's CPU products: "
-        f"{blas or 'the reference BLAS of the MLX wheel (OpenBLAS not found)'}.\n"
+        f"{blas or 'the reference BLAS of the MLX wheel (no single-threaded OpenBLAS found)'}.\n"
         "[patch.crates-io]\n"
         f'mlx-sys = {{ path = "{mlx_sys}" }}\n\n'
         "[env]\n"
@@ -328,7 +346,7 @@ def write_cargo_config(backend: str, mlx_sys: Path) -> None:
     config.parent.mkdir(exist_ok=True)
     config.write_text(content)
     say(f".cargo/config.toml: written (back end {backend}; "
-        f"{'OpenBLAS ' + str(blas) if blas else 'no OpenBLAS: CPU matrix products on the reference BLAS'})")
+        f"{'OpenBLAS ' + str(blas) if blas else 'no single-threaded OpenBLAS (Debian: libopenblas0-serial): CPU matrix products on the reference BLAS'})")
 
 
 # --------------------------------------------------------------------------- checks
