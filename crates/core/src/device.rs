@@ -192,20 +192,30 @@ pub fn cpu_blas() -> Option<&'static str> {
                 return None;
             }
             let config = libc::dlsym(libc::RTLD_DEFAULT, c"openblas_get_config".as_ptr());
-            if config.is_null() {
-                return Some("OpenBLAS".to_string());
-            }
-            let config: extern "C" fn() -> *const std::ffi::c_char = std::mem::transmute(config);
-            let text = config();
-            if text.is_null() {
-                return Some("OpenBLAS".to_string());
-            }
-            let words = CStr::from_ptr(text).to_string_lossy();
-            let words: Vec<&str> = words.split_whitespace().collect();
-            Some(match words.first() {
-                Some(&"OpenBLAS") => words.join(" "),
-                _ => format!("OpenBLAS {}", words.join(" ")),
-            })
+            let text = if config.is_null() {
+                std::ptr::null()
+            } else {
+                let config: extern "C" fn() -> *const std::ffi::c_char =
+                    std::mem::transmute(config);
+                config()
+            };
+            let config = if text.is_null() {
+                String::new()
+            } else {
+                CStr::from_ptr(text).to_string_lossy().into_owned()
+            };
+            // Its own words, led by "OpenBLAS" (which recent builds write).
+            let words: Vec<&str> = config
+                .split_whitespace()
+                .skip_while(|w| *w == "OpenBLAS")
+                .collect();
+            Some(
+                ["OpenBLAS"]
+                    .into_iter()
+                    .chain(words)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            )
         }
     })
     .as_deref()
