@@ -319,6 +319,74 @@ pub fn try_dense(x: &Array, q: &QuantizedWeight, stream: &Stream) -> Result<Opti
     Ok(Some(mlx_rs::ops::matmul(x, w.t())?))
 }
 
+/// The fewest (token, expert) picks for which [`try_dense_experts`]
+/// dequantizes every expert on CUDA (256 tokens at GPT-OSS's 4 a token).
+/// MLX's `gather_qmm` costs ~9 µs a pick and layer on GPT-OSS-20B's experts
+/// (MXFP4, H200); dequantizing all 32 experts ~2.8 ms a layer, after which
+/// `gather_mm` costs ~1.2 µs a pick: even at ~360 picks.
+pub const DENSE_MIN_EXPERT_PICKS: usize = 1024;
+/// The most weights [`try_dense_experts`] dequantizes for one projection of
+/// all experts (2.5 GB in bfloat16, freed once the product is done):
+/// GPT-OSS-120B's 128 experts of 2880 × 2880 (1.06 G) fit.
+pub const DENSE_MAX_EXPERT_WEIGHTS: i64 = 1_280 << 20;
+
+/// The experts' product `gather_qmm(x, q, experts)` (transposed) as MLX's
+/// dense `gather_mm` on every expert dequantized to `x`'s dtype, where that
+/// is the faster route: a prompt pass's picks on CUDA ([`DENSE_MIN_EXPERT_PICKS`]
+/// or more, 16-bit activations); `None` elsewhere. MLX's CUDA `gather_qmm`
+/// runs at ~6 TFLOP/s whatever the tokens (GPT-OSS-20B's experts, MXFP4, on
+/// the H200: 18.2 ms a layer's gate, up and down for 512 tokens, 72 ms for
+/// 2 048); dequantized, 5.3 and 6.7 ms (`scripts/prefill_products.py
+/// --experts`, 2026-12-01), so a prompt pass's experts are 3.4× faster at
+/// 512-token chunks. `x`: `[N, 1, K]` rows (or `[..., 1|k, 1, K]`),
+/// `experts`: their experts, ascending where `sorted`.
+pub fn try_dense_experts(
+    x: &Array,
+    q: &QuantizedWeight,
+    experts: &Array,
+    sorted: bool,
+    stream: &Stream,
+) -> Result<Option<Array>> {
+    let weights = q.weight.shape();
+    let half = matches!(x.dtype(), Dtype::Bfloat16 | Dtype::Float16);
+    if !enabled()
+        || !half
+        || weights.len() != 3
+        || experts.size() < DENSE_MIN_EXPERT_PICKS
+        || !on_gpu(stream)
+        || !cuda_present()
+    {
+        return Ok(None);
+    }
+    let Some(&k) = x.shape().last() else {
+        return Ok(None);
+    };
+    let dense_weights = i64::from(weights[0]) * i64::from(weights[1]) * i64::from(k);
+    if dense_weights > DENSE_MAX_EXPERT_WEIGHTS {
+        return Ok(None);
+    }
+    dense_experts_product(x, q, experts, sorted).map(Some)
+}
+
+/// `gather_qmm(x, q, experts)` (transposed) computed as `gather_mm` on every
+/// expert of `q` dequantized to `x`'s dtype, on any device: the body of
+/// [`try_dense_experts`], public for its test against `gather_qmm`.
+pub fn dense_experts_product(
+    x: &Array,
+    q: &QuantizedWeight,
+    experts: &Array,
+    sorted: bool,
+) -> Result<Array> {
+    let w = crate::quant::dequantize(q)?.as_dtype(x.dtype())?;
+    Ok(mlx_rs::ops::gather_mm(
+        x,
+        w.swap_axes(-1, -2)?,
+        None,
+        Some(experts),
+        sorted,
+    )?)
+}
+
 /// `x @ wᵀ` with our kernel when it applies here (CUDA stream, shapes of
 /// [`takes`], not turned off, its self-check passed); `None` otherwise, and
 /// the caller uses MLX's product.

@@ -645,3 +645,79 @@ fn the_experts_reference_is_mlx_gather_qmm() {
         assert!(diff <= 1e-4 * scale, "{mode:?}: {diff} at scale {scale}");
     }
 }
+
+/// A prompt pass's experts on CUDA: every expert dequantized, then MLX's
+/// dense `gather_mm` on the picks sorted by expert (`try_dense_experts`),
+/// against MLX's `gather_qmm` on the same sorted picks, for MXFP4 and affine
+/// experts in both 16-bit dtypes. The composition is checked on any device
+/// (`dense_experts_product`); the route is taken only on CUDA, from
+/// `DENSE_MIN_EXPERT_PICKS` picks, for 16-bit activations.
+#[test]
+fn prompt_pass_experts_dequantize_on_cuda_only() {
+    let stream = Stream::new();
+    let picks = qmm_rows::DENSE_MIN_EXPERT_PICKS as i32 + 37;
+    let experts = 6;
+    // Picks sorted by expert as the model sorts them, experts 0..6 with
+    // uneven counts and expert 4 picked by none.
+    let mut ids: Vec<u32> = (0..picks as u32)
+        .map(|i| [0, 1, 1, 2, 3, 5, 5, 5][(i % 8) as usize])
+        .collect();
+    ids.sort_unstable();
+    let sorted = Array::from_slice(&ids, &[picks]);
+    for (dtype, mode, group, bits) in [
+        (Dtype::Bfloat16, QuantMode::Mxfp4, 32, 4),
+        (Dtype::Float16, QuantMode::Affine, 64, 4),
+        (Dtype::Bfloat16, QuantMode::Affine, 128, 8),
+    ] {
+        // MLX's CPU gather_mm takes float32 only: the composition is
+        // checked in float32 there, in the 16-bit dtype on CUDA.
+        let exact = if cuda() { dtype } else { Dtype::Float32 };
+        let q_exact = quantized(&[experts, 48, 256], exact, mode, group, bits, 11);
+        let x_exact = input(picks, 256, exact, 3)
+            .reshape(&[picks, 1, 256])
+            .unwrap();
+        let theirs = quant::gather_qmm(&x_exact, &q_exact, &sorted, true, true).unwrap();
+        let dense = qmm_rows::dense_experts_product(&x_exact, &q_exact, &sorted, true).unwrap();
+        assert_eq!(dense.shape(), theirs.shape());
+        let (diff, scale) = difference(&dense, &theirs);
+        assert!(
+            diff <= qmm_rows::rounding_allowance(exact, scale),
+            "{exact:?} {mode:?} {bits} bits: {diff} at scale {scale}"
+        );
+        let q = quantized(&[experts, 48, 256], dtype, mode, group, bits, 11);
+        let x = input(picks, 256, dtype, 3)
+            .reshape(&[picks, 1, 256])
+            .unwrap();
+        let routed = qmm_rows::try_dense_experts(&x, &q, &sorted, true, &stream).unwrap();
+        assert_eq!(
+            routed.is_some(),
+            cuda(),
+            "{dtype:?} {mode:?}: dense on CUDA only"
+        );
+        if let Some(routed) = routed {
+            let theirs = quant::gather_qmm(&x, &q, &sorted, true, true).unwrap();
+            let (diff, scale) = difference(&routed, &theirs);
+            assert!(
+                diff <= qmm_rows::rounding_allowance(dtype, scale),
+                "routed {dtype:?} {mode:?}: {diff} at scale {scale}"
+            );
+        }
+        // Fewer picks than a prompt pass's, or float32 activations: MLX's
+        // gather_qmm everywhere.
+        let few = qmm_rows::DENSE_MIN_EXPERT_PICKS as i32 - 1;
+        let x_few = input(few, 256, dtype, 3).reshape(&[few, 1, 256]).unwrap();
+        let sorted_few = Array::from_slice(&ids[..few as usize], &[few]);
+        assert!(
+            qmm_rows::try_dense_experts(&x_few, &q, &sorted_few, true, &stream)
+                .unwrap()
+                .is_none()
+        );
+        let x32 = x.as_dtype(Dtype::Float32).unwrap();
+        let q32 = quantized(&[experts, 48, 256], Dtype::Float32, mode, group, bits, 11);
+        assert!(
+            qmm_rows::try_dense_experts(&x32, &q32, &sorted, true, &stream)
+                .unwrap()
+                .is_none()
+        );
+    }
+}

@@ -76,7 +76,13 @@ impl ExpertProjection {
     /// (or `[N, 1, in]` rows with `[N]` experts; `sorted`: the experts ascend).
     fn forward(&self, x: &Array, experts: &Array, sorted: bool) -> Result<Array> {
         let y = match &self.matrix {
-            ExpertMatrix::Quantized(q) => quant::gather_qmm(x, q, experts, true, sorted)?,
+            ExpertMatrix::Quantized(q) => {
+                let stream = mlx_rs::Stream::thread_local_or_default();
+                match qmm_rows::try_dense_experts(x, q, experts, sorted, &stream)? {
+                    Some(y) => y,
+                    None => quant::gather_qmm(x, q, experts, true, sorted)?,
+                }
+            }
             ExpertMatrix::Dense(w) => {
                 ops::gather_mm(x, w.swap_axes(-1, -2)?, None, Some(experts), sorted)?
             }
