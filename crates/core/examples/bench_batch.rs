@@ -130,15 +130,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             // MLX_HARMONY_QMM=mlx: the same engine with MLX's quantized
             // products; =unshared: ours, one launch per matrix; =wide: the
             // wide form; MLX_HARMONY_ATTEND=mlx: MLX's attention over one
-            // cache array.
+            // cache array; MLX_HARMONY_GROUP_PROMPTS=off: each prompt run
+            // alone.
             match (
                 mlx_harmony_core::qmm_rows::setting(),
                 mlx_harmony_core::attend_rows::setting(),
+                std::env::var("MLX_HARMONY_GROUP_PROMPTS").as_deref() == Ok("off"),
             ) {
-                ("mlx", _) => "mlx-harmony-mlxqmm",
-                ("unshared", _) => "mlx-harmony-unshared",
-                ("wide", _) => "mlx-harmony-wide",
-                (_, "mlx") => "mlx-harmony-mlxattend",
+                ("mlx", _, _) => "mlx-harmony-mlxqmm",
+                ("unshared", _, _) => "mlx-harmony-unshared",
+                ("wide", _, _) => "mlx-harmony-wide",
+                (_, "mlx", _) => "mlx-harmony-mlxattend",
+                (_, _, true) => "mlx-harmony-ungrouped",
                 _ => "mlx-harmony",
             },
             if decode_seconds > 0.0 {

@@ -3,9 +3,10 @@
 //!
 //! A [`BatchGenerator`] owns the rows of a batch (their caches, samplers and
 //! output so far). Sequences join and leave at step boundaries: a new prompt
-//! is run alone, one chunk of [`crate::prefill::prefill_chunk`] tokens per step so that the
-//! running rows keep flowing, and its cache then joins the batch's
-//! ([`BatchKvCache::join`]); a row that ends (end of turn, length, stop
+//! is run one chunk of [`crate::prefill::prefill_chunk`] tokens per step so that the
+//! running rows keep flowing (prompts queued together that each fit a chunk
+//! run in one pass together), and its cache then
+//! joins the batch's ([`BatchKvCache::join`]); a row that ends (end of turn, length, stop
 //! string, cancelled) is dropped from the batch at the next step. Each
 //! sequence keeps its own sampler, stop strings, token limit and cancel
 //! handle. Decoding is pipelined as in the single-sequence loop: the next
@@ -128,6 +129,12 @@ pub struct BatchGenerator {
     /// Under tensor parallelism: how this rank's batch keeps in step with
     /// the others'.
     replica: Option<Replica>,
+    /// Whether several waiting prompts may run in one forward pass
+    /// ([`BatchGenerator::prefill_group`]; `MLX_HARMONY_GROUP_PROMPTS=off`
+    /// or [`BatchGenerator::set_group_prompts`] runs them one at a time).
+    group_prompts: bool,
+    /// Prompts that ran in a group so far.
+    grouped: usize,
 }
 
 /// Under tensor parallelism every rank runs the same batch, since every
@@ -237,6 +244,16 @@ impl PromptCache {
         Some((common, caches))
     }
 
+    /// The longest start `prompt` shares with an entry (what `lookup`
+    /// would reuse, at most all but its last token), touching nothing.
+    fn longest_shared(&self, prompt: &[u32]) -> usize {
+        self.entries
+            .iter()
+            .map(|e| shared_prefix(&e.tokens, prompt).min(prompt.len().saturating_sub(1)))
+            .max()
+            .unwrap_or(0)
+    }
+
     fn insert(&mut self, tokens: Vec<u32>, caches: Vec<KvCache>) {
         // A cache that dropped positions (a bounded one) cannot be trimmed
         // back to a prefix.
@@ -297,7 +314,20 @@ impl BatchGenerator {
             kv_quantization: None,
             decode_timing: DecodeTiming::default(),
             replica: None,
+            group_prompts: std::env::var("MLX_HARMONY_GROUP_PROMPTS").as_deref() != Ok("off"),
+            grouped: 0,
         }
+    }
+
+    /// Whether several waiting prompts may run together in one forward pass
+    /// (the default; `false` runs each alone, as before, to compare).
+    pub fn set_group_prompts(&mut self, group: bool) {
+        self.group_prompts = group;
+    }
+
+    /// How many prompts ran in a group with others so far.
+    pub fn grouped_prompts(&self) -> usize {
+        self.grouped
     }
 
     /// Under tensor parallelism, keeps this batch in step with the other
@@ -649,7 +679,13 @@ impl BatchGenerator {
         // join in one step, a long one takes a chunk per step.
         let mut budget = PREFILL_BUDGET;
         while budget > 0 {
-            let ran = self.prefill_chunk(&mut events)?;
+            let mut ran = 0;
+            if self.group_prompts {
+                ran = self.prefill_group(budget, &mut events)?;
+            }
+            if ran == 0 {
+                ran = self.prefill_chunk(&mut events)?;
+            }
             if ran == 0 {
                 break;
             }
@@ -666,6 +702,121 @@ impl BatchGenerator {
             }
         }
         Ok(events)
+    }
+
+    /// Runs the prompts at the front of the queue together, when two or
+    /// more can: each fits one chunk ([`crate::prefill::prefill_chunk`]),
+    /// all of them padded to the longest fit what is left of the step's
+    /// `budget` (or one chunk, where less is left), none starts
+    /// the way the prompt cache or an earlier one of them does (those run
+    /// alone, reusing what is shared), and the batch has rows for them. One
+    /// forward pass over `[prompts, longest]` runs all but each prompt's last
+    /// token: a prompt pass costs far less per token over more rows (on
+    /// CUDA, MLX's products and GPT-OSS's dequantized experts are paid once
+    /// for all of them). Prompts are padded on the right, so every real
+    /// position sees only its own prompt under the plain causal mask, and
+    /// RoPE positions start at 0 in every row; each row's positions are then
+    /// copied into a cache of its own and it joins as a prompt run alone
+    /// does ([`BatchGenerator::join`]). Returns the padded tokens run (0:
+    /// no group).
+    fn prefill_group(&mut self, budget: usize, events: &mut Vec<BatchEvent>) -> Result<usize> {
+        if self.prefill.is_some() || self.kv_quantization.is_some() || self.max_kv_size.is_some() {
+            return Ok(0);
+        }
+        let chunk = crate::prefill::prefill_chunk();
+        let room = self.max_rows.saturating_sub(self.rows.len());
+        let vocab = self.loaded.model.vocab_size() as u32;
+        let (mut taken, mut longest) = (0usize, 0usize);
+        for (_, request, _) in &self.waiting {
+            let run = request.prompt.len().saturating_sub(1);
+            // What share_with_waiting would hand on from an earlier prompt
+            // of the group had it run alone.
+            let shares = |earlier: &[u32]| {
+                let head = &earlier[..earlier.len() - 1];
+                shared_prefix(head, &request.prompt) >= head.len().min(MIN_SHARED_PREFIX)
+            };
+            let widest = longest.max(run);
+            if taken == room
+                || run == 0
+                || run > chunk
+                || widest * (taken + 1) > budget.max(chunk)
+                || request.cancel.is_cancelled()
+                || request.prompt.iter().any(|&t| t >= vocab)
+                || self.prompt_cache.longest_shared(&request.prompt) >= MIN_SHARED_PREFIX
+                || self
+                    .waiting
+                    .iter()
+                    .take(taken)
+                    .any(|(_, earlier, _)| shares(&earlier.prompt))
+            {
+                break;
+            }
+            (taken, longest) = (taken + 1, widest);
+        }
+        if taken < 2 {
+            return Ok(0);
+        }
+        let group: Vec<_> = self.waiting.drain(..taken).collect();
+        let mut ids = Vec::with_capacity(taken * longest);
+        for (_, request, _) in &group {
+            let run = &request.prompt[..request.prompt.len() - 1];
+            ids.extend_from_slice(run);
+            // Any token of the vocabulary pads: causal attention keeps the
+            // real positions from seeing it.
+            ids.extend(std::iter::repeat_n(run[0], longest - run.len()));
+        }
+        let ids = Array::from_slice(&ids, &[taken as i32, longest as i32]);
+        let mut caches = self.fresh_joining_caches();
+        let ran = self.loaded.model.forward(&ids, &mut caches).and_then(|_| {
+            let states: Vec<&Array> = caches.iter().flat_map(|c| c.state()).collect();
+            Ok(eval(states)?)
+        });
+        let padded = taken * longest;
+        self.grouped += taken;
+        if let Err(e) = ran {
+            for (id, _, _) in group {
+                events.push(BatchEvent::Failed {
+                    id,
+                    message: e.to_string(),
+                });
+            }
+            return Ok(padded);
+        }
+        let mut group = group.into_iter().enumerate();
+        while let Some((row, (id, request, added))) = group.next() {
+            let run = request.prompt.len() - 1;
+            let joined = caches
+                .iter()
+                .map(|c| row_cache(c, row as i32, run as i32))
+                .collect::<Result<Vec<_>>>()
+                .and_then(|row_caches| {
+                    let prefill = Prefill {
+                        id,
+                        request,
+                        caches: row_caches,
+                        done: run,
+                        cached: 0,
+                        added,
+                    };
+                    self.join(prefill, events)
+                });
+            if let Err(e) = joined {
+                events.push(BatchEvent::Failed {
+                    id,
+                    message: e.to_string(),
+                });
+                // As in prefill_chunk: the batch's caches may be half
+                // extended; the rows and the rest of the group cannot go on.
+                self.fail_all(events, &e);
+                for (_, (id, _, _)) in group.by_ref() {
+                    events.push(BatchEvent::Failed {
+                        id,
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(padded)
     }
 
     /// Runs the next chunk of the prompt being prefilled (starting the next
@@ -833,7 +984,7 @@ impl BatchGenerator {
     /// sequence ends, so that the waiting one runs only what differs. The
     /// arrays are shared, not copied: MLX's updates make new ones.
     fn share_with_waiting(&mut self, head: &[u32], caches: &[KvCache]) {
-        let shared = |prompt: &[u32]| prompt.iter().zip(head).take_while(|(a, b)| a == b).count();
+        let shared = |prompt: &[u32]| shared_prefix(prompt, head);
         let worth = head.len().min(MIN_SHARED_PREFIX);
         if worth > 0
             && self
@@ -1136,6 +1287,30 @@ pub const PREFILL_BUDGET: usize = 2048;
 /// The shortest common start (in tokens) for which a prompt's caches are
 /// handed to a waiting sequence; a whole shorter prompt is handed on too.
 const MIN_SHARED_PREFIX: usize = 32;
+
+/// How many tokens `a` and `b` start with in common.
+fn shared_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// Row `row`'s first `positions` positions of a grouped prompt pass's cache
+/// (`[prompts, heads, longest, D]`), copied into a cache of its own (a
+/// slice would keep the whole group's arrays alive, in the batch and in the
+/// prompt cache).
+fn row_cache(group: &KvCache, row: i32, positions: i32) -> Result<KvCache> {
+    let (keys, values) = group
+        .positions()?
+        .ok_or_else(|| Error::Invalid("a grouped prompt pass left an empty cache".into()))?;
+    let part = |a: &Array| -> Result<Array> {
+        let rows = slice(
+            a,
+            &[row, 0, 0, 0],
+            &[row + 1, a.dim(1), positions, a.dim(3)],
+        )?;
+        Ok(rows.multiply(Array::from_int(1).as_dtype(a.dtype())?)?)
+    };
+    Ok(KvCache::from_arrays(part(&keys)?, part(&values)?))
+}
 
 /// A row that ended, closed: its text complete, its statistics taken.
 struct Done {

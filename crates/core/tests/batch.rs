@@ -187,6 +187,83 @@ fn batched_greedy_equals_one_by_one_on_gpt_oss_with_sliding_windows() {
     batched_equals_one_by_one("gpt-oss");
 }
 
+/// Prompts queued together that each fit a chunk run in one forward pass
+/// (padded on the right to the longest), and every one decodes as it does
+/// alone: at the start, and joining while another row decodes; a prompt of
+/// one token ends the group before it (the queue's order is kept); with
+/// grouping off, none is grouped and the tokens are the same.
+fn grouped_prompts_decode_as_alone(model: &str) {
+    let loaded = Rc::new(LoadedModel::load(&fixture(model)).unwrap());
+    let all = prompts(&loaded);
+    // The three longer prompts, then the shortest: mixed lengths.
+    let prompts: Vec<Vec<u32>> = vec![
+        all[2].clone(),
+        all[1].clone(),
+        all[3].clone(),
+        loaded.encode("A cat").unwrap(),
+    ];
+    assert!(
+        prompts.iter().all(|p| p.len() >= 2),
+        "{model}: prompts to group"
+    );
+    let limits = [9, 14, 6, 11];
+    let expected = each_alone(&loaded, &prompts, &limits);
+    for group in [true, false] {
+        let mut batch = BatchGenerator::new(loaded.clone(), 8);
+        batch.set_group_prompts(group);
+        let requests = prompts
+            .iter()
+            .zip(limits)
+            .map(|(p, n)| request(p, GenerateOptions::new(n)))
+            .collect();
+        let got = joining_late(&mut batch, requests, &[0, 0, 0, 0]);
+        assert_tokens(
+            &got,
+            &expected,
+            &format!("{model}, all at once, grouping {group}"),
+        );
+        assert_eq!(batch.grouped_prompts(), if group { 4 } else { 0 });
+    }
+    // The first decodes alone; the other three join together two steps on.
+    let mut batch = BatchGenerator::new(loaded.clone(), 8);
+    let requests = prompts
+        .iter()
+        .zip(limits)
+        .map(|(p, n)| request(p, GenerateOptions::new(n)))
+        .collect();
+    let got = joining_late(&mut batch, requests, &[0, 2, 2, 2]);
+    assert_tokens(&got, &expected, &format!("{model}, joining late"));
+    assert_eq!(batch.grouped_prompts(), 3);
+    // A one-token prompt first: run alone, and the group starts after it.
+    let mut batch = BatchGenerator::new(loaded.clone(), 8);
+    let one = vec![prompts[0][0]];
+    let mut with_one = vec![one.clone()];
+    with_one.extend(prompts.iter().take(3).cloned());
+    let expected = each_alone(&loaded, &with_one, &[4, 9, 14, 6]);
+    let requests = with_one
+        .iter()
+        .zip([4, 9, 14, 6])
+        .map(|(p, n)| request(p, GenerateOptions::new(n)))
+        .collect();
+    let got = joining_late(&mut batch, requests, &[0, 0, 0, 0]);
+    assert_tokens(
+        &got,
+        &expected,
+        &format!("{model}, after a one-token prompt"),
+    );
+    assert_eq!(batch.grouped_prompts(), 3);
+}
+
+#[test]
+fn grouped_prompts_decode_as_alone_on_llama() {
+    grouped_prompts_decode_as_alone("llama");
+}
+
+#[test]
+fn grouped_prompts_decode_as_alone_on_gpt_oss_with_sliding_windows() {
+    grouped_prompts_decode_as_alone("gpt-oss");
+}
+
 /// Long enough that a batch cache's recent columns fill and move into its
 /// store more than once while rows decode (run with
 /// `MLX_HARMONY_ATTEND=emulate`, as scripts/test does, on a machine without
