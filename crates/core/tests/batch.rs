@@ -88,6 +88,15 @@ fn request(prompt: &[u32], options: GenerateOptions) -> SequenceRequest {
     }
 }
 
+/// A greedy request for each prompt, with its own limit of new tokens.
+fn requests(prompts: &[Vec<u32>], limits: &[usize]) -> Vec<SequenceRequest> {
+    prompts
+        .iter()
+        .zip(limits)
+        .map(|(p, &n)| request(p, GenerateOptions::new(n)))
+        .collect()
+}
+
 /// Each prompt generated alone, with its own limit of new tokens.
 fn each_alone(loaded: &LoadedModel, prompts: &[Vec<u32>], limits: &[usize]) -> Vec<Generation> {
     prompts
@@ -211,12 +220,7 @@ fn grouped_prompts_decode_as_alone(model: &str) {
     for group in [true, false] {
         let mut batch = BatchGenerator::new(loaded.clone(), 8);
         batch.set_group_prompts(group);
-        let requests = prompts
-            .iter()
-            .zip(limits)
-            .map(|(p, n)| request(p, GenerateOptions::new(n)))
-            .collect();
-        let got = joining_late(&mut batch, requests, &[0, 0, 0, 0]);
+        let got = joining_late(&mut batch, requests(&prompts, &limits), &[0, 0, 0, 0]);
         assert_tokens(
             &got,
             &expected,
@@ -226,26 +230,16 @@ fn grouped_prompts_decode_as_alone(model: &str) {
     }
     // The first decodes alone; the other three join together two steps on.
     let mut batch = BatchGenerator::new(loaded.clone(), 8);
-    let requests = prompts
-        .iter()
-        .zip(limits)
-        .map(|(p, n)| request(p, GenerateOptions::new(n)))
-        .collect();
-    let got = joining_late(&mut batch, requests, &[0, 2, 2, 2]);
+    let got = joining_late(&mut batch, requests(&prompts, &limits), &[0, 2, 2, 2]);
     assert_tokens(&got, &expected, &format!("{model}, joining late"));
     assert_eq!(batch.grouped_prompts(), 3);
     // A one-token prompt first: run alone, and the group starts after it.
     let mut batch = BatchGenerator::new(loaded.clone(), 8);
-    let one = vec![prompts[0][0]];
-    let mut with_one = vec![one.clone()];
+    let mut with_one = vec![vec![prompts[0][0]]];
     with_one.extend(prompts.iter().take(3).cloned());
-    let expected = each_alone(&loaded, &with_one, &[4, 9, 14, 6]);
-    let requests = with_one
-        .iter()
-        .zip([4, 9, 14, 6])
-        .map(|(p, n)| request(p, GenerateOptions::new(n)))
-        .collect();
-    let got = joining_late(&mut batch, requests, &[0, 0, 0, 0]);
+    let limits = [4, 9, 14, 6];
+    let expected = each_alone(&loaded, &with_one, &limits);
+    let got = joining_late(&mut batch, requests(&with_one, &limits), &[0, 0, 0, 0]);
     assert_tokens(
         &got,
         &expected,
