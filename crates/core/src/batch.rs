@@ -707,7 +707,9 @@ impl BatchGenerator {
     /// Runs the prompts at the front of the queue together, when two or
     /// more can: each fits one chunk ([`crate::prefill::prefill_chunk`]),
     /// all of them padded to the longest fit what is left of the step's
-    /// `budget` (or one chunk, where less is left), none starts
+    /// `budget` (or one chunk, where less is left) and [`GROUP_CHUNKS`]
+    /// chunks (so that `MLX_HARMONY_PREFILL_CHUNK` still bounds a pass's
+    /// memory), none starts
     /// the way the prompt cache or an earlier one of them does (those run
     /// alone, reusing what is shared), and the batch has rows for them. One
     /// forward pass over `[prompts, longest]` runs all but each prompt's last
@@ -739,7 +741,7 @@ impl BatchGenerator {
             if taken == room
                 || run == 0
                 || run > chunk
-                || widest * (taken + 1) > budget.max(chunk)
+                || widest * (taken + 1) > budget.max(chunk).min(GROUP_CHUNKS * chunk)
                 || request.cancel.is_cancelled()
                 || request.prompt.iter().any(|&t| t >= vocab)
                 || self.prompt_cache.longest_shared(&request.prompt) >= MIN_SHARED_PREFIX
@@ -1283,6 +1285,11 @@ impl BatchGenerator {
 /// How many prompt tokens a step may run (in chunks of [`crate::prefill::prefill_chunk`]
 /// for one prompt at a time) before the rows decode their next token.
 pub const PREFILL_BUDGET: usize = 2048;
+
+/// The most tokens a pass of several prompts runs, in chunks of
+/// [`crate::prefill::prefill_chunk`] (at the default chunk, the step's whole
+/// [`PREFILL_BUDGET`]).
+const GROUP_CHUNKS: usize = 4;
 
 /// The shortest common start (in tokens) for which a prompt's caches are
 /// handed to a waiting sequence; a whole shorter prompt is handed on too.
