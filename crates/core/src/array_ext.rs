@@ -72,6 +72,15 @@ pub fn slice_update(target: &Array, update: &Array, starts: &[i32], ends: &[i32]
     )
 }
 
+/// A copy of `array` in a buffer of its own. A slice of a larger array keeps
+/// that whole buffer alive (a batch's cache, held on in the prompt cache,
+/// with a wrong byte count) and stops MLX from donating it to the next
+/// update. mlx-rs 0.33 does not wrap `mlx_copy`, and `contiguous` may hand
+/// back the same buffer, so one elementwise pass makes the copy.
+pub fn owned_copy(array: &Array) -> Result<Array> {
+    Ok(array.multiply(Array::from_int(1).as_dtype(array.dtype())?)?)
+}
+
 /// `array[starts..ends]` along every axis.
 pub fn slice(array: &Array, starts: &[i32], ends: &[i32]) -> Result<Array> {
     slice_strided(array, starts, ends, &vec![1i32; starts.len()])

@@ -20,7 +20,7 @@ use mlx_rs::Array;
 use mlx_rs::ops;
 use mlx_rs::transforms::{async_eval, eval};
 
-use crate::array_ext::slice;
+use crate::array_ext::{owned_copy, slice};
 use crate::distributed::{self, Group};
 use crate::draft::DraftModel;
 use crate::generate::{Cancel, FinishReason, GenerateOptions, Generation, LoadedModel, Progress};
@@ -1301,9 +1301,8 @@ fn shared_prefix(a: &[u32], b: &[u32]) -> usize {
 }
 
 /// Row `row`'s first `positions` positions of a grouped prompt pass's cache
-/// (`[prompts, heads, longest, D]`), copied into a cache of its own (a
-/// slice would keep the whole group's arrays alive, in the batch and in the
-/// prompt cache).
+/// (`[prompts, heads, longest, D]`), copied into a cache of its own
+/// ([`owned_copy`]: a slice would keep the whole group's arrays alive).
 fn row_cache(group: &KvCache, row: i32, positions: i32) -> Result<KvCache> {
     let (keys, values) = group
         .positions()?
@@ -1314,7 +1313,7 @@ fn row_cache(group: &KvCache, row: i32, positions: i32) -> Result<KvCache> {
             &[row, 0, 0, 0],
             &[row + 1, a.dim(1), positions, a.dim(3)],
         )?;
-        Ok(rows.multiply(Array::from_int(1).as_dtype(a.dtype())?)?)
+        owned_copy(&rows)
     };
     Ok(KvCache::from_arrays(part(&keys)?, part(&values)?))
 }

@@ -11,7 +11,7 @@ use super::cache::{
     AttentionMask, GROWTH_STEP, KEEP_FIRST, KvCache, KvQuantization, LayerCache, RopeOffset,
     append_columns, attend_packed, pack, write_columns,
 };
-use crate::array_ext::slice;
+use crate::array_ext::{owned_copy, slice};
 use crate::attend_rows::{self, Route, Spans};
 use crate::{Error, Result};
 
@@ -431,18 +431,8 @@ impl BatchKvCache {
                 };
                 (expand(&parts[..3])?, expand(&parts[3..])?)
             }
-            None => {
-                // A copy of its own: a slice would keep the whole batch
-                // buffer alive in the prompt cache (and its byte count would
-                // be wrong), and would stop MLX from donating that buffer to
-                // the next step's update. mlx-rs 0.33 does not wrap
-                // `mlx_copy`, and `contiguous` may hand back the same
-                // buffer, so one elementwise pass makes the copy.
-                let copy = |a: &Array| -> Result<Array> {
-                    Ok(a.multiply(Array::from_int(1).as_dtype(a.dtype())?)?)
-                };
-                (copy(&parts[0])?, copy(&parts[1])?)
-            }
+            // Copies of their own, not slices of the batch's buffers.
+            None => (owned_copy(&parts[0])?, owned_copy(&parts[1])?),
         };
         Ok(Some(KvCache::from_arrays(keys, values)))
     }
