@@ -135,13 +135,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             match (
                 mlx_harmony_core::qmm_rows::setting(),
                 mlx_harmony_core::attend_rows::setting(),
-                std::env::var("MLX_HARMONY_GROUP_PROMPTS").as_deref() == Ok("off"),
+                mlx_harmony_core::batch::groups_prompts_by_default(),
             ) {
                 ("mlx", _, _) => "mlx-harmony-mlxqmm",
                 ("unshared", _, _) => "mlx-harmony-unshared",
                 ("wide", _, _) => "mlx-harmony-wide",
                 (_, "mlx", _) => "mlx-harmony-mlxattend",
-                (_, _, true) => "mlx-harmony-ungrouped",
+                (_, _, false) => "mlx-harmony-ungrouped",
                 _ => "mlx-harmony",
             },
             if decode_seconds > 0.0 {

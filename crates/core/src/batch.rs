@@ -314,7 +314,7 @@ impl BatchGenerator {
             kv_quantization: None,
             decode_timing: DecodeTiming::default(),
             replica: None,
-            group_prompts: std::env::var("MLX_HARMONY_GROUP_PROMPTS").as_deref() != Ok("off"),
+            group_prompts: groups_prompts_by_default(),
             grouped: 0,
         }
     }
@@ -1280,6 +1280,12 @@ impl BatchGenerator {
         self.caches = self.fresh_batch_caches();
         self.next = None;
     }
+}
+
+/// Whether a new [`BatchGenerator`] runs several waiting prompts in one pass:
+/// yes unless `MLX_HARMONY_GROUP_PROMPTS=off` (to compare).
+pub fn groups_prompts_by_default() -> bool {
+    std::env::var("MLX_HARMONY_GROUP_PROMPTS").as_deref() != Ok("off")
 }
 
 /// How many prompt tokens a step may run (in chunks of [`crate::prefill::prefill_chunk`]
