@@ -143,24 +143,26 @@ def experts(args, dtype, count=32, hidden=2880, inter=2880, picked=4):
             def make():
                 outs = []
                 for i in range(args.chain):
-                    g = product(xs, 3 * (i % copies) + 0, idx)
-                    u = product(xs, 3 * (i % copies) + 1, idx)
-                    d = product(g * u, 3 * (i % copies) + 2, idx)
-                    outs.append(d)
+                    gate, up, down = range(3)
+                    c = i % copies
+                    g = product(xs, c, gate, idx)
+                    u = product(xs, c, up, idx)
+                    outs.append(product(g * u, c, down, idx))
                 return outs
             return make
 
-        def by_qmm(a, m, ids):
-            q = layers[m // 3][m % 3]
+        # Projection `m` (gate, up, down) of copy `c`.
+        def by_qmm(a, c, m, ids):
+            q = layers[c][m]
             return mx.gather_qmm(a, q[0], q[1], None, rhs_indices=ids, transpose=True,
                                  group_size=32, bits=4, mode="mxfp4", sorted_indices=True)
 
-        def by_deq(a, m, ids):
-            w = deq(layers[m // 3][m % 3])
+        def by_deq(a, c, m, ids):
+            w = deq(layers[c][m])
             return mx.gather_mm(a, w.swapaxes(-1, -2), rhs_indices=ids, sorted_indices=True)
 
-        def by_mm(a, m, ids):
-            w = dense[m // 3][m % 3]
+        def by_mm(a, c, m, ids):
+            w = dense[c][m]
             return mx.gather_mm(a, w.swapaxes(-1, -2), rhs_indices=ids, sorted_indices=True)
 
         flop = 2 * rows * picked * hidden * inter * 3
