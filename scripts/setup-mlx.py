@@ -374,6 +374,9 @@ def main() -> None:
                              "or $MLX_HARMONY_BACKEND)")
     parser.add_argument("--check", action="store_true",
                         help="only report whether set-up is complete; exit 1 if not")
+    parser.add_argument("--find-openblas", action="store_true",
+                        help="only print the single-threaded OpenBLAS the set-up would link; "
+                             "exit 1 if there is none")
     args = parser.parse_args()
 
     if platform.system() == "Darwin":
@@ -382,6 +385,10 @@ def main() -> None:
     if platform.system() != "Linux":
         fail(f"unsupported platform {platform.system()}: mlx-harmony builds on macOS and Linux")
 
+    if args.find_openblas:
+        blas = openblas()
+        print(blas or "no single-threaded OpenBLAS found")
+        sys.exit(0 if blas else 1)
     mlx_sys = STATE / f"mlx-sys-{MLX_SYS_VERSION}"
     if args.check:
         ok = (ROOT / ".cargo" / "config.toml").is_file() and (mlx_sys / ".mlx-harmony-patch").is_file()
