@@ -15,7 +15,9 @@ What this script does, each step skipped when it is already done:
   3. writes `.cargo/config.toml` (git-ignored): the `[patch.crates-io]` entry,
      `MLX_DIR`, and an rpath so binaries find libmlx.so without LD_LIBRARY_PATH;
      where a single-threaded OpenBLAS is installed (Debian: libopenblas0-serial),
-     a link to it.
+     a link to it, behind a guard compiled from scripts/blas_guard.c (a lock
+     that makes threads calling it at once take turns: that build is not safe
+     for concurrent callers).
 
 Why OpenBLAS: the wheel's libmlx.so takes its CPU matrix products
 (`cblas_sgemm`) from the Netlib reference BLAS it bundles, about 1 GFLOP/s
@@ -312,21 +314,49 @@ def openblas() -> Path | None:
     return None
 
 
+def build_blas_guard() -> Path:
+    """scripts/blas_guard.c compiled into .mlx/blas-guard/ (again when the
+    source changed): the lock that makes concurrent callers of the
+    single-threaded OpenBLAS take turns (see that file)."""
+    source = ROOT / "scripts" / "blas_guard.c"
+    folder = STATE / "blas-guard"
+    library = folder / "libmlx_harmony_blas_guard.so"
+    stamp = folder / "source.sha256"
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    if library.is_file() and stamp.is_file() and stamp.read_text() == digest:
+        return library
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        fail("no C compiler (cc) to build the OpenBLAS guard; install one "
+             "(Debian: `apt-get install gcc`; Rust links with it too) or set MLX_HARMONY_OPENBLAS=off")
+    folder.mkdir(parents=True, exist_ok=True)
+    run([compiler, "-O2", "-fPIC", "-shared", "-Wall", "-Werror", "-o", str(library), str(source),
+         "-ldl", "-lpthread"])
+    stamp.write_text(digest)
+    say(f"OpenBLAS guard: built {library.relative_to(ROOT)}")
+    return library
+
+
 def write_cargo_config(backend: str, mlx_sys: Path) -> None:
     build_mlx = STATE / "cpu" / "mlx"
     rpath = ":".join(str(p) for p in runtime_library_dirs(backend))
-    # Linked whether or not the binary calls it (--no-as-needed), so that its
-    # cblas_sgemm comes before the one libmlx.so brings.
+    # Linked whether or not the binary calls them (--no-as-needed), the guard
+    # first: the loader then finds the guard's cblas_sgemm before OpenBLAS's,
+    # and OpenBLAS's before the one libmlx.so brings; the guard calls on to
+    # OpenBLAS's (scripts/blas_guard.c says why).
     blas = openblas()
-    # Its folder in the rpath too: the loader looks the library up by its
-    # soname, which a threaded build elsewhere may share.
-    link = (f', "-C", "link-arg=-Wl,--push-state,--no-as-needed", "-C", "link-arg={blas}", '
-            f'"-C", "link-arg=-Wl,--pop-state", "-C", "link-arg=-Wl,-rpath,{blas.parent}"'
-            if blas else "")
+    guard = build_blas_guard() if blas else None
+    # OpenBLAS's folder in the rpath too: the loader looks it up by its
+    # soname, which a threaded build elsewhere may share. (The guard has no
+    # soname: binaries name it by its path.)
+    link = (f', "-C", "link-arg=-Wl,--push-state,--no-as-needed", "-C", "link-arg={guard}", '
+            f'"-C", "link-arg={blas}", "-C", "link-arg=-Wl,--pop-state", '
+            f'"-C", "link-arg=-Wl,-rpath,{blas.parent}"'
+            if blas and guard else "")
     content = (
         "# Written by scripts/setup-mlx.py for this checkout; re-run it rather than editing.\n"
         f"# Back end: {backend} (MLX {MLX_VERSION}); BLAS for MLX's CPU products: "
-        f"{blas or 'the reference BLAS of the MLX wheel (no single-threaded OpenBLAS found)'}.\n"
+        f"{str(blas) + ', behind ' + str(guard.name) if blas and guard else 'the reference BLAS of the MLX wheel (no single-threaded OpenBLAS found)'}.\n"
         "[patch.crates-io]\n"
         f'mlx-sys = {{ path = "{mlx_sys}" }}\n\n'
         "[env]\n"

@@ -173,7 +173,8 @@ pub fn select(choice: DeviceChoice) -> Result<SelectedDevice> {
 /// process, when there is one: OpenBLAS, which `scripts/setup-mlx.py` links
 /// on Linux where it is installed, ahead of the Netlib reference BLAS that
 /// PyPI's libmlx brings (~1 GFLOP/s). Read from where `cblas_sgemm` (what
-/// libmlx calls) resolves, e.g. "OpenBLAS 0.3.21 DYNAMIC_ARCH Haswell
+/// libmlx calls) resolves, past the set-up's guard (which makes concurrent
+/// callers take turns), e.g. "OpenBLAS 0.3.21 DYNAMIC_ARCH Haswell
 /// MAX_THREADS=64". `None` elsewhere (macOS: MLX uses Accelerate).
 pub fn cpu_blas() -> Option<&'static str> {
     static BLAS: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
@@ -182,7 +183,14 @@ pub fn cpu_blas() -> Option<&'static str> {
         // is filled by dladdr; the config function, if found, takes nothing
         // and returns a static C string.
         unsafe {
-            let sgemm = libc::dlsym(libc::RTLD_DEFAULT, c"cblas_sgemm".as_ptr());
+            let mut sgemm = libc::dlsym(libc::RTLD_DEFAULT, c"cblas_sgemm".as_ptr());
+            // The set-up's guard (scripts/blas_guard.c) comes first and
+            // says which definition it calls on to.
+            let guarded = libc::dlsym(libc::RTLD_DEFAULT, c"mlx_harmony_blas_guard_sgemm".as_ptr());
+            if !guarded.is_null() {
+                let guarded: extern "C" fn() -> *mut libc::c_void = std::mem::transmute(guarded);
+                sgemm = guarded();
+            }
             let mut info: libc::Dl_info = std::mem::zeroed();
             if sgemm.is_null() || libc::dladdr(sgemm, &mut info) == 0 || info.dli_fname.is_null() {
                 return None;

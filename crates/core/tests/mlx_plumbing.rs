@@ -195,3 +195,57 @@ fn default_random_state_is_seeded_without_macos_clock() {
     assert!(mean.abs() < 0.3, "mean of 256 standard normals was {mean}");
     assert!(values.iter().any(|v| *v != values[0]));
 }
+
+/// Products from several threads at once, on the CPU, come out as one thread
+/// computes them. Each test thread has its own MLX stream, whose worker calls
+/// the CPU BLAS; a single-threaded OpenBLAS built without locking (Debian's
+/// `libopenblas0-serial` 0.3.21) shares its work buffers between concurrent
+/// callers and returned wrong products about once in 2 000 calls of this
+/// shape (a prompt pass of the tiny test checkpoints), which made greedy test
+/// generations diverge now and then. The set-up links a guard that makes
+/// the calls take turns ("OpenBLAS for MLX's CPU products" in
+/// docs/BUILDING.md).
+#[test]
+fn concurrent_cpu_matrix_products_equal_one_threads() {
+    const CALLS: usize = 60_000;
+    let product = || -> Vec<f32> {
+        mlx_rs::with_stream(&mlx_rs::Stream::cpu(), || {
+            let x = random_matrix(44, 64, 1);
+            let w = random_matrix(256, 64, 2);
+            let y = ops::matmul(&x, w.t()).unwrap();
+            y.as_slice::<f32>().to_vec()
+        })
+    };
+    let expected = product();
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let expected = expected.clone();
+            std::thread::spawn(move || {
+                mlx_rs::with_stream(&mlx_rs::Stream::cpu(), || {
+                    let x = random_matrix(44, 64, 1);
+                    let w = random_matrix(256, 64, 2).t();
+                    let mut wrong = 0;
+                    // In rounds, so that the stream's worker has several
+                    // products queued while the other thread's runs.
+                    for _ in 0..CALLS / 50 {
+                        let round: Vec<Array> =
+                            (0..50).map(|_| ops::matmul(&x, &w).unwrap()).collect();
+                        eval(&round).unwrap();
+                        wrong += round
+                            .iter()
+                            .filter(|y| y.as_slice::<f32>() != expected.as_slice())
+                            .count();
+                    }
+                    wrong
+                })
+            })
+        })
+        .collect();
+    let wrong: Vec<usize> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(
+        wrong,
+        [0, 0],
+        "products that differ from one thread's, of {CALLS} per thread (BLAS: {:?})",
+        mlx_harmony_core::device::cpu_blas()
+    );
+}
