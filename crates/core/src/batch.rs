@@ -11,8 +11,13 @@
 //! sequence keeps its own sampler, stop strings, token limit and cancel
 //! handle. Decoding is pipelined as in the single-sequence loop: the next
 //! step is queued before the tokens of this one are read.
+//!
+//! This file holds the batch and its decode steps; `prompts` the prompt
+//! side (chunks, several prompts in one pass, joining), `prompt_cache` the
+//! caches kept across requests, `replica` tensor parallelism's hand-over
+//! from rank 0.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -20,16 +25,22 @@ use mlx_rs::Array;
 use mlx_rs::ops;
 use mlx_rs::transforms::{async_eval, eval};
 
-use crate::array_ext::{owned_copy, slice};
-use crate::distributed::{self, Group};
+use crate::array_ext::slice;
 use crate::draft::DraftModel;
 use crate::generate::{Cancel, FinishReason, GenerateOptions, Generation, LoadedModel, Progress};
 use crate::lookup;
 use crate::models::batch_cache::BatchKvCache;
 use crate::models::blocks::last_position;
 use crate::models::cache::{KvCache, KvQuantization};
-use crate::sampling::{Sampler, SamplerShape, TokenLogprobs, apply_allowed_rows, greedy_rows};
+use crate::sampling::{Sampler, TokenLogprobs, apply_allowed_rows, greedy_rows};
 use crate::{Error, Result};
+
+mod prompt_cache;
+mod prompts;
+mod replica;
+
+use prompt_cache::PromptCache;
+use replica::{Replica, SharedSequence};
 
 /// Names a sequence of a batch.
 pub type SequenceId = u64;
@@ -137,51 +148,6 @@ pub struct BatchGenerator {
     grouped: usize,
 }
 
-/// Under tensor parallelism every rank runs the same batch, since every
-/// step's graph must be the same on all of them: rank 0, which takes the
-/// requests, hands the others at each step the sequences added since the
-/// last one and those cancelled ([`BatchGenerator::follow`] on theirs).
-/// Cancellations are read only then, so that every rank drops a sequence
-/// at the same step; tokens are rank 0's ([`crate::distributed::agree`]).
-struct Replica {
-    group: &'static Group,
-    /// Rank 0: the sequences added since the last step, as the others make
-    /// them.
-    added: Vec<SharedSequence>,
-    /// Each unfinished sequence's flag as its caller holds it (rank 0), and
-    /// the one the batch reads.
-    cancels: HashMap<SequenceId, (Cancel, Cancel)>,
-}
-
-impl Replica {
-    /// Rank 0: hands `tick` to the other ranks ([`BatchGenerator::follow`]
-    /// reads it).
-    fn send(&self, tick: &Tick) -> Result<()> {
-        let bytes = serde_json::to_vec(tick).map_err(|e| Error::Invalid(e.to_string()))?;
-        self.group.share_bytes(Some(&bytes))?;
-        Ok(())
-    }
-}
-
-/// A sequence as rank 0 hands it to the others: what makes their rows run
-/// the same operations.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct SharedSequence {
-    id: SequenceId,
-    prompt: Vec<u32>,
-    sampler: SamplerShape,
-    options: GenerateOptions,
-}
-
-/// What rank 0 hands the others before a step (`done`: there will be no
-/// more).
-#[derive(Default, serde::Serialize, serde::Deserialize)]
-struct Tick {
-    added: Vec<SharedSequence>,
-    cancelled: Vec<SequenceId>,
-    done: bool,
-}
-
 /// Where the time of the (one-token) decode steps went, summed: building
 /// each next step's graph and handing it to MLX (`queue_seconds`: MLX
 /// encodes the kernels on this thread, and blocks there while too much work
@@ -194,89 +160,6 @@ pub struct DecodeTiming {
     pub steps: usize,
     pub queue_seconds: f64,
     pub wait_seconds: f64,
-}
-
-/// Caches of finished sequences, kept so that a later prompt that starts the
-/// same way (the next turn of a conversation, a repeated system prompt) runs
-/// only its new tokens. The least recently used go first once the total
-/// passes the byte limit.
-struct PromptCache {
-    max_bytes: usize,
-    /// Most recently used last.
-    entries: Vec<CachedPrefix>,
-}
-
-struct CachedPrefix {
-    tokens: Vec<u32>,
-    caches: Vec<KvCache>,
-    bytes: usize,
-}
-
-impl PromptCache {
-    /// The caches of the entry sharing the longest prefix with `prompt`,
-    /// trimmed to it (at least one prompt token is left to run, for the
-    /// logits), and how many tokens they hold.
-    fn lookup(&mut self, prompt: &[u32]) -> Option<(usize, Vec<KvCache>)> {
-        let (index, common) = self
-            .entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| {
-                let common = e
-                    .tokens
-                    .iter()
-                    .zip(prompt)
-                    .take_while(|(a, b)| a == b)
-                    .count();
-                (i, common.min(prompt.len() - 1))
-            })
-            .max_by_key(|&(_, common)| common)?;
-        if common == 0 {
-            return None;
-        }
-        let entry = self.entries.remove(index);
-        let mut caches = entry.caches.clone();
-        let excess = (entry.tokens.len() - common) as i32;
-        for cache in &mut caches {
-            cache.trim(excess);
-        }
-        self.entries.push(entry);
-        Some((common, caches))
-    }
-
-    /// The longest start `prompt` shares with an entry (what `lookup`
-    /// would reuse, at most all but its last token), touching nothing.
-    fn longest_shared(&self, prompt: &[u32]) -> usize {
-        self.entries
-            .iter()
-            .map(|e| shared_prefix(&e.tokens, prompt).min(prompt.len().saturating_sub(1)))
-            .max()
-            .unwrap_or(0)
-    }
-
-    fn insert(&mut self, tokens: Vec<u32>, caches: Vec<KvCache>) {
-        // A cache that dropped positions (a bounded one) cannot be trimmed
-        // back to a prefix.
-        if caches.iter().any(|c| c.len() < c.offset()) {
-            return;
-        }
-        let bytes = caches.iter().map(KvCache::nbytes).sum();
-        if bytes > self.max_bytes {
-            return;
-        }
-        // An entry this one extends says nothing more.
-        self.entries
-            .retain(|e| !(e.tokens.len() <= tokens.len() && tokens.starts_with(&e.tokens)));
-        self.entries.push(CachedPrefix {
-            tokens,
-            caches,
-            bytes,
-        });
-        let mut total: usize = self.entries.iter().map(|e| e.bytes).sum();
-        while total > self.max_bytes && !self.entries.is_empty() {
-            total -= self.entries.remove(0).bytes;
-        }
-    }
 }
 
 impl BatchGenerator {
@@ -304,10 +187,7 @@ impl BatchGenerator {
             rows: Vec::new(),
             caches,
             next: None,
-            prompt_cache: PromptCache {
-                max_bytes: prompt_cache_bytes,
-                entries: Vec::new(),
-            },
+            prompt_cache: PromptCache::new(prompt_cache_bytes),
             max_kv_size: None,
             can_speculate,
             draft: None,
@@ -328,27 +208,6 @@ impl BatchGenerator {
     /// How many prompts ran in a group with others so far.
     pub fn grouped_prompts(&self) -> usize {
         self.grouped
-    }
-
-    /// Under tensor parallelism, keeps this batch in step with the other
-    /// ranks' (see `Replica`): on rank 0, each step first hands them what
-    /// changed; on the others, [`BatchGenerator::follow`] applies it. For a
-    /// program whose other ranks do not run the same calls themselves (the
-    /// server: rank 0 alone takes requests); a program that every rank runs
-    /// alike needs none of it. Does nothing without tensor parallelism; an
-    /// error once sequences were added.
-    pub fn replicate(&mut self) -> Result<()> {
-        if self.next_id > 0 {
-            return Err(Error::Invalid(
-                "a batch is replicated before its first sequence".into(),
-            ));
-        }
-        self.replica = distributed::tensor_parallel().map(|group| Replica {
-            group,
-            added: Vec::new(),
-            cancels: HashMap::new(),
-        });
-        Ok(())
     }
 
     /// Keeps every row's keys and values quantized as `settings` say
@@ -434,110 +293,6 @@ impl BatchGenerator {
         self.max_kv_size
     }
 
-    /// Writes the prompt cache to `path` (safetensors: each entry's layers'
-    /// keys and values, its tokens in the metadata), labelled with `model`
-    /// so that it is only loaded back for the same model. Returns the
-    /// entries written.
-    pub fn save_prompt_cache(&self, path: &std::path::Path, model: &str) -> Result<usize> {
-        let mut arrays: Vec<(String, Array)> = Vec::new();
-        let mut metadata = std::collections::HashMap::new();
-        let mut saved = 0;
-        for entry in &self.prompt_cache.entries {
-            let mut layers = Vec::with_capacity(entry.caches.len());
-            for cache in &entry.caches {
-                match cache.positions()? {
-                    Some(kv) => layers.push(kv),
-                    None => break,
-                }
-            }
-            if layers.len() != entry.caches.len() {
-                continue; // a sliding-window entry: not saved
-            }
-            for (layer, (k, v)) in layers.into_iter().enumerate() {
-                arrays.push((format!("{saved}.{layer}.keys"), k));
-                arrays.push((format!("{saved}.{layer}.values"), v));
-            }
-            metadata.insert(
-                format!("{saved}.tokens"),
-                serde_json::to_string(&entry.tokens).expect("a list of numbers"),
-            );
-            saved += 1;
-        }
-        metadata.insert("model".to_string(), model.to_string());
-        metadata.insert("entries".to_string(), saved.to_string());
-        // One batch cache per layer.
-        metadata.insert("layers".to_string(), self.caches.len().to_string());
-        Array::save_safetensors(arrays.iter().map(|(k, a)| (k, a)), &metadata, path)
-            .map_err(|e| Error::Invalid(format!("cannot write {}: {e}", path.display())))?;
-        Ok(saved)
-    }
-
-    /// Loads a prompt cache written by [`BatchGenerator::save_prompt_cache`]
-    /// for the same `model`; returns the entries loaded (they count against
-    /// the byte limit like any other).
-    pub fn load_prompt_cache(&mut self, path: &std::path::Path, model: &str) -> Result<usize> {
-        let unreadable = |why: String| Error::Invalid(format!("{}: {why}", path.display()));
-        let (arrays, metadata) = Array::load_safetensors_with_metadata(path)
-            .map_err(|e| unreadable(format!("not a prompt-cache file ({e})")))?;
-        let field = |name: &str| {
-            metadata
-                .get(name)
-                .ok_or_else(|| unreadable(format!("no `{name}` in its metadata")))
-        };
-        if field("model")? != model {
-            return Err(unreadable(format!(
-                "it was saved for model {:?}, not {model:?}",
-                field("model")?
-            )));
-        }
-        let layers = self.caches.len();
-        if field("layers")?.parse::<usize>().ok() != Some(layers) {
-            return Err(unreadable("its layer count is not this model's".into()));
-        }
-        let entries: usize = field("entries")?
-            .parse()
-            .map_err(|_| unreadable("a bad entry count".into()))?;
-        // Every entry is read and checked before any is kept: a bad file
-        // adds nothing.
-        let mut loaded = Vec::with_capacity(entries);
-        for entry in 0..entries {
-            let tokens: Vec<u32> = serde_json::from_str(field(&format!("{entry}.tokens"))?)
-                .map_err(|e| unreadable(format!("entry {entry}'s tokens: {e}")))?;
-            let mut caches = Vec::with_capacity(layers);
-            for layer in 0..layers {
-                let get = |kind: &str| {
-                    arrays
-                        .get(&format!("{entry}.{layer}.{kind}"))
-                        .cloned()
-                        .ok_or_else(|| unreadable(format!("entry {entry} lacks layer {layer}")))
-                };
-                let (keys, values) = (get("keys")?, get("values")?);
-                if keys.dim(2) as usize != tokens.len() {
-                    return Err(unreadable(format!(
-                        "entry {entry}: layer {layer} holds {} positions for {} tokens",
-                        keys.dim(2),
-                        tokens.len()
-                    )));
-                }
-                caches.push(KvCache::from_arrays(keys, values));
-            }
-            loaded.push((tokens, caches));
-        }
-        for (tokens, caches) in loaded {
-            self.prompt_cache.insert(tokens, caches);
-        }
-        Ok(entries)
-    }
-
-    /// Prompt-cache entries and the bytes they hold.
-    pub fn prompt_cache_usage(&self) -> (usize, usize) {
-        let cache = &self.prompt_cache;
-        (
-            cache.entries.len(),
-            cache.entries.iter().map(|e| e.bytes).sum(),
-        )
-    }
-
     pub fn loaded(&self) -> &LoadedModel {
         &self.loaded
     }
@@ -563,91 +318,6 @@ impl BatchGenerator {
         }
         self.waiting.push_back((id, request, Instant::now()));
         id
-    }
-
-    /// Rank 0 of a tensor-parallel group: hands the others what changed
-    /// since the last step (see `Replica`). Nothing to do elsewhere.
-    fn lead(&mut self) -> Result<()> {
-        let Some(replica) = &mut self.replica else {
-            return Ok(());
-        };
-        if replica.group.rank() != 0 {
-            return Ok(());
-        }
-        let mut cancelled = Vec::new();
-        for (&id, (outside, inside)) in &replica.cancels {
-            if outside.is_cancelled() && !inside.is_cancelled() {
-                inside.cancel();
-                cancelled.push(id);
-            }
-        }
-        cancelled.sort_unstable();
-        let tick = Tick {
-            added: std::mem::take(&mut replica.added),
-            cancelled,
-            done: false,
-        };
-        replica.send(&tick)
-    }
-
-    /// A tensor-parallel rank other than 0: takes rank 0's changes, applies
-    /// them and runs the same step as rank 0 (its events are rank 0's to
-    /// report). `false` once rank 0 said it is done
-    /// ([`BatchGenerator::release_followers`]).
-    pub fn follow(&mut self) -> Result<bool> {
-        let group = match &self.replica {
-            Some(replica) if replica.group.rank() != 0 => replica.group,
-            _ => {
-                return Err(Error::Invalid(
-                    "only a replicated batch of a tensor-parallel rank other than 0 follows \
-                     rank 0's (BatchGenerator::replicate)"
-                        .into(),
-                ));
-            }
-        };
-        let bytes = group.share_bytes(None)?;
-        let tick: Tick = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Invalid(format!("rank 0's step could not be read: {e}")))?;
-        if tick.done {
-            return Ok(false);
-        }
-        for shared in tick.added {
-            let id = self.add(SequenceRequest {
-                prompt: shared.prompt,
-                sampler: Sampler::follower(shared.sampler)?,
-                options: shared.options,
-                cancel: Cancel::new(),
-            });
-            if id != shared.id {
-                return Err(Error::Invalid(format!(
-                    "tensor-parallel ranks disagree: sequence {id} here is {} on rank 0",
-                    shared.id
-                )));
-            }
-        }
-        if let Some(replica) = &self.replica {
-            for id in tick.cancelled {
-                if let Some((_, inside)) = replica.cancels.get(&id) {
-                    inside.cancel();
-                }
-            }
-        }
-        self.step()?;
-        Ok(true)
-    }
-
-    /// Rank 0 of a tensor-parallel group: tells the others there will be no
-    /// more steps, so that their [`BatchGenerator::follow`] returns `false`.
-    pub fn release_followers(&mut self) -> Result<()> {
-        if let Some(replica) = &self.replica
-            && replica.group.rank() == 0
-        {
-            replica.send(&Tick {
-                done: true,
-                ..Tick::default()
-            })?;
-        }
-        Ok(())
     }
 
     /// Sequences decoding now.
@@ -702,300 +372,6 @@ impl BatchGenerator {
             }
         }
         Ok(events)
-    }
-
-    /// Runs the prompts at the front of the queue together, when two or
-    /// more can: each fits one chunk ([`crate::prefill::prefill_chunk`]),
-    /// all of them padded to the longest fit what is left of the step's
-    /// `budget` (or one chunk, where less is left) and [`GROUP_CHUNKS`]
-    /// chunks (so that `MLX_HARMONY_PREFILL_CHUNK` still bounds a pass's
-    /// memory), none starts
-    /// the way the prompt cache or an earlier one of them does (those run
-    /// alone, reusing what is shared), and the batch has rows for them. One
-    /// forward pass over `[prompts, longest]` runs all but each prompt's last
-    /// token: a prompt pass costs far less per token over more rows (on
-    /// CUDA, MLX's products and GPT-OSS's dequantized experts are paid once
-    /// for all of them). Prompts are padded on the right, so every real
-    /// position sees only its own prompt under the plain causal mask, and
-    /// RoPE positions start at 0 in every row; each row's positions are then
-    /// copied into a cache of its own and it joins as a prompt run alone
-    /// does ([`BatchGenerator::join`]). Returns the padded tokens run (0:
-    /// no group).
-    fn prefill_group(&mut self, budget: usize, events: &mut Vec<BatchEvent>) -> Result<usize> {
-        if self.prefill.is_some() || self.kv_quantization.is_some() || self.max_kv_size.is_some() {
-            return Ok(0);
-        }
-        let chunk = crate::prefill::prefill_chunk();
-        let room = self.max_rows.saturating_sub(self.rows.len());
-        let vocab = self.loaded.model.vocab_size() as u32;
-        let (mut taken, mut longest) = (0usize, 0usize);
-        for (_, request, _) in &self.waiting {
-            let run = request.prompt.len().saturating_sub(1);
-            // What share_with_waiting would hand on from an earlier prompt
-            // of the group had it run alone.
-            let shares = |earlier: &[u32]| {
-                let head = &earlier[..earlier.len() - 1];
-                shared_prefix(head, &request.prompt) >= head.len().min(MIN_SHARED_PREFIX)
-            };
-            let widest = longest.max(run);
-            if taken == room
-                || run == 0
-                || run > chunk
-                || widest * (taken + 1) > budget.max(chunk).min(GROUP_CHUNKS * chunk)
-                || request.cancel.is_cancelled()
-                || request.prompt.iter().any(|&t| t >= vocab)
-                || self.prompt_cache.longest_shared(&request.prompt) >= MIN_SHARED_PREFIX
-                || self
-                    .waiting
-                    .iter()
-                    .take(taken)
-                    .any(|(_, earlier, _)| shares(&earlier.prompt))
-            {
-                break;
-            }
-            (taken, longest) = (taken + 1, widest);
-        }
-        if taken < 2 {
-            return Ok(0);
-        }
-        let group: Vec<_> = self.waiting.drain(..taken).collect();
-        let mut ids = Vec::with_capacity(taken * longest);
-        for (_, request, _) in &group {
-            let run = &request.prompt[..request.prompt.len() - 1];
-            ids.extend_from_slice(run);
-            // Any token of the vocabulary pads: causal attention keeps the
-            // real positions from seeing it.
-            ids.extend(std::iter::repeat_n(run[0], longest - run.len()));
-        }
-        let ids = Array::from_slice(&ids, &[taken as i32, longest as i32]);
-        let mut caches = self.fresh_joining_caches();
-        let ran = self.loaded.model.forward(&ids, &mut caches).and_then(|_| {
-            let states: Vec<&Array> = caches.iter().flat_map(|c| c.state()).collect();
-            Ok(eval(states)?)
-        });
-        let padded = taken * longest;
-        self.grouped += taken;
-        if let Err(e) = ran {
-            for (id, _, _) in group {
-                events.push(BatchEvent::Failed {
-                    id,
-                    message: e.to_string(),
-                });
-            }
-            return Ok(padded);
-        }
-        let mut group = group.into_iter().enumerate();
-        while let Some((row, (id, request, added))) = group.next() {
-            let run = request.prompt.len() - 1;
-            let joined = caches
-                .iter()
-                .map(|c| row_cache(c, row as i32, run as i32))
-                .collect::<Result<Vec<_>>>()
-                .and_then(|row_caches| {
-                    let prefill = Prefill {
-                        id,
-                        request,
-                        caches: row_caches,
-                        done: run,
-                        cached: 0,
-                        added,
-                    };
-                    self.join(prefill, events)
-                });
-            if let Err(e) = joined {
-                events.push(BatchEvent::Failed {
-                    id,
-                    message: e.to_string(),
-                });
-                // As in prefill_chunk: the batch's caches may be half
-                // extended; the rows and the rest of the group cannot go on.
-                self.fail_all(events, &e);
-                for (_, (id, _, _)) in group.by_ref() {
-                    events.push(BatchEvent::Failed {
-                        id,
-                        message: e.to_string(),
-                    });
-                }
-            }
-        }
-        Ok(padded)
-    }
-
-    /// Runs the next chunk of the prompt being prefilled (starting the next
-    /// waiting one if none is), and joins it to the batch when done. Returns
-    /// how many prompt tokens it ran (0: nothing to do).
-    fn prefill_chunk(&mut self, events: &mut Vec<BatchEvent>) -> Result<usize> {
-        if self.prefill.is_none() {
-            if self.rows.len() >= self.max_rows {
-                return Ok(0);
-            }
-            let Some((id, request, added)) = self.waiting.pop_front() else {
-                return Ok(0);
-            };
-            if request.prompt.is_empty() {
-                events.push(BatchEvent::Failed {
-                    id,
-                    message: "cannot generate from an empty prompt".into(),
-                });
-                return Ok(1);
-            }
-            // Past the bound, a prompt runs in rotating caches from its
-            // start (a cached prefix keeps every position).
-            let fits = self
-                .max_kv_size
-                .is_none_or(|max| request.prompt.len() <= max as usize);
-            let (done, caches) = fits
-                .then(|| self.prompt_cache.lookup(&request.prompt))
-                .flatten()
-                .unwrap_or_else(|| (0, self.fresh_joining_caches()));
-            self.prefill = Some(Prefill {
-                id,
-                request,
-                caches,
-                done,
-                cached: done,
-                added,
-            });
-        }
-        let prefill = self.prefill.as_mut().expect("set above");
-        if prefill.request.cancel.is_cancelled() {
-            let prefill = self.prefill.take().expect("present");
-            events.push(finished_before_decoding(&prefill, FinishReason::Cancelled));
-            return Ok(1);
-        }
-        let model = &self.loaded.model;
-        let prompt = &prefill.request.prompt;
-        // All but the last token in chunks, caches evaluated; the last one
-        // alone, for the logits.
-        let before_last = prompt.len() - 1;
-        let start = prefill.done;
-        if prefill.done < before_last {
-            let end = (prefill.done + crate::prefill::prefill_chunk()).min(before_last);
-            let ran = model
-                .forward_tokens(&prompt[prefill.done..end], &mut prefill.caches)
-                .and_then(|_| {
-                    let states: Vec<&Array> =
-                        prefill.caches.iter().flat_map(|c| c.state()).collect();
-                    Ok(eval(states)?)
-                });
-            if let Err(e) = ran {
-                let prefill = self.prefill.take().expect("present");
-                events.push(BatchEvent::Failed {
-                    id: prefill.id,
-                    message: e.to_string(),
-                });
-                return Ok(end - start);
-            }
-            prefill.done = end;
-            if end < before_last {
-                return Ok(end - start);
-            }
-        }
-        let prefill = self.prefill.take().expect("present");
-        let id = prefill.id;
-        let ran = prefill.request.prompt.len() - start;
-        match self.join(prefill, events) {
-            Ok(()) => Ok(ran),
-            Err(e) => {
-                events.push(BatchEvent::Failed {
-                    id,
-                    message: e.to_string(),
-                });
-                // A failed join may have left the batch's caches half
-                // extended: the rows cannot go on.
-                self.fail_all(events, &e);
-                Ok(ran)
-            }
-        }
-    }
-
-    /// The prompt's last token, the first sampled token (read now, so that
-    /// the first token is not held back a step), and the row's place in the
-    /// batch.
-    fn join(&mut self, prefill: Prefill, events: &mut Vec<BatchEvent>) -> Result<()> {
-        let Prefill {
-            id,
-            request,
-            mut caches,
-            added,
-            cached,
-            ..
-        } = prefill;
-        let SequenceRequest {
-            prompt,
-            mut sampler,
-            options,
-            cancel,
-        } = request;
-        let (head, last) = prompt.split_at(prompt.len() - 1);
-        self.share_with_waiting(head, &caches);
-        let logits = self.loaded.model.forward_tokens(last, &mut caches)?;
-        let first = sampler.sample(&last_position(&logits)?, &[])?;
-        eval([&first])?;
-        let token = first.item_exact::<u32>();
-        let logprobs = sampler.take_logprobs()?;
-        let now = Instant::now();
-        let mut progress = Progress::new(&options);
-        let goes_on = options.max_tokens > 0
-            && progress.accept(&self.loaded, token, logprobs.clone(), &mut |token, text| {
-                events.push(BatchEvent::Token {
-                    id,
-                    token,
-                    text: text.to_string(),
-                    logprobs: logprobs.clone(),
-                })
-            });
-        let row = Row {
-            id,
-            sampler,
-            cancel,
-            progress,
-            prompt_tokens: prompt.len(),
-            added,
-            first_token_at: now,
-            prefill_seconds: (now - added).as_secs_f64(),
-            first_read: true,
-            history: prompt.clone(),
-            cached_tokens: cached,
-            lookup: options.prompt_lookup,
-            drafted: 0,
-            accepted: 0,
-            speculative_steps: 0,
-        };
-        if !goes_on {
-            // The caches hold the prompt: keep them for the next prompt.
-            let done = row_done(row);
-            self.prompt_cache.insert(prompt, caches);
-            finish(done, events);
-            return Ok(());
-        }
-        for (batch, single) in self.caches.iter_mut().zip(&caches) {
-            batch.join(single)?;
-        }
-        self.next = Some(match self.next.take() {
-            Some(next) => ops::concatenate(&[next, first], 0)?,
-            None => first,
-        });
-        self.rows.push(row);
-        Ok(())
-    }
-
-    /// When a waiting sequence starts the way this prompt does (the other
-    /// choices of an `n > 1` request, clients sending one system prompt), the
-    /// prompt's caches go to the prompt cache now rather than when the
-    /// sequence ends, so that the waiting one runs only what differs. The
-    /// arrays are shared, not copied: MLX's updates make new ones.
-    fn share_with_waiting(&mut self, head: &[u32], caches: &[KvCache]) {
-        let shared = |prompt: &[u32]| shared_prefix(prompt, head);
-        let worth = head.len().min(MIN_SHARED_PREFIX);
-        if worth > 0
-            && self
-                .waiting
-                .iter()
-                .any(|(_, waiting, _)| shared(&waiting.prompt) >= worth)
-        {
-            self.prompt_cache.insert(head.to_vec(), caches.to_vec());
-        }
     }
 
     /// One token for every row: the next step is queued, then this step's
@@ -1179,7 +555,7 @@ impl BatchGenerator {
         }
         // Rows leave: their caches go to the prompt cache, their entries of
         // the queued step are dropped.
-        if self.prompt_cache.max_bytes > 0 {
+        if self.prompt_cache.enabled() {
             for &index in ended {
                 let caches = self
                     .caches
@@ -1292,38 +668,6 @@ pub fn groups_prompts_by_default() -> bool {
 /// for one prompt at a time) before the rows decode their next token.
 pub const PREFILL_BUDGET: usize = 2048;
 
-/// The most tokens a pass of several prompts runs, in chunks of
-/// [`crate::prefill::prefill_chunk`] (at the default chunk, the step's whole
-/// [`PREFILL_BUDGET`]).
-const GROUP_CHUNKS: usize = 4;
-
-/// The shortest common start (in tokens) for which a prompt's caches are
-/// handed to a waiting sequence; a whole shorter prompt is handed on too.
-const MIN_SHARED_PREFIX: usize = 32;
-
-/// How many tokens `a` and `b` start with in common.
-fn shared_prefix(a: &[u32], b: &[u32]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
-}
-
-/// Row `row`'s first `positions` positions of a grouped prompt pass's cache
-/// (`[prompts, heads, longest, D]`), copied into a cache of its own
-/// ([`owned_copy`]: a slice would keep the whole group's arrays alive).
-fn row_cache(group: &KvCache, row: i32, positions: i32) -> Result<KvCache> {
-    let (keys, values) = group
-        .positions()?
-        .ok_or_else(|| Error::Invalid("a grouped prompt pass left an empty cache".into()))?;
-    let part = |a: &Array| -> Result<Array> {
-        let rows = slice(
-            a,
-            &[row, 0, 0, 0],
-            &[row + 1, a.dim(1), positions, a.dim(3)],
-        )?;
-        owned_copy(&rows)
-    };
-    Ok(KvCache::from_arrays(part(&keys)?, part(&values)?))
-}
-
 /// A row that ended, closed: its text complete, its statistics taken.
 struct Done {
     id: SequenceId,
@@ -1384,28 +728,4 @@ fn finish(done: Done, events: &mut Vec<BatchEvent>) {
         id: done.id,
         generation: done.generation,
     });
-}
-
-/// The event of a sequence that ended before it joined the batch.
-fn finished_before_decoding(prefill: &Prefill, reason: FinishReason) -> BatchEvent {
-    let now = Instant::now();
-    BatchEvent::Finished {
-        id: prefill.id,
-        generation: Generation {
-            prompt_tokens: prefill.request.prompt.len(),
-            cached_tokens: 0,
-            tokens: Vec::new(),
-            logprobs: Vec::new(),
-            drafted_tokens: 0,
-            speculative_steps: 0,
-            accepted_draft_tokens: 0,
-            text: String::new(),
-            finish_reason: reason,
-            stop_string: None,
-            time_to_first_token_seconds: (now - prefill.added).as_secs_f64(),
-            peak_memory_bytes: 0,
-            prefill_tokens_per_second: 0.0,
-            decode_tokens_per_second: 0.0,
-        },
-    }
 }
