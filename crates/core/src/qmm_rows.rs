@@ -32,14 +32,30 @@
 //! call of each kernel variant checks it against MLX's dequantized product on
 //! a small case and falls back to MLX, with one warning, if it does not
 //! compile or agree.
+//!
+//! Files: this one picks and launches the kernels; `qmm_rows/dense.rs` holds
+//! the dense routes ([`try_dense`], [`try_dense_experts`]), and
+//! `qmm_rows/check.rs` the first-use check.
 
 use std::sync::OnceLock;
 
 use mlx_rs::{Array, Dtype, Stream};
 
-use crate::cuda_kernel::{Checks, CudaKernel, TemplateArg, cuda_present, env_setting, on_gpu};
+use crate::cuda_kernel::{CudaKernel, TemplateArg, cuda_present, env_setting, on_gpu};
 use crate::quant::{QuantMode, QuantizedWeight};
 use crate::{Error, Result};
+
+mod check;
+mod dense;
+
+use check::checked;
+pub use check::{reference_product, rounding_allowance};
+
+pub use dense::{
+    DENSE_MAX_EXPERT_WEIGHTS, DENSE_MAX_WEIGHTS, DENSE_MIN_EXPERT_PICKS, DENSE_MIN_ROWS,
+    DENSE_MIN_ROWS_CPU, DENSE_MIN_ROWS_CPU_F32, dense_experts_product, try_dense,
+    try_dense_experts,
+};
 
 const HEADER: &str = include_str!("kernels/qmm_rows_header.cuh");
 const BODY: &str = include_str!("kernels/qmm_rows_body.cu");
@@ -249,142 +265,6 @@ pub fn matmul(x: &Array, q: &QuantizedWeight, transpose: bool) -> Result<Array> 
         }
     }
     crate::quant::quantized_matmul(x, q, transpose)
-}
-
-/// The fewest rows for which [`try_dense`] dequantizes the weights on CUDA.
-pub const DENSE_MIN_ROWS: i32 = 256;
-/// The fewest rows for which [`try_dense`] dequantizes the weights on the
-/// CPU (16-bit activations).
-pub const DENSE_MIN_ROWS_CPU: i32 = 4;
-/// The fewest rows for which [`try_dense`] dequantizes the weights on the
-/// CPU for float32 activations, where MLX's products run on OpenBLAS
-/// ([`crate::device::cpu_blas`]).
-pub const DENSE_MIN_ROWS_CPU_F32: i32 = 16;
-/// The most weights [`try_dense`] dequantizes for one product (128 MB in
-/// bfloat16: a layer's projections; not a large vocabulary's head).
-pub const DENSE_MAX_WEIGHTS: i64 = 64 << 20;
-
-/// `x @ wᵀ` as MLX's dense `matmul` on the weights dequantized to `x`'s
-/// dtype, where that is the faster route; `None`
-/// elsewhere. The dequantized copy lives only until the product is done.
-/// - On CUDA, for [`DENSE_MIN_ROWS`] rows or more (a prompt pass): MLX's
-///   `quantized_matmul` runs such products at 100–140 TFLOP/s on the H200,
-///   the dequantization and cuBLAS's product together at 170–650 (1.6–2.3×
-///   faster at 512 rows, 3–5× at 2 048–8 192).
-/// - On the CPU, for [`DENSE_MIN_ROWS_CPU`] rows or more: MLX's CPU
-///   `quantized_matmul` with 16-bit activations costs the same per row
-///   however many the rows: 3.9–7.6× slower than dequantizing at 4 rows,
-///   12–14× at 16, 17–21× from 64 (SmolLM2-135M's shapes, bfloat16; at one
-///   row the two are within a factor of two either way). With float32
-///   activations they are even, and float32 keeps MLX's product.
-/// - On the CPU with float32 activations, where MLX's dense products run on
-///   OpenBLAS (linked by `scripts/setup-mlx.py` where installed), for
-///   [`DENSE_MIN_ROWS_CPU_F32`] rows or more (a prompt pass): MLX's float32
-///   `quantized_matmul` costs the same per row, OpenBLAS's product far less
-///   per row once the dequantization is shared by enough of them. On the
-///   reference BLAS of MLX's wheel the two are even, and MLX's product stays.
-/// - On Metal: MLX's product (its quantized kernels are made for it).
-///
-/// `scripts/prefill_products.py` measures all three ways (2026-12-01).
-pub fn try_dense(x: &Array, q: &QuantizedWeight, stream: &Stream) -> Result<Option<Array>> {
-    let shape = x.shape();
-    let Some(&k) = shape.last() else {
-        return Ok(None);
-    };
-    let rows: i32 = shape[..shape.len() - 1].iter().product();
-    let weights = q.weight.shape();
-    let dense_weights = i64::from(weights[0]) * i64::from(k);
-    let half = matches!(x.dtype(), Dtype::Bfloat16 | Dtype::Float16);
-    if !enabled()
-        || weights.len() != 2
-        || dense_weights > DENSE_MAX_WEIGHTS
-        || !(half || x.dtype() == Dtype::Float32)
-    {
-        return Ok(None);
-    }
-    let dense_here = if on_gpu(stream) {
-        half && cuda_present() && rows >= DENSE_MIN_ROWS
-    } else if half {
-        rows >= DENSE_MIN_ROWS_CPU
-    } else {
-        rows >= DENSE_MIN_ROWS_CPU_F32 && crate::device::cpu_blas().is_some()
-    };
-    if !dense_here {
-        return Ok(None);
-    }
-    let w = crate::quant::dequantize(q)?.as_dtype(x.dtype())?;
-    if w.dim(-1) != k {
-        return Ok(None);
-    }
-    Ok(Some(mlx_rs::ops::matmul(x, w.t())?))
-}
-
-/// The fewest (token, expert) picks for which [`try_dense_experts`]
-/// dequantizes every expert on CUDA (256 tokens at GPT-OSS's 4 a token).
-/// MLX's `gather_qmm` costs ~9 µs a pick and layer on GPT-OSS-20B's experts
-/// (MXFP4, H200); dequantizing all 32 experts ~2.8 ms a layer, after which
-/// `gather_mm` costs ~1.2 µs a pick: even at ~360 picks.
-pub const DENSE_MIN_EXPERT_PICKS: usize = 1024;
-/// The most weights [`try_dense_experts`] dequantizes for one projection of
-/// all experts (2.5 GB in bfloat16, freed once the product is done):
-/// GPT-OSS-120B's 128 experts of 2880 × 2880 (1.06 G) fit.
-pub const DENSE_MAX_EXPERT_WEIGHTS: i64 = 1_280 << 20;
-
-/// The experts' product `gather_qmm(x, q, experts)` (transposed) as MLX's
-/// dense `gather_mm` on every expert dequantized to `x`'s dtype, where that
-/// is the faster route: a prompt pass's picks on CUDA ([`DENSE_MIN_EXPERT_PICKS`]
-/// or more, 16-bit activations); `None` elsewhere. MLX's CUDA `gather_qmm`
-/// runs at ~6 TFLOP/s whatever the tokens (GPT-OSS-20B's experts, MXFP4, on
-/// the H200: 18.2 ms a layer's gate, up and down for 512 tokens, 72 ms for
-/// 2 048); dequantized, 5.3 and 6.7 ms (`scripts/prefill_products.py
-/// --experts`, 2026-12-01), so a prompt pass's experts are 3.4× faster at
-/// 512-token chunks. `x`: `[N, 1, K]` rows (or `[..., 1|k, 1, K]`),
-/// `experts`: their experts, ascending where `sorted`.
-pub fn try_dense_experts(
-    x: &Array,
-    q: &QuantizedWeight,
-    experts: &Array,
-    sorted: bool,
-    stream: &Stream,
-) -> Result<Option<Array>> {
-    let weights = q.weight.shape();
-    let half = matches!(x.dtype(), Dtype::Bfloat16 | Dtype::Float16);
-    if !enabled()
-        || !half
-        || weights.len() != 3
-        || experts.size() < DENSE_MIN_EXPERT_PICKS
-        || !on_gpu(stream)
-        || !cuda_present()
-    {
-        return Ok(None);
-    }
-    let Some(&k) = x.shape().last() else {
-        return Ok(None);
-    };
-    let dense_weights = i64::from(weights[0]) * i64::from(weights[1]) * i64::from(k);
-    if dense_weights > DENSE_MAX_EXPERT_WEIGHTS {
-        return Ok(None);
-    }
-    dense_experts_product(x, q, experts, sorted).map(Some)
-}
-
-/// `gather_qmm(x, q, experts)` (transposed) computed as `gather_mm` on every
-/// expert of `q` dequantized to `x`'s dtype, on any device: the body of
-/// [`try_dense_experts`], public for its test against `gather_qmm`.
-pub fn dense_experts_product(
-    x: &Array,
-    q: &QuantizedWeight,
-    experts: &Array,
-    sorted: bool,
-) -> Result<Array> {
-    let w = crate::quant::dequantize(q)?.as_dtype(x.dtype())?;
-    Ok(mlx_rs::ops::gather_mm(
-        x,
-        w.swap_axes(-1, -2)?,
-        None,
-        Some(experts),
-        sorted,
-    )?)
 }
 
 /// `x @ wᵀ` with our kernel when it applies here (CUDA stream, shapes of
@@ -949,175 +829,4 @@ fn template_args(variant: Variant, dtype: Dtype) -> Vec<TemplateArg<'static>> {
         _ => args.push(TemplateArg::Int(c"X_PER_ROW", variant.x_per_row)),
     }
     args
-}
-
-/// Runs `variant` once on a small case against MLX's dequantized product and remembers
-/// whether it compiled and agreed; a failure turns it off with one warning.
-fn checked(variant: Variant, stream: &Stream) -> bool {
-    static CHECKS: Checks<Variant> = Checks::new();
-    let theirs = match variant.form {
-        Form::Matrix | Form::Shared(_) | Form::Wide(_) => "MLX's quantized_matmul",
-        Form::Experts => "MLX's gather_qmm",
-    };
-    CHECKS.passed(variant, "qmm_rows", theirs, || self_check(variant, stream))
-}
-
-/// The float32 product of `x` with the dequantized weights: `x @ wᵀ`, or
-/// for experts' weights and `Some((experts, x_per_row))` pick `p`'s row
-/// `p / x_per_row` of `x` times expert `experts[p]`'s matrix (`[P, N]`):
-/// what the kernels round. MLX's own quantized products would be compiled
-/// anew by its CUDA back end for each new shape (tens of seconds).
-pub fn reference_product(
-    x: &Array,
-    q: &QuantizedWeight,
-    experts: Option<(&Array, i32)>,
-) -> Result<Array> {
-    use mlx_rs::ops;
-    let w = crate::quant::dequantize(q)?.as_dtype(Dtype::Float32)?;
-    let x = x.as_dtype(Dtype::Float32)?;
-    Ok(match experts {
-        None => ops::matmul(&x, w.t())?,
-        Some((experts, x_per_row)) => {
-            let pairs = experts.dim(0);
-            let rows: Vec<i32> = (0..pairs).map(|p| p / x_per_row).collect();
-            let x = x.take_axis(Array::from_slice(&rows, &[pairs]), 0)?;
-            let picked = w.take_axis(experts, 0)?.swap_axes(-1, -2)?;
-            ops::matmul(&x.reshape(&[pairs, 1, x.dim(1)])?, &picked)?
-                .reshape(&[pairs, picked.dim(-1)])?
-        }
-    })
-}
-
-/// How far the kernels' result may be from the float32 product with the
-/// dequantized weights, at a result whose largest magnitude is `scale`: a
-/// few units of the 16-bit rounding of the weights and the result (as MLX's
-/// own kernels round). A wrong group, scale or k order is off by about
-/// `scale` itself.
-pub fn rounding_allowance(dtype: Dtype, scale: f32) -> f32 {
-    let unit = if dtype == Dtype::Bfloat16 {
-        1.0 / 128.0
-    } else {
-        1.0 / 1024.0
-    };
-    4.0 * unit * scale
-}
-
-fn self_check(variant: Variant, stream: &Stream) -> Result<()> {
-    // A K that leads to the same template arguments as the real call: with
-    // octets 2 the group is 32 or 64, with octets 1 it is 32.
-    let k = match variant.octets {
-        4 => 128.max(variant.group),
-        2 => 192,
-        _ => 96,
-    };
-    let rows = variant.row_tiles * 8 - 3;
-    let n = 32;
-    let mode = if variant.mxfp4 {
-        QuantMode::Mxfp4
-    } else {
-        QuantMode::Affine
-    };
-    let quantize = |w: &Array| {
-        crate::quant::quantize(
-            &w.as_dtype(variant.dtype)?,
-            variant.group,
-            variant.bits,
-            mode,
-        )
-    };
-    let key = mlx_rs::random::key(7)?;
-    let (ours, exact) = match variant.form {
-        Form::Shared(count) | Form::Wide(count) => {
-            let wide = matches!(variant.form, Form::Wide(_));
-            // Matrices of different widths: the narrower ones' blocks past
-            // their features must leave without writing. The wide form: a K
-            // long enough for three uneven splits (each warp two chunks or
-            // more) where the variant splits, and a first width (80) that
-            // leaves its last block part-filled (one tile of four, at FT 4).
-            let (k, widths, seed) = match (wide, variant.octets) {
-                (false, _) => (k, [32, 16, 48], 20),
-                (true, 4) => (4096, [80, 16, 48], 30),
-                (true, 2) => (64 * 67, [80, 16, 48], 30),
-                (true, _) => (32 * 131, [80, 16, 48], 30),
-            };
-            let x =
-                mlx_rs::random::normal::<f32>(&[rows, k], None, None, &mlx_rs::random::key(8)?)?
-                    .as_dtype(variant.dtype)?;
-            let weights = (0..count)
-                .map(|i| {
-                    let key = mlx_rs::random::key(seed + i as u64)?;
-                    quantize(&mlx_rs::random::normal::<f32>(
-                        &[widths[i % 3], k],
-                        None,
-                        None,
-                        &key,
-                    )?)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let refs: Vec<&QuantizedWeight> = weights.iter().collect();
-            let outputs = if wide {
-                let splits = if variant.split { 3 } else { 1 };
-                apply_wide(&x, &refs, variant, splits, stream)?
-            } else {
-                apply_shared(&x, &refs, variant, stream)?
-            };
-            for (out, q) in outputs.iter().zip(&weights) {
-                within_rounding(out, &reference_product(&x, q, None)?, variant.dtype)?;
-            }
-            return Ok(());
-        }
-        Form::Matrix => {
-            let w = mlx_rs::random::normal::<f32>(&[n, k], None, None, &key)?;
-            let x =
-                mlx_rs::random::normal::<f32>(&[rows, k], None, None, &mlx_rs::random::key(8)?)?
-                    .as_dtype(variant.dtype)?;
-            let q = quantize(&w)?;
-            (
-                apply(&x, &q, None, variant, stream)?,
-                reference_product(&x, &q, None)?,
-            )
-        }
-        Form::Experts => {
-            // The picks interleaved as a model's come: each of `rows` rows
-            // picks x_per_row distinct experts, 0, 2, 3, … (expert 1 never),
-            // so that every picked expert has the most rows the variant takes.
-            let per_row = variant.x_per_row.max(1);
-            let w = mlx_rs::random::normal::<f32>(&[per_row + 1, n, k], None, None, &key)?;
-            let experts: Vec<u32> = (0..rows * per_row)
-                .map(|p| match (p % per_row) as u32 {
-                    0 => 0,
-                    j => j + 1,
-                })
-                .collect();
-            let pairs = experts.len() as i32;
-            let experts = Array::from_slice(&experts, &[pairs]);
-            let x =
-                mlx_rs::random::normal::<f32>(&[rows, k], None, None, &mlx_rs::random::key(8)?)?
-                    .as_dtype(variant.dtype)?;
-            let q = quantize(&w)?;
-            (
-                apply(&x, &q, Some(&experts), variant, stream)?,
-                reference_product(&x, &q, Some((&experts, per_row)))?,
-            )
-        }
-    };
-    within_rounding(&ours, &exact, variant.dtype)
-}
-
-/// Whether `ours` is `exact` up to [`rounding_allowance`].
-fn within_rounding(ours: &Array, exact: &Array, dtype: Dtype) -> Result<()> {
-    use mlx_rs::ops;
-    let ours = ours.as_dtype(Dtype::Float32)?;
-    let diff = ops::abs(&ours.subtract(exact)?)?.max(None)?;
-    let scale = ops::abs(exact)?.max(None)?;
-    diff.eval()?;
-    scale.eval()?;
-    let (diff, scale) = (diff.item_exact::<f32>(), scale.item_exact::<f32>());
-    if diff.is_finite() && diff <= rounding_allowance(dtype, scale) {
-        Ok(())
-    } else {
-        Err(Error::Invalid(format!(
-            "largest difference {diff} against MLX's dequantized product at scale {scale}"
-        )))
-    }
 }
