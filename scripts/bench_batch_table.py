@@ -45,14 +45,16 @@ def cell(group, key, digits):
 # quantized products (MLX_HARMONY_QMM=mlx), one launch a matrix
 # (MLX_HARMONY_QMM=unshared), the wide form (MLX_HARMONY_QMM=wide), MLX's
 # attention over one cache array (MLX_HARMONY_ATTEND=mlx), each prompt run
-# alone (MLX_HARMONY_GROUP_PROMPTS=off) or the single-stream path (SINGLE=1,
+# alone (MLX_HARMONY_GROUP_PROMPTS=off), an idle batch's steps with the
+# decoding budget (MLX_HARMONY_IDLE_PREFILL=off) or the single-stream path (SINGLE=1,
 # concurrency 1 only).
 VARIANTS = {"mlx-harmony-mlxqmm": "ours with MLX's qmm",
             "mlx-harmony-unshared": "ours, one launch a matrix",
             "mlx-harmony-wide": "ours, wide form",
             "mlx-harmony-single": "ours, single-stream path",
             "mlx-harmony-mlxattend": "ours with MLX's attention",
-            "mlx-harmony-ungrouped": "ours, prompts run alone"}
+            "mlx-harmony-ungrouped": "ours, prompts run alone",
+            "mlx-harmony-idle-off": "ours, idle steps on the decoding budget"}
 variant = next((impl for _, impl in sorted(groups) if impl in VARIANTS), None)
 compare = variant is not None
 extra = f" {VARIANTS[variant]} | ours over it |" if compare else ""

@@ -131,17 +131,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             // products; =unshared: ours, one launch per matrix; =wide: the
             // wide form; MLX_HARMONY_ATTEND=mlx: MLX's attention over one
             // cache array; MLX_HARMONY_GROUP_PROMPTS=off: each prompt run
-            // alone.
+            // alone; MLX_HARMONY_IDLE_PREFILL=off: an idle batch's steps
+            // with the decoding budget.
             match (
                 mlx_harmony_core::qmm_rows::setting(),
                 mlx_harmony_core::attend_rows::setting(),
                 mlx_harmony_core::batch::groups_prompts_by_default(),
+                mlx_harmony_core::batch::idle_prefill_by_default(),
             ) {
-                ("mlx", _, _) => "mlx-harmony-mlxqmm",
-                ("unshared", _, _) => "mlx-harmony-unshared",
-                ("wide", _, _) => "mlx-harmony-wide",
-                (_, "mlx", _) => "mlx-harmony-mlxattend",
-                (_, _, false) => "mlx-harmony-ungrouped",
+                ("mlx", _, _, _) => "mlx-harmony-mlxqmm",
+                ("unshared", _, _, _) => "mlx-harmony-unshared",
+                ("wide", _, _, _) => "mlx-harmony-wide",
+                (_, "mlx", _, _) => "mlx-harmony-mlxattend",
+                (_, _, false, _) => "mlx-harmony-ungrouped",
+                (_, _, _, false) => "mlx-harmony-idle-off",
                 _ => "mlx-harmony",
             },
             if decode_seconds > 0.0 {

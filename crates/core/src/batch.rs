@@ -144,6 +144,10 @@ pub struct BatchGenerator {
     /// ([`BatchGenerator::prefill_group`]; `MLX_HARMONY_GROUP_PROMPTS=off`
     /// or [`BatchGenerator::set_group_prompts`] runs them one at a time).
     group_prompts: bool,
+    /// Whether a step with no row decoding may run more prompt tokens
+    /// ([`IDLE_PREFILL_BUDGET`]; `MLX_HARMONY_IDLE_PREFILL=off` or
+    /// [`BatchGenerator::set_idle_prefill`] keeps [`PREFILL_BUDGET`]).
+    idle_prefill: bool,
     /// Prompts that ran in a group so far.
     grouped: usize,
 }
@@ -195,6 +199,7 @@ impl BatchGenerator {
             decode_timing: DecodeTiming::default(),
             replica: None,
             group_prompts: groups_prompts_by_default(),
+            idle_prefill: idle_prefill_by_default(),
             grouped: 0,
         }
     }
@@ -203,6 +208,14 @@ impl BatchGenerator {
     /// (the default; `false` runs each alone, as before, to compare).
     pub fn set_group_prompts(&mut self, group: bool) {
         self.group_prompts = group;
+    }
+
+    /// Whether a step with no row decoding runs up to
+    /// [`IDLE_PREFILL_BUDGET`] prompt tokens, in larger groups (the
+    /// default), or [`PREFILL_BUDGET`] as a step with rows does (`false`, to
+    /// compare).
+    pub fn set_idle_prefill(&mut self, idle: bool) {
+        self.idle_prefill = idle;
     }
 
     /// How many prompts ran in a group with others so far.
@@ -346,12 +359,20 @@ impl BatchGenerator {
         self.lead()?;
         let mut events = Vec::new();
         // Prompt chunks up to the step's budget: several short prompts can
-        // join in one step, a long one takes a chunk per step.
-        let mut budget = PREFILL_BUDGET;
+        // join in one step, a long one takes a chunk per step. With no row
+        // decoding, no stream waits on this step: the budget is larger, and
+        // so are the groups (fewer passes, each one's fixed costs paid
+        // fewer times).
+        let idle = self.idle_prefill && self.rows.is_empty();
+        let mut budget = if idle {
+            IDLE_PREFILL_BUDGET
+        } else {
+            PREFILL_BUDGET
+        };
         while budget > 0 {
             let mut ran = 0;
             if self.group_prompts {
-                ran = self.prefill_group(budget, &mut events)?;
+                ran = self.prefill_group(budget, idle, &mut events)?;
             }
             if ran == 0 {
                 ran = self.prefill_chunk(&mut events)?;
@@ -664,9 +685,23 @@ pub fn groups_prompts_by_default() -> bool {
     std::env::var("MLX_HARMONY_GROUP_PROMPTS").as_deref() != Ok("off")
 }
 
+/// Whether a new [`BatchGenerator`] runs up to [`IDLE_PREFILL_BUDGET`]
+/// prompt tokens in a step with no row decoding: yes unless
+/// `MLX_HARMONY_IDLE_PREFILL=off` (to compare).
+pub fn idle_prefill_by_default() -> bool {
+    std::env::var("MLX_HARMONY_IDLE_PREFILL").as_deref() != Ok("off")
+}
+
 /// How many prompt tokens a step may run (in chunks of [`crate::prefill::prefill_chunk`]
 /// for one prompt at a time) before the rows decode their next token.
 pub const PREFILL_BUDGET: usize = 2048;
+
+/// How many prompt tokens a step may run when no row decodes (requests that
+/// arrive together at an idle batch): nothing waits on the step, and larger
+/// groups pay a pass's fixed costs fewer times (on CUDA, GPT-OSS's experts
+/// dequantized once a pass and layer: ~67 ms of a 512-token pass's ~157,
+/// docs/PERFORMANCE.md).
+pub const IDLE_PREFILL_BUDGET: usize = 4 * PREFILL_BUDGET;
 
 /// A row that ended, closed: its text complete, its statistics taken.
 struct Done {

@@ -258,6 +258,56 @@ fn grouped_prompts_decode_as_alone_on_gpt_oss_with_sliding_windows() {
     grouped_prompts_decode_as_alone("gpt-oss");
 }
 
+/// Requests that reach an idle batch together run in larger groups: eight
+/// 300-token prompts (2 400 tokens, over a decoding step's 2 048) all join
+/// in the first step, where a step with the decoding budget leaves one
+/// waiting; the tokens are each prompt's alone either way.
+#[test]
+fn an_idle_batch_runs_more_prompt_tokens_in_a_step() {
+    let loaded = Rc::new(LoadedModel::load(&fixture("llama")).unwrap());
+    let vocab = loaded.model.vocab_size() as u64;
+    let prompts: Vec<Vec<u32>> = (0..8)
+        .map(|seed| {
+            let mut rng = mlx_harmony_core::demo::SplitMix64::new(seed);
+            (0..300).map(|_| (rng.next_u64() % vocab) as u32).collect()
+        })
+        .collect();
+    let limits = [5, 3, 6, 4, 5, 3, 6, 4];
+    let expected = each_alone(&loaded, &prompts, &limits);
+    for idle in [true, false] {
+        let mut batch = BatchGenerator::new(loaded.clone(), 8);
+        batch.set_idle_prefill(idle);
+        let ids: Vec<SequenceId> = requests(&prompts, &limits)
+            .into_iter()
+            .map(|r| batch.add(r))
+            .collect();
+        let mut done = HashMap::new();
+        let mut first = true;
+        while !batch.is_idle() {
+            for event in batch.step().unwrap() {
+                if let BatchEvent::Finished { id, generation } = event {
+                    done.insert(id, generation);
+                }
+            }
+            if first {
+                let waiting = if idle { 0 } else { 1 };
+                assert_eq!(
+                    (batch.waiting(), batch.active()),
+                    (waiting, 8 - waiting),
+                    "after the first step, idle budget {idle}"
+                );
+                first = false;
+            }
+        }
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(
+                done[id].tokens, expected[i].tokens,
+                "prompt {i}, idle budget {idle}"
+            );
+        }
+    }
+}
+
 /// Long enough that a batch cache's recent columns fill and move into its
 /// store more than once while rows decode (run with
 /// `MLX_HARMONY_ATTEND=emulate`, as scripts/test does, on a machine without

@@ -21,6 +21,10 @@ use super::{BatchEvent, BatchGenerator, Prefill, Row, SequenceRequest, finish, r
 /// [`PREFILL_BUDGET`](super::PREFILL_BUDGET)).
 const GROUP_CHUNKS: usize = 4;
 
+/// The same in a step with no row decoding (at the default chunk, the whole
+/// [`IDLE_PREFILL_BUDGET`](super::IDLE_PREFILL_BUDGET)).
+const IDLE_GROUP_CHUNKS: usize = 16;
+
 /// The shortest common start (in tokens) for which a prompt's caches are
 /// handed to a waiting sequence; a whole shorter prompt is handed on too.
 const MIN_SHARED_PREFIX: usize = 32;
@@ -30,8 +34,8 @@ impl BatchGenerator {
     /// more can: each fits one chunk ([`crate::prefill::prefill_chunk`]),
     /// all of them padded to the longest fit what is left of the step's
     /// `budget` (or one chunk, where less is left) and [`GROUP_CHUNKS`]
-    /// chunks (so that `MLX_HARMONY_PREFILL_CHUNK` still bounds a pass's
-    /// memory), none starts
+    /// chunks ([`IDLE_GROUP_CHUNKS`] when `idle`: no row decodes; so that
+    /// `MLX_HARMONY_PREFILL_CHUNK` still bounds a pass's memory), none starts
     /// the way the prompt cache or an earlier one of them does (those run
     /// alone, reusing what is shared), and the batch has rows for them. One
     /// forward pass over `[prompts, longest]` runs all but each prompt's last
@@ -46,12 +50,18 @@ impl BatchGenerator {
     pub(super) fn prefill_group(
         &mut self,
         budget: usize,
+        idle: bool,
         events: &mut Vec<BatchEvent>,
     ) -> Result<usize> {
         if self.prefill.is_some() || self.kv_quantization.is_some() || self.max_kv_size.is_some() {
             return Ok(0);
         }
         let chunk = crate::prefill::prefill_chunk();
+        let widest_pass = if idle {
+            IDLE_GROUP_CHUNKS
+        } else {
+            GROUP_CHUNKS
+        } * chunk;
         let room = self.max_rows.saturating_sub(self.rows.len());
         let vocab = self.loaded.model.vocab_size() as u32;
         let (mut taken, mut longest) = (0usize, 0usize);
@@ -67,7 +77,7 @@ impl BatchGenerator {
             if taken == room
                 || run == 0
                 || run > chunk
-                || widest * (taken + 1) > budget.max(chunk).min(GROUP_CHUNKS * chunk)
+                || widest * (taken + 1) > budget.max(chunk).min(widest_pass)
                 || request.cancel.is_cancelled()
                 || request.prompt.iter().any(|&t| t >= vocab)
                 || self.prompt_cache.longest_shared(&request.prompt) >= MIN_SHARED_PREFIX
