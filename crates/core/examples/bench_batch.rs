@@ -21,17 +21,11 @@ use mlx_harmony_core::generate::{Cancel, GenerateOptions, LoadedModel};
 use mlx_harmony_core::models::Model;
 use mlx_harmony_core::sampling::{Sampler, SamplingSettings};
 
-/// SplitMix64, for prompts that are the same on every run and machine.
+/// Prompts that are the same on every run and machine.
 fn random_tokens(seed: u64, count: usize, vocab: u32) -> Vec<u32> {
-    let mut state = seed;
+    let mut rng = mlx_harmony_core::demo::SplitMix64::new(seed);
     (0..count)
-        .map(|_| {
-            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            1000 + ((z ^ (z >> 31)) % u64::from(vocab - 2000)) as u32
-        })
+        .map(|_| 1000 + (rng.next_u64() % u64::from(vocab - 2000)) as u32)
         .collect()
 }
 
