@@ -47,19 +47,28 @@ static void *next_definition(const char *name) {
 typedef int order_t;
 typedef int transpose_t;
 
-typedef void (*sgemm_fn)(order_t, transpose_t, transpose_t, int, int, int, float,
-                         const float *, int, const float *, int, float, float *,
-                         int);
-typedef void (*dgemm_fn)(order_t, transpose_t, transpose_t, int, int, int,
-                         double, const double *, int, const double *, int,
-                         double, double *, int);
-typedef void (*cgemm_fn)(order_t, transpose_t, transpose_t, int, int, int,
-                         const void *, const void *, int, const void *, int,
-                         const void *, void *, int);
+/* One guarded gemm: the type of the next definition, a pointer to it, and
+ * `cblas_<name>` calling it under the lock. The three differ only in the
+ * types of the scalars (alpha, beta) and of the matrices' elements. */
+#define GUARDED_GEMM(name, scalar, element)                                    \
+  typedef void (*name##_fn)(order_t, transpose_t, transpose_t, int, int, int,  \
+                            scalar, const element *, int, const element *,     \
+                            int, scalar, element *, int);                      \
+  static name##_fn next_##name;                                                \
+  void cblas_##name(order_t order, transpose_t trans_a, transpose_t trans_b,   \
+                    int m, int n, int k, scalar alpha, const element *a,       \
+                    int lda, const element *b, int ldb, scalar beta,           \
+                    element *c, int ldc) {                                     \
+    pthread_mutex_lock(&blas_turn);                                            \
+    next_##name(order, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, \
+                c, ldc);                                                       \
+    pthread_mutex_unlock(&blas_turn);                                          \
+  }
 
-static sgemm_fn next_sgemm;
-static dgemm_fn next_dgemm;
-static cgemm_fn next_cgemm;
+GUARDED_GEMM(sgemm, float, float)
+GUARDED_GEMM(dgemm, double, double)
+/* Complex single precision: scalars and elements passed by pointer. */
+GUARDED_GEMM(cgemm, const void *, void)
 
 /* Looked up once, at load, before any thread can call. */
 __attribute__((constructor)) static void find_next_definitions(void) {
@@ -71,30 +80,3 @@ __attribute__((constructor)) static void find_next_definitions(void) {
 /* Where the products really run: crates/core's device::cpu_blas names the
  * library that defines this. */
 void *mlx_harmony_blas_guard_sgemm(void) { return (void *)next_sgemm; }
-
-void cblas_sgemm(order_t order, transpose_t trans_a, transpose_t trans_b, int m,
-                 int n, int k, float alpha, const float *a, int lda,
-                 const float *b, int ldb, float beta, float *c, int ldc) {
-  pthread_mutex_lock(&blas_turn);
-  next_sgemm(order, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
-             ldc);
-  pthread_mutex_unlock(&blas_turn);
-}
-
-void cblas_dgemm(order_t order, transpose_t trans_a, transpose_t trans_b, int m,
-                 int n, int k, double alpha, const double *a, int lda,
-                 const double *b, int ldb, double beta, double *c, int ldc) {
-  pthread_mutex_lock(&blas_turn);
-  next_dgemm(order, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
-             ldc);
-  pthread_mutex_unlock(&blas_turn);
-}
-
-void cblas_cgemm(order_t order, transpose_t trans_a, transpose_t trans_b, int m,
-                 int n, int k, const void *alpha, const void *a, int lda,
-                 const void *b, int ldb, const void *beta, void *c, int ldc) {
-  pthread_mutex_lock(&blas_turn);
-  next_cgemm(order, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
-             ldc);
-  pthread_mutex_unlock(&blas_turn);
-}

@@ -352,11 +352,11 @@ def write_cargo_config(backend: str, mlx_sys: Path) -> None:
     link = (f', "-C", "link-arg=-Wl,--push-state,--no-as-needed", "-C", "link-arg={guard}", '
             f'"-C", "link-arg={blas}", "-C", "link-arg=-Wl,--pop-state", '
             f'"-C", "link-arg=-Wl,-rpath,{blas.parent}"'
-            if blas and guard else "")
+            if blas else "")
     content = (
         "# Written by scripts/setup-mlx.py for this checkout; re-run it rather than editing.\n"
         f"# Back end: {backend} (MLX {MLX_VERSION}); BLAS for MLX's CPU products: "
-        f"{str(blas) + ', behind ' + str(guard.name) if blas and guard else 'the reference BLAS of the MLX wheel (no single-threaded OpenBLAS found)'}.\n"
+        f"{f'{blas}, behind {guard.name}' if blas else 'the reference BLAS of the MLX wheel (no single-threaded OpenBLAS found)'}.\n"
         "[patch.crates-io]\n"
         f'mlx-sys = {{ path = "{mlx_sys}" }}\n\n'
         "[env]\n"

@@ -208,22 +208,20 @@ fn default_random_state_is_seeded_without_macos_clock() {
 #[test]
 fn concurrent_cpu_matrix_products_equal_one_threads() {
     const CALLS: usize = 60_000;
-    let product = || -> Vec<f32> {
-        mlx_rs::with_stream(&mlx_rs::Stream::cpu(), || {
-            let x = random_matrix(44, 64, 1);
-            let w = random_matrix(256, 64, 2);
-            let y = ops::matmul(&x, w.t()).unwrap();
-            y.as_slice::<f32>().to_vec()
-        })
-    };
-    let expected = product();
+    /// `x` and `wᵀ` of every product.
+    fn operands() -> (Array, Array) {
+        (random_matrix(44, 64, 1), random_matrix(256, 64, 2).t())
+    }
+    let expected: Vec<f32> = mlx_rs::with_stream(&mlx_rs::Stream::cpu(), || {
+        let (x, w) = operands();
+        ops::matmul(&x, &w).unwrap().as_slice::<f32>().to_vec()
+    });
     let threads: Vec<_> = (0..2)
         .map(|_| {
             let expected = expected.clone();
             std::thread::spawn(move || {
                 mlx_rs::with_stream(&mlx_rs::Stream::cpu(), || {
-                    let x = random_matrix(44, 64, 1);
-                    let w = random_matrix(256, 64, 2).t();
+                    let (x, w) = operands();
                     let mut wrong = 0;
                     // In rounds, so that the stream's worker has several
                     // products queued while the other thread's runs.
