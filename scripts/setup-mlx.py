@@ -322,7 +322,10 @@ def build_blas_guard() -> Path:
     folder = STATE / "blas-guard"
     library = folder / "libmlx_harmony_blas_guard.so"
     stamp = folder / "source.sha256"
-    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    # Named by its soname (not its path) in the binaries, so that a binary
+    # run elsewhere (the GPU bundle) finds it on its library path.
+    flags = ["-O2", "-fPIC", "-shared", "-Wall", "-Werror", f"-Wl,-soname,{library.name}"]
+    digest = hashlib.sha256(source.read_bytes() + " ".join(flags).encode()).hexdigest()
     if library.is_file() and stamp.is_file() and stamp.read_text() == digest:
         return library
     compiler = shutil.which("cc") or shutil.which("gcc")
@@ -330,8 +333,7 @@ def build_blas_guard() -> Path:
         fail("no C compiler (cc) to build the OpenBLAS guard; install one "
              "(Debian: `apt-get install gcc`; Rust links with it too) or set MLX_HARMONY_OPENBLAS=off")
     folder.mkdir(parents=True, exist_ok=True)
-    run([compiler, "-O2", "-fPIC", "-shared", "-Wall", "-Werror", "-o", str(library), str(source),
-         "-ldl", "-lpthread"])
+    run([compiler, *flags, "-o", str(library), str(source), "-ldl", "-lpthread"])
     stamp.write_text(digest)
     say(f"OpenBLAS guard: built {library.relative_to(ROOT)}")
     return library
@@ -346,13 +348,14 @@ def write_cargo_config(backend: str, mlx_sys: Path) -> None:
     # OpenBLAS's (scripts/blas_guard.c says why).
     blas = openblas()
     guard = build_blas_guard() if blas else None
-    # OpenBLAS's folder in the rpath too: the loader looks it up by its
-    # soname, which a threaded build elsewhere may share. (The guard has no
-    # soname: binaries name it by its path.)
+    # The guard's and OpenBLAS's folders in the rpath too: the loader looks
+    # both up by their sonames (OpenBLAS's a threaded build elsewhere may
+    # share), which LD_LIBRARY_PATH can also answer where the binary runs
+    # away from this checkout (scripts/gpu-unpack).
     link = (f', "-C", "link-arg=-Wl,--push-state,--no-as-needed", "-C", "link-arg={guard}", '
             f'"-C", "link-arg={blas}", "-C", "link-arg=-Wl,--pop-state", '
-            f'"-C", "link-arg=-Wl,-rpath,{blas.parent}"'
-            if blas else "")
+            f'"-C", "link-arg=-Wl,-rpath,{guard.parent}:{blas.parent}"'
+            if blas and guard else "")
     content = (
         "# Written by scripts/setup-mlx.py for this checkout; re-run it rather than editing.\n"
         f"# Back end: {backend} (MLX {MLX_VERSION}); BLAS for MLX's CPU products: "
