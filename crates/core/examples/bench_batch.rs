@@ -10,6 +10,10 @@
 //!
 //! The model folder need not have a tokenizer (the benchmark models have
 //! none): TOKENIZER_JSON is used to turn tokens into text, as a server would.
+//!
+//! `SHARED_PREFIX=N`: every prompt starts with the same N tokens (then its
+//! PROMPT_TOKENS of its own), which a request run before the clock starts
+//! leaves in the batch's prompt cache: a system prompt every client sends.
 
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -59,6 +63,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(str::parse)
         .collect::<Result<_, _>>()?;
     let runs: usize = runs.parse()?;
+    let shared_prefix: usize = match std::env::var("SHARED_PREFIX") {
+        Ok(value) => value
+            .parse()
+            .map_err(|_| format!("SHARED_PREFIX={value}: not a token count"))?,
+        Err(_) => 0,
+    };
     let model = Model::load(PathBuf::from(model_dir))?;
     let vocab = model.vocab_size() as u32;
     let loaded = Rc::new(LoadedModel {
@@ -78,15 +88,39 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .iter()
         .flat_map(|&c| (0..runs + 1).map(move |run| (c, run)))
     {
-        let mut batch = BatchGenerator::new(loaded.clone(), concurrency);
-        let start = Instant::now();
-        for i in 0..concurrency {
-            batch.add(SequenceRequest {
-                prompt: random_tokens((run * 1000 + i) as u64, prompt_tokens, vocab),
+        let request = |prompt: Vec<u32>,
+                       tokens: usize|
+         -> Result<SequenceRequest, Box<dyn std::error::Error>> {
+            Ok(SequenceRequest {
+                prompt,
                 sampler: Sampler::new(SamplingSettings::default())?,
-                options: GenerateOptions::new(gen_tokens),
+                options: GenerateOptions::new(tokens),
                 cancel: Cancel::new(),
-            });
+            })
+        };
+        let prefix = random_tokens(u64::MAX, shared_prefix, vocab);
+        let mut batch = if shared_prefix > 0 {
+            let mut batch = BatchGenerator::with_prompt_cache(loaded.clone(), concurrency, 8 << 30);
+            // The prefix and one token, into the prompt cache.
+            let mut first = prefix.clone();
+            first.push(random_tokens(u64::MAX - 1, 1, vocab)[0]);
+            batch.add(request(first, 1)?);
+            while !batch.is_idle() {
+                for event in batch.step()? {
+                    if let BatchEvent::Failed { message, .. } = event {
+                        return Err(message.into());
+                    }
+                }
+            }
+            batch
+        } else {
+            BatchGenerator::new(loaded.clone(), concurrency)
+        };
+        let start = Instant::now();
+        let mut ids = Vec::with_capacity(concurrency);
+        for i in 0..concurrency {
+            let own = random_tokens((run * 1000 + i) as u64, prompt_tokens, vocab);
+            ids.push(batch.add(request([prefix.as_slice(), &own].concat(), gen_tokens)?));
         }
         let mut first_token = vec![None; concurrency];
         let mut generated = 0usize;
@@ -97,7 +131,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 match event {
                     BatchEvent::Token { id, .. } => {
                         generated += 1;
-                        first_token[id as usize].get_or_insert_with(|| start.elapsed());
+                        let i = ids.iter().position(|&x| x == id).expect("one of ours");
+                        first_token[i].get_or_insert_with(|| start.elapsed());
                     }
                     BatchEvent::Failed { message, .. } => return Err(message.into()),
                     BatchEvent::Finished { .. } => {}

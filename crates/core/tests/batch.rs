@@ -258,6 +258,79 @@ fn grouped_prompts_decode_as_alone_on_gpt_oss_with_sliding_windows() {
     grouped_prompts_decode_as_alone("gpt-oss");
 }
 
+/// Prompts that start with the same cached prefix (a system prompt every
+/// client sends) run past it in one pass over the prefix's caches, copied
+/// to each row, and each decodes as it does alone: a burst arriving with
+/// the prompt that first carries the prefix (which runs alone and hands its
+/// caches on), and, with the prefix cached, a queue in which another prompt
+/// comes between (the queue's order is kept: the group stops before it).
+fn prompts_after_a_cached_prefix_decode_as_alone(model: &str) {
+    let loaded = Rc::new(LoadedModel::load(&fixture(model)).unwrap());
+    let all = prompts(&loaded);
+    let system: Vec<u32> = [all[2].clone(), all[1].clone()].concat();
+    assert!(system.len() >= 32, "{model}: a prefix worth sharing");
+    let with_system = |text: &str| [system.clone(), loaded.encode(text).unwrap()].concat();
+    let first = with_system("Hello");
+    let after: Vec<Vec<u32>> = ["A cat", "1 2 3 4 5 6", "Why is the sky blue?", "Zebras"]
+        .iter()
+        .map(|text| with_system(text))
+        .collect();
+    // What the first prompt hands on: all but its last token.
+    let shared = |prompt: &[u32]| {
+        let head = &first[..first.len() - 1];
+        head.iter().zip(prompt).take_while(|(a, b)| a == b).count()
+    };
+    let base = shared(&after[0]);
+    assert!(
+        after
+            .iter()
+            .all(|p| shared(p) == base && p.len() > base + 1),
+        "{model}: the prompts share the same prefix with the first"
+    );
+
+    let mut burst = vec![first.clone()];
+    burst.extend(after.iter().cloned());
+    let limits = [12, 9, 14, 6, 11];
+    let expected = each_alone(&loaded, &burst, &limits);
+    let mut batch = BatchGenerator::with_prompt_cache(loaded.clone(), 8, 64 << 20);
+    let got = joining_late(&mut batch, requests(&burst, &limits), &[0; 5]);
+    assert_tokens(
+        &got,
+        &expected,
+        &format!("{model}, a burst after its prefix"),
+    );
+    assert_eq!(batch.grouped_prompts(), 4, "{model}");
+    let cached: Vec<usize> = got.iter().map(|(g, _)| g.cached_tokens).collect();
+    assert_eq!(cached, [0, base, base, base, base], "{model}");
+
+    // The prefix cached; another prompt second in the queue.
+    let mut queue = vec![after[0].clone(), all[1].clone()];
+    queue.extend(after[1..3].iter().cloned());
+    let limits = [7, 10, 8, 5];
+    let expected = each_alone(&loaded, &queue, &limits);
+    let mut batch = BatchGenerator::with_prompt_cache(loaded.clone(), 8, 64 << 20);
+    let warm = batch.add(request(&first, GenerateOptions::new(3)));
+    assert!(run(&mut batch, Vec::new()).contains_key(&warm));
+    let got = joining_late(&mut batch, requests(&queue, &limits), &[0; 4]);
+    assert_tokens(&got, &expected, &format!("{model}, another prompt between"));
+    assert_eq!(
+        batch.grouped_prompts(),
+        2,
+        "{model}: the last two, after the other prompt, grouped"
+    );
+    assert!(got[2].0.cached_tokens >= base && got[3].0.cached_tokens == got[2].0.cached_tokens);
+}
+
+#[test]
+fn prompts_after_a_cached_prefix_decode_as_alone_on_llama() {
+    prompts_after_a_cached_prefix_decode_as_alone("llama");
+}
+
+#[test]
+fn prompts_after_a_cached_prefix_decode_as_alone_on_gpt_oss_with_sliding_windows() {
+    prompts_after_a_cached_prefix_decode_as_alone("gpt-oss");
+}
+
 /// Requests that reach an idle batch together run in larger groups: eight
 /// 300-token prompts (2 400 tokens, over a decoding step's 2 048) all join
 /// in the first step, where a step with the decoding budget leaves one

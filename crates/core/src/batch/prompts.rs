@@ -29,24 +29,35 @@ const IDLE_GROUP_CHUNKS: usize = 16;
 /// handed to a waiting sequence; a whole shorter prompt is handed on too.
 const MIN_SHARED_PREFIX: usize = 32;
 
+/// The most positions of a cached prefix a group's pass copies to its rows
+/// (prompts × prefix): the copies live while the pass runs, besides the
+/// rows' own caches.
+const GROUP_PREFIX_POSITIONS: usize = 65_536;
+
 impl BatchGenerator {
     /// Runs the prompts at the front of the queue together, when two or
-    /// more can: each fits one chunk ([`crate::prefill::prefill_chunk`]),
-    /// all of them padded to the longest fit what is left of the step's
-    /// `budget` (or one chunk, where less is left) and [`GROUP_CHUNKS`]
-    /// chunks ([`IDLE_GROUP_CHUNKS`] when `idle`: no row decodes; so that
-    /// `MLX_HARMONY_PREFILL_CHUNK` still bounds a pass's memory), none starts
-    /// the way the prompt cache or an earlier one of them does (those run
-    /// alone, reusing what is shared), and the batch has rows for them. One
-    /// forward pass over `[prompts, longest]` runs all but each prompt's last
-    /// token: a prompt pass costs far less per token over more rows (on
-    /// CUDA, MLX's products and GPT-OSS's dequantized experts are paid once
-    /// for all of them). Prompts are padded on the right, so every real
-    /// position sees only its own prompt under the plain causal mask, and
-    /// RoPE positions start at 0 in every row; each row's positions are then
-    /// copied into a cache of its own and it joins as a prompt run alone
-    /// does ([`BatchGenerator::join`]). Returns the padded tokens run (0:
-    /// no group).
+    /// more can: all of them start with the same cached prefix (the prompt
+    /// cache's longest match for the first of them, if at least
+    /// [`MIN_SHARED_PREFIX`] tokens: a shared system prompt) or none does,
+    /// what each has past it fits one chunk
+    /// ([`crate::prefill::prefill_chunk`]), all of them padded to the
+    /// longest fit what is left of the step's `budget` (or one chunk, where
+    /// less is left) and [`GROUP_CHUNKS`] chunks ([`IDLE_GROUP_CHUNKS`] when
+    /// `idle`: no row decodes; so that `MLX_HARMONY_PREFILL_CHUNK` still
+    /// bounds a pass's memory, attention over the prefix counted too), none
+    /// starts past the prefix the way an earlier one of them does, or shares
+    /// more with the prompt cache than the prefix (those run alone, reusing
+    /// what is shared), and the batch has rows for them. One forward pass
+    /// over `[prompts, longest]` runs all but each prompt's last token, over
+    /// the prefix's caches copied to every row: a prompt pass costs far less
+    /// per token over more rows (on CUDA, MLX's products and GPT-OSS's
+    /// dequantized experts are paid once for all of them). Prompts are
+    /// padded on the right, so every real position sees only its own prompt
+    /// under the plain causal mask, and every row's RoPE positions start
+    /// where the prefix ends; each row's positions are then copied into a
+    /// cache of its own and it joins as a prompt run alone does
+    /// ([`BatchGenerator::join`]). Returns the padded tokens run (0: no
+    /// group).
     pub(super) fn prefill_group(
         &mut self,
         budget: usize,
@@ -64,23 +75,38 @@ impl BatchGenerator {
         } * chunk;
         let room = self.max_rows.saturating_sub(self.rows.len());
         let vocab = self.loaded.model.vocab_size() as u32;
+        // The cached prefix every prompt of the group starts with.
+        let cached = |prompt: &[u32]| match self.prompt_cache.longest_shared(prompt) {
+            shared if shared >= MIN_SHARED_PREFIX => shared,
+            _ => 0,
+        };
+        let Some(prefix) = self.waiting.front().map(|(_, first, _)| {
+            let shared = cached(&first.prompt);
+            first.prompt[..shared].to_vec()
+        }) else {
+            return Ok(0);
+        };
+        let base = prefix.len();
         let (mut taken, mut longest) = (0usize, 0usize);
         for (_, request, _) in &self.waiting {
-            let run = request.prompt.len().saturating_sub(1);
+            let run = request.prompt.len().saturating_sub(base + 1);
             // What share_with_waiting would hand on from an earlier prompt
-            // of the group had it run alone.
+            // of the group had it run alone, past the prefix.
             let shares = |earlier: &[u32]| {
                 let head = &earlier[..earlier.len() - 1];
-                shared_prefix(head, &request.prompt) >= head.len().min(MIN_SHARED_PREFIX)
+                shared_prefix(head, &request.prompt) >= head.len().min(base + MIN_SHARED_PREFIX)
             };
             let widest = longest.max(run);
             if taken == room
                 || run == 0
                 || run > chunk
                 || widest * (taken + 1) > budget.max(chunk).min(widest_pass)
+                || widest * (base + widest) * (taken + 1) > widest_pass * chunk
+                || base * (taken + 1) > GROUP_PREFIX_POSITIONS
                 || request.cancel.is_cancelled()
                 || request.prompt.iter().any(|&t| t >= vocab)
-                || self.prompt_cache.longest_shared(&request.prompt) >= MIN_SHARED_PREFIX
+                || !request.prompt.starts_with(&prefix)
+                || cached(&request.prompt) >= base + MIN_SHARED_PREFIX
                 || self
                     .waiting
                     .iter()
@@ -94,17 +120,35 @@ impl BatchGenerator {
         if taken < 2 {
             return Ok(0);
         }
+        let mut caches = if base == 0 {
+            self.fresh_joining_caches()
+        } else {
+            // The prefix's caches, every row's the same (broadcast: the
+            // pass's first cache write copies them out). The lookup leaves
+            // one token to run: given the prefix and one more, it returns
+            // exactly the prefix's positions.
+            let key = self.waiting[0].1.prompt[..=base].to_vec();
+            let Some((held, prefix_caches)) = self.prompt_cache.lookup(&key) else {
+                return Ok(0);
+            };
+            if held != base {
+                return Ok(0);
+            }
+            match tiled(&prefix_caches, taken as i32) {
+                Ok(caches) => caches,
+                Err(_) => return Ok(0),
+            }
+        };
         let group: Vec<_> = self.waiting.drain(..taken).collect();
         let mut ids = Vec::with_capacity(taken * longest);
         for (_, request, _) in &group {
-            let run = &request.prompt[..request.prompt.len() - 1];
+            let run = &request.prompt[base..request.prompt.len() - 1];
             ids.extend_from_slice(run);
             // Any token of the vocabulary pads: causal attention keeps the
             // real positions from seeing it.
             ids.extend(std::iter::repeat_n(run[0], longest - run.len()));
         }
         let ids = Array::from_slice(&ids, &[taken as i32, longest as i32]);
-        let mut caches = self.fresh_joining_caches();
         let ran = self.loaded.model.forward(&ids, &mut caches).and_then(|_| {
             let states: Vec<&Array> = caches.iter().flat_map(|c| c.state()).collect();
             Ok(eval(states)?)
@@ -133,7 +177,7 @@ impl BatchGenerator {
                         request,
                         caches: row_caches,
                         done: run,
-                        cached: 0,
+                        cached: base,
                         added,
                     };
                     self.join(prefill, events)
@@ -333,6 +377,25 @@ impl BatchGenerator {
             self.prompt_cache.insert(head.to_vec(), caches.to_vec());
         }
     }
+}
+
+/// Caches holding `prefix`'s positions in each of `rows` rows
+/// (`[rows, heads, positions, D]`, broadcast, not copied).
+fn tiled(prefix: &[KvCache], rows: i32) -> Result<Vec<KvCache>> {
+    prefix
+        .iter()
+        .map(|cache| {
+            let (keys, values) = cache
+                .positions()?
+                .ok_or_else(|| Error::Invalid("a cached prefix without its positions".into()))?;
+            let rows_of = |a: &Array| -> Result<Array> {
+                let mut shape = a.shape().to_vec();
+                shape[0] = rows;
+                Ok(ops::broadcast_to(a, &shape)?)
+            };
+            Ok(KvCache::from_arrays(rows_of(&keys)?, rows_of(&values)?))
+        })
+        .collect()
 }
 
 /// Row `row`'s first `positions` positions of a grouped prompt pass's cache
