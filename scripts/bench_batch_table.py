@@ -46,7 +46,8 @@ def cell(group, key, digits):
 # (MLX_HARMONY_QMM=unshared), the wide form (MLX_HARMONY_QMM=wide), MLX's
 # attention over one cache array (MLX_HARMONY_ATTEND=mlx), each prompt run
 # alone (MLX_HARMONY_GROUP_PROMPTS=off), an idle batch's steps with the
-# decoding budget (MLX_HARMONY_IDLE_PREFILL=off) or the single-stream path (SINGLE=1,
+# decoding budget (MLX_HARMONY_IDLE_PREFILL=off), N chunks of weights in flight
+# a warp (MLX_HARMONY_QMM_STAGES=N) or the single-stream path (SINGLE=1,
 # concurrency 1 only).
 VARIANTS = {"mlx-harmony-mlxqmm": "ours with MLX's qmm",
             "mlx-harmony-unshared": "ours, one launch a matrix",
@@ -54,7 +55,8 @@ VARIANTS = {"mlx-harmony-mlxqmm": "ours with MLX's qmm",
             "mlx-harmony-single": "ours, single-stream path",
             "mlx-harmony-mlxattend": "ours with MLX's attention",
             "mlx-harmony-ungrouped": "ours, prompts run alone",
-            "mlx-harmony-idle-off": "ours, idle steps on the decoding budget"}
+            "mlx-harmony-idle-off": "ours, idle steps on the decoding budget",
+            **{f"mlx-harmony-stages{n}": f"ours, {n} chunks in flight a warp" for n in (2, 3, 4)}}
 variant = next((impl for _, impl in sorted(groups) if impl in VARIANTS), None)
 compare = variant is not None
 extra = f" {VARIANTS[variant]} | ours over it |" if compare else ""

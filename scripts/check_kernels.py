@@ -50,7 +50,7 @@ def several_body(count, product, n0, extra=""):
 def shared_body(count):
     """The shared-rows form's body for `count` matrices, as
     crates/core/src/qmm_rows.rs generates it (shared_body)."""
-    return several_body(count, "qmm_rows::product<T, BITS, GROUP, V, NT, WARPS, MXFP4, PAIRED>",
+    return several_body(count, "qmm_rows::product<T, BITS, GROUP, V, NT, WARPS, MXFP4, PAIRED, STAGES>",
                         "blockIdx.x * 16")
 
 
@@ -84,7 +84,7 @@ def sum_splits_source(header, count, t):
 
 
 def source(header, body, form, t, scales, bits, group, v, nt, mxfp4, x_per_row, ft=1,
-           split=False):
+           split=False, stages=1):
     """A body wrapped as MLX wraps it; `form` is "matrix", "experts", "sharedN" or
     "wideN" (with FT tiles a warp; SPLIT: float outputs, the splits' sums)."""
     several = form.startswith("shared") or form.startswith("wide")
@@ -104,7 +104,7 @@ def source(header, body, form, t, scales, bits, group, v, nt, mxfp4, x_per_row, 
                  f"constexpr int X_PER_ROW = {x_per_row}; "
                  f"constexpr bool MXFP4 = {'true' if mxfp4 else 'false'}; "
                  f"constexpr bool PAIRED = {'true' if bits == 4 and not mxfp4 else 'false'}; "
-                 f"constexpr int FT = {ft}; "
+                 f"constexpr int FT = {ft}; constexpr int STAGES = {stages}; "
                  f"constexpr bool SPLIT = {'true' if split else 'false'}; "
                  f"using T = {t};")
     return (PRELUDE + header + "namespace mlx { namespace core { namespace cu {\n"
@@ -185,6 +185,18 @@ def main():
                             f"{form} T={t} MXFP4={mxfp4} BITS={bits} GROUP={group} V={v} "
                             f"NT={nt} X_PER_ROW={x_per_row}")
             count += 1
+    # More chunks of weights in flight (MLX_HARMONY_QMM_STAGES): the one-matrix
+    # and experts' forms on Hopper in bfloat16, three formats, the fewest and
+    # most row tiles.
+    for form, stages, (mxfp4, bits, group), nt in itertools.product(
+            ("matrix", "experts"), (2, 3, 4), ((False, 4, 64), (True, 4, 32), (False, 8, 64)),
+            (1, 8)):
+        v = 4 if group != 32 else 2
+        text = source(header, bodies[form], form, "__nv_bfloat16", "uint8_t" if mxfp4
+                      else "__nv_bfloat16", bits, group, v, nt, mxfp4, 1, stages=stages)
+        compile_or_exit(nvrtc, include, text, "sm_90",
+                        f"{form} STAGES={stages} MXFP4={mxfp4} BITS={bits} GROUP={group} NT={nt}")
+        count += 1
     # The wide form (MLX_HARMONY_QMM=wide): each tile count it takes with the
     # row tiles it takes them at (FT * NT <= 8), split or not, one to three
     # matrices; every format on Hopper in bfloat16, one format otherwise.

@@ -24,7 +24,7 @@ engine splits it and in each of --wide-splits.
 
 Usage: qmm_rows.py [--shape llama3-8b|gpt-oss-20b] [--bits 4] [--group 64]
                    [--bandwidth-gbs 4800] [--runs 20] [--chain 16] [--experts-only]
-                   [--ours-only] [--variants 16p,8f] [--wide] [--wide-splits 1,2,4]
+                   [--ours-only] [--variants 16p,8f,8ps4] [--wide] [--wide-splits 1,2,4]
                    [ROWS...]
 Runs with the reference environment's MLX (scripts/reference-env), on the GPU
 when MLX has one (the H200 through scripts/gpu-bench-bundle), else the CPU.
@@ -68,7 +68,7 @@ def our_kernel(experts=False):
 
 
 def our_product(kernel, x, wq, scales, biases, group, bits, experts=None, tokens=None, mxfp4=False,
-                x_per_row=1, warps=None, paired=None):
+                x_per_row=1, warps=None, paired=None, stages=1):
     """x [R, K] @ w^T (or each row times its expert's matrix) with the template
     arguments crates/core/src/qmm_rows.rs picks, or the given warps and route."""
     warps = warps or WARPS
@@ -85,7 +85,7 @@ def our_product(kernel, x, wq, scales, biases, group, bits, experts=None, tokens
         inputs=inputs,
         template=[("T", x.dtype), ("BITS", bits), ("GROUP", group), ("V", octets),
                   ("NT", row_tiles), ("WARPS", warps), ("X_PER_ROW", x_per_row), ("MXFP4", mxfp4),
-                  ("PAIRED", paired)],
+                  ("PAIRED", paired), ("STAGES", stages)],
         grid=(n // 16 * warps * 32, wq.shape[0] if experts is not None else 1, 1),
         threadgroup=(warps * 32, 1, 1),
         output_shapes=[(out_rows, n)],
@@ -259,8 +259,10 @@ def main():
                              "with the dequantized weights)")
     parser.add_argument("--variants", default="",
                         help="more of our kernel's variants to time beside the engine's, e.g. "
-                             "'16p,8f': warps a block, then p (4-bit pairs) or f (float route); "
-                             "each cell also gives its largest relative difference from MLX")
+                             "'16p,8f,8ps4': warps a block, then p (4-bit pairs) or f (float "
+                             "route), then optionally s and the chunks of weights in flight a "
+                             "warp (MLX_HARMONY_QMM_STAGES); each cell also gives its largest "
+                             "relative difference from MLX")
     parser.add_argument("--wide", action="store_true",
                         help="time the wide form too (split as the engine splits K), with its "
                              "largest relative difference from MLX")
@@ -275,11 +277,16 @@ def main():
           f"ms a product; bound = weights read once at {args.bandwidth_gbs:.0f} GB/s")
     cuda = getattr(mx, "cuda", None)
     kernel = our_kernel() if mx.default_device() == mx.gpu and cuda and cuda.is_available() else None
-    variants = [(int(v[:-1]), v[-1] == "p") for v in args.variants.split(",") if v]
+    # WARPS, then p or f, then optionally s and the stages: "8ps4".
+    variants = []
+    for v in filter(None, args.variants.split(",")):
+        route, _, stages = v.partition("s")
+        variants.append((int(route[:-1]), route[-1] == "p", int(stages or 1)))
     wide = wide_kernels() if kernel and args.wide else None
     wide_splits = [None] + [int(v) for v in args.wide_splits.split(",") if v] if wide else []
     extra = " ours ms | (B,K)/ours | ours/bound | ours max rel. diff |" if kernel else ""
-    extra += "".join(f" {w} warps, {'pairs' if p else 'float'} ms |" for w, p in variants)
+    extra += "".join(f" {w} warps, {'pairs' if p else 'float'}, {st} stages ms |"
+                     for w, p, st in variants)
     extra += "".join(" wide (splits, ms, /bound, diff) |" for _ in wide_splits)
     print("| layer | K x N | rows | (B,1,K) ms | (B,K) ms | (B,1,K)/(B,K) | bound ms | (B,K)/bound |" + extra)
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
@@ -336,7 +343,7 @@ def main():
                         / mx.abs(theirs.astype(mx.float32)).max()).item()
                 line += (f" {ours * 1e3:.3f} | {flattened / ours:.2f} | {ours * 1e3 / bound:.1f} | "
                          f"{diff:.1e} |")
-                for warps, paired in variants:
+                for warps, paired, stages in variants:
                     if warps > 8 and rows > 32:
                         line += " - |"  # the warps' partial sums would pass 48 KB of shared memory
                         continue
@@ -345,11 +352,12 @@ def main():
                         wq, scales, biases = copies[turn["i"] % len(copies)]
                         turn["i"] += 1
                         return our_product(kernel, flat, wq, scales, biases, args.group, args.bits,
-                                           warps=warps, paired=paired)
+                                           warps=warps, paired=paired, stages=stages)
 
                     t, _, _ = time_call(variant_call, args.runs)
                     other = our_product(kernel, flat, wq, scales, biases, args.group, args.bits,
-                                        warps=warps, paired=paired).astype(mx.float32)
+                                        warps=warps, paired=paired,
+                                        stages=stages).astype(mx.float32)
                     other_diff = (mx.abs(other - theirs.astype(mx.float32)).max()
                                   / mx.abs(theirs.astype(mx.float32)).max()).item()
                     line += f" {t * 1e3:.3f} ({other_diff:.0e}) |"

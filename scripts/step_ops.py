@@ -159,7 +159,8 @@ def ops(rows):
             inputs=[x, experts[0], experts[1], experts[1], picks],
             template=[("T", mx.bfloat16), ("BITS", 4), ("GROUP", 32), ("V", 2),
                       ("NT", next(t for t in (1, 2, 4, 8) if rows <= 8 * t)), ("WARPS", 8),
-                      ("X_PER_ROW", TOP), ("MXFP4", True), ("PAIRED", False)],
+                      ("X_PER_ROW", TOP), ("MXFP4", True), ("PAIRED", False),
+                      ("STAGES", 1)],
             grid=(HIDDEN // 16 * 256, EXPERTS, 1), threadgroup=(256, 1, 1),
             output_shapes=[(rows * TOP, HIDDEN)], output_dtypes=[mx.bfloat16])[0]))
     return table

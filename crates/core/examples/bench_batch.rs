@@ -161,19 +161,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             // wide form; MLX_HARMONY_ATTEND=mlx: MLX's attention over one
             // cache array; MLX_HARMONY_GROUP_PROMPTS=off: each prompt run
             // alone; MLX_HARMONY_IDLE_PREFILL=off: an idle batch's steps
-            // with the decoding budget.
+            // with the decoding budget; MLX_HARMONY_QMM_STAGES=N: N chunks of
+            // weights in flight a warp of our kernels.
             match (
                 mlx_harmony_core::qmm_rows::setting(),
                 mlx_harmony_core::attend_rows::setting(),
                 mlx_harmony_core::batch::groups_prompts_by_default(),
                 mlx_harmony_core::batch::idle_prefill_by_default(),
+                mlx_harmony_core::qmm_rows::stages(),
             ) {
-                ("mlx", _, _, _) => "mlx-harmony-mlxqmm",
-                ("unshared", _, _, _) => "mlx-harmony-unshared",
-                ("wide", _, _, _) => "mlx-harmony-wide",
-                (_, "mlx", _, _) => "mlx-harmony-mlxattend",
-                (_, _, false, _) => "mlx-harmony-ungrouped",
-                (_, _, _, false) => "mlx-harmony-idle-off",
+                ("mlx", ..) => "mlx-harmony-mlxqmm",
+                ("unshared", ..) => "mlx-harmony-unshared",
+                ("wide", ..) => "mlx-harmony-wide",
+                (_, "mlx", ..) => "mlx-harmony-mlxattend",
+                (_, _, false, ..) => "mlx-harmony-ungrouped",
+                (_, _, _, false, _) => "mlx-harmony-idle-off",
+                (.., 2) => "mlx-harmony-stages2",
+                (.., 3) => "mlx-harmony-stages3",
+                (.., 4) => "mlx-harmony-stages4",
                 _ => "mlx-harmony",
             },
             if decode_seconds > 0.0 {

@@ -111,6 +111,9 @@ struct Variant {
     /// The wide form: K split over blocks, the sums written as float32 for
     /// `qmm_sum_splits`.
     split: bool,
+    /// The other forms: chunks of weights a warp has loading while it
+    /// multiplies one ([`stages`]).
+    stages: i32,
 }
 
 impl Variant {
@@ -139,6 +142,7 @@ impl Variant {
             paired: !mxfp4 && q.bits == 4,
             wide_tiles: 0,
             split: false,
+            stages: stages(),
         }
     }
 
@@ -172,6 +176,22 @@ impl Variant {
             ..Variant::new(Form::Experts, dtype, q, k, tokens)
         }
     }
+}
+
+/// `MLX_HARMONY_QMM_STAGES`: the chunks of weights each warp of our
+/// kernels (not the wide form) has loading while it multiplies one: 1 (the
+/// default: the next chunk), 2, 3 or 4. More keep more of the weights in
+/// flight, at the cost of registers; with K = 4 096 a warp has only four
+/// chunks, each of which waits for its weights with one ahead (#23: what
+/// holds the products at 16 rows to 0.75 TB/s of the H200's 4.8).
+/// `QMM_COMPARE=stages4` in `scripts/gpu-bench-batch` measures it.
+pub fn stages() -> i32 {
+    static STAGES: OnceLock<i32> = OnceLock::new();
+    *STAGES.get_or_init(|| {
+        env_setting("MLX_HARMONY_QMM_STAGES", &["1", "2", "3", "4"])
+            .parse()
+            .expect("one of the names given")
+    })
 }
 
 /// `MLX_HARMONY_QMM`'s setting in effect: our kernels (`"ours"`, the
@@ -521,7 +541,7 @@ fn shared_body(count: usize) -> String {
     several_body(
         count,
         "shared_body",
-        "qmm_rows::product<T, BITS, GROUP, V, NT, WARPS, MXFP4, PAIRED>",
+        "qmm_rows::product<T, BITS, GROUP, V, NT, WARPS, MXFP4, PAIRED, STAGES>",
         "blockIdx.x * 16",
         "",
     )
@@ -826,7 +846,10 @@ fn template_args(variant: Variant, dtype: Dtype) -> Vec<TemplateArg<'static>> {
             TemplateArg::Int(c"FT", variant.wide_tiles),
             TemplateArg::Bool(c"SPLIT", variant.split),
         ]),
-        _ => args.push(TemplateArg::Int(c"X_PER_ROW", variant.x_per_row)),
+        _ => args.extend([
+            TemplateArg::Int(c"X_PER_ROW", variant.x_per_row),
+            TemplateArg::Int(c"STAGES", variant.stages),
+        ]),
     }
     args
 }

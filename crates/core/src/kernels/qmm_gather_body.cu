@@ -43,7 +43,7 @@ if (rows == 0) {
 }
 const size_t words_per_matrix = (size_t)N * (K * BITS / 32);
 const size_t groups_per_matrix = (size_t)N * (K / GROUP);
-qmm_rows::product<T, BITS, GROUP, V, NT, WARPS, MXFP4, PAIRED>(
+qmm_rows::product<T, BITS, GROUP, V, NT, WARPS, MXFP4, PAIRED, STAGES>(
     x, w + expert * words_per_matrix, scales + expert * groups_per_matrix,
     biases + (MXFP4 ? 0 : expert * groups_per_matrix), out, rows, K, N, blockIdx.x * 16,
     picked, X_PER_ROW);

@@ -311,6 +311,9 @@ __device__ __forceinline__ void sum_warps(const float (&acc)[NT][4],
 // 8 * NT; row tiles past it are skipped (the same for the whole block, so
 // the warps do not diverge).
 //
+// STAGES: the chunks of weights each warp has loading while it multiplies
+// one (1: the next; MLX_HARMONY_QMM_STAGES picks it, crates/core/src/qmm_rows.rs).
+//
 // PAIRED (4-bit affine only, scales of type T): the weights are dequantized
 // two at a time (affine4_pair), which pairs the codes of nibbles i and i + 4
 // of a word. A thread's four k positions of an mma are then octet positions
@@ -325,7 +328,7 @@ __device__ __forceinline__ void sum_warps(const float (&acc)[NT][4],
 // than the latency they hide). Rows past `rows` in a tile read the last row
 // again (their results are not written): no branch per load.
 template <typename T, int BITS, int GROUP, int V, int NT, int WARPS, bool MXFP4, bool PAIRED,
-          typename S, typename B>
+          int STAGES, typename S, typename B>
 __device__ __forceinline__ void product(const T* x, const uint32_t* w, const S* scales,
                                         const B* biases, T* out, int rows, int K, int N,
                                         int n0, const int* picked = nullptr,
@@ -369,57 +372,72 @@ __device__ __forceinline__ void product(const T* x, const uint32_t* w, const S* 
   auto x_octet = [&](int chunk, int o, int t) {
     return __ldg(reinterpret_cast<const uint4*>(x_rows[t] + chunk * CHUNK + 8 * o));
   };
-  // The next chunk's weights and scales are loaded before this chunk's are
-  // used, so that each warp keeps a load in flight while it multiplies.
-  uint32_t next_lo[WORDS], next_hi[WORDS];
-  float next_scales[4];
-  auto load_chunk = [&](int chunk) {
+  // The weights and scales of the chunk STAGES ahead (this warp's chunks
+  // go warp, warp + WARPS, ...) are loaded before this chunk's are used, so
+  // that each warp keeps STAGES loads in flight while it multiplies: with
+  // K = 4 096 a warp has only four chunks, and one load ahead leaves each
+  // chunk waiting for its weights. The stages are registers: the loop over
+  // them is unrolled, so every index into them is a constant.
+  uint32_t next_lo[STAGES][WORDS], next_hi[STAGES][WORDS];
+  float next_scales[STAGES][4];
+  auto load_chunk = [&](int chunk, uint32_t* lo, uint32_t* hi, float* scales_out) {
     const int k0 = chunk * CHUNK + c * 8 * V;
-    load_words<WORDS>(w_lo + k0 * BITS / 32, next_lo);
-    load_words<WORDS>(w_hi + k0 * BITS / 32, next_hi);
+    load_words<WORDS>(w_lo + k0 * BITS / 32, lo);
+    load_words<WORDS>(w_hi + k0 * BITS / 32, hi);
     const int group = k0 / GROUP;
-    next_scales[0] = scale_of<MXFP4>(s_lo[group]);
-    next_scales[2] = scale_of<MXFP4>(s_hi[group]);
+    scales_out[0] = scale_of<MXFP4>(s_lo[group]);
+    scales_out[2] = scale_of<MXFP4>(s_hi[group]);
     if constexpr (MXFP4) {
-      next_scales[1] = next_scales[3] = 0.f;
+      scales_out[1] = scales_out[3] = 0.f;
     } else {
-      next_scales[1] = static_cast<float>(b_lo[group]);
-      next_scales[3] = static_cast<float>(b_hi[group]);
+      scales_out[1] = static_cast<float>(b_lo[group]);
+      scales_out[3] = static_cast<float>(b_hi[group]);
     }
   };
-  if (warp < chunks) {
-    load_chunk(warp);
+#pragma unroll
+  for (int stage = 0; stage < STAGES; ++stage) {
+    if (warp + stage * WARPS < chunks) {
+      load_chunk(warp + stage * WARPS, next_lo[stage], next_hi[stage], next_scales[stage]);
+    }
   }
-  for (int chunk = warp; chunk < chunks; chunk += WARPS) {
-    uint32_t q_lo[WORDS], q_hi[WORDS];
+  for (int first = warp; first < chunks; first += STAGES * WARPS) {
 #pragma unroll
-    for (int i = 0; i < WORDS; ++i) {
-      q_lo[i] = next_lo[i];
-      q_hi[i] = next_hi[i];
-    }
-    const ChunkScales<T> chunk_scales(next_scales);
-    if (chunk + WARPS < chunks) {
-      load_chunk(chunk + WARPS);
-    }
+    for (int stage = 0; stage < STAGES; ++stage) {
+      // The same for the whole warp: no divergence.
+      const int chunk = first + stage * WARPS;
+      if (chunk >= chunks) {
+        break;
+      }
+      uint32_t q_lo[WORDS], q_hi[WORDS];
 #pragma unroll
-    for (int o = 0; o < V; ++o) {
-      // This octet's x for each row tile (tiles past `rows` skipped: the
-      // same for the whole block).
-      uint4 xs[NT];
-#pragma unroll
-      for (int t = 0; t < NT; ++t) {
-        xs[t] = t * 8 < rows ? x_octet(chunk, o, t) : make_uint4(0, 0, 0, 0);
+      for (int i = 0; i < WORDS; ++i) {
+        q_lo[i] = next_lo[stage][i];
+        q_hi[i] = next_hi[stage][i];
+      }
+      const ChunkScales<T> chunk_scales(next_scales[stage]);
+      if (chunk + STAGES * WARPS < chunks) {
+        load_chunk(chunk + STAGES * WARPS, next_lo[stage], next_hi[stage], next_scales[stage]);
       }
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        uint32_t a[4];
-        weight_fragment<T, BITS, MXFP4, PAIRED>(q_lo, q_hi, chunk_scales, o, h, a);
+      for (int o = 0; o < V; ++o) {
+        // This octet's x for each row tile (tiles past `rows` skipped: the
+        // same for the whole block).
+        uint4 xs[NT];
 #pragma unroll
         for (int t = 0; t < NT; ++t) {
-          if (t * 8 < rows) {
-            uint32_t b0, b1;
-            x_fragment<PAIRED>(xs[t], h, b0, b1);
-            mma(acc[t], a, b0, b1, T{});
+          xs[t] = t * 8 < rows ? x_octet(chunk, o, t) : make_uint4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          uint32_t a[4];
+          weight_fragment<T, BITS, MXFP4, PAIRED>(q_lo, q_hi, chunk_scales, o, h, a);
+#pragma unroll
+          for (int t = 0; t < NT; ++t) {
+            if (t * 8 < rows) {
+              uint32_t b0, b1;
+              x_fragment<PAIRED>(xs[t], h, b0, b1);
+              mma(acc[t], a, b0, b1, T{});
+            }
           }
         }
       }
