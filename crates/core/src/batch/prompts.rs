@@ -74,19 +74,19 @@ impl BatchGenerator {
             GROUP_CHUNKS
         } * chunk;
         let room = self.max_rows.saturating_sub(self.rows.len());
+        // A group needs two rows: no scan of the queue and the prompt cache
+        // on the steps of a full batch with prompts waiting.
+        let Some((_, first, _)) = self.waiting.front().filter(|_| room >= 2) else {
+            return Ok(0);
+        };
         let vocab = self.loaded.model.vocab_size() as u32;
-        // The cached prefix every prompt of the group starts with.
         let cached = |prompt: &[u32]| match self.prompt_cache.longest_shared(prompt) {
             shared if shared >= MIN_SHARED_PREFIX => shared,
             _ => 0,
         };
-        let Some(prefix) = self.waiting.front().map(|(_, first, _)| {
-            let shared = cached(&first.prompt);
-            first.prompt[..shared].to_vec()
-        }) else {
-            return Ok(0);
-        };
-        let base = prefix.len();
+        // The cached prefix every prompt of the group starts with.
+        let base = cached(&first.prompt);
+        let prefix = &first.prompt[..base];
         let (mut taken, mut longest) = (0usize, 0usize);
         for (_, request, _) in &self.waiting {
             let run = request.prompt.len().saturating_sub(base + 1);
@@ -105,7 +105,7 @@ impl BatchGenerator {
                 || base * (taken + 1) > GROUP_PREFIX_POSITIONS
                 || request.cancel.is_cancelled()
                 || request.prompt.iter().any(|&t| t >= vocab)
-                || !request.prompt.starts_with(&prefix)
+                || !request.prompt.starts_with(prefix)
                 || cached(&request.prompt) >= base + MIN_SHARED_PREFIX
                 || self
                     .waiting
@@ -127,8 +127,8 @@ impl BatchGenerator {
             // pass's first cache write copies them out). The lookup leaves
             // one token to run: given the prefix and one more, it returns
             // exactly the prefix's positions.
-            let key = self.waiting[0].1.prompt[..=base].to_vec();
-            let Some((held, prefix_caches)) = self.prompt_cache.lookup(&key) else {
+            let key = &self.waiting[0].1.prompt[..=base];
+            let Some((held, prefix_caches)) = self.prompt_cache.lookup(key) else {
                 return Ok(0);
             };
             if held != base {
