@@ -2,9 +2,9 @@
 """Medians (with min–max) and ratios of scripts/bench-batch's result lines,
 one table row per concurrency. Usage: bench_batch_table.py RESULTS_FILE
 
-With --single GEN_TOKENS, instead turns examples/bench's lines (the
+With --single GEN_TOKENS [IMPL], instead turns examples/bench's lines (the
 single-stream path) on stdin into result lines of a concurrency-1 variant,
-"mlx-harmony-single" (scripts/gpu-bench-batch's SINGLE=1)."""
+"mlx-harmony-single" or IMPL (scripts/gpu-bench-batch's SINGLE=1)."""
 
 import json
 import statistics
@@ -12,6 +12,7 @@ import sys
 
 if sys.argv[1] == "--single":
     generated = int(sys.argv[2])
+    label = sys.argv[3] if len(sys.argv) > 3 else "mlx-harmony-single"
     for line in sys.stdin:
         if not line.strip().startswith("{"):
             continue
@@ -19,10 +20,13 @@ if sys.argv[1] == "--single":
         # The whole request: the first token, then the rest at decode speed.
         seconds = bench["ttft_s"] + (generated - 1) / bench["decode_tps"]
         print(json.dumps({
-            "impl": "mlx-harmony-single", "concurrency": 1, "decode_tps": bench["decode_tps"],
+            "impl": label, "concurrency": 1, "decode_tps": bench["decode_tps"],
             "e2e_tps": round(generated / seconds, 2), "ttft_p50_s": bench["ttft_s"],
             "ttft_p95_s": bench["ttft_s"], "generated": generated,
-            "step_queue_ms": bench["step_queue_ms"], "step_wait_ms": bench["step_wait_ms"]}))
+            # examples/bench times the building and the queueing apart; the
+            # batch's queue time holds both (its build time is the first).
+            "step_queue_ms": round(bench["step_build_ms"] + bench["step_queue_ms"], 3),
+            "step_build_ms": bench["step_build_ms"], "step_wait_ms": bench["step_wait_ms"]}))
     sys.exit(0)
 
 rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip().startswith("{")]
@@ -47,24 +51,28 @@ def cell(group, key, digits):
 # attention over one cache array (MLX_HARMONY_ATTEND=mlx), each prompt run
 # alone (MLX_HARMONY_GROUP_PROMPTS=off), an idle batch's steps with the
 # decoding budget (MLX_HARMONY_IDLE_PREFILL=off), N chunks of weights in flight
-# a warp (MLX_HARMONY_QMM_STAGES=N) or the single-stream path (SINGLE=1,
-# concurrency 1 only).
+# a warp (MLX_HARMONY_QMM_STAGES=N), or at concurrency 1 the single-stream
+# path (SINGLE=1: examples/bench's bare loop; GENERATOR=1: TokenGenerator, the
+# chat and generate programs' loop, in our process), or ours and the
+# single-stream path with other settings (gpu-bench-batch's COMPARE_ENV).
 VARIANTS = {"mlx-harmony-mlxqmm": "ours with MLX's qmm",
             "mlx-harmony-unshared": "ours, one launch a matrix",
             "mlx-harmony-wide": "ours, wide form",
             "mlx-harmony-single": "ours, single-stream path",
+            "mlx-harmony-generator": "ours, the programs' loop",
+            "mlx-harmony-env": "ours with COMPARE_ENV",
+            "mlx-harmony-single-env": "single-stream path with COMPARE_ENV",
             "mlx-harmony-mlxattend": "ours with MLX's attention",
             "mlx-harmony-ungrouped": "ours, prompts run alone",
             "mlx-harmony-idle-off": "ours, idle steps on the decoding budget",
             **{f"mlx-harmony-stages{n}": f"ours, {n} chunks in flight a warp" for n in (2, 3, 4)}}
-variant = next((impl for _, impl in sorted(groups) if impl in VARIANTS), None)
-compare = variant is not None
-extra = f" {VARIANTS[variant]} | ours over it |" if compare else ""
+# Each variant measured gets two columns: its figures, and ours over them.
+variants = [impl for impl in VARIANTS if any(i == impl for _, i in groups)]
+extra = "".join(f" {VARIANTS[v]} | ours over it |" for v in variants)
 print("| sequences | metric | mlx-harmony | mlx-lm | ratio |" + extra)
-print("| --- | --- | --- | --- | --- |" + (" --- | --- |" if compare else ""))
+print("| --- | --- | --- | --- | --- |" + " --- | --- |" * len(variants))
 for n in sorted({c for c, _ in groups}):
     ours, theirs = groups.get((n, "mlx-harmony"), []), groups.get((n, "mlx-lm"), [])
-    plain = groups.get((n, variant), []) if compare else []
     if not ours:
         continue
     for key, name, digits, higher_is_better in [
@@ -79,27 +87,32 @@ for n in sorted({c for c, _ in groups}):
         their_cell = cell(theirs, key, digits) if theirs else "-"
         ratio_cell = f"{ratio:.2f}x" if ratio == ratio else "-"
         line = f"| {n} | {name} | {cell(ours, key, digits)} | {their_cell} | {ratio_cell} |"
-        if compare and plain:
-            c = stat(plain, key)[0]
-            versus = (a / c if higher_is_better else c / a) if a and c else float("nan")
-            line += f" {cell(plain, key, digits)} | {versus:.2f}x |"
-        elif compare:
-            line += " | |"
+        for v in variants:
+            plain = groups.get((n, v), [])
+            if plain:
+                c = stat(plain, key)[0]
+                versus = (a / c if higher_is_better else c / a) if a and c else float("nan")
+                line += f" {cell(plain, key, digits)} | {versus:.2f}x |"
+            else:
+                line += " | |"
         print(line)
 print()
 print(f"{len(rows)} runs; ratio: ours over mlx-lm's for speeds, mlx-lm's over ours for times"
       " (above 1 is better for us)")
 
 # Our decode steps, where their time went (medians): building and queueing
-# the next step (host work, and MLX blocking while the device is behind), and
+# the next step (host work, and MLX blocking while the device is behind), of
+# it the building alone (our code and MLX's graph, no kernel encoded), and
 # waiting for this step's tokens. A wait near zero puts the step's time in the
 # queueing; scripts/step_ops.py tells host work from the device's.
 timed = [(n, impl) for n, impl in sorted(groups) if impl.startswith("mlx-harmony")
          and all("step_queue_ms" in r for r in groups[(n, impl)])]
 if timed:
     print()
-    print("| sequences | engine | step queue ms | step wait ms |")
-    print("| --- | --- | --- | --- |")
+    print("| sequences | engine | step queue ms | of it building ms | step wait ms |")
+    print("| --- | --- | --- | --- | --- |")
     for n, impl in timed:
-        print(f"| {n} | {impl} | {cell(groups[(n, impl)], 'step_queue_ms', 2)} | "
-              f"{cell(groups[(n, impl)], 'step_wait_ms', 2)} |")
+        built = groups[(n, impl)]
+        building = cell(built, 'step_build_ms', 2) if all("step_build_ms" in r for r in built) else "-"
+        print(f"| {n} | {impl} | {cell(built, 'step_queue_ms', 2)} | {building} | "
+              f"{cell(built, 'step_wait_ms', 2)} |")

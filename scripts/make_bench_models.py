@@ -4,7 +4,8 @@ built with mlx-lm's own classes: a SmolLM2-135M-shaped Llama in 4-bit (float32 s
 CPUs); with --eight-heads one of its size whose 8 heads tensor-parallel ranks share evenly
 (float32, CPU); with --large a Llama-3-8B-shaped one in 4-bit (bfloat16), with --gpt-oss-20b a
 GPT-OSS-20B-shaped one as mlx-community ships it (MXFP4 experts, 8-bit rest, bfloat16), both
-for GPU runs. --out DIR writes elsewhere; --only skips the small CPU model. Runs in
+for GPU runs; with --narrow Llama-3-8B's layers and heads with narrow matrices (bfloat16), whose
+decode steps on a GPU take the host's time alone. --out DIR writes elsewhere; --only skips the small CPU model. Runs in
 scripts/reference-env (or the GPU machine's reference bundle, scripts/gpu-bench)."""
 
 import json
@@ -29,6 +30,12 @@ SHAPES = {
     "llama-8-heads-shape-q4": dict(hidden_size=512, num_hidden_layers=30, intermediate_size=1536,
                                    num_attention_heads=8, num_key_value_heads=4, vocab_size=49152,
                                    rms_norm_eps=1e-5, rope_theta=100000.0, tie_word_embeddings=True),
+    # Llama-3-8B's 32 layers and 128-wide heads with narrow matrices: the
+    # same graph a decode step builds, almost no device work, so that a
+    # step's time is the host's (gpu-bench-batch's llama3-8b-narrow).
+    "llama3-8b-narrow-q4": dict(hidden_size=1024, num_hidden_layers=32, intermediate_size=2048,
+                                num_attention_heads=8, num_key_value_heads=2, vocab_size=128256,
+                                rms_norm_eps=1e-5, rope_theta=500000.0, tie_word_embeddings=False),
     "llama3-8b-shape-q4": dict(hidden_size=4096, num_hidden_layers=32, intermediate_size=14336,
                                num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
                                rms_norm_eps=1e-5, rope_theta=500000.0, tie_word_embeddings=False),
@@ -103,5 +110,7 @@ if "--eight-heads" in sys.argv:
     make("llama-8-heads-shape-q4", SHAPES["llama-8-heads-shape-q4"], mx.float32)
 if "--large" in sys.argv:
     make("llama3-8b-shape-q4", SHAPES["llama3-8b-shape-q4"], mx.bfloat16)
+if "--narrow" in sys.argv:
+    make("llama3-8b-narrow-q4", SHAPES["llama3-8b-narrow-q4"], mx.bfloat16)
 if "--gpt-oss-20b" in sys.argv:
     make_gpt_oss("gpt-oss-20b-shape-mxfp4")

@@ -14,6 +14,20 @@
 //! `SHARED_PREFIX=N`: every prompt starts with the same N tokens (then its
 //! PROMPT_TOKENS of its own), which a request run before the clock starts
 //! leaves in the batch's prompt cache: a system prompt every client sends.
+//!
+//! `MLX_HARMONY_BENCH_GRAPH=PATH`: a decode step of each concurrency's
+//! first timed run (after 8 tokens a row) is written to `PATH.cN.dot` (N the
+//! concurrency), as examples/bench writes the single-stream path's
+//! (`scripts/graph_counts.py` counts them side by side).
+//!
+//! `MLX_HARMONY_BENCH_LABEL=NAME`: the lines' `impl` (a run with some
+//! other setting, `scripts/gpu-bench-batch`'s `COMPARE_ENV`).
+//!
+//! `GENERATOR=1`: at concurrency 1, each run's prompt also goes through
+//! [`TokenGenerator`] (the chat and generate programs' loop: the same
+//! sampler, detokenizing, stop checks) on the same weights, right after the
+//! batch of one, as an `mlx-harmony-generator` line: #16's batch of one
+//! against the path the programs keep.
 
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -21,7 +35,7 @@ use std::time::Instant;
 
 use mlx_harmony_core::batch::{BatchEvent, BatchGenerator, SequenceRequest};
 use mlx_harmony_core::device::{self, DeviceChoice};
-use mlx_harmony_core::generate::{Cancel, GenerateOptions, LoadedModel};
+use mlx_harmony_core::generate::{Cancel, GenerateOptions, LoadedModel, TokenGenerator};
 use mlx_harmony_core::models::Model;
 use mlx_harmony_core::sampling::{Sampler, SamplingSettings};
 
@@ -69,6 +83,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map_err(|_| format!("SHARED_PREFIX={value}: not a token count"))?,
         Err(_) => 0,
     };
+    let with_generator = std::env::var("GENERATOR").is_ok_and(|v| v == "1");
+    let label = std::env::var("MLX_HARMONY_BENCH_LABEL")
+        .ok()
+        .filter(|l| !l.is_empty());
+    let graph_file = std::env::var_os("MLX_HARMONY_BENCH_GRAPH")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from);
     let model = Model::load(PathBuf::from(model_dir))?;
     let vocab = model.vocab_size() as u32;
     let loaded = Rc::new(LoadedModel {
@@ -82,6 +103,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         bos_token: String::new(),
         eos_token: String::new(),
     });
+    let mut generator = with_generator.then(|| TokenGenerator::from_shared(loaded.clone()));
     // The first run of each concurrency warms up (kernels for its shapes,
     // allocations) and is not printed.
     for (concurrency, run) in concurrencies
@@ -116,6 +138,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         } else {
             BatchGenerator::new(loaded.clone(), concurrency)
         };
+        // The graph of a step well into decoding (its caches grown, no row
+        // joining): what every step repeats.
+        let mut graph_wanted = graph_file.as_ref().filter(|_| run == 1);
         let start = Instant::now();
         let mut ids = Vec::with_capacity(concurrency);
         for i in 0..concurrency {
@@ -138,6 +163,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     BatchEvent::Finished { .. } => {}
                 }
             }
+            if generated >= 8 * concurrency
+                && let Some(path) = graph_wanted.take()
+            {
+                let mut named = path.clone().into_os_string();
+                named.push(format!(".c{concurrency}.dot"));
+                batch.export_next_decode_graph(named.into());
+            }
             if all_started.is_none() && first_token.iter().all(Option::is_some) {
                 all_started = Some(Instant::now());
                 generated_when_all_started = generated;
@@ -151,11 +183,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .iter()
             .map(|t| t.map_or(f64::NAN, |t| t.as_secs_f64()))
             .collect();
+        // The programs' loop on run `run`'s prompt, after the batch of one.
+        if let Some(generator) = generator.as_mut().filter(|_| concurrency == 1) {
+            let own = random_tokens((run * 1000) as u64, prompt_tokens, vocab);
+            let prompt = [prefix.as_slice(), &own].concat();
+            generator.clear_cache();
+            let started = Instant::now();
+            let generation = generator.generate(
+                &prompt,
+                &mut Sampler::new(SamplingSettings::default())?,
+                &GenerateOptions::new(gen_tokens),
+                |_, _| {},
+            )?;
+            let seconds = started.elapsed().as_secs_f64();
+            if run > 0 {
+                let ttft = generation.time_to_first_token_seconds;
+                println!(
+                    "{{\"impl\": \"mlx-harmony-generator\", \"concurrency\": 1, \"decode_tps\": {:.2}, \"e2e_tps\": {:.2}, \"ttft_p50_s\": {ttft:.4}, \"ttft_p95_s\": {ttft:.4}, \"generated\": {}}}",
+                    generation.decode_tokens_per_second,
+                    generation.tokens.len() as f64 / seconds,
+                    generation.tokens.len(),
+                );
+            }
+        }
         if run == 0 {
             continue;
         }
         println!(
-            "{{\"impl\": \"{}\", \"concurrency\": {concurrency}, \"decode_tps\": {:.2}, \"e2e_tps\": {:.2}, \"ttft_p50_s\": {:.4}, \"ttft_p95_s\": {:.4}, \"generated\": {generated}, \"step_queue_ms\": {:.3}, \"step_wait_ms\": {:.3}}}",
+            "{{\"impl\": \"{}\", \"concurrency\": {concurrency}, \"decode_tps\": {:.2}, \"e2e_tps\": {:.2}, \"ttft_p50_s\": {:.4}, \"ttft_p95_s\": {:.4}, \"generated\": {generated}, \"step_queue_ms\": {:.3}, \"step_build_ms\": {:.3}, \"step_wait_ms\": {:.3}}}",
             // MLX_HARMONY_QMM=mlx: the same engine with MLX's quantized
             // products; =unshared: ours, one launch per matrix; =wide: the
             // wide form; MLX_HARMONY_ATTEND=mlx: MLX's attention over one
@@ -163,24 +218,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             // alone; MLX_HARMONY_IDLE_PREFILL=off: an idle batch's steps
             // with the decoding budget; MLX_HARMONY_QMM_STAGES=N: N chunks of
             // weights in flight a warp of our kernels.
-            match (
-                mlx_harmony_core::qmm_rows::setting(),
-                mlx_harmony_core::attend_rows::setting(),
-                mlx_harmony_core::batch::groups_prompts_by_default(),
-                mlx_harmony_core::batch::idle_prefill_by_default(),
-                mlx_harmony_core::qmm_rows::stages(),
-            ) {
-                ("mlx", ..) => "mlx-harmony-mlxqmm",
-                ("unshared", ..) => "mlx-harmony-unshared",
-                ("wide", ..) => "mlx-harmony-wide",
-                (_, "mlx", ..) => "mlx-harmony-mlxattend",
-                (_, _, false, ..) => "mlx-harmony-ungrouped",
-                (_, _, _, false, _) => "mlx-harmony-idle-off",
-                (.., 2) => "mlx-harmony-stages2",
-                (.., 3) => "mlx-harmony-stages3",
-                (.., 4) => "mlx-harmony-stages4",
-                _ => "mlx-harmony",
-            },
+            label.as_deref().unwrap_or(
+                match (
+                    mlx_harmony_core::qmm_rows::setting(),
+                    mlx_harmony_core::attend_rows::setting(),
+                    mlx_harmony_core::batch::groups_prompts_by_default(),
+                    mlx_harmony_core::batch::idle_prefill_by_default(),
+                    mlx_harmony_core::qmm_rows::stages(),
+                ) {
+                    ("mlx", ..) => "mlx-harmony-mlxqmm",
+                    ("unshared", ..) => "mlx-harmony-unshared",
+                    ("wide", ..) => "mlx-harmony-wide",
+                    (_, "mlx", ..) => "mlx-harmony-mlxattend",
+                    (_, _, false, ..) => "mlx-harmony-ungrouped",
+                    (_, _, _, false, _) => "mlx-harmony-idle-off",
+                    (.., 2) => "mlx-harmony-stages2",
+                    (.., 3) => "mlx-harmony-stages3",
+                    (.., 4) => "mlx-harmony-stages4",
+                    _ => "mlx-harmony",
+                }
+            ),
             if decode_seconds > 0.0 {
                 (generated - generated_when_all_started) as f64 / decode_seconds
             } else {
@@ -190,8 +247,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             percentile(&mut ttft, 0.5),
             percentile(&mut ttft, 0.95),
             // Per one-token decode step: building and queueing the next step,
-            // and waiting for this one's tokens (BatchGenerator::decode_timing).
+            // of that the building alone, and waiting for this one's tokens (BatchGenerator::decode_timing).
             timing.queue_seconds * 1e3 / timing.steps.max(1) as f64,
+            timing.build_seconds * 1e3 / timing.steps.max(1) as f64,
             timing.wait_seconds * 1e3 / timing.steps.max(1) as f64,
         );
     }

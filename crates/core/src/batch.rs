@@ -150,19 +150,23 @@ pub struct BatchGenerator {
     idle_prefill: bool,
     /// Prompts that ran in a group so far.
     grouped: usize,
+    /// Where to write the next decode step's graph (for the benchmarks).
+    graph_export: Option<std::path::PathBuf>,
 }
 
 /// Where the time of the (one-token) decode steps went, summed: building
 /// each next step's graph and handing it to MLX (`queue_seconds`: MLX
 /// encodes the kernels on this thread, and blocks there while too much work
-/// is in flight), and waiting for the current step's tokens
-/// (`wait_seconds`). Waits near zero say the time is in the queueing; only
+/// is in flight), of it the building alone (`build_seconds`: our code and
+/// MLX's graph, no kernel encoded), and waiting for the current step's
+/// tokens (`wait_seconds`). Waits near zero say the time is in the queueing; only
 /// with the per-operation costs of `scripts/step_ops.py` beside it does it
 /// say whether that is host work or the device behind (docs/PERFORMANCE.md).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DecodeTiming {
     pub steps: usize,
     pub queue_seconds: f64,
+    pub build_seconds: f64,
     pub wait_seconds: f64,
 }
 
@@ -197,6 +201,7 @@ impl BatchGenerator {
             draft: None,
             kv_quantization: None,
             decode_timing: DecodeTiming::default(),
+            graph_export: None,
             replica: None,
             group_prompts: groups_prompts_by_default(),
             idle_prefill: idle_prefill_by_default(),
@@ -349,6 +354,14 @@ impl BatchGenerator {
     }
 
     /// Where the one-token decode steps' time went so far.
+    /// Writes the next one-token decode step's graph, as built and before
+    /// it runs, to `path` in Graphviz form (MLX's `export_to_dot`; the
+    /// caches' arrays with the step's output): what the benchmarks count
+    /// against the single-stream path's (`scripts/graph_counts.py`).
+    pub fn export_next_decode_graph(&mut self, path: std::path::PathBuf) {
+        self.graph_export = Some(path);
+    }
+
     pub fn decode_timing(&self) -> DecodeTiming {
         self.decode_timing
     }
@@ -415,9 +428,13 @@ impl BatchGenerator {
         let mut following = None;
         if pipelined {
             let next = self.samples(&logits)?;
+            self.decode_timing.build_seconds += begun.elapsed().as_secs_f64();
+            self.export_graph(&next)?;
             self.queue(&next)?;
             following = Some(next);
         } else {
+            self.decode_timing.build_seconds += begun.elapsed().as_secs_f64();
+            self.export_graph(&logits)?;
             self.queue(&logits)?;
         }
         let queued = Instant::now();
@@ -621,6 +638,17 @@ impl BatchGenerator {
             .model
             .forward(&tokens.reshape(&[rows, 1])?, &mut self.caches)?;
         last_position(&logits)
+    }
+
+    /// The step's graph to the file [`BatchGenerator::export_next_decode_graph`]
+    /// named, once.
+    fn export_graph(&mut self, output: &Array) -> Result<()> {
+        if let Some(path) = self.graph_export.take() {
+            let mut outputs: Vec<&Array> = vec![output];
+            outputs.extend(self.caches.iter().flat_map(|c| c.state()));
+            crate::array_ext::export_to_dot(&path, &outputs)?;
+        }
+        Ok(())
     }
 
     /// Starts the device on `output` and the caches it updates.

@@ -481,9 +481,16 @@ pub struct TokenGenerator {
 
 impl TokenGenerator {
     pub fn new(loaded: LoadedModel) -> Self {
+        Self::from_shared(std::rc::Rc::new(loaded))
+    }
+
+    /// A generator over a model loaded once and shared on this thread (with
+    /// a [`crate::batch::BatchGenerator`], say: a benchmark runs both paths
+    /// on the same weights); its caches are its own.
+    pub fn from_shared(loaded: std::rc::Rc<LoadedModel>) -> Self {
         let caches = loaded.model.new_caches();
         TokenGenerator {
-            loaded: std::rc::Rc::new(loaded),
+            loaded,
             cancel: Cancel::new(),
             caches,
             cached: Vec::new(),
