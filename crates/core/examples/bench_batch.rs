@@ -143,9 +143,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut graph_wanted = graph_file.as_ref().filter(|_| run == 1);
         let start = Instant::now();
         let mut ids = Vec::with_capacity(concurrency);
+        let mut first_prompt = Vec::new();
         for i in 0..concurrency {
             let own = random_tokens((run * 1000 + i) as u64, prompt_tokens, vocab);
-            ids.push(batch.add(request([prefix.as_slice(), &own].concat(), gen_tokens)?));
+            let prompt = [prefix.as_slice(), &own].concat();
+            if i == 0 {
+                first_prompt = prompt.clone();
+            }
+            ids.push(batch.add(request(prompt, gen_tokens)?));
         }
         let mut first_token = vec![None; concurrency];
         let mut generated = 0usize;
@@ -185,12 +190,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .collect();
         // The programs' loop on run `run`'s prompt, after the batch of one.
         if let Some(generator) = generator.as_mut().filter(|_| concurrency == 1) {
-            let own = random_tokens((run * 1000) as u64, prompt_tokens, vocab);
-            let prompt = [prefix.as_slice(), &own].concat();
             generator.clear_cache();
             let started = Instant::now();
             let generation = generator.generate(
-                &prompt,
+                &first_prompt,
                 &mut Sampler::new(SamplingSettings::default())?,
                 &GenerateOptions::new(gen_tokens),
                 |_, _| {},

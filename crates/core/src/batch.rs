@@ -353,7 +353,6 @@ impl BatchGenerator {
         self.rows.is_empty() && self.waiting.is_empty() && self.prefill.is_none()
     }
 
-    /// Where the one-token decode steps' time went so far.
     /// Writes the next one-token decode step's graph, as built and before
     /// it runs, to `path` in Graphviz form (MLX's `export_to_dot`; the
     /// caches' arrays with the step's output): what the benchmarks count
@@ -362,6 +361,7 @@ impl BatchGenerator {
         self.graph_export = Some(path);
     }
 
+    /// Where the one-token decode steps' time went so far.
     pub fn decode_timing(&self) -> DecodeTiming {
         self.decode_timing
     }
@@ -425,18 +425,17 @@ impl BatchGenerator {
         let pipelined = self.rows.iter().all(|r| !r.sampler.needs_each_token());
         let begun = Instant::now();
         let logits = self.forward(&current, rows)?;
-        let mut following = None;
-        if pipelined {
-            let next = self.samples(&logits)?;
-            self.decode_timing.build_seconds += begun.elapsed().as_secs_f64();
-            self.export_graph(&next)?;
-            self.queue(&next)?;
-            following = Some(next);
+        let mut following = if pipelined {
+            Some(self.samples(&logits)?)
         } else {
-            self.decode_timing.build_seconds += begun.elapsed().as_secs_f64();
-            self.export_graph(&logits)?;
-            self.queue(&logits)?;
+            None
+        };
+        self.decode_timing.build_seconds += begun.elapsed().as_secs_f64();
+        let output = following.as_ref().unwrap_or(&logits);
+        if let Some(path) = self.graph_export.take() {
+            crate::array_ext::export_to_dot(&path, &self.step_outputs(output))?;
         }
+        async_eval(self.step_outputs(output))?;
         let queued = Instant::now();
         let tokens: Vec<u32> = {
             eval([&current])?;
@@ -640,23 +639,11 @@ impl BatchGenerator {
         last_position(&logits)
     }
 
-    /// The step's graph to the file [`BatchGenerator::export_next_decode_graph`]
-    /// named, once.
-    fn export_graph(&mut self, output: &Array) -> Result<()> {
-        if let Some(path) = self.graph_export.take() {
-            let mut outputs: Vec<&Array> = vec![output];
-            outputs.extend(self.caches.iter().flat_map(|c| c.state()));
-            crate::array_ext::export_to_dot(&path, &outputs)?;
-        }
-        Ok(())
-    }
-
-    /// Starts the device on `output` and the caches it updates.
-    fn queue(&self, output: &Array) -> Result<()> {
-        let mut outputs: Vec<&Array> = vec![output];
+    /// What a step hands MLX to run: `output` and the caches it updates.
+    fn step_outputs<'a>(&'a self, output: &'a Array) -> Vec<&'a Array> {
+        let mut outputs = vec![output];
         outputs.extend(self.caches.iter().flat_map(|c| c.state()));
-        async_eval(outputs)?;
-        Ok(())
+        outputs
     }
 
     /// Each row's sample of `last` (`[rows, vocab]`). Plain greedy rows (the
