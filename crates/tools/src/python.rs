@@ -372,7 +372,29 @@ impl PythonSession {
         }
     }
 
+    /// Starts the worker, trying again while the system says it is out of
+    /// processes for now: after a fork bomb its processes can take longer to
+    /// be reaped than [`CLEANUP_TIMEOUT`] on a loaded machine, and until they
+    /// are, bubblewrap cannot create its namespaces (EAGAIN). That passes;
+    /// failing the call for it would lose the user's request.
     fn start(&self) -> Result<Worker, ToolError> {
+        let deadline = std::time::Instant::now() + STARTUP_TIMEOUT;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.start_once() {
+                Err(ToolError::Setup(why))
+                    if why.contains("Resource temporarily unavailable")
+                        && std::time::Instant::now() + pause < deadline =>
+                {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn start_once(&self) -> Result<Worker, ToolError> {
         let limits = serde_json::json!({
             "memory_bytes": self.config.memory_bytes,
             "processes": self.config.processes,
