@@ -52,14 +52,16 @@ def cell(group, key, digits):
 # alone (MLX_HARMONY_GROUP_PROMPTS=off), an idle batch's steps with the
 # decoding budget (MLX_HARMONY_IDLE_PREFILL=off), N chunks of weights in flight
 # a warp (MLX_HARMONY_QMM_STAGES=N), or at concurrency 1 the single-stream
-# path (SINGLE=1: examples/bench's bare loop; GENERATOR=1: TokenGenerator, the
-# chat and generate programs' loop, in our process), or ours and the
+# path (SINGLE=1: examples/bench's bare loop, also over a batch's cache;
+# GENERATOR=1: TokenGenerator, the chat and generate programs' loop, in our
+# process), or ours and the
 # single-stream path with other settings (gpu-bench-batch's COMPARE_ENV).
 VARIANTS = {"mlx-harmony-mlxqmm": "ours with MLX's qmm",
             "mlx-harmony-unshared": "ours, one launch a matrix",
             "mlx-harmony-wide": "ours, wide form",
             "mlx-harmony-single": "ours, single-stream path",
             "mlx-harmony-generator": "ours, the programs' loop",
+            "mlx-harmony-single-batchcache": "single-stream loop, batch's cache",
             "mlx-harmony-env": "ours with COMPARE_ENV",
             "mlx-harmony-single-env": "single-stream path with COMPARE_ENV",
             "mlx-harmony-mlxattend": "ours with MLX's attention",

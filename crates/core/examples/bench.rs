@@ -6,6 +6,12 @@
 //! With `MLX_HARMONY_BENCH_GRAPH=FILE.dot` the graph of one decode step is
 //! written to FILE.dot and that of the prompt's first chunk to
 //! FILE.prefill.dot (Graphviz), for `scripts/graph_counts.py`.
+//!
+//! With `MLX_HARMONY_BENCH_CACHE=batch` the decode loop runs over a
+//! continuous batch's cache (`BatchKvCache`, the prompt's caches joined as a
+//! sequence joins `BatchGenerator`) instead of one sequence's `KvCache`: the
+//! same bare loop, so that a batch of one's cost can be told apart from its
+//! scheduler's (#16).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -15,6 +21,8 @@ use mlx_harmony_core::device::{self, DeviceChoice};
 use mlx_harmony_core::generate::{PREFILL_CHUNK, prefill};
 use mlx_harmony_core::models::Model;
 use mlx_harmony_core::models::blocks::last_position;
+use mlx_harmony_core::models::cache::LayerCache;
+use mlx_rs::Array;
 use mlx_rs::ops::indexing::argmax_axis;
 use mlx_rs::transforms::{async_eval, eval};
 
@@ -52,36 +60,51 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let states: Vec<&mlx_rs::Array> = caches.iter().flat_map(|c| c.state()).collect();
         export_to_dot(&path.with_extension("prefill.dot"), &states)?;
     }
+    let batch_cache = match std::env::var("MLX_HARMONY_BENCH_CACHE").as_deref() {
+        Ok("batch") => true,
+        Ok("single") | Ok("") | Err(_) => false,
+        Ok(other) => {
+            return Err(
+                format!("MLX_HARMONY_BENCH_CACHE={other:?}: use \"batch\" or \"single\"").into(),
+            );
+        }
+    };
     for run in 0..runs + 1 {
-        let mut caches = model.new_caches();
+        // A sequence that joins a batch runs its prompt in caches that keep
+        // every position (sliding-window layers included).
+        let mut caches = if batch_cache {
+            model.new_joining_caches(None)
+        } else {
+            model.new_caches()
+        };
         let start = Instant::now();
         // The engine's own prompt pass (what TokenGenerator runs).
         let logits = prefill(&model, &mut caches, &prompt)?;
-        let mut next = argmax_axis(last_position(&logits)?, -1, None)?;
+        let next = argmax_axis(last_position(&logits)?, -1, None)?;
         eval([&next])?;
         let first = Instant::now();
-        // The decode loop, pipelined: the next step is queued before this one is read.
-        // Host time per step: building the graph, queueing it (`async_eval`
-        // walks the graph and launches its kernels), waiting for the token.
-        let mut building = Vec::with_capacity(generate_count);
-        let mut queueing = Vec::with_capacity(generate_count);
-        let mut waiting = Vec::with_capacity(generate_count);
-        for step in 1..generate_count {
-            let built = Instant::now();
-            let logits = model.forward(&next.reshape(&[1, 1])?, &mut caches)?;
-            let following = argmax_axis(last_position(&logits)?, -1, None)?;
-            if let (0, 1, Some(path)) = (run, step, &graph_file) {
-                export_to_dot(path, &[&following])?;
+        let export = if run == 0 {
+            graph_file.as_deref()
+        } else {
+            None
+        };
+        let (next, timings) = if batch_cache {
+            // The prompt's caches joined into a batch's, as a sequence
+            // joins BatchGenerator: the same loop over the batch's cache.
+            let mut batch = model.new_batch_caches();
+            for (joined, single) in batch.iter_mut().zip(&caches) {
+                joined.join(single)?;
             }
-            let queue = Instant::now();
-            async_eval([&following])?;
-            let queued = Instant::now();
-            let _ = next.item_exact::<u32>();
-            building.push((queue - built).as_secs_f64() * 1e3);
-            queueing.push((queued - queue).as_secs_f64() * 1e3);
-            waiting.push(queued.elapsed().as_secs_f64() * 1e3);
-            next = following;
-        }
+            drop(caches);
+            decode(&model, &mut batch, next, generate_count, export)?
+        } else {
+            decode(&model, &mut caches, next, generate_count, export)?
+        };
+        let StepTimings {
+            mut building,
+            mut queueing,
+            mut waiting,
+        } = timings;
         let _ = next.item_exact::<u32>();
         let end = Instant::now();
         if run == 0 || !reports {
@@ -99,6 +122,49 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     Ok(())
+}
+
+/// Host time per decode step, in ms: building the graph, queueing it
+/// (`async_eval` walks the graph and launches its kernels), waiting for the
+/// token.
+struct StepTimings {
+    building: Vec<f64>,
+    queueing: Vec<f64>,
+    waiting: Vec<f64>,
+}
+
+/// The decode loop, pipelined: the next step is queued before this one is
+/// read. Returns the last token (not yet read) and the steps' timings;
+/// `export` takes the first step's graph.
+fn decode<C: LayerCache>(
+    model: &Model,
+    caches: &mut [C],
+    mut next: Array,
+    generate_count: usize,
+    export: Option<&std::path::Path>,
+) -> Result<(Array, StepTimings), Box<dyn std::error::Error>> {
+    let mut timings = StepTimings {
+        building: Vec::with_capacity(generate_count),
+        queueing: Vec::with_capacity(generate_count),
+        waiting: Vec::with_capacity(generate_count),
+    };
+    for step in 1..generate_count {
+        let built = Instant::now();
+        let logits = model.forward(&next.reshape(&[1, 1])?, caches)?;
+        let following = argmax_axis(last_position(&logits)?, -1, None)?;
+        if let (1, Some(path)) = (step, export) {
+            export_to_dot(path, &[&following])?;
+        }
+        let queue = Instant::now();
+        async_eval([&following])?;
+        let queued = Instant::now();
+        let _ = next.item_exact::<u32>();
+        timings.building.push((queue - built).as_secs_f64() * 1e3);
+        timings.queueing.push((queued - queue).as_secs_f64() * 1e3);
+        timings.waiting.push(queued.elapsed().as_secs_f64() * 1e3);
+        next = following;
+    }
+    Ok((next, timings))
 }
 
 fn median(values: &mut [f64]) -> f64 {
