@@ -376,7 +376,8 @@ impl BatchGenerator {
         // decoding, no stream waits on this step: the budget is larger, and
         // so are the groups (fewer passes, each one's fixed costs paid
         // fewer times).
-        let idle = self.idle_prefill && self.rows.is_empty();
+        let none_decoding = self.rows.is_empty();
+        let idle = self.idle_prefill && none_decoding;
         let mut budget = if idle {
             IDLE_PREFILL_BUDGET
         } else {
@@ -395,7 +396,13 @@ impl BatchGenerator {
             }
             budget = budget.saturating_sub(ran);
         }
-        if !self.rows.is_empty() {
+        // Rows that joined a batch with no row decoding have their first
+        // tokens in `events` already: they go back now, and their first
+        // decode step is queued by the next call. Queueing it here would
+        // hold those tokens back by the queueing's time (on the CPU the
+        // whole step, on CUDA its encoding, a few ms) with no other row to
+        // gain from it.
+        if !self.rows.is_empty() && !none_decoding {
             self.decode(&mut events)?;
         }
         if let Some(replica) = &mut self.replica {

@@ -381,6 +381,56 @@ fn an_idle_batch_runs_more_prompt_tokens_in_a_step() {
     }
 }
 
+/// A prompt that joins a batch with no row decoding gets its first token
+/// back from that step, before its first decode step is queued (queueing it
+/// would only hold the token back); a prompt that joins while others decode
+/// does not hold them back: that step decodes them too.
+#[test]
+fn a_first_token_comes_back_before_the_first_decode_step() {
+    let loaded = Rc::new(LoadedModel::load(&fixture("llama")).unwrap());
+    let prompts = prompts(&loaded);
+    let mut batch = BatchGenerator::new(loaded.clone(), 4);
+    let first = batch.add(request(&prompts[0], GenerateOptions::new(6)));
+    let events = batch.step().unwrap();
+    assert!(
+        matches!(events.as_slice(), [BatchEvent::Token { id, .. }] if *id == first),
+        "the first step of an idle batch gives the first token: {} events",
+        events.len()
+    );
+    assert_eq!(batch.decode_timing().steps, 0, "no decode step yet");
+    // The next step decodes it; one that then takes a new prompt decodes
+    // the running row in the same step.
+    batch.step().unwrap();
+    assert_eq!(batch.decode_timing().steps, 1);
+    let second = batch.add(request(&prompts[1], GenerateOptions::new(6)));
+    let events = batch.step().unwrap();
+    assert_eq!(batch.decode_timing().steps, 2, "the running row decoded");
+    let ids: Vec<SequenceId> = events
+        .iter()
+        .filter_map(|e| match e {
+            BatchEvent::Token { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        [second, first],
+        "the joiner's first token, then the running row's"
+    );
+    // And the outputs are the ones generated alone.
+    let mut done = HashMap::new();
+    while !batch.is_idle() {
+        for event in batch.step().unwrap() {
+            if let BatchEvent::Finished { id, generation } = event {
+                done.insert(id, generation);
+            }
+        }
+    }
+    let expected = each_alone(&loaded, &prompts[..2], &[6, 6]);
+    assert_eq!(done[&first].tokens, expected[0].tokens);
+    assert_eq!(done[&second].tokens, expected[1].tokens);
+}
+
 /// Long enough that a batch cache's recent columns fill and move into its
 /// store more than once while rows decode (run with
 /// `MLX_HARMONY_ATTEND=emulate`, as scripts/test does, on a machine without
