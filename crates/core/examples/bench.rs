@@ -88,7 +88,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         } else {
             None
         };
-        let (next, timings) = if batch_cache {
+        let (next, mut timings) = if batch_cache {
             // The prompt's caches joined into a batch's, as a sequence
             // joins BatchGenerator: the same loop over the batch's cache.
             let mut batch = model.new_batch_caches();
@@ -100,11 +100,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         } else {
             decode(&model, &mut caches, next, generate_count, export)?
         };
-        let StepTimings {
-            mut building,
-            mut queueing,
-            mut waiting,
-        } = timings;
         let _ = next.item_exact::<u32>();
         let end = Instant::now();
         if run == 0 || !reports {
@@ -116,9 +111,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             (generate_count - 1) as f64 / (end - first).as_secs_f64(),
             (first - start).as_secs_f64(),
             mlx_rs::memory::peak_memory().unwrap_or(0),
-            median(&mut building),
-            median(&mut queueing),
-            median(&mut waiting),
+            median(&mut timings.building),
+            median(&mut timings.queueing),
+            median(&mut timings.waiting),
         );
     }
     Ok(())

@@ -402,7 +402,7 @@ impl BatchGenerator {
         // hold those tokens back by the queueing's time (on the CPU the
         // whole step, on CUDA its encoding, a few ms) with no other row to
         // gain from it.
-        if !self.rows.is_empty() && !none_decoding {
+        if !none_decoding {
             self.decode(&mut events)?;
         }
         if let Some(replica) = &mut self.replica {
