@@ -425,37 +425,55 @@ impl BatchGenerator {
             return Ok(());
         };
         let rows = self.rows.len() as i32;
+        // When the tokens read now are every row's last (each has room for
+        // one more token, and it is not a joiner's first, read already),
+        // nothing is fed: no step is queued that no one would read (as
+        // TokenGenerator's loop stops; a finished batch of one would
+        // otherwise pay a step's building and queueing before its last
+        // token goes back).
+        let last = self
+            .rows
+            .iter()
+            .all(|r| !r.first_read && r.progress.room() == 1);
         // The next step's forward pass is queued before this step is read;
         // its samples too, unless a row needs its newest token on the host
         // first (a repetition penalty, a constraint's mask): then they are
         // taken after the read, while the device runs the forward pass.
         let pipelined = self.rows.iter().all(|r| !r.sampler.needs_each_token());
         let begun = Instant::now();
-        let logits = self.forward(&current, rows)?;
-        let mut following = if pipelined {
-            Some(self.samples(&logits)?)
-        } else {
-            None
-        };
-        self.decode_timing.build_seconds += begun.elapsed().as_secs_f64();
-        let output = following.as_ref().unwrap_or(&logits);
-        if let Some(path) = self.graph_export.take() {
-            crate::array_ext::export_to_dot(&path, &self.step_outputs(output))?;
+        let mut logits = None;
+        let mut following = None;
+        if !last {
+            let queued_logits = self.forward(&current, rows)?;
+            if pipelined {
+                following = Some(self.samples(&queued_logits)?);
+            }
+            self.decode_timing.build_seconds += begun.elapsed().as_secs_f64();
+            let output = following.as_ref().unwrap_or(&queued_logits);
+            if let Some(path) = self.graph_export.take() {
+                crate::array_ext::export_to_dot(&path, &self.step_outputs(output))?;
+            }
+            async_eval(self.step_outputs(output))?;
+            logits = Some(queued_logits);
         }
-        async_eval(self.step_outputs(output))?;
         let queued = Instant::now();
         let tokens: Vec<u32> = {
             eval([&current])?;
             current.as_slice::<u32>().to_vec()
         };
-        self.decode_timing.steps += 1;
-        self.decode_timing.queue_seconds += (queued - begun).as_secs_f64();
-        self.decode_timing.wait_seconds += queued.elapsed().as_secs_f64();
+        if !last {
+            self.decode_timing.steps += 1;
+            self.decode_timing.queue_seconds += (queued - begun).as_secs_f64();
+            self.decode_timing.wait_seconds += queued.elapsed().as_secs_f64();
+        }
         let mut keep = Vec::with_capacity(self.rows.len());
         let mut ended = Vec::new();
         for (index, (row, &token)) in self.rows.iter_mut().zip(&tokens).enumerate() {
-            // Read or not, the token was fed to the model at this step.
-            row.history.push(token);
+            // Read or not, the token was fed to the model at this step,
+            // unless it was the last (the row's cache holds its history).
+            if !last {
+                row.history.push(token);
+            }
             if row.first_read {
                 row.first_read = false;
             } else if !row.cancel.is_cancelled() {
@@ -479,13 +497,15 @@ impl BatchGenerator {
                 Some(_) => ended.push(index),
             }
         }
-        let following = match following.take() {
-            Some(f) => f,
-            None => {
+        let following = match (following, logits) {
+            (Some(f), _) => Some(f),
+            (None, Some(logits)) => {
                 let next = self.samples(&logits)?;
                 async_eval([&next])?;
-                next
+                Some(next)
             }
+            // The last tokens: every row ended with them.
+            (None, None) => None,
         };
         self.close_rows(&keep, &ended, following, events)
     }
@@ -546,7 +566,7 @@ impl BatchGenerator {
         }
         if !goes_on || row.progress.finish.is_some() {
             // Nothing is queued: the row leaves with its cache as it is.
-            return self.close_rows(&[], &[0], current, events);
+            return self.close_rows(&[], &[0], Some(current), events);
         }
         let mut context = row.history.clone();
         context.push(last);
@@ -577,7 +597,7 @@ impl BatchGenerator {
         row.first_read = true;
         let pending = Array::from_slice(&[pending], &[1]);
         if row.progress.finish.is_some() {
-            return self.close_rows(&[], &[0], pending, events);
+            return self.close_rows(&[], &[0], Some(pending), events);
         }
         self.next = Some(pending);
         Ok(())
@@ -585,16 +605,23 @@ impl BatchGenerator {
 
     /// After a step: the rows at `ended` leave (their caches to the prompt
     /// cache, their entries of the queued step `following` dropped); the
-    /// rows at `keep` go on.
+    /// rows at `keep` go on. `following` is `None` only when no step was
+    /// queued, as every row ends.
     fn close_rows(
         &mut self,
         keep: &[usize],
         ended: &[usize],
-        following: Array,
+        following: Option<Array>,
         events: &mut Vec<BatchEvent>,
     ) -> Result<()> {
+        if following.is_none() && !keep.is_empty() {
+            // Those rows would wait forever for a step never queued.
+            return Err(Error::Invalid(
+                "internal: rows go on with no decode step queued for them".into(),
+            ));
+        }
         if ended.is_empty() {
-            self.next = Some(following);
+            self.next = following;
             return Ok(());
         }
         // Rows leave: their caches go to the prompt cache, their entries of
@@ -624,14 +651,15 @@ impl BatchGenerator {
         for cache in &mut self.caches {
             cache.retain(keep)?;
         }
-        self.next = if keep.is_empty() {
-            None
-        } else {
-            let index = Array::from_slice(
-                &keep.iter().map(|&k| k as i32).collect::<Vec<_>>(),
-                &[keep.len() as i32],
-            );
-            Some(following.take_axis(&index, 0)?)
+        self.next = match following {
+            Some(following) if !keep.is_empty() => {
+                let index = Array::from_slice(
+                    &keep.iter().map(|&k| k as i32).collect::<Vec<_>>(),
+                    &[keep.len() as i32],
+                );
+                Some(following.take_axis(&index, 0)?)
+            }
+            _ => None,
         };
         Ok(())
     }

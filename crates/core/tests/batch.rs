@@ -431,6 +431,55 @@ fn a_first_token_comes_back_before_the_first_decode_step() {
     assert_eq!(done[&second].tokens, expected[1].tokens);
 }
 
+/// The step that reads every row's last token (each ending by its limit)
+/// queues no forward pass past it, as the single-sequence loop stops: N
+/// tokens take N - 1 decode steps (the first comes from the prompt pass),
+/// and the row's cache, kept by the prompt cache, holds what was fed: the
+/// prompt and all but the last token.
+#[test]
+fn no_decode_step_is_queued_past_the_last_tokens() {
+    let loaded = Rc::new(LoadedModel::load(&fixture("llama")).unwrap());
+    let prompts = prompts(&loaded);
+    let limit = 5;
+    let mut batch = BatchGenerator::with_prompt_cache(loaded.clone(), 4, 64 << 20);
+    let alone = run(
+        &mut batch,
+        vec![(0, request(&prompts[1], GenerateOptions::new(limit)))],
+    );
+    assert_eq!(batch.decode_timing().steps, limit - 1);
+    let (generation, _) = alone.values().next().unwrap();
+    let expected = each_alone(&loaded, &prompts[1..2], &[limit]);
+    assert_eq!(generation.tokens, expected[0].tokens);
+    assert_eq!(generation.finish_reason, FinishReason::Length);
+
+    // The conversation goes on: the cached part is what was fed.
+    let mut follow = prompts[1].clone();
+    follow.extend(&generation.tokens);
+    follow.extend(&prompts[3]);
+    let got = run(
+        &mut batch,
+        vec![(0, request(&follow, GenerateOptions::new(4)))],
+    );
+    let (next, _) = got.values().next().unwrap();
+    assert_eq!(next.cached_tokens, prompts[1].len() + limit - 1);
+    assert_eq!(
+        next.tokens,
+        each_alone(&loaded, &[follow.clone()], &[4])[0].tokens
+    );
+
+    // Two rows that end on the same step: no step after it either.
+    let mut batch = BatchGenerator::new(loaded.clone(), 4);
+    let both = run(
+        &mut batch,
+        vec![
+            (0, request(&prompts[0], GenerateOptions::new(limit))),
+            (0, request(&prompts[3], GenerateOptions::new(limit))),
+        ],
+    );
+    assert_eq!(both.len(), 2);
+    assert_eq!(batch.decode_timing().steps, limit - 1);
+}
+
 /// Long enough that a batch cache's recent columns fill and move into its
 /// store more than once while rows decode (run with
 /// `MLX_HARMONY_ATTEND=emulate`, as scripts/test does, on a machine without
