@@ -26,7 +26,8 @@ if sys.argv[1] == "--single":
             # examples/bench times the building and the queueing apart; the
             # batch's queue time holds both (its build time is the first).
             "step_queue_ms": round(bench["step_build_ms"] + bench["step_queue_ms"], 3),
-            "step_build_ms": bench["step_build_ms"], "step_wait_ms": bench["step_wait_ms"]}))
+            "step_build_ms": bench["step_build_ms"], "step_wait_ms": bench["step_wait_ms"],
+            **{k: bench[k] for k in ("step_p50_ms", "step_p90_ms") if k in bench}}))
     sys.exit(0)
 
 rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip().startswith("{")]
@@ -111,10 +112,16 @@ timed = [(n, impl) for n, impl in sorted(groups) if impl.startswith("mlx-harmony
          and all("step_queue_ms" in r for r in groups[(n, impl)])]
 if timed:
     print()
-    print("| sequences | engine | step queue ms | of it building ms | step wait ms |")
-    print("| --- | --- | --- | --- | --- |")
+    # A step's whole time, its median and 90th percentile within a run (the
+    # table's cell: their medians over the runs), where the lines carry them:
+    # a mean step time (the tokens/s) above the median is a few slow steps.
+    print("| sequences | engine | step queue ms | of it building ms | step wait ms | step p50 ms | step p90 ms |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for n, impl in timed:
         built = groups[(n, impl)]
-        building = cell(built, 'step_build_ms', 2) if all("step_build_ms" in r for r in built) else "-"
-        print(f"| {n} | {impl} | {cell(built, 'step_queue_ms', 2)} | {building} | "
-              f"{cell(built, 'step_wait_ms', 2)} |")
+
+        def optional(key):
+            return cell(built, key, 2) if all(key in r for r in built) else "-"
+
+        print(f"| {n} | {impl} | {cell(built, 'step_queue_ms', 2)} | {optional('step_build_ms')} | "
+              f"{cell(built, 'step_wait_ms', 2)} | {optional('step_p50_ms')} | {optional('step_p90_ms')} |")

@@ -106,7 +106,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             continue; // warm-up: kernel compilation, allocator
         }
         println!(
-            "{{\"impl\": \"mlx-harmony\", \"ranks\": {ranks}, \"prefill_tps\": {:.2}, \"decode_tps\": {:.2}, \"ttft_s\": {:.4}, \"peak_bytes\": {}, \"step_build_ms\": {:.3}, \"step_queue_ms\": {:.3}, \"step_wait_ms\": {:.3}}}",
+            "{{\"impl\": \"mlx-harmony\", \"ranks\": {ranks}, \"prefill_tps\": {:.2}, \"decode_tps\": {:.2}, \"ttft_s\": {:.4}, \"peak_bytes\": {}, \"step_build_ms\": {:.3}, \"step_queue_ms\": {:.3}, \"step_wait_ms\": {:.3}, \"step_p50_ms\": {:.3}, \"step_p90_ms\": {:.3}}}",
             prompt.len() as f64 / (first - start).as_secs_f64(),
             (generate_count - 1) as f64 / (end - first).as_secs_f64(),
             (first - start).as_secs_f64(),
@@ -114,6 +114,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             median(&mut timings.building),
             median(&mut timings.queueing),
             median(&mut timings.waiting),
+            percentile(&mut timings.whole, 0.5),
+            percentile(&mut timings.whole, 0.9),
         );
     }
     Ok(())
@@ -126,6 +128,9 @@ struct StepTimings {
     building: Vec<f64>,
     queueing: Vec<f64>,
     waiting: Vec<f64>,
+    /// Each step's whole time, for its median and 90th percentile beside
+    /// the batch's (a mean hides whether every step is slower or a few).
+    whole: Vec<f64>,
 }
 
 /// The decode loop, pipelined: the next step is queued before this one is
@@ -142,6 +147,7 @@ fn decode<C: LayerCache>(
         building: Vec::with_capacity(generate_count),
         queueing: Vec::with_capacity(generate_count),
         waiting: Vec::with_capacity(generate_count),
+        whole: Vec::with_capacity(generate_count),
     };
     for step in 1..generate_count {
         let built = Instant::now();
@@ -157,15 +163,21 @@ fn decode<C: LayerCache>(
         timings.building.push((queue - built).as_secs_f64() * 1e3);
         timings.queueing.push((queued - queue).as_secs_f64() * 1e3);
         timings.waiting.push(queued.elapsed().as_secs_f64() * 1e3);
+        timings.whole.push(built.elapsed().as_secs_f64() * 1e3);
         next = following;
     }
     Ok((next, timings))
 }
 
 fn median(values: &mut [f64]) -> f64 {
+    percentile(values, 0.5)
+}
+
+/// The value at fraction `at` of the sorted values (NaN for none).
+fn percentile(values: &mut [f64], at: f64) -> f64 {
     if values.is_empty() {
         return f64::NAN;
     }
     values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
+    values[((values.len() - 1) as f64 * at).round() as usize]
 }

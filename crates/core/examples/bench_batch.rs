@@ -48,6 +48,9 @@ fn random_tokens(seed: u64, count: usize, vocab: u32) -> Vec<u32> {
 }
 
 fn percentile(values: &mut [f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
     values.sort_by(|a, b| a.total_cmp(b));
     let rank = ((values.len() as f64 - 1.0) * p).round() as usize;
     values[rank.min(values.len() - 1)]
@@ -156,7 +159,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut generated = 0usize;
         let mut generated_when_all_started = 0usize;
         let mut all_started = None;
+        // Each step's whole time once every sequence decodes (the loop's
+        // own work included), for its median and 90th percentile.
+        let mut steps_ms = Vec::with_capacity(gen_tokens);
         while !batch.is_idle() {
+            let stepped = Instant::now();
+            let decoding = all_started.is_some();
             for event in batch.step()? {
                 match event {
                     BatchEvent::Token { id, .. } => {
@@ -174,6 +182,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let mut named = path.clone().into_os_string();
                 named.push(format!(".c{concurrency}.dot"));
                 batch.export_next_decode_graph(named.into());
+            }
+            if decoding {
+                steps_ms.push(stepped.elapsed().as_secs_f64() * 1e3);
             }
             if all_started.is_none() && first_token.iter().all(Option::is_some) {
                 all_started = Some(Instant::now());
@@ -213,7 +224,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             continue;
         }
         println!(
-            "{{\"impl\": \"{}\", \"concurrency\": {concurrency}, \"decode_tps\": {:.2}, \"e2e_tps\": {:.2}, \"ttft_p50_s\": {:.4}, \"ttft_p95_s\": {:.4}, \"generated\": {generated}, \"step_queue_ms\": {:.3}, \"step_build_ms\": {:.3}, \"step_wait_ms\": {:.3}}}",
+            "{{\"impl\": \"{}\", \"concurrency\": {concurrency}, \"decode_tps\": {:.2}, \"e2e_tps\": {:.2}, \"ttft_p50_s\": {:.4}, \"ttft_p95_s\": {:.4}, \"generated\": {generated}, \"step_queue_ms\": {:.3}, \"step_build_ms\": {:.3}, \"step_wait_ms\": {:.3}, \"step_p50_ms\": {:.3}, \"step_p90_ms\": {:.3}}}",
             // MLX_HARMONY_QMM=mlx: the same engine with MLX's quantized
             // products; =unshared: ours, one launch per matrix; =wide: the
             // wide form; MLX_HARMONY_ATTEND=mlx: MLX's attention over one
@@ -254,6 +265,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             timing.queue_seconds * 1e3 / timing.steps.max(1) as f64,
             timing.build_seconds * 1e3 / timing.steps.max(1) as f64,
             timing.wait_seconds * 1e3 / timing.steps.max(1) as f64,
+            percentile(&mut steps_ms, 0.5),
+            percentile(&mut steps_ms, 0.9),
         );
     }
     Ok(())
