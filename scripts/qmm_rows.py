@@ -17,6 +17,11 @@ products back to back (one graph, so a product's time is not a lone call's
 launch and synchronisation) and a product's time is the evaluation's over
 CHAIN; weight copies are cycled so that a small layer is not served from cache.
 
+With --floors, also what no product can go below, in the same chained
+timing: a kernel that only reads the layer's packed weights once (16-byte
+loads, grid-stride over every SM; the measured read against the bound) and a
+kernel that does nothing but write one word (a launch's cost in the chain).
+
 With --wide, also the wide form (MLX_HARMONY_QMM=wide: several tiles of 16
 features a warp for each read of x, K split over blocks where the features
 leave the GPU short of blocks, then the splits' sum kernel), split as the
@@ -25,6 +30,7 @@ engine splits it and in each of --wide-splits.
 Usage: qmm_rows.py [--shape llama3-8b|gpt-oss-20b] [--bits 4] [--group 64]
                    [--bandwidth-gbs 4800] [--runs 20] [--chain 16] [--experts-only]
                    [--ours-only] [--variants 16p,8f,8ps4] [--wide] [--wide-splits 1,2,4]
+                   [--floors] [--floors-only] [--read-blocks 528]
                    [ROWS...]
 Runs with the reference environment's MLX (scripts/reference-env), on the GPU
 when MLX has one (the H200 through scripts/gpu-bench-bundle), else the CPU.
@@ -159,6 +165,81 @@ def wide_product(kernels, x, wq, scales, biases, group, bits, splits=None):
 
 CHAIN = 16
 
+READ_THREADS = 256
+
+
+def floor_kernels():
+    """A kernel that reads a packed weight array once and one that does nothing."""
+    read = mx.fast.cuda_kernel(
+        name="mlx_harmony_read_floor",
+        input_names=["w"],
+        output_names=["out"],
+        source="""
+            // Every 16-byte word of w once, grid-stride, four loads in flight
+            // a thread; one word out a warp, so that the loads are not
+            // optimised away.
+            const size_t words = size_t(w_shape[0]) * w_shape[1] / 4;
+            const size_t stride = size_t(gridDim.x) * blockDim.x;
+            const uint4* p = reinterpret_cast<const uint4*>(w);
+            uint32_t acc = 0;
+            size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x;
+            for (; i + 3 * stride < words; i += 4 * stride) {
+                uint4 a = p[i], b = p[i + stride], c = p[i + 2 * stride], d = p[i + 3 * stride];
+                acc ^= a.x ^ a.y ^ a.z ^ a.w ^ b.x ^ b.y ^ b.z ^ b.w;
+                acc ^= c.x ^ c.y ^ c.z ^ c.w ^ d.x ^ d.y ^ d.z ^ d.w;
+            }
+            for (; i < words; i += stride) {
+                uint4 v = p[i];
+                acc ^= v.x ^ v.y ^ v.z ^ v.w;
+            }
+            for (int o = 16; o > 0; o >>= 1) acc ^= __shfl_xor_sync(0xffffffff, acc, o);
+            if ((threadIdx.x & 31) == 0) out[(blockIdx.x * blockDim.x + threadIdx.x) / 32] = acc;
+        """,
+    )
+    empty = mx.fast.cuda_kernel(
+        name="mlx_harmony_empty_floor",
+        input_names=["w"],
+        output_names=["out"],
+        source="if (threadIdx.x == 0) out[0] = 0;",
+    )
+    return read, empty
+
+
+def floors_table(args, layers):
+    """For each layer, the measured one-pass read of its packed weights and
+    the bound; then one do-nothing kernel's time in the same chain."""
+    read, empty = floor_kernels()
+    blocks = args.read_blocks
+    print()
+    print(f"Floors (chains of {CHAIN}, medians of {args.runs}): the packed weights read once by a "
+          f"kernel of {blocks} blocks x {READ_THREADS} threads, 16-byte loads")
+    print("| layer | K x N | packed MB | bound ms | read ms | read/bound |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    for name, k, n in layers:
+        words = n * k * args.bits // 32
+        copies = [mx.random.randint(0, 2**30, (n, k * args.bits // 32), key=mx.random.key(i)).astype(mx.uint32)
+                  for i in range(max(4, min(64, 1 + (200 << 20) // (words * 4))))]
+        mx.eval(copies)
+        bound = words * 4 / (args.bandwidth_gbs * 1e9) * 1e3
+        turn = {"i": 0}
+
+        def read_call():
+            w = copies[turn["i"] % len(copies)]
+            turn["i"] += 1
+            return read(inputs=[w], grid=(blocks * READ_THREADS, 1, 1),
+                        threadgroup=(READ_THREADS, 1, 1),
+                        output_shapes=[(blocks * READ_THREADS // 32,)],
+                        output_dtypes=[mx.uint32])[0]
+
+        t, _, _ = time_call(read_call, args.runs)
+        print(f"| {name} | {k}x{n} | {words * 4 / 1e6:.1f} | {bound:.4f} | {t * 1e3:.4f} | "
+              f"{t * 1e3 / bound:.1f} |", flush=True)
+    w = mx.zeros((1, 4), dtype=mx.uint32)
+    t, lo, hi = time_call(lambda: empty(inputs=[w], grid=(32, 1, 1), threadgroup=(32, 1, 1),
+                                        output_shapes=[(1,)], output_dtypes=[mx.uint32])[0],
+                          args.runs)
+    print(f"A kernel that writes one word: {t * 1e3:.4f} ms [{lo * 1e3:.4f}-{hi * 1e3:.4f}] a launch")
+
 
 def time_call(fn, runs):
     """Seconds per product: CHAIN products evaluated together, RUNS times."""
@@ -268,6 +349,14 @@ def main():
                              "largest relative difference from MLX")
     parser.add_argument("--wide-splits", default="",
                         help="with --wide, more splits of K to time, e.g. '1,2,4'")
+    parser.add_argument("--floors", action="store_true",
+                        help="on CUDA, also time a kernel that only reads each layer's packed "
+                             "weights, and one that does nothing (what no product goes below)")
+    parser.add_argument("--floors-only", action="store_true",
+                        help="only the floors (implies --floors)")
+    parser.add_argument("--read-blocks", type=int, default=528,
+                        help="blocks of the read kernel (4 a streaming multiprocessor on the "
+                             "H100/H200's 132)")
     parser.add_argument("rows", nargs="*", type=int, default=[1, 2, 4, 8, 16, 32, 64])
     args = parser.parse_args()
     global CHAIN
@@ -292,7 +381,7 @@ def main():
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
           + (" ---: | ---: | ---: | ---: |" if kernel else "")
           + " ---: |" * (len(variants) + len(wide_splits)))
-    for name, k, n in [] if args.experts_only else SHAPES[args.shape]:
+    for name, k, n in [] if args.experts_only or args.floors_only else SHAPES[args.shape]:
         # Enough copies of the weights that together they pass any cache
         # (~200 MB, up to 64 copies: a product never finds its weights in L2).
         copies = []
@@ -377,7 +466,9 @@ def main():
                     line += (f" {used}, {t * 1e3:.3f}, {t * 1e3 / bound:.1f}x, "
                              f"{other_diff:.0e} |")
             print(line, flush=True)
-    if args.shape == "gpt-oss-20b":
+    if (args.floors or args.floors_only) and kernel:
+        floors_table(args, SHAPES[args.shape])
+    if args.shape == "gpt-oss-20b" and not args.floors_only:
         experts_table(args)
 
 
