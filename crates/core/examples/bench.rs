@@ -121,6 +121,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// The decode step whose graph `MLX_HARMONY_BENCH_GRAPH` writes.
+const GRAPH_STEP: usize = 8;
+
 /// Host time per decode step, in ms: building the graph, queueing it
 /// (`async_eval` walks the graph and launches its kernels), waiting for the
 /// token.
@@ -135,7 +138,7 @@ struct StepTimings {
 
 /// The decode loop, pipelined: the next step is queued before this one is
 /// read. Returns the last token (not yet read) and the steps' timings;
-/// `export` takes the first step's graph.
+/// `export` takes step [`GRAPH_STEP`]'s graph (or the last one's).
 fn decode<C: LayerCache>(
     model: &Model,
     caches: &mut [C],
@@ -153,7 +156,12 @@ fn decode<C: LayerCache>(
         let built = Instant::now();
         let logits = model.forward(&next.reshape(&[1, 1])?, caches)?;
         let following = argmax_axis(last_position(&logits)?, -1, None)?;
-        if let (1, Some(path)) = (step, export) {
+        // A step well into decoding (as examples/bench_batch takes the
+        // batch's): the first ones can grow the caches, which later steps
+        // do not repeat.
+        if step == GRAPH_STEP.min(generate_count - 1)
+            && let Some(path) = export
+        {
             export_to_dot(path, &[&following])?;
         }
         let queue = Instant::now();
