@@ -228,3 +228,24 @@ pub fn cpu_blas() -> Option<&'static str> {
     })
     .as_deref()
 }
+
+/// Waits until MLX has finished the work queued on this thread's stream
+/// and on the default CPU stream. A pipelined loop leaves one step queued
+/// when the sequence ends at a token it did not know was the last (an end
+/// token, a stop string): the step runs on MLX's worker thread while the
+/// caller goes on. A program calls this before it exits, so that the
+/// process's exit (its libraries' static destructors: MLX's allocator,
+/// OpenBLAS's buffers) never races that worker: it did, rarely, as
+/// `malloc_consolidate(): unaligned fastbin chunk detected` in a one-shot
+/// run on the CPU.
+pub fn finish_queued_work() {
+    let streams = [
+        mlx_rs::Stream::thread_local_or_default(),
+        mlx_rs::Stream::cpu(),
+    ];
+    for stream in &streams {
+        // SAFETY: a plain call on a valid stream handle; a failure (no such
+        // device) leaves nothing to wait for.
+        let _ = unsafe { mlx_sys::mlx_synchronize(stream.as_ptr()) };
+    }
+}

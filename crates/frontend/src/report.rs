@@ -7,6 +7,8 @@ use mlx_harmony_core::generate::{FinishReason, Generation};
 /// Runs a program's body: exit status 0, or the error on one line of
 /// standard error (`error: ...`, its causes after colons) and status 1.
 pub fn exit_code(result: anyhow::Result<()>) -> ExitCode {
+    // Nothing MLX still computes may outlive the return from `main`.
+    mlx_harmony_core::device::finish_queued_work();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -50,11 +50,24 @@ pub fn run_with_input(command: &mut Command, input: &[u8]) -> Output {
     child.wait_with_output().expect("the program ends")
 }
 
-/// Fails the test, showing the program's standard error, unless it exited 0.
+/// Fails the test, showing how the program ended (its exit code, or the
+/// signal that killed it), the end of what it wrote to standard output (a
+/// crash after the answer was written is not one before) and its standard
+/// error, unless it exited 0.
 pub fn assert_success(out: &Output) {
-    assert!(
-        out.status.success(),
-        "{}",
+    if out.status.success() {
+        return;
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let tail: String = {
+        let chars: Vec<char> = stdout.chars().collect();
+        chars[chars.len().saturating_sub(400)..].iter().collect()
+    };
+    panic!(
+        "the program ended with {} after writing {} bytes to stdout, ending:\n{tail}\n\
+         its stderr:\n{}",
+        out.status,
+        out.stdout.len(),
         String::from_utf8_lossy(&out.stderr)
     );
 }
