@@ -13,6 +13,9 @@
 //! same bare loop, so that a batch of one's cost can be told apart from its
 //! scheduler's (#16).
 
+#[path = "common/stats.rs"]
+mod stats;
+
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -25,6 +28,8 @@ use mlx_harmony_core::models::cache::LayerCache;
 use mlx_rs::Array;
 use mlx_rs::ops::indexing::argmax_axis;
 use mlx_rs::transforms::{async_eval, eval};
+
+use stats::percentile;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -179,13 +184,4 @@ fn decode<C: LayerCache>(
 
 fn median(values: &mut [f64]) -> f64 {
     percentile(values, 0.5)
-}
-
-/// The value at fraction `at` of the sorted values (NaN for none).
-fn percentile(values: &mut [f64], at: f64) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    values.sort_by(f64::total_cmp);
-    values[((values.len() - 1) as f64 * at).round() as usize]
 }

@@ -29,6 +29,9 @@
 //! batch of one, as an `mlx-harmony-generator` line: #16's batch of one
 //! against the path the programs keep.
 
+#[path = "common/stats.rs"]
+mod stats;
+
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Instant;
@@ -39,21 +42,14 @@ use mlx_harmony_core::generate::{Cancel, GenerateOptions, LoadedModel, TokenGene
 use mlx_harmony_core::models::Model;
 use mlx_harmony_core::sampling::{Sampler, SamplingSettings};
 
+use stats::percentile;
+
 /// Prompts that are the same on every run and machine.
 fn random_tokens(seed: u64, count: usize, vocab: u32) -> Vec<u32> {
     let mut rng = mlx_harmony_core::demo::SplitMix64::new(seed);
     (0..count)
         .map(|_| 1000 + (rng.next_u64() % u64::from(vocab - 2000)) as u32)
         .collect()
-}
-
-fn percentile(values: &mut [f64], p: f64) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    values.sort_by(|a, b| a.total_cmp(b));
-    let rank = ((values.len() as f64 - 1.0) * p).round() as usize;
-    values[rank.min(values.len() - 1)]
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
