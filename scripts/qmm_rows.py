@@ -168,6 +168,13 @@ CHAIN = 16
 READ_THREADS = 256
 
 
+def copies_past_cache(nbytes):
+    """How many copies of an array of `nbytes` to cycle through so that
+    together they pass any cache (~200 MB, 4 to 64 copies): a timed kernel
+    never finds its input in L2."""
+    return max(4, min(64, 1 + (200 << 20) // nbytes))
+
+
 def floor_kernels():
     """A kernel that reads a packed weight array once and one that does nothing."""
     read = mx.fast.cuda_kernel(
@@ -218,7 +225,7 @@ def floors_table(args, layers):
     for name, k, n in layers:
         words = n * k * args.bits // 32
         copies = [mx.random.randint(0, 2**30, (n, k * args.bits // 32), key=mx.random.key(i)).astype(mx.uint32)
-                  for i in range(max(4, min(64, 1 + (200 << 20) // (words * 4))))]
+                  for i in range(copies_past_cache(words * 4))]
         mx.eval(copies)
         bound = words * 4 / (args.bandwidth_gbs * 1e9) * 1e3
         turn = {"i": 0}
@@ -377,15 +384,15 @@ def main():
     extra += "".join(f" {w} warps, {'pairs' if p else 'float'}, {st} stages ms |"
                      for w, p, st in variants)
     extra += "".join(" wide (splits, ms, /bound, diff) |" for _ in wide_splits)
-    print("| layer | K x N | rows | (B,1,K) ms | (B,K) ms | (B,1,K)/(B,K) | bound ms | (B,K)/bound |" + extra)
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
-          + (" ---: | ---: | ---: | ---: |" if kernel else "")
-          + " ---: |" * (len(variants) + len(wide_splits)))
+    if not args.floors_only:
+        print("| layer | K x N | rows | (B,1,K) ms | (B,K) ms | (B,1,K)/(B,K) | bound ms | (B,K)/bound |"
+              + extra)
+        print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+              + (" ---: | ---: | ---: | ---: |" if kernel else "")
+              + " ---: |" * (len(variants) + len(wide_splits)))
     for name, k, n in [] if args.experts_only or args.floors_only else SHAPES[args.shape]:
-        # Enough copies of the weights that together they pass any cache
-        # (~200 MB, up to 64 copies: a product never finds its weights in L2).
         copies = []
-        for i in range(max(4, min(64, 1 + (200 << 20) // (n * k // 2)))):
+        for i in range(copies_past_cache(n * k // 2)):
             w = mx.random.normal((n, k), key=mx.random.key(i)).astype(mx.bfloat16)
             copies.append(mx.quantize(w, group_size=args.group, bits=args.bits))
         mx.eval(copies)
