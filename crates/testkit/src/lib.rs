@@ -59,10 +59,9 @@ pub fn assert_success(out: &Output) {
         return;
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let tail: String = {
-        let chars: Vec<char> = stdout.chars().collect();
-        chars[chars.len().saturating_sub(400)..].iter().collect()
-    };
+    // The last 400 characters.
+    let start = stdout.char_indices().rev().nth(399).map_or(0, |(i, _)| i);
+    let tail = &stdout[start..];
     panic!(
         "the program ended with {} after writing {} bytes to stdout, ending:\n{tail}\n\
          its stderr:\n{}",
