@@ -12,6 +12,11 @@
 //! sequence joins `BatchGenerator`) instead of one sequence's `KvCache`: the
 //! same bare loop, so that a batch of one's cost can be told apart from its
 //! scheduler's (#16).
+//!
+//! `MLX_HARMONY_STEP_EVAL=caches`: each step hands MLX the caches' arrays
+//! beside its token, as `BatchGenerator`'s steps do (`output`, the default:
+//! the token alone, as `TokenGenerator`'s). `MLX_HARMONY_BENCH_STEPS=FILE`:
+//! each timed run's step times, one JSON line each, appended to FILE.
 
 #[path = "common/stats.rs"]
 mod stats;
@@ -29,7 +34,7 @@ use mlx_rs::Array;
 use mlx_rs::ops::indexing::argmax_axis;
 use mlx_rs::transforms::{async_eval, eval};
 
-use stats::percentile;
+use stats::{percentile, write_steps};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -74,6 +79,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
     };
+    let step_eval = StepEval::from_env()?;
     for run in 0..runs + 1 {
         // A sequence that joins a batch runs its prompt in caches that keep
         // every position (sliding-window layers included).
@@ -101,15 +107,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 joined.join(single)?;
             }
             drop(caches);
-            decode(&model, &mut batch, next, generate_count, export)?
+            decode(&model, &mut batch, next, generate_count, export, step_eval)?
         } else {
-            decode(&model, &mut caches, next, generate_count, export)?
+            decode(&model, &mut caches, next, generate_count, export, step_eval)?
         };
         let _ = next.item_exact::<u32>();
         let end = Instant::now();
         if run == 0 || !reports {
             continue; // warm-up: kernel compilation, allocator
         }
+        let cache = if batch_cache { "batch" } else { "single" };
+        write_steps(
+            &format!("bench-{cache}-cache-eval-{}", step_eval.name()),
+            &timings.whole,
+        )?;
         println!(
             "{{\"impl\": \"mlx-harmony\", \"ranks\": {ranks}, \"prefill_tps\": {:.2}, \"decode_tps\": {:.2}, \"ttft_s\": {:.4}, \"peak_bytes\": {}, \"step_build_ms\": {:.3}, \"step_queue_ms\": {:.3}, \"step_wait_ms\": {:.3}, \"step_p50_ms\": {:.3}, \"step_p90_ms\": {:.3}}}",
             prompt.len() as f64 / (first - start).as_secs_f64(),
@@ -124,6 +135,51 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     Ok(())
+}
+
+/// What a decode step hands MLX to run: its token alone (as
+/// `TokenGenerator`), or with the caches' arrays (as `BatchGenerator`):
+/// `MLX_HARMONY_STEP_EVAL=output|caches`, output by default.
+#[derive(Clone, Copy)]
+enum StepEval {
+    Output,
+    Caches,
+}
+
+impl StepEval {
+    fn from_env() -> Result<Self, String> {
+        match std::env::var("MLX_HARMONY_STEP_EVAL").as_deref() {
+            Ok("output") | Ok("") | Err(_) => Ok(StepEval::Output),
+            Ok("caches") => Ok(StepEval::Caches),
+            Ok(other) => Err(format!(
+                "MLX_HARMONY_STEP_EVAL={other:?}: use \"output\" or \"caches\""
+            )),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            StepEval::Output => "output",
+            StepEval::Caches => "caches",
+        }
+    }
+}
+
+/// A cache's arrays, for [`StepEval::Caches`].
+trait States {
+    fn states(&self) -> Vec<&Array>;
+}
+
+impl States for mlx_harmony_core::models::cache::KvCache {
+    fn states(&self) -> Vec<&Array> {
+        self.state()
+    }
+}
+
+impl States for mlx_harmony_core::models::batch_cache::BatchKvCache {
+    fn states(&self) -> Vec<&Array> {
+        self.state()
+    }
 }
 
 /// The decode step whose graph `MLX_HARMONY_BENCH_GRAPH` writes.
@@ -144,12 +200,13 @@ struct StepTimings {
 /// The decode loop, pipelined: the next step is queued before this one is
 /// read. Returns the last token (not yet read) and the steps' timings;
 /// `export` takes step [`GRAPH_STEP`]'s graph (or the last one's).
-fn decode<C: LayerCache>(
+fn decode<C: LayerCache + States>(
     model: &Model,
     caches: &mut [C],
     mut next: Array,
     generate_count: usize,
     export: Option<&std::path::Path>,
+    step_eval: StepEval,
 ) -> Result<(Array, StepTimings), Box<dyn std::error::Error>> {
     let mut timings = StepTimings {
         building: Vec::with_capacity(generate_count),
@@ -170,7 +227,14 @@ fn decode<C: LayerCache>(
             export_to_dot(path, &[&following])?;
         }
         let queue = Instant::now();
-        async_eval([&following])?;
+        match step_eval {
+            StepEval::Output => async_eval([&following])?,
+            StepEval::Caches => {
+                let mut outputs = vec![&following];
+                outputs.extend(caches.iter().flat_map(|c| c.states()));
+                async_eval(outputs)?
+            }
+        }
         let queued = Instant::now();
         let _ = next.item_exact::<u32>();
         timings.building.push((queue - built).as_secs_f64() * 1e3);

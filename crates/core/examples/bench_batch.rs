@@ -23,6 +23,9 @@
 //! `MLX_HARMONY_BENCH_LABEL=NAME`: the lines' `impl` (a run with some
 //! other setting, `scripts/gpu-bench-batch`'s `COMPARE_ENV`).
 //!
+//! `MLX_HARMONY_BENCH_STEPS=FILE`: each timed run's decode step times,
+//! one JSON line each, appended to FILE (examples/bench writes its own there).
+//!
 //! `GENERATOR=1`: at concurrency 1, each run's prompt also goes through
 //! [`TokenGenerator`] (the chat and generate programs' loop: the same
 //! sampler, detokenizing, stop checks) on the same weights, right after the
@@ -42,7 +45,7 @@ use mlx_harmony_core::generate::{Cancel, GenerateOptions, LoadedModel, TokenGene
 use mlx_harmony_core::models::Model;
 use mlx_harmony_core::sampling::{Sampler, SamplingSettings};
 
-use stats::percentile;
+use stats::{percentile, write_steps};
 
 /// Prompts that are the same on every run and machine.
 fn random_tokens(seed: u64, count: usize, vocab: u32) -> Vec<u32> {
@@ -219,6 +222,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if run == 0 {
             continue;
         }
+        write_steps(
+            &format!(
+                "{}-c{concurrency}",
+                label.as_deref().unwrap_or("mlx-harmony")
+            ),
+            &steps_ms,
+        )?;
         println!(
             "{{\"impl\": \"{}\", \"concurrency\": {concurrency}, \"decode_tps\": {:.2}, \"e2e_tps\": {:.2}, \"ttft_p50_s\": {:.4}, \"ttft_p95_s\": {:.4}, \"generated\": {generated}, \"step_queue_ms\": {:.3}, \"step_build_ms\": {:.3}, \"step_wait_ms\": {:.3}, \"step_p50_ms\": {:.3}, \"step_p90_ms\": {:.3}}}",
             // MLX_HARMONY_QMM=mlx: the same engine with MLX's quantized

@@ -150,6 +150,10 @@ pub struct BatchGenerator {
     idle_prefill: bool,
     /// Prompts that ran in a group so far.
     grouped: usize,
+    /// Whether a decode step hands MLX the caches' arrays beside its output
+    /// (`MLX_HARMONY_STEP_EVAL=output` hands the output alone, to compare:
+    /// every cache array a step writes is an input of its output).
+    evals_caches: bool,
     /// Where to write the next decode step's graph (for the benchmarks).
     graph_export: Option<std::path::PathBuf>,
 }
@@ -206,6 +210,7 @@ impl BatchGenerator {
             group_prompts: groups_prompts_by_default(),
             idle_prefill: idle_prefill_by_default(),
             grouped: 0,
+            evals_caches: std::env::var("MLX_HARMONY_STEP_EVAL").as_deref() != Ok("output"),
         }
     }
 
@@ -221,6 +226,15 @@ impl BatchGenerator {
     /// compare).
     pub fn set_idle_prefill(&mut self, idle: bool) {
         self.idle_prefill = idle;
+    }
+
+    /// Whether a decode step hands MLX the caches' arrays beside its
+    /// tokens (the default) or its tokens alone (`false`, to compare: the
+    /// tokens depend on every array a step writes, so either way all of it
+    /// runs). On CUDA the two pace the steps differently, with the same
+    /// mean (docs/PERFORMANCE.md, "Where a batch of one's step time goes").
+    pub fn set_step_evaluates_caches(&mut self, caches: bool) {
+        self.evals_caches = caches;
     }
 
     /// How many prompts ran in a group with others so far.
@@ -677,7 +691,9 @@ impl BatchGenerator {
     /// What a step hands MLX to run: `output` and the caches it updates.
     fn step_outputs<'a>(&'a self, output: &'a Array) -> Vec<&'a Array> {
         let mut outputs = vec![output];
-        outputs.extend(self.caches.iter().flat_map(|c| c.state()));
+        if self.evals_caches {
+            outputs.extend(self.caches.iter().flat_map(|c| c.state()));
+        }
         outputs
     }
 

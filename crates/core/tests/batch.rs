@@ -258,6 +258,37 @@ fn grouped_prompts_decode_as_alone_on_gpt_oss_with_sliding_windows() {
     grouped_prompts_decode_as_alone("gpt-oss");
 }
 
+/// A decode step that hands MLX its tokens alone (not the caches' arrays
+/// too) decodes the same tokens: every array a step writes is an input of
+/// its tokens, so nothing the next step reads is left unrun. Rows join
+/// while others decode and leave at different limits.
+fn steps_evaluating_their_tokens_alone_decode_the_same(model: &str) {
+    let loaded = Rc::new(LoadedModel::load(&fixture(model)).unwrap());
+    let prompts = prompts(&loaded);
+    let limits = [12, 5, 9, 16];
+    let expected = each_alone(&loaded, &prompts, &limits);
+    for caches in [true, false] {
+        let mut batch = BatchGenerator::new(loaded.clone(), 8);
+        batch.set_step_evaluates_caches(caches);
+        let got = joining_late(&mut batch, requests(&prompts, &limits), &[0, 1, 3, 3]);
+        assert_tokens(
+            &got,
+            &expected,
+            &format!("{model}, steps evaluating the caches too: {caches}"),
+        );
+    }
+}
+
+#[test]
+fn steps_evaluating_their_tokens_alone_decode_the_same_on_llama() {
+    steps_evaluating_their_tokens_alone_decode_the_same("llama");
+}
+
+#[test]
+fn steps_evaluating_their_tokens_alone_decode_the_same_on_gpt_oss_with_sliding_windows() {
+    steps_evaluating_their_tokens_alone_decode_the_same("gpt-oss");
+}
+
 /// Prompts that start with the same cached prefix (a system prompt every
 /// client sends) run past it in one pass over the prefix's caches, copied
 /// to each row, and each decodes as it does alone: a burst arriving with
