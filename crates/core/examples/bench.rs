@@ -165,23 +165,6 @@ impl StepEval {
     }
 }
 
-/// A cache's arrays, for [`StepEval::Caches`].
-trait States {
-    fn states(&self) -> Vec<&Array>;
-}
-
-impl States for mlx_harmony_core::models::cache::KvCache {
-    fn states(&self) -> Vec<&Array> {
-        self.state()
-    }
-}
-
-impl States for mlx_harmony_core::models::batch_cache::BatchKvCache {
-    fn states(&self) -> Vec<&Array> {
-        self.state()
-    }
-}
-
 /// The decode step whose graph `MLX_HARMONY_BENCH_GRAPH` writes.
 const GRAPH_STEP: usize = 8;
 
@@ -200,7 +183,7 @@ struct StepTimings {
 /// The decode loop, pipelined: the next step is queued before this one is
 /// read. Returns the last token (not yet read) and the steps' timings;
 /// `export` takes step [`GRAPH_STEP`]'s graph (or the last one's).
-fn decode<C: LayerCache + States>(
+fn decode<C: LayerCache>(
     model: &Model,
     caches: &mut [C],
     mut next: Array,
@@ -231,7 +214,7 @@ fn decode<C: LayerCache + States>(
             StepEval::Output => async_eval([&following])?,
             StepEval::Caches => {
                 let mut outputs = vec![&following];
-                outputs.extend(caches.iter().flat_map(|c| c.states()));
+                outputs.extend(caches.iter().flat_map(|c| c.state()));
                 async_eval(outputs)?
             }
         }

@@ -31,7 +31,7 @@ use crate::generate::{Cancel, FinishReason, GenerateOptions, Generation, LoadedM
 use crate::lookup;
 use crate::models::batch_cache::BatchKvCache;
 use crate::models::blocks::last_position;
-use crate::models::cache::{KvCache, KvQuantization};
+use crate::models::cache::{KvCache, KvQuantization, LayerCache};
 use crate::sampling::{Sampler, TokenLogprobs, apply_allowed_rows, greedy_rows};
 use crate::{Error, Result};
 

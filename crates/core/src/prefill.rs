@@ -6,7 +6,7 @@
 use mlx_rs::Array;
 
 use crate::models::Model;
-use crate::models::cache::KvCache;
+use crate::models::cache::{KvCache, LayerCache};
 use crate::{Error, Result};
 
 /// How many prompt tokens go through the model at once: long prompts are

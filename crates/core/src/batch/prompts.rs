@@ -10,7 +10,7 @@ use mlx_rs::transforms::eval;
 use crate::array_ext::{owned_copy, slice};
 use crate::generate::{FinishReason, Generation, Progress};
 use crate::models::blocks::last_position;
-use crate::models::cache::KvCache;
+use crate::models::cache::{KvCache, LayerCache};
 use crate::{Error, Result};
 
 use super::prompt_cache::shared_prefix;

@@ -382,11 +382,6 @@ impl BatchKvCache {
         Ok(())
     }
 
-    /// The arrays to evaluate together with the model's output.
-    pub fn state(&self) -> Vec<&Array> {
-        self.store.iter().chain(&self.recent).collect()
-    }
-
     /// Row `row`'s positions as a single sequence's cache (a copy, so that
     /// it does not keep the batch's arrays alive); `None` once a bounded
     /// cache dropped some of them.
@@ -439,6 +434,10 @@ impl BatchKvCache {
 }
 
 impl LayerCache for BatchKvCache {
+    fn state(&self) -> Vec<&Array> {
+        self.store.iter().chain(&self.recent).collect()
+    }
+
     fn rope_offset(&self) -> Result<RopeOffset> {
         if self.left_padding.iter().all(|&p| p == 0) && self.dropped.iter().all(|&d| d == 0) {
             return Ok(RopeOffset::Same(self.end));

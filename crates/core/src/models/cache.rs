@@ -509,20 +509,6 @@ impl KvCache {
         trimmed
     }
 
-    /// The arrays to evaluate together with the model's output.
-    pub fn state(&self) -> Vec<&Array> {
-        let quantized = self
-            .quantized
-            .iter()
-            .flat_map(|q| q.keys.iter().chain(q.values.iter()))
-            .flatten();
-        self.keys
-            .iter()
-            .chain(self.values.iter())
-            .chain(quantized)
-            .collect()
-    }
-
     /// A cache that keeps every position, holding `keys`/`values`
     /// (`[1, H, positions, D]`) as positions `0..positions`.
     pub fn from_arrays(keys: Array, values: Array) -> Self {
@@ -697,6 +683,10 @@ pub enum AttentionMask {
 /// written once against this, so that the same code runs one sequence or a
 /// batch of sequences at different positions.
 pub trait LayerCache {
+    /// The arrays it holds: what a step evaluates together with the
+    /// model's output, and what its bytes are counted on.
+    fn state(&self) -> Vec<&Array>;
+
     /// The RoPE offset of the tokens about to be added.
     fn rope_offset(&self) -> Result<RopeOffset>;
 
@@ -767,6 +757,19 @@ pub trait LayerCache {
 }
 
 impl LayerCache for KvCache {
+    fn state(&self) -> Vec<&Array> {
+        let quantized = self
+            .quantized
+            .iter()
+            .flat_map(|q| q.keys.iter().chain(q.values.iter()))
+            .flatten();
+        self.keys
+            .iter()
+            .chain(self.values.iter())
+            .chain(quantized)
+            .collect()
+    }
+
     fn rope_offset(&self) -> Result<RopeOffset> {
         Ok(RopeOffset::Same(self.offset))
     }
