@@ -62,6 +62,9 @@ VARIANTS = {"mlx-harmony-mlxqmm": "ours with MLX's qmm",
             "mlx-harmony-wide": "ours, wide form",
             "mlx-harmony-single": "ours, single-stream path",
             "mlx-harmony-generator": "ours, the programs' loop",
+            "mlx-harmony-eval-caches": "ours, steps evaluating the caches too",
+            "mlx-harmony-loop": "bare loop",
+            "mlx-harmony-loop-batchcache": "bare loop, batch's cache",
             "mlx-harmony-single-batchcache": "single-stream loop, batch's cache",
             "mlx-harmony-env": "ours with COMPARE_ENV",
             "mlx-harmony-single-env": "single-stream path with COMPARE_ENV",
@@ -126,3 +129,29 @@ if timed:
 
         print(f"| {n} | {impl} | {cell(built, 'step_queue_ms', 2)} | {optional('step_build_ms')} | "
               f"{cell(built, 'step_wait_ms', 2)} | {optional('step_p50_ms')} | {optional('step_p90_ms')} |")
+
+# Paired runs (GENERATOR=1 of examples/bench_batch, examples/bench_one): each
+# path over the TokenGenerator run of its turn in the same process (seconds
+# apart, the order changing from run to run), the pairs' median and spread: a
+# host's speed from run to run, which moves the medians above, falls on every
+# path of a run alike.
+pairs = {}
+for row in rows:
+    if "pair" in row:
+        pairs.setdefault(row["pair"], {})[row["impl"]] = row
+BASE = "mlx-harmony-generator"
+paired_paths = sorted({impl for p in pairs.values() for impl in p if impl != BASE},
+                      key=lambda impl: (impl != "mlx-harmony", impl))
+if any(BASE in p for p in pairs.values()) and paired_paths:
+    print()
+    print("| over TokenGenerator, paired runs | metric | pairs | median | min-max | pairs below 0.97x |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for impl in paired_paths:
+        for key, name in (("decode_tps", "decode tok/s"), ("e2e_tps", "end-to-end tok/s")):
+            values = [p[impl][key] / p[BASE][key] for p in pairs.values()
+                      if impl in p and BASE in p and p[BASE][key] > 0]
+            if not values:
+                continue
+            below = sum(v < 0.97 for v in values)
+            print(f"| {impl} | {name} | {len(values)} | {statistics.median(values):.3f}x | "
+                  f"{min(values):.3f}-{max(values):.3f}x | {below} |")

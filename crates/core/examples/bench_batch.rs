@@ -30,30 +30,27 @@
 //! [`TokenGenerator`] (the chat and generate programs' loop: the same
 //! sampler, detokenizing, stop checks) on the same weights, right after the
 //! batch of one, as an `mlx-harmony-generator` line: #16's batch of one
-//! against the path the programs keep.
+//! against the path the programs keep. The two take turns going first (odd
+//! runs start with TokenGenerator), and both lines of a run carry the same
+//! `pair` (process and run), so that `scripts/bench_batch_table.py` can put
+//! each batch of one over the TokenGenerator run beside it: seconds apart
+//! on one loaded model, a host's slow spell falls on both or on neither.
 
+#[path = "common/runs.rs"]
+mod runs;
 #[path = "common/stats.rs"]
 mod stats;
 
 use std::path::PathBuf;
-use std::rc::Rc;
 use std::time::Instant;
 
 use mlx_harmony_core::batch::{BatchEvent, BatchGenerator, SequenceRequest};
 use mlx_harmony_core::device::{self, DeviceChoice};
-use mlx_harmony_core::generate::{Cancel, GenerateOptions, LoadedModel, TokenGenerator};
-use mlx_harmony_core::models::Model;
+use mlx_harmony_core::generate::{Cancel, GenerateOptions, TokenGenerator};
 use mlx_harmony_core::sampling::{Sampler, SamplingSettings};
 
+use runs::{generate_from_empty, load_without_end, random_tokens};
 use stats::{percentile, write_steps};
-
-/// Prompts that are the same on every run and machine.
-fn random_tokens(seed: u64, count: usize, vocab: u32) -> Vec<u32> {
-    let mut rng = mlx_harmony_core::demo::SplitMix64::new(seed);
-    (0..count)
-        .map(|_| 1000 + (rng.next_u64() % u64::from(vocab - 2000)) as u32)
-        .collect()
-}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -92,19 +89,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let graph_file = std::env::var_os("MLX_HARMONY_BENCH_GRAPH")
         .filter(|p| !p.is_empty())
         .map(PathBuf::from);
-    let model = Model::load(PathBuf::from(model_dir))?;
-    let vocab = model.vocab_size() as u32;
-    let loaded = Rc::new(LoadedModel {
-        model,
-        tokenizer: tokenizers::Tokenizer::from_file(tokenizer)
-            .map_err(|e| format!("{tokenizer}: {e}"))?,
-        chat_template: None,
-        harmony: None,
-        // No end token: every sequence generates GEN_TOKENS.
-        eos_token_ids: Vec::new(),
-        bos_token: String::new(),
-        eos_token: String::new(),
-    });
+    let loaded = load_without_end(model_dir, tokenizer)?;
+    let vocab = loaded.model.vocab_size() as u32;
     let mut generator = with_generator.then(|| TokenGenerator::from_shared(loaded.clone()));
     // The first run of each concurrency warms up (kernels for its shapes,
     // allocations) and is not printed.
@@ -140,19 +126,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         } else {
             BatchGenerator::new(loaded.clone(), concurrency)
         };
+        let prompt_of = |i: usize| {
+            let own = random_tokens((run * 1000 + i) as u64, prompt_tokens, vocab);
+            [prefix.as_slice(), &own].concat()
+        };
+        // The programs' loop on this run's prompt, first on odd runs and
+        // after the batch of one on even ones (its line printed after the
+        // batch's either way).
+        let pair = format!("{}-{run}", std::process::id());
+        let generator_first = run % 2 == 1;
+        let mut generator_line = None;
+        if let Some(generator) = generator
+            .as_mut()
+            .filter(|_| concurrency == 1 && generator_first)
+        {
+            generator_line = Some(generate_alone(generator, &prompt_of(0), gen_tokens, &pair)?);
+        }
         // The graph of a step well into decoding (its caches grown, no row
         // joining): what every step repeats.
         let mut graph_wanted = graph_file.as_ref().filter(|_| run == 1);
         let start = Instant::now();
         let mut ids = Vec::with_capacity(concurrency);
-        let mut first_prompt = Vec::new();
         for i in 0..concurrency {
-            let own = random_tokens((run * 1000 + i) as u64, prompt_tokens, vocab);
-            let prompt = [prefix.as_slice(), &own].concat();
-            if i == 0 {
-                first_prompt = prompt.clone();
-            }
-            ids.push(batch.add(request(prompt, gen_tokens)?));
+            ids.push(batch.add(request(prompt_of(i), gen_tokens)?));
         }
         let mut first_token = vec![None; concurrency];
         let mut generated = 0usize;
@@ -198,26 +194,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .iter()
             .map(|t| t.map_or(f64::NAN, |t| t.as_secs_f64()))
             .collect();
-        // The programs' loop on run `run`'s prompt, after the batch of one.
-        if let Some(generator) = generator.as_mut().filter(|_| concurrency == 1) {
-            generator.clear_cache();
-            let started = Instant::now();
-            let generation = generator.generate(
-                &first_prompt,
-                &mut Sampler::new(SamplingSettings::default())?,
-                &GenerateOptions::new(gen_tokens),
-                |_, _| {},
-            )?;
-            let seconds = started.elapsed().as_secs_f64();
-            if run > 0 {
-                let ttft = generation.time_to_first_token_seconds;
-                println!(
-                    "{{\"impl\": \"mlx-harmony-generator\", \"concurrency\": 1, \"decode_tps\": {:.2}, \"e2e_tps\": {:.2}, \"ttft_p50_s\": {ttft:.4}, \"ttft_p95_s\": {ttft:.4}, \"generated\": {}}}",
-                    generation.decode_tokens_per_second,
-                    generation.tokens.len() as f64 / seconds,
-                    generation.tokens.len(),
-                );
-            }
+        if let Some(generator) = generator
+            .as_mut()
+            .filter(|_| concurrency == 1 && !generator_first)
+        {
+            generator_line = Some(generate_alone(generator, &prompt_of(0), gen_tokens, &pair)?);
         }
         if run == 0 {
             continue;
@@ -229,8 +210,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ),
             &steps_ms,
         )?;
+        // A batch of one beside the TokenGenerator run of its turn carries
+        // that run's pair.
+        let paired = if generator_line.is_some() {
+            format!(", \"pair\": \"{pair}\"")
+        } else {
+            String::new()
+        };
         println!(
-            "{{\"impl\": \"{}\", \"concurrency\": {concurrency}, \"decode_tps\": {:.2}, \"e2e_tps\": {:.2}, \"ttft_p50_s\": {:.4}, \"ttft_p95_s\": {:.4}, \"generated\": {generated}, \"step_queue_ms\": {:.3}, \"step_build_ms\": {:.3}, \"step_wait_ms\": {:.3}, \"step_p50_ms\": {:.3}, \"step_p90_ms\": {:.3}}}",
+            "{{\"impl\": \"{}\", \"concurrency\": {concurrency}, \"decode_tps\": {:.2}, \"e2e_tps\": {:.2}, \"ttft_p50_s\": {:.4}, \"ttft_p95_s\": {:.4}, \"generated\": {generated}, \"step_queue_ms\": {:.3}, \"step_build_ms\": {:.3}, \"step_wait_ms\": {:.3}, \"step_p50_ms\": {:.3}, \"step_p90_ms\": {:.3}{paired}}}",
             // MLX_HARMONY_QMM=mlx: the same engine with MLX's quantized
             // products; =unshared: ours, one launch per matrix; =wide: the
             // wide form; MLX_HARMONY_ATTEND=mlx: MLX's attention over one
@@ -274,6 +262,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             percentile(&mut steps_ms, 0.5),
             percentile(&mut steps_ms, 0.9),
         );
+        if let Some(line) = generator_line {
+            println!("{line}");
+        }
     }
     Ok(())
+}
+
+/// `prompt` through [`TokenGenerator`] from an empty cache: its result
+/// line, an `mlx-harmony-generator` one in `pair`.
+fn generate_alone(
+    generator: &mut TokenGenerator,
+    prompt: &[u32],
+    gen_tokens: usize,
+    pair: &str,
+) -> Result<String, Box<dyn std::error::Error>> {
+    let started = Instant::now();
+    let generation = generate_from_empty(generator, prompt, gen_tokens)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let ttft = generation.time_to_first_token_seconds;
+    Ok(format!(
+        "{{\"impl\": \"mlx-harmony-generator\", \"concurrency\": 1, \"decode_tps\": {:.2}, \"e2e_tps\": {:.2}, \"ttft_p50_s\": {ttft:.4}, \"ttft_p95_s\": {ttft:.4}, \"generated\": {}, \"pair\": \"{pair}\"}}",
+        generation.decode_tokens_per_second,
+        generation.tokens.len() as f64 / seconds,
+        generation.tokens.len(),
+    ))
 }

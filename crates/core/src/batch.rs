@@ -150,10 +150,8 @@ pub struct BatchGenerator {
     idle_prefill: bool,
     /// Prompts that ran in a group so far.
     grouped: usize,
-    /// Whether a decode step hands MLX the caches' arrays beside its output
-    /// (`MLX_HARMONY_STEP_EVAL=output` hands the output alone, to compare:
-    /// every cache array a step writes is an input of its output).
-    evals_caches: bool,
+    /// What a decode step hands MLX to evaluate ([`StepEval`]).
+    step_eval: StepEval,
     /// Where to write the next decode step's graph (for the benchmarks).
     graph_export: Option<std::path::PathBuf>,
 }
@@ -210,7 +208,7 @@ impl BatchGenerator {
             group_prompts: groups_prompts_by_default(),
             idle_prefill: idle_prefill_by_default(),
             grouped: 0,
-            evals_caches: std::env::var("MLX_HARMONY_STEP_EVAL").as_deref() != Ok("output"),
+            step_eval: StepEval::from_env(),
         }
     }
 
@@ -228,13 +226,11 @@ impl BatchGenerator {
         self.idle_prefill = idle;
     }
 
-    /// Whether a decode step hands MLX the caches' arrays beside its
-    /// tokens (the default) or its tokens alone (`false`, to compare: the
-    /// tokens depend on every array a step writes, so either way all of it
-    /// runs). On CUDA the two pace the steps differently, with the same
-    /// mean (docs/PERFORMANCE.md, "Where a batch of one's step time goes").
-    pub fn set_step_evaluates_caches(&mut self, caches: bool) {
-        self.evals_caches = caches;
+    /// What a decode step hands MLX to evaluate: [`StepEval::Auto`] unless
+    /// `MLX_HARMONY_STEP_EVAL` says otherwise. The tokens depend on every
+    /// array a step writes, so all of it runs whichever is chosen.
+    pub fn set_step_eval(&mut self, step_eval: StepEval) {
+        self.step_eval = step_eval;
     }
 
     /// How many prompts ran in a group with others so far.
@@ -691,7 +687,12 @@ impl BatchGenerator {
     /// What a step hands MLX to run: `output` and the caches it updates.
     fn step_outputs<'a>(&'a self, output: &'a Array) -> Vec<&'a Array> {
         let mut outputs = vec![output];
-        if self.evals_caches {
+        let caches_too = match self.step_eval {
+            StepEval::Auto => self.rows.len() > 1,
+            StepEval::Tokens => false,
+            StepEval::Caches => true,
+        };
+        if caches_too {
             outputs.extend(self.caches.iter().flat_map(|c| c.state()));
         }
         outputs
@@ -742,6 +743,41 @@ impl BatchGenerator {
         }
         self.caches = self.fresh_batch_caches();
         self.next = None;
+    }
+}
+
+/// What a decode step hands MLX to evaluate, beside nothing else it needs:
+/// the step's tokens, or its tokens and every cache array it writes.
+///
+/// On CUDA the two run the same kernels but pace the steps differently: with
+/// the caches, steps come evenly (Llama-3-8B on the H200: 5.7-5.8 ms each);
+/// with the tokens alone, as `TokenGenerator`'s loop, fast steps alternate
+/// with one about twice as long every few. A batch of one whose steps took
+/// the caches too decoded ~1% more slowly than with its tokens alone, 15
+/// runs in 16 (docs/PERFORMANCE.md, "A batch of one against the
+/// single-stream paths, run by run").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StepEval {
+    /// The tokens alone while one row decodes (a batch of one runs as the
+    /// single-stream path does), the caches too with more rows (as the
+    /// batch's concurrency figures were measured).
+    #[default]
+    Auto,
+    /// The tokens alone (`MLX_HARMONY_STEP_EVAL=output`).
+    Tokens,
+    /// The tokens and the caches' arrays (`MLX_HARMONY_STEP_EVAL=caches`).
+    Caches,
+}
+
+impl StepEval {
+    /// `MLX_HARMONY_STEP_EVAL`: `output`, `caches`, or anything else (unset)
+    /// for [`StepEval::Auto`] (a benchmark's switch, not a user setting).
+    pub fn from_env() -> Self {
+        match std::env::var("MLX_HARMONY_STEP_EVAL").as_deref() {
+            Ok("output") => StepEval::Tokens,
+            Ok("caches") => StepEval::Caches,
+            _ => StepEval::Auto,
+        }
     }
 }
 

@@ -439,11 +439,25 @@ pub fn matmul_shared(x: &Array, weights: &[&QuantizedWeight]) -> Result<Option<V
         .map(Some)
 }
 
+/// Whether a single row's q, k, v (and gate, up) products also take the
+/// shared kernel, one launch for the 2–3 matrices, instead of MLX's one-row
+/// kernel for each: `MLX_HARMONY_QMM_ONE_ROW=shared`, to measure (three
+/// fewer launches a layer against MLX's kernel made for one row); `mlx`, the
+/// default, keeps MLX's.
+pub fn shares_one_row() -> bool {
+    static SETTING: OnceLock<bool> = OnceLock::new();
+    *SETTING.get_or_init(|| env_setting("MLX_HARMONY_QMM_ONE_ROW", &["mlx", "shared"]) == "shared")
+}
+
 /// The shape checks of [`matmul_shared`], without the device: 2 to
-/// [`MAX_SHARED`] matrices, each one [`takes`], all of one format.
+/// [`MAX_SHARED`] matrices, each one [`takes`] (or, with
+/// [`shares_one_row`], one row of it), all of one format.
 pub fn takes_shared(x: &Array, weights: &[&QuantizedWeight]) -> bool {
+    let one_row = shares_one_row() && x.shape().last().is_some_and(|&k| x.size() as i32 == k);
     (2..=MAX_SHARED).contains(&weights.len())
-        && weights.iter().all(|q| takes(x, q))
+        && weights
+            .iter()
+            .all(|q| takes(x, q) || (one_row && unpacks(x.dtype(), q, x.dim(-1), 2)))
         && weights.iter().all(|q| {
             q.mode == weights[0].mode
                 && q.bits == weights[0].bits

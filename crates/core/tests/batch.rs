@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::rc::Rc;
 
-use mlx_harmony_core::batch::{BatchEvent, BatchGenerator, SequenceId, SequenceRequest};
+use mlx_harmony_core::batch::{BatchEvent, BatchGenerator, SequenceId, SequenceRequest, StepEval};
 use mlx_harmony_core::generate::{
     Cancel, FinishReason, GenerateOptions, Generation, LoadedModel, generate,
 };
@@ -267,14 +267,14 @@ fn steps_evaluating_their_tokens_alone_decode_the_same(model: &str) {
     let prompts = prompts(&loaded);
     let limits = [12, 5, 9, 16];
     let expected = each_alone(&loaded, &prompts, &limits);
-    for caches in [true, false] {
+    for step_eval in [StepEval::Caches, StepEval::Tokens, StepEval::Auto] {
         let mut batch = BatchGenerator::new(loaded.clone(), 8);
-        batch.set_step_evaluates_caches(caches);
+        batch.set_step_eval(step_eval);
         let got = joining_late(&mut batch, requests(&prompts, &limits), &[0, 1, 3, 3]);
         assert_tokens(
             &got,
             &expected,
-            &format!("{model}, steps evaluating the caches too: {caches}"),
+            &format!("{model}, steps evaluating {step_eval:?}"),
         );
     }
 }
