@@ -241,6 +241,18 @@ fn shared_rows_match_mlx() {
         vec![4096, 1024, 1024],
         16,
     ));
+    // One row (a lone sequence's decode step, unless
+    // MLX_HARMONY_QMM_ONE_ROW=mlx): each format, and Llama-3-8B's q, k, v
+    // and gate, up.
+    if qmm_rows::shares_one_row() {
+        for format in formats {
+            cases.push((Dtype::Bfloat16, format, 256, vec![64, 16, 48], 1));
+        }
+        cases.push((Dtype::Float16, formats[1], 192, vec![32, 48], 1));
+        for widths in [vec![4096, 1024, 1024], vec![14336, 14336]] {
+            cases.push((Dtype::Bfloat16, formats[0], 4096, widths, 1));
+        }
+    }
     for (dtype, (mode, group, bits), k, widths, rows) in cases {
         let start = std::time::Instant::now();
         let qs = matrices(&widths, k, dtype, (mode, group, bits));
@@ -262,10 +274,9 @@ fn shared_rows_match_mlx() {
 }
 
 #[test]
-fn one_row_shares_match_mlx() {
-    // A single row (a lone sequence's decode step) through the shared
-    // kernel, as the engine runs it unless MLX_HARMONY_QMM_ONE_ROW=mlx:
-    // Llama-3-8B's q, k, v and gate, up, and a small case of each format.
+fn one_row_takes_the_shared_kernel() {
+    // A single row (a lone sequence's decode step) takes the shared
+    // kernel, as the engine runs it unless MLX_HARMONY_QMM_ONE_ROW=mlx.
     let x = input(1, 256, Dtype::Bfloat16, 3);
     let qs = matrices(
         &[64, 16, 48],
@@ -283,60 +294,7 @@ fn one_row_shares_match_mlx() {
         !qmm_rows::takes(&x, &qs[0]),
         "one matrix at one row stays on MLX's kernel"
     );
-    if !cuda() || !qmm_rows::shares_one_row() {
-        eprintln!("skipped: no CUDA device, or one row left to MLX's kernel");
-        return;
-    }
-    let stream = Stream::new();
-    type Case = (Dtype, (QuantMode, i32, i32), i32, Vec<i32>);
-    let cases: Vec<Case> = vec![
-        (
-            Dtype::Bfloat16,
-            (QuantMode::Affine, 64, 4),
-            256,
-            vec![64, 16, 48],
-        ),
-        (
-            Dtype::Float16,
-            (QuantMode::Affine, 32, 8),
-            192,
-            vec![32, 48],
-        ),
-        (
-            Dtype::Bfloat16,
-            (QuantMode::Mxfp4, 32, 4),
-            256,
-            vec![64, 16, 48],
-        ),
-        (
-            Dtype::Bfloat16,
-            (QuantMode::Affine, 64, 4),
-            4096,
-            vec![4096, 1024, 1024],
-        ),
-        (
-            Dtype::Bfloat16,
-            (QuantMode::Affine, 64, 4),
-            4096,
-            vec![14336, 14336],
-        ),
-    ];
-    for (dtype, (mode, group, bits), k, widths) in cases {
-        let qs = matrices(&widths, k, dtype, (mode, group, bits));
-        let refs: Vec<&QuantizedWeight> = qs.iter().collect();
-        let x = input(1, k, dtype, k as u64);
-        assert!(qmm_rows::takes_shared(&x, &refs));
-        let outs = qmm_rows::shared_product(&x, &refs, &stream).unwrap();
-        check_each(
-            &x,
-            &qs,
-            &outs,
-            &format!("one row, {mode:?} group {group} {bits} bits"),
-        );
-        eprintln!(
-            "{dtype:?} {mode:?} group {group} {bits} bits, K {k}, widths {widths:?}, one row: ok"
-        );
-    }
+    // Its products on the device: one-row cases of shared_rows_match_mlx.
 }
 
 #[test]
