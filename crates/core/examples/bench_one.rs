@@ -15,29 +15,27 @@
 //!   rows does; a batch of one hands its tokens alone);
 //! - `mlx-harmony-generator`: [`TokenGenerator`], the chat and generate
 //!   programs' loop;
-//! - `mlx-harmony-loop`: a bare pipelined loop (forward, argmax,
-//!   `async_eval` of the token) over one sequence's caches;
+//! - `mlx-harmony-loop`: the bare pipelined loop `bench` times (forward,
+//!   argmax, `async_eval` of the token) over one sequence's caches;
 //! - `mlx-harmony-loop-batchcache`: the same loop over a batch's caches, the
 //!   prompt's joined as a sequence joins a batch.
 //!
 //! The first run of each path warms up and is not printed.
 
+#[path = "common/bare_loop.rs"]
+mod bare_loop;
 #[path = "common/runs.rs"]
 mod runs;
 
 use std::rc::Rc;
 use std::time::Instant;
 
+use bare_loop::bare_loop;
 use mlx_harmony_core::batch::{BatchEvent, BatchGenerator, SequenceRequest, StepEval};
 use mlx_harmony_core::device::{self, DeviceChoice};
-use mlx_harmony_core::generate::{Cancel, GenerateOptions, LoadedModel, TokenGenerator, prefill};
+use mlx_harmony_core::generate::{Cancel, GenerateOptions, LoadedModel, TokenGenerator};
 use mlx_harmony_core::models::Model;
-use mlx_harmony_core::models::blocks::last_position;
-use mlx_harmony_core::models::cache::LayerCache;
 use mlx_harmony_core::sampling::{Sampler, SamplingSettings};
-use mlx_rs::Array;
-use mlx_rs::ops::indexing::argmax_axis;
-use mlx_rs::transforms::{async_eval, eval};
 use runs::{generate_from_empty, load_without_end, random_tokens};
 
 type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
@@ -84,20 +82,8 @@ fn main() -> BenchResult<()> {
                     batch_of_one(&loaded, &prompt, gen_tokens, StepEval::Caches)?
                 }
                 "mlx-harmony-generator" => generate(&mut generator, &prompt, gen_tokens)?,
-                "mlx-harmony-loop" => bare_loop(
-                    &loaded.model,
-                    loaded.model.new_caches(),
-                    &prompt,
-                    gen_tokens,
-                    false,
-                )?,
-                _ => bare_loop(
-                    &loaded.model,
-                    loaded.model.new_joining_caches(None),
-                    &prompt,
-                    gen_tokens,
-                    true,
-                )?,
+                "mlx-harmony-loop" => bare(&loaded.model, &prompt, gen_tokens, false)?,
+                _ => bare(&loaded.model, &prompt, gen_tokens, true)?,
             };
             if timed.generated != gen_tokens {
                 return Err(format!(
@@ -181,52 +167,25 @@ fn generate(
     })
 }
 
-/// The prompt, then a pipelined greedy loop: each step's forward pass and
-/// argmax queued before the previous token is read, the token alone handed
-/// to `async_eval`. `join`: the prompt's caches joined into a batch's first.
-fn bare_loop(
+/// The bare loop (`common/bare_loop.rs`, what `bench` times), each step
+/// handing MLX its token alone.
+fn bare(
     model: &Model,
-    mut caches: Vec<mlx_harmony_core::models::cache::KvCache>,
     prompt: &[u32],
     gen_tokens: usize,
-    join: bool,
+    over_batch_cache: bool,
 ) -> BenchResult<Timed> {
-    let start = Instant::now();
-    let logits = prefill(model, &mut caches, prompt)?;
-    let next = argmax_axis(last_position(&logits)?, -1, None)?;
-    eval([&next])?;
-    let first = Instant::now();
-    if join {
-        let mut batch = model.new_batch_caches();
-        for (joined, single) in batch.iter_mut().zip(&caches) {
-            joined.join(single)?;
-        }
-        drop(caches);
-        decode_loop(model, &mut batch, next, gen_tokens)?;
-    } else {
-        decode_loop(model, &mut caches, next, gen_tokens)?;
-    }
-    let end = Instant::now();
+    let run = bare_loop(
+        model,
+        prompt,
+        gen_tokens,
+        over_batch_cache,
+        None,
+        StepEval::Tokens,
+    )?;
     Ok(Timed {
-        first_token_seconds: (first - start).as_secs_f64(),
-        decode_seconds: (end - first).as_secs_f64(),
+        first_token_seconds: run.first_token_seconds,
+        decode_seconds: run.decode_seconds,
         generated: gen_tokens,
     })
-}
-
-fn decode_loop<C: LayerCache>(
-    model: &Model,
-    caches: &mut [C],
-    mut next: Array,
-    gen_tokens: usize,
-) -> BenchResult<()> {
-    for _ in 1..gen_tokens {
-        let logits = model.forward(&next.reshape(&[1, 1])?, caches)?;
-        let following = argmax_axis(last_position(&logits)?, -1, None)?;
-        async_eval([&following])?;
-        let _ = next.item_exact::<u32>();
-        next = following;
-    }
-    let _ = next.item_exact::<u32>();
-    Ok(())
 }

@@ -770,12 +770,15 @@ pub enum StepEval {
 }
 
 impl StepEval {
-    /// `MLX_HARMONY_STEP_EVAL`: `output`, `caches`, or anything else (unset)
-    /// for [`StepEval::Auto`] (a benchmark's switch, not a user setting).
+    /// `MLX_HARMONY_STEP_EVAL`: `output`, `caches`, or `auto` (unset; another
+    /// value is named in a warning): a benchmark's switch, not a user setting.
     pub fn from_env() -> Self {
-        match std::env::var("MLX_HARMONY_STEP_EVAL").as_deref() {
-            Ok("output") => StepEval::Tokens,
-            Ok("caches") => StepEval::Caches,
+        match crate::cuda_kernel::env_setting(
+            "MLX_HARMONY_STEP_EVAL",
+            &["auto", "output", "caches"],
+        ) {
+            "output" => StepEval::Tokens,
+            "caches" => StepEval::Caches,
             _ => StepEval::Auto,
         }
     }

@@ -242,12 +242,17 @@ fn unpacks(dtype: Dtype, q: &QuantizedWeight, k: i32, matrix_dims: usize) -> boo
 /// The shape checks, without the device: does the kernel take `x @ wᵀ`?
 /// `x` is `[..., K]` with [`MIN_ROWS`] to [`MAX_ROWS`] rows in all.
 pub fn takes(x: &Array, q: &QuantizedWeight) -> bool {
+    takes_from(x, q, MIN_ROWS)
+}
+
+/// [`takes`] from `min_rows` rows on.
+fn takes_from(x: &Array, q: &QuantizedWeight, min_rows: i32) -> bool {
     let shape = x.shape();
     let Some(&k) = shape.last() else {
         return false;
     };
     let rows: i32 = shape[..shape.len() - 1].iter().product();
-    (MIN_ROWS..=MAX_ROWS).contains(&rows) && unpacks(x.dtype(), q, k, 2)
+    (min_rows..=MAX_ROWS).contains(&rows) && unpacks(x.dtype(), q, k, 2)
 }
 
 /// The shape checks of the experts' kernel, without the device: experts
@@ -452,14 +457,12 @@ pub fn shares_one_row() -> bool {
 }
 
 /// The shape checks of [`matmul_shared`], without the device: 2 to
-/// [`MAX_SHARED`] matrices, each one [`takes`] (or, with
-/// [`shares_one_row`], one row of it), all of one format.
+/// [`MAX_SHARED`] matrices, each one [`takes`] (from one row on, with
+/// [`shares_one_row`]), all of one format.
 pub fn takes_shared(x: &Array, weights: &[&QuantizedWeight]) -> bool {
-    let one_row = shares_one_row() && x.shape().last().is_some_and(|&k| x.size() as i32 == k);
+    let min_rows = if shares_one_row() { 1 } else { MIN_ROWS };
     (2..=MAX_SHARED).contains(&weights.len())
-        && weights
-            .iter()
-            .all(|q| takes(x, q) || (one_row && unpacks(x.dtype(), q, x.dim(-1), 2)))
+        && weights.iter().all(|q| takes_from(x, q, min_rows))
         && weights.iter().all(|q| {
             q.mode == weights[0].mode
                 && q.bits == weights[0].bits
